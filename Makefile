@@ -1,0 +1,65 @@
+# bnsweep entry points. Every target installs what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Headless MuJoCo rendering through Mesa's EGL (software GL on CPU machines).
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+GRID ?= critic_i_mode
+PROFILE ?= local
+DRY_RUN ?=
+RESULTS ?= results
+FIGURES ?= figures
+ARGS ?=
+
+APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6 libglfw3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install system-deps test lint sweep figures bench verify-learning clean
+
+help: ## list the targets
+	@echo "bnsweep: batch-normalization mode study of DrQ-v2 (see README.md)"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables: GRID=$(GRID) PROFILE=$(PROFILE) (local|paper) DRY_RUN=1 RESULTS=$(RESULTS) FIGURES=$(FIGURES) ARGS=..."
+
+install: system-deps $(STAMP) ## create .venv with pinned torch (CPU) and mujoco; idempotent
+
+system-deps: ## Debian Mesa EGL/OSMesa packages for headless rendering (skipped when present)
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then :; else \
+		echo "installing headless GL packages: $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned: this exact version is a CPU build here; an unpinned torch pulls CUDA wheels.
+	$(PY) -m pip install -q "torch==2.13.0" "mujoco==3.17.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+test: install ## run the test suite (what CI runs)
+	$(PY) -m pytest -q
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check .
+
+sweep: install ## run GRID (sweeps/<GRID>.yaml or a path) on PROFILE, then draw its figures
+	$(PY) -m orchestrator.sweep --grid $(GRID) --profile $(PROFILE) --results $(RESULTS) --figures $(FIGURES) $(if $(DRY_RUN),--dry-run) $(ARGS)
+
+figures: install ## redraw every figure and figures/report.md from the result store
+	$(PY) -m analysis.figures --results $(RESULTS) --out $(FIGURES) $(ARGS)
+
+bench: install ## benchmark suite -> bench/latest.json (ARGS=--quick for the smoke version)
+	$(PY) -m bench.run $(ARGS)
+
+verify-learning: install ## learning check: cartpole_swingup states, 100k frames, 3 seeds x Origin/MA-BN/TTTTT
+	$(PY) -m agent.verify_learning $(ARGS)
+
+clean: ## remove caches (never results/)
+	rm -rf .pytest_cache .ruff_cache **/__pycache__

@@ -1,0 +1,80 @@
+"""Which BatchNorm mode each of the five update steps runs in (SPEC §3).
+
+A mode is data: a 5-letter string over {T, E} in the order of ``STEP_NAMES``.
+``bn_step`` puts every BatchNorm layer of a module into the step's mode for one
+forward pass and restores the previous flags afterwards; the rest of the module
+(LayerNorm, Linear) has no train/eval behaviour, so only BN layers are touched.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from typing import Iterator
+
+from torch import nn
+
+STEP_NAMES = ("actor_i", "actor_ii", "critic_i", "critic_ii", "critic_iii")
+STEP_TITLES = ("Actor-I", "Actor-II", "Critic-I", "Critic-II", "Critic-III")
+DEFAULT_BN_MODE = "TTETT"  # MA-BN: actor TT, critic ETT
+ALL_BN_MODES = tuple("".join(letters) for letters in itertools.product("TE", repeat=len(STEP_NAMES)))
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def validate_bn_mode(mode: str) -> str:
+    if not isinstance(mode, str) or len(mode) != len(STEP_NAMES) or set(mode) - {"T", "E"}:
+        raise ValueError(f"must be {len(STEP_NAMES)} letters, each T (train) or E (eval), in the order "
+                         f"{', '.join(STEP_TITLES)}; e.g. {DEFAULT_BN_MODE} (MA-BN) or TTTTT")
+    return mode
+
+
+def step_is_train(mode: str, step: str) -> bool:
+    """True when ``step`` (one of STEP_NAMES) runs its BN layers on batch statistics."""
+    return validate_bn_mode(mode)[STEP_NAMES.index(step)] == "T"
+
+
+def mode_by_step(mode: str) -> dict[str, str]:
+    """{'actor_i': 'T', ...}: one key per step, for dashboards that group by a single step."""
+    return dict(zip(STEP_NAMES, validate_bn_mode(mode)))
+
+
+def bn_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules() if isinstance(m, _BN_TYPES)]
+
+
+@contextmanager
+def bn_train_mode(module: nn.Module, train: bool) -> Iterator[None]:
+    """Run the BN layers of ``module`` in train (batch stats) or eval (running stats) mode."""
+    layers = bn_layers(module)
+    previous = [layer.training for layer in layers]
+    for layer in layers:
+        layer.train(train)
+    try:
+        yield
+    finally:
+        for layer, was_training in zip(layers, previous):
+            layer.train(was_training)
+
+
+@contextmanager
+def bn_step(module: nn.Module, mode: str, step: str) -> Iterator[None]:
+    with bn_train_mode(module, step_is_train(mode, step)):
+        yield
+
+
+@contextmanager
+def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
+    """Let a train-mode forward use batch statistics without moving the running ones.
+
+    Used for measurements (Q-bias) that must see the Critic-I normalization
+    without changing the agent.
+    """
+    saved = [(layer, layer.running_mean.clone(), layer.running_var.clone(), layer.num_batches_tracked.clone())
+             for layer in bn_layers(module) if layer.track_running_stats]
+    try:
+        yield
+    finally:
+        for layer, mean, var, count in saved:
+            layer.running_mean.copy_(mean)
+            layer.running_var.copy_(var)
+            layer.num_batches_tracked.copy_(count)

@@ -1,0 +1,134 @@
+"""DrQ-v2 networks (SPEC §1) with the normalization options of SPEC §2."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight.data)
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.orthogonal_(module.weight.data, nn.init.calculate_gain("relu"))
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
+
+
+def norm_layer(kind: str, width: int, bn_momentum: float, bn_eps: float) -> nn.Module:
+    if kind == "batch_norm":
+        return nn.BatchNorm1d(width, momentum=bn_momentum, eps=bn_eps)
+    if kind == "layer_norm":
+        return nn.LayerNorm(width)
+    return nn.Identity()
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, norm: str, bn_momentum: float, bn_eps: float) -> nn.Sequential:
+    """Linear -> norm -> ReLU, twice, then the output Linear (norm never on the raw input)."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), norm_layer(norm, hidden_dim, bn_momentum, bn_eps), nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, hidden_dim), norm_layer(norm, hidden_dim, bn_momentum, bn_eps), nn.ReLU(inplace=True),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+def trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+
+
+class Encoder(nn.Module):
+    """4 conv 3x3 layers of 32 channels, the first with stride 2; pixels scaled to [-0.5, 0.5]."""
+
+    def __init__(self, obs_shape: tuple[int, ...], channels_last: bool = False):
+        super().__init__()
+        self.channels_last = channels_last
+        self.convnet = nn.Sequential(
+            nn.Conv2d(obs_shape[0], 32, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+        )
+        side = obs_shape[1]
+        for stride in (2, 1, 1, 1):
+            side = (side - 3) // stride + 1
+        self.repr_dim = 32 * side * side
+        self.apply(orthogonal_init)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = obs / 255.0 - 0.5
+        if self.channels_last:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        return self.convnet(obs).reshape(obs.shape[0], -1)  # reshape: channels_last is not view-able
+
+
+class Actor(nn.Module):
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str,
+                 bn_momentum: float, bn_eps: float):
+        super().__init__()
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.policy = mlp(feature_dim, hidden_dim, action_dim, norm, bn_momentum, bn_eps)
+        self.apply(orthogonal_init)
+
+    def forward(self, obs: torch.Tensor, std: float) -> "TruncatedNormal":
+        mean = torch.tanh(self.policy(self.trunk(obs)))
+        return TruncatedNormal(mean, torch.full_like(mean, std))
+
+
+class Critic(nn.Module):
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str,
+                 bn_momentum: float, bn_eps: float):
+        super().__init__()
+        self.trunk = trunk(repr_dim, feature_dim)
+        self.q1 = mlp(feature_dim + action_dim, hidden_dim, 1, norm, bn_momentum, bn_eps)
+        self.q2 = mlp(feature_dim + action_dim, hidden_dim, 1, norm, bn_momentum, bn_eps)
+        self.apply(orthogonal_init)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features_action = torch.cat([self.trunk(obs), action], dim=-1)
+        return self.q1(features_action), self.q2(features_action)
+
+
+class TruncatedNormal:
+    """Gaussian whose samples are clipped to (-1, 1) with a straight-through gradient (DrQ-v2)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, edge: float = 1e-6):
+        self.mean, self.std, self.edge = mean, std, edge
+
+    def sample(self, clip: float | None = None) -> torch.Tensor:
+        noise = torch.randn_like(self.mean) * self.std
+        if clip is not None:
+            noise = noise.clamp(-clip, clip)
+        x = self.mean + noise
+        clamped = x.clamp(-1.0 + self.edge, 1.0 - self.edge)
+        return x - x.detach() + clamped.detach()
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        var = self.std ** 2
+        return -((value - self.mean) ** 2) / (2 * var) - self.std.log() - math.log(math.sqrt(2 * math.pi))
+
+
+class RandomShift(nn.Module):
+    """DrQ's random shift: replicate-pad by ``pad`` and crop back at a random offset, bilinear."""
+
+    def __init__(self, pad: int = 4):
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        assert h == w, "square images only"
+        x = F.pad(x, (self.pad,) * 4, mode="replicate")
+        eps = 1.0 / (h + 2 * self.pad)
+        arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * self.pad, device=x.device, dtype=x.dtype)[:h]
+        arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
+        base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
+        shift = torch.randint(0, 2 * self.pad + 1, size=(n, 1, 1, 2), device=x.device, dtype=x.dtype)
+        shift *= 2.0 / (h + 2 * self.pad)
+        return F.grid_sample(x, base_grid + shift, padding_mode="zeros", align_corners=False)

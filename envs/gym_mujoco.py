@@ -1,0 +1,72 @@
+"""Gymnasium MuJoCo tasks (``*-v5``) behind the same interface as dm_control."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from envs.base import Env, FrameStacker, Step
+
+
+class GymMujocoEnv(Env):
+    def __init__(self, task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int,
+                 image_size: int = 84):
+        kwargs: dict[str, Any] = {}
+        if obs_type == "pixels":
+            kwargs = {"render_mode": "rgb_array", "width": image_size, "height": image_size}
+        self._env = gymnasium.make(task, **kwargs)
+        self._seed: int | None = seed  # Gymnasium seeds its RNG on the first reset only
+        self.obs_type = obs_type
+        self.action_repeat = action_repeat
+        space = self._env.action_space
+        self.action_dim = int(np.prod(space.shape))
+        self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
+        self.state_dim = int(np.prod(self._env.observation_space.shape))
+        if obs_type == "pixels":
+            self.frame_stack = frame_stack
+            self.frame_shape = (3, image_size, image_size)
+        else:
+            self.frame_stack = 1
+            self.frame_shape = (self.state_dim,)
+        self.obs_shape = (self.frame_shape[0] * self.frame_stack, *self.frame_shape[1:])
+        self._stack = FrameStacker(self.frame_stack)
+
+    def _frame(self, state: np.ndarray) -> np.ndarray:
+        if self.obs_type == "pixels":
+            return np.ascontiguousarray(self._env.render().transpose(2, 0, 1))
+        return state
+
+    def reset(self) -> Step:
+        observation, _ = self._env.reset(seed=self._seed)
+        self._seed = None
+        state = np.asarray(observation, dtype=np.float32)
+        frame = self._frame(state)
+        return Step(self._stack.reset(frame), frame, state, 0.0, 1.0, True, False)
+
+    def step(self, action: np.ndarray) -> Step:
+        scaled = self._low + (np.asarray(action, dtype=np.float32) + 1.0) * 0.5 * (self._high - self._low)
+        reward, terminated, truncated = 0.0, False, False
+        for _ in range(self.action_repeat):
+            observation, r, terminated, truncated, _ = self._env.step(scaled)
+            reward += float(r)
+            if terminated or truncated:
+                break
+        state = np.asarray(observation, dtype=np.float32)
+        frame = self._frame(state)
+        # Only a true termination cuts the bootstrap; a time limit does not.
+        return Step(self._stack.push(frame), frame, state, reward, 0.0 if terminated else 1.0, False,
+                    bool(terminated or truncated))
+
+    def get_rng_state(self) -> Any:
+        return {"np_random": copy.deepcopy(self._env.unwrapped.np_random.bit_generator.state), "seed": self._seed}
+
+    def set_rng_state(self, state: Any) -> None:
+        self._seed = state["seed"]
+        if self._seed is None:
+            self._env.unwrapped.np_random.bit_generator.state = state["np_random"]
+
+    def close(self) -> None:
+        self._env.close()
