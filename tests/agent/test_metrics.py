@@ -1,0 +1,48 @@
+"""Q-bias and coverage against hand-computed values (SPEC §7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.metrics import Coverage, discounted_returns, projection_matrix, q_bias
+
+
+def test_discounted_returns_by_hand():
+    np.testing.assert_allclose(discounted_returns(np.array([1.0, 0.0, 2.0]), 0.5), [1.5, 1.0, 2.0])
+    # Truncated at the episode's end: the last state's return is its own reward.
+    np.testing.assert_allclose(discounted_returns(np.array([3.0]), 0.99), [3.0])
+
+
+def test_q_bias_by_hand():
+    returns = np.array([1.0, 3.0])  # mean 2
+    q = np.array([2.0, 2.0])  # relative bias: (1/2.001, -1/2.001)
+    mean, std = q_bias(q, returns)
+    assert mean == pytest.approx(0.0)
+    assert std == pytest.approx(1.0 / 2.001)
+    mean, std = q_bias(np.array([4.0, 6.0]), returns)  # +3 everywhere
+    assert mean == pytest.approx(3.0 / 2.001) and std == pytest.approx(0.0)
+
+
+def test_coverage_cells_by_hand():
+    projection = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    coverage = Coverage(projection, cell_size=0.5)
+    # [s; a] = [0.1, 0.2 | 0.2] -> P x = [0.1, 0.4] -> cell (0, 0)
+    np.testing.assert_array_equal(coverage.cell(np.array([0.1, 0.2]), np.array([0.2])), [0, 0])
+    coverage.add(np.array([0.1, 0.2]), np.array([0.2]))
+    coverage.add(np.array([0.4, 0.0]), np.array([0.4]))  # [0.4, 0.4] -> (0, 0) again
+    assert len(coverage) == 1
+    coverage.add(np.array([-0.1, 0.3]), np.array([0.3]))  # [-0.1, 0.6] -> (-1, 1)
+    assert len(coverage) == 2
+    np.testing.assert_array_equal(coverage.cell(np.array([-0.1, 0.3]), np.array([0.3])), [-1, 1])
+    restored = Coverage(projection, 0.5)
+    restored.load_state_dict(coverage.state_dict())
+    assert len(restored) == 2
+
+
+def test_projection_is_fixed_per_task_and_gaussian():
+    a = projection_matrix("cartpole_swingup", 6, 4)
+    np.testing.assert_array_equal(a, projection_matrix("cartpole_swingup", 6, 4))
+    assert not np.array_equal(a, projection_matrix("walker_walk", 6, 4))
+    big = projection_matrix("cheetah_run", 400, 4)
+    assert abs(big.std() * np.sqrt(400) - 1.0) < 0.05  # N(0, 1/d) entries
