@@ -1,0 +1,245 @@
+"""The benchmark suite: ``make bench`` (a few minutes) or ``make bench ARGS=--quick`` (smoke).
+
+Writes ``bench/latest.json`` and prints a table.  Every figure comes from this
+machine in this run; ratios against the reference-style update are measured
+side by side (interleaved) in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from agent.config import build_config
+from agent.drqv2 import DrQV2Agent
+from agent.replay import ReplayBuffer
+from agent.train import run_trial
+from bench.reference_update import ReferenceUpdate
+from envs import make_env
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = "cartpole_swingup"
+GOALS = {  # metric: (comparison, threshold) from the performance issue
+    "pixel_update_ms": ("<=", 1200.0),
+    "pixel_fps": (">=", 3.2),
+    "loop_overhead_pct": ("<=", 10.0),
+    "replay_bytes_per_transition_pixels": ("<=", 21_200.0),
+    "concurrency_speedup": (">=", 1.7),
+}
+
+
+def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def random_batch(obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels: bool) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    if pixels:
+        obs = rng.integers(0, 256, size=(rows, *obs_shape), dtype=np.uint8)
+        next_obs = rng.integers(0, 256, size=(rows, *obs_shape), dtype=np.uint8)
+    else:
+        obs = rng.normal(size=(rows, *obs_shape)).astype(np.float32)
+        next_obs = rng.normal(size=(rows, *obs_shape)).astype(np.float32)
+    return {"obs": obs, "next_obs": next_obs, "action": rng.uniform(-1, 1, (rows, action_dim)).astype(np.float32),
+            "reward": rng.uniform(0, 1, (rows, 1)).astype(np.float32),
+            "discount": np.full((rows, 1), 0.99**3, dtype=np.float32)}
+
+
+def bench_updates(repeats: int) -> dict[str, float]:
+    """Pixel update (ours vs reference-style, interleaved) and state update, default hyper-parameters, MA-BN."""
+    config = build_config({"task": TASK, "obs_type": "pixels"})
+    obs_shape = (9, 84, 84)
+    batch = random_batch(obs_shape, 1, config.batch_size, pixels=True)
+    ours = DrQV2Agent(config, obs_shape, 1, torch.device("cpu"))
+    reference = ReferenceUpdate(config, obs_shape, 1)
+    ours.update(batch, 5000)
+    reference.update(batch)
+    ours_ms, ref_ms = [], []
+    for _ in range(repeats):  # interleaved, so drift on a shared machine hits both alike
+        ours_ms.append(median_ms(lambda: ours.update(batch, 5000), 1, warmup=0))
+        ref_ms.append(median_ms(lambda: reference.update(batch), 1, warmup=0))
+    state_config = build_config({"task": TASK, "obs_type": "states"})
+    state_agent = DrQV2Agent(state_config, (5,), 1, torch.device("cpu"))
+    state_batch = random_batch((5,), 1, state_config.batch_size, pixels=False)
+    return {
+        "pixel_update_ms": statistics.median(ours_ms),
+        "reference_pixel_update_ms": statistics.median(ref_ms),
+        "pixel_update_speedup_vs_reference": statistics.median(ref_ms) / statistics.median(ours_ms),
+        "state_update_ms": median_ms(lambda: state_agent.update(state_batch, 5000), max(5, repeats * 3)),
+        "pixel_act_ms": median_ms(lambda: ours.act(batch["obs"][0], 5000, eval_mode=False), 20),
+        "state_act_ms": median_ms(lambda: state_agent.act(state_batch["obs"][0], 5000, eval_mode=False), 50),
+    }
+
+
+def bench_env(steps: int) -> dict[str, float]:
+    env = make_env(TASK, "states", seed=0, action_repeat=2, frame_stack=1)
+    env.reset()
+    action = np.zeros(env.action_dim, dtype=np.float32)
+    env_step = median_ms(lambda: env.step(action), steps, warmup=5)
+    physics = env._env.physics
+    render = median_ms(lambda: physics.render(84, 84, camera_id=0), max(10, steps // 10), warmup=2)
+    return {"env_step_ms": env_step, "render_ms": render}
+
+
+class TimingSink:
+    """Wall time at every log point, to measure the loop after the seed frames."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[int, float]] = []
+
+    def log(self, frame: int, metrics: Any) -> None:
+        if "perf/fps" in metrics:  # training rows only (evaluation is off here anyway)
+            self.points.append((frame, time.perf_counter()))
+
+    def checkpoint(self, frame: int, path: Path) -> None:
+        pass
+
+    def close(self, status: Any) -> None:
+        pass
+
+
+def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: int, **extra: Any) -> float:
+    """Frames per second of the whole training loop after the seed frames (eval off)."""
+    sink = TimingSink()
+    config = build_config({"task": TASK, "obs_type": obs_type, "num_seed_frames": seed_frames,
+                           "num_frames": seed_frames + measured_frames, "eval_every_frames": 0,
+                           "checkpoint_every_frames": 0, "log_every_frames": log_every, **extra})
+    with tempfile.TemporaryDirectory() as out:
+        status = run_trial(config, out, sinks=[sink])
+    if status["status"] != "completed":
+        raise RuntimeError(f"benchmark trial {status['status']}: {status.get('error')}")
+    after = [(f, t) for f, t in sink.points if f >= seed_frames]
+    (f0, t0), (f1, t1) = after[0], after[-1]
+    return (f1 - f0) / (t1 - t0)
+
+
+def concurrency(frames: int) -> dict[str, float]:
+    """Throughput of 2 concurrent single-thread state trials over 1 (hidden 256, the local sweep setting)."""
+    def launch(out: Path) -> subprocess.Popen:
+        args = [f"task={TASK}", "obs_type=states", "hidden_dim=256", "torch_threads=1", "eval_every_frames=0",
+                "num_seed_frames=1000", f"num_frames={1000 + frames}", "log_every_frames=250",
+                "checkpoint_every_frames=0", f"out={out}"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.Popen([sys.executable, "-m", "agent.train", *args], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def fps(out: Path) -> float:
+        import pandas as pd
+        rows = pd.read_csv(out / "metrics.csv").dropna(subset=["perf/fps"])
+        return float(rows[rows["frame"] > 1000]["perf/fps"].median())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        single = launch(tmp_path / "single")
+        single.wait()
+        pair = [launch(tmp_path / "a"), launch(tmp_path / "b")]
+        for process in pair:
+            process.wait()
+        for process in (single, *pair):
+            if process.returncode != 0:
+                raise RuntimeError(process.stderr.read().decode())
+        one = fps(tmp_path / "single")
+        two = fps(tmp_path / "a") + fps(tmp_path / "b")
+    return {"single_trial_fps": one, "two_trials_fps_total": two, "concurrency_speedup": two / one}
+
+
+def replay_sizes() -> dict[str, float]:
+    pixels = ReplayBuffer(1000, (3, 84, 84), np.uint8, 3, 1, nstep=3, discount=0.99, seed=0)
+    states = ReplayBuffer(1000, (5,), np.float32, 1, 1, nstep=3, discount=0.99, seed=0)
+    return {"replay_bytes_per_transition_pixels": pixels.bytes_per_transition,
+            "replay_bytes_per_transition_states": states.bytes_per_transition,
+            "stacked_store_bytes_per_transition_pixels": 9 * 84 * 84 + 4 * 3}
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def goals(results: dict[str, float]) -> dict[str, dict[str, Any]]:
+    verdicts = {}
+    for name, (op, threshold) in GOALS.items():
+        value = results.get(name)
+        met = value is not None and (value <= threshold if op == "<=" else value >= threshold)
+        verdicts[name] = {"value": value, "goal": f"{op} {threshold:g}", "met": bool(met)}
+    return verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke version: tiny repeats and loops (~1 min)")
+    parser.add_argument("--out", default=str(REPO / "bench" / "latest.json"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the single-process parts")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    quick = args.quick
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    print("updates ...", flush=True)
+    results.update(bench_updates(repeats=2 if quick else 7))
+    print("environment ...", flush=True)
+    results.update(bench_env(steps=50 if quick else 500))
+    print("state loop ...", flush=True)
+    results["state_fps"] = loop_fps("states", 1000 if quick else 4000, 200 if quick else 2000, 100 if quick else 500,
+                                    torch_threads=args.threads)
+    parts_per_step = results["env_step_ms"] + results["state_act_ms"] + results["state_update_ms"] / 2
+    loop_per_step = 2 * 1000.0 / results["state_fps"]  # action repeat 2: ms per agent step
+    results["loop_overhead_pct"] = 100.0 * (loop_per_step - parts_per_step) / parts_per_step
+    print("pixel loop ...", flush=True)
+    results["pixel_fps"] = loop_fps("pixels", 400 if quick else 1000, 8 if quick else 80, 4 if quick else 8,
+                                    torch_threads=args.threads)
+    results.update(replay_sizes())
+    print("concurrency ...", flush=True)
+    results.update(concurrency(frames=400 if quick else 4000))
+    report = {"quick": quick, "machine": machine(), "results": results, "goals": goals(results),
+              "seconds": time.perf_counter() - started,
+              "command": "make bench" + (" ARGS=--quick" if quick else "")}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"\nmachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['torch_threads']} threads"
+          f"{'  (QUICK: smoke numbers only)' if report['quick'] else ''}")
+    print(f"{'metric':40s} {'value':>12s}  goal")
+    for name, value in report["results"].items():
+        goal = report["goals"].get(name)
+        verdict = f"{goal['goal']:>10s} {'met' if goal['met'] else 'NOT met'}" if goal else ""
+        print(f"{name:40s} {value:12.2f}  {verdict}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

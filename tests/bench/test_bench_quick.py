@@ -1,0 +1,25 @@
+"""`make bench ARGS=--quick` runs every measurement end to end and writes a complete report."""
+
+from __future__ import annotations
+
+import json
+
+from bench.run import GOALS, main
+
+EXPECTED = ("pixel_update_ms", "reference_pixel_update_ms", "pixel_fps", "state_fps", "state_update_ms",
+            "env_step_ms", "render_ms", "loop_overhead_pct", "replay_bytes_per_transition_pixels",
+            "replay_bytes_per_transition_states", "concurrency_speedup")
+
+
+def test_quick_bench_writes_every_metric(tmp_path, capsys):
+    out = tmp_path / "latest.json"
+    assert main(["--quick", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    results = report["results"]
+    for name in EXPECTED:
+        assert results[name] > 0, name
+    assert report["quick"] is True and report["machine"]["torch"].startswith("2.13")
+    assert set(report["goals"]) == set(GOALS)
+    # The replay stores each pixel frame once: one 84x84x3 frame plus small fields.
+    assert 84 * 84 * 3 < results["replay_bytes_per_transition_pixels"] < 84 * 84 * 3 + 100
+    assert "pixel_update_ms" in capsys.readouterr().out
