@@ -65,6 +65,7 @@ class DrQV2Agent:
         for net in (self.encoder, self.actor, self.critic, self.critic_target):
             net.eval()
         self._critic_i_bn = bn_layers(self.critic)
+        self._staging: dict[str, torch.Tensor] = {}  # pinned host buffers (CUDA only)
 
     # ------------------------------------------------------------ acting
     def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
@@ -96,8 +97,23 @@ class DrQV2Agent:
 
     # ------------------------------------------------------------ learning
     def batch_to_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """Pixels stay uint8 until after the augmentation (4x less memory traffic)."""
-        tensors = {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in batch.items()}
+        """Pixels stay uint8 until after the augmentation (4x less memory traffic).
+
+        On CUDA the batch goes through reused pinned staging buffers, so the
+        host-to-device copy is asynchronous. Reusing a buffer is safe because every
+        update ends by reading its metrics (``.item()``), which waits for the copy.
+        """
+        if self.device.type == "cuda":
+            tensors = {}
+            for key, value in batch.items():
+                staging = self._staging.get(key)
+                if staging is None or staging.shape != value.shape:
+                    staging = self._staging[key] = torch.empty(value.shape, dtype=torch.from_numpy(value).dtype,
+                                                               pin_memory=True)
+                staging.copy_(torch.from_numpy(value))
+                tensors[key] = staging.to(self.device, non_blocking=True)
+        else:
+            tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
         if not self.pixels:
             for key in ("obs", "next_obs"):
                 tensors[key] = tensors[key].float()
