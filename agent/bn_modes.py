@@ -9,8 +9,8 @@ forward pass and restores the previous flags afterwards; the rest of the module
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from torch import nn
 

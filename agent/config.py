@@ -13,8 +13,9 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from agent.bn_modes import DEFAULT_BN_MODE, STEP_NAMES, validate_bn_mode
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 _LINEAR = re.compile(r"linear\(\s*([^,]+),\s*([^,]+),\s*([^)]+)\)")
 

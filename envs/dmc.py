@@ -17,7 +17,8 @@ def _flatten(observation: dict[str, Any]) -> np.ndarray:
 class DMCEnv(Env):
     def __init__(self, domain: str, task: str, obs_type: str, seed: int, action_repeat: int,
                  frame_stack: int, image_size: int = 84):
-        self._env = suite.load(domain, task, task_kwargs={"random": seed}, environment_kwargs={"flat_observation": False})
+        self._env = suite.load(domain, task, task_kwargs={"random": seed},
+                               environment_kwargs={"flat_observation": False})
         self.obs_type = obs_type
         self.action_repeat = action_repeat
         self.image_size = image_size
