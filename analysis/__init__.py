@@ -1,0 +1,7 @@
+"""Analysis of a result store: tidy loading, rliable-style statistics, the paper's figures and a report.
+
+Entry point: ``python -m analysis.figures`` (docs/analysis.md). Modules: ``store`` (loading into tidy tables),
+``stats`` (IQM, stratified bootstrap, probability of improvement, normalization), ``summary`` (final returns,
+curves, per-cell summaries), ``plots`` (one function per figure, which grid gets which), ``style`` (colours and
+byte-stable saving), ``report`` (report.md), ``figures`` (the command line).
+"""

@@ -1,0 +1,92 @@
+"""Draw every figure of every grid in a result store, and figures/report.md.
+
+    python -m analysis.figures [--results results] [--out figures] [--grid NAME ...]
+
+Writes ``<out>/<grid>/<figure>.png`` and ``.pdf`` for each grid (SPEC §8 says which figures) and
+``<out>/report.md``. Exit status 0 on success, 2 when the results directory is missing, empty or not a
+result store, or a requested grid is not in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis import stats
+from analysis.plots import GridData, figure_names, figures_for
+from analysis.report import write_report
+from analysis.store import StoreError, load_store
+from analysis.summary import DEFAULT_FINAL_WINDOW, Settings
+
+
+def make_figures(results: Path | str, out: Path | str, grids: Sequence[str] | None = None,
+                 settings: Settings | None = None) -> tuple[Path, dict[str, list[Path]]]:
+    """Draw the figures of ``grids`` (default: every grid in the store); return (report path, files drawn by grid).
+
+    The report always covers every grid of the store; grids not drawn now link the files of an earlier run.
+
+    Raises StoreError when ``results`` is not a store or a requested grid is absent.
+    """
+    settings = settings or Settings()
+    store = load_store(results)
+    available = store.grids
+    selected = list(dict.fromkeys(grids)) if grids else available
+    missing = [g for g in selected if g not in available]
+    if missing:
+        raise StoreError(f"grid {', '.join(missing)} not in {results}; grids there: {', '.join(available)}")
+    out = Path(out)
+    files: dict[str, list[Path]] = {}
+    grid_data = []
+    for name in available:
+        grid = GridData(store.grid(name), settings)
+        if name in selected:
+            files[name] = [path for fig in figures_for(name) for path in fig(grid, out / name)]
+        else:  # not redrawn: the report still covers it, linking whatever an earlier run left
+            files[name] = [path for stem in figure_names(name) for path in (out / name / f"{stem}.png",
+                                                                              out / name / f"{stem}.pdf")
+                           if path.is_file()]
+        grid_data.append(grid)
+    report = write_report(out, store, grid_data, files, str(results), drawn=selected)
+    return report, {name: files[name] for name in selected}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.figures", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results", help="result store root (default: results)")
+    parser.add_argument("--out", default="figures", help="output directory (default: figures)")
+    parser.add_argument("--grid", action="append", default=None, metavar="NAME",
+                        help="only this grid (repeatable, or comma-separated); default: every grid in the store")
+    parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap RNG seed (default: 0)")
+    parser.add_argument("--confidence", type=float, default=stats.DEFAULT_CONFIDENCE,
+                        help="confidence level of the intervals (default: 0.95)")
+    parser.add_argument("--dpi", type=int, default=150, help="PNG resolution (default: 150; PDFs are vector)")
+    parser.add_argument("--final-window", type=float, default=DEFAULT_FINAL_WINDOW,
+                        help="fraction of a trial's frames whose evaluations make its final return (default: 0.1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.reps < 1 or args.dpi < 10 or not 0 < args.confidence < 1 or not 0 <= args.final_window <= 1:
+        parser.error("--reps must be >= 1, --dpi >= 10, --confidence in (0, 1), --final-window in [0, 1]")
+    grids = [g.strip() for item in args.grid or [] for g in item.split(",") if g.strip()] or None
+    settings = Settings(reps=args.reps, confidence=args.confidence, seed=args.seed, final_window=args.final_window,
+                        dpi=args.dpi)
+    try:
+        report, files = make_figures(args.results, args.out, grids, settings)
+    except StoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for grid, paths in files.items():
+        print(f"{grid}: {len(paths)} files in {Path(args.out) / grid}")
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

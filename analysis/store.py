@@ -1,0 +1,376 @@
+"""Read a result store (``<results>/<grid>/<trial_id>/``) into tidy pandas tables.
+
+Two tables come out of ``load_store``:
+
+- ``Store.data``: one row per trial x log point, the trial's config columns and the SPEC §7
+  metrics (empty cells are NaN; eval rows and training rows stay separate rows, as written);
+- ``Store.trials``: one row per trial (also trials with no metrics yet), with status and labels.
+
+Every trial gets a ``grid`` (``trial.json`` or its parent directory's name), a ``method``
+("Origin", "LayerNorm", "MA-BN", "BN (TTTTT)", "BN <mode>") and a ``cell`` label: the method plus
+the other axes that vary within its grid (lr, rho, optimizer, the orchestrator's profile when there are
+several, ...).  Cells never include the task or the seed, so one cell can be compared across tasks; statistics
+are always taken per (task, cell).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from agent.metrics import FRAME, METRIC_NAMES
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+STATUS_FILE = "status.json"
+TRIAL_FILE = "trial.json"
+
+STATUSES = ("completed", "diverged", "running", "failed", "pending")
+FINISHED = ("completed", "diverged")  # trials whose last evaluation is a final result
+# Directories that are never trials and never hold trials (worker checkpoints, W&B runs, Ray Tune and
+# orchestrator state such as _ray/ and _sweep/); dot-directories are skipped too.
+SKIP_DIRS = ("checkpoint", "wandb")
+
+# Keys that say where a trial ran, not what it computed: two trials differing only here are the same cell.
+PLACEMENT_KEYS = ("device", "torch_threads")
+# Keys that never separate cells: the seed, bookkeeping and speed options with the same learning semantics.
+NON_CELL_KEYS = ("seed", "task", *PLACEMENT_KEYS, "checkpoint_every_frames", "checkpoint_replay", "channels_last",
+                 "use_task_presets")
+# Keys set by DrQ-v2's per-task presets (SPEC §1). In a multi-task grid they differ between tasks without being
+# an experimental axis (e.g. walker batch 512, humanoid lr 8e-5), so they are dropped from the cell identity
+# when they are constant within every task.
+TASK_PRESET_KEYS = ("num_frames", "stddev_schedule", "lr", "feature_dim", "action_repeat", "frame_stack", "nstep",
+                    "batch_size", "replay_capacity")
+# The orchestrator's profile (trial.json), labelled like a config key when a grid holds trials of several profiles.
+PROFILE_KEY = "profile"
+# Keys that define the method label; other varying keys are appended to it.
+METHOD_KEYS = ("actor_norm", "critic_norm", "bn_mode")
+
+MA_BN_MODE = "TTETT"
+METHOD_ORDER = ("Origin", "LayerNorm", "BN (TTTTT)", "MA-BN")  # fixed order of the paper's four methods
+
+# Derived columns added by the loader, in the order they lead each table.
+ID_COLUMNS = ("grid", "trial", "trial_id", "cell", "method", "cell_id", "task", "seed", "status")
+
+
+# libyaml's loader when PyYAML was built with it: ten times faster on stores of thousands of trials.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class StoreError(Exception):
+    """The directory cannot be read as a result store; the message says what was expected."""
+
+
+@dataclass
+class Store:
+    root: Path
+    data: pd.DataFrame  # one row per trial x log point
+    trials: pd.DataFrame  # one row per trial
+    warnings: list[str] = field(default_factory=list)  # unreadable trials etc., shown in the report
+
+    @property
+    def grids(self) -> list[str]:
+        return sorted(self.trials["grid"].unique())
+
+    def grid(self, name: str) -> Store:
+        """The part of the store that belongs to one grid."""
+        return Store(self.root, self.data[self.data["grid"] == name].reset_index(drop=True),
+                     self.trials[self.trials["grid"] == name].reset_index(drop=True), list(self.warnings))
+
+
+# ------------------------------------------------------------------ labels
+def method_label(config: Mapping[str, Any]) -> str:
+    """The method a config runs: BN (by its mode) wins over LayerNorm, which wins over none."""
+    norms = (config.get("actor_norm"), config.get("critic_norm"))
+    if "batch_norm" in norms:
+        mode = config.get("bn_mode") or MA_BN_MODE  # the worker resolves an absent mode to MA-BN
+        if mode == MA_BN_MODE:
+            return "MA-BN"
+        if mode == "TTTTT":
+            return "BN (TTTTT)"
+        return f"BN {mode}"
+    if "layer_norm" in norms:
+        return "LayerNorm"
+    return "Origin"
+
+
+def method_sort_key(method: str) -> tuple[int, str]:
+    if method in METHOD_ORDER:
+        return (METHOD_ORDER.index(method), "")
+    return (len(METHOD_ORDER), method)
+
+
+def format_value(value: Any) -> str:
+    """Short, stable text for a config value in a label (1e-04 -> 1e-4, 0.25 -> 0.25)."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
+            mantissa, exponent = f"{value:.2e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"{value:g}"
+    return str(value)
+
+
+AXIS_NAMES = {"buffer_mix_ratio": "ρ", "target_bn_stats": "target stats", "sgd_momentum": "momentum",
+               "actor_norm": "actor", "critic_norm": "critic"}
+
+
+def axis_text(key: str, value: Any) -> str:
+    if key == "optimizer":
+        return {"adam": "Adam", "sgd": "SGD"}.get(str(value), str(value))
+    return f"{AXIS_NAMES.get(key, key)}={format_value(value)}"
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    """Numbers before text, None first: a total order over mixed config values."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value))
+    return (2, str(value))
+
+
+def _digest(mapping: Mapping[str, Any]) -> str:
+    text = json.dumps(dict(mapping), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def cell_keys(configs: list[Mapping[str, Any]]) -> list[str]:
+    """The config keys that separate cells within one grid (see the module docstring).
+
+    A key that varies in the grid but is constant within each context (a task, and the orchestrator's profile
+    when the grid holds trials of several) is set by that context, not an axis: task presets across tasks,
+    and a profile's base settings (pixels vs states, network width, ...) across profiles.
+    """
+    keys = sorted({k for c in configs for k in c})
+    varying = []
+    for key in keys:
+        if key in NON_CELL_KEYS:
+            continue
+        values = [c.get(key) for c in configs]
+        if any(not _same(v, values[0]) for v in values[1:]):
+            varying.append(key)
+    contexts = [(c.get("task"), c.get(PROFILE_KEY)) for c in configs]
+    several_tasks = len({task for task, _ in contexts}) > 1
+    several_profiles = len({profile for _, profile in contexts}) > 1
+    kept = []
+    for key in varying:
+        candidate = (several_tasks and key in TASK_PRESET_KEYS) or (
+            several_profiles and key not in (*METHOD_KEYS, PROFILE_KEY))
+        if candidate:
+            per_context: dict[Any, set[str]] = {}
+            for context, c in zip(contexts, configs, strict=True):
+                per_context.setdefault(context, set()).add(repr(c.get(key)))
+            if all(len(v) == 1 for v in per_context.values()):
+                continue  # set by the task or the profile, not an axis
+        kept.append(key)
+    return kept
+
+
+def label_cells(configs: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(cell label, cell key hash) for each config of one grid."""
+    keys = cell_keys(configs)
+    extra = [k for k in keys if k not in METHOD_KEYS]
+    labels = []
+    for c in configs:
+        parts = [method_label(c)] + [axis_text(k, c.get(k)) for k in extra]
+        labels.append(", ".join(parts))
+    # Two different conditions with one label (e.g. BN critic with and without a BN actor): spell out the norms.
+    identity = [_digest({k: c.get(k) for k in keys}) for c in configs]
+    by_label: dict[str, set[str]] = {}
+    for label, ident in zip(labels, identity, strict=True):
+        by_label.setdefault(label, set()).add(ident)
+    for i, c in enumerate(configs):
+        if len(by_label[labels[i]]) > 1:
+            norms = [axis_text(k, c.get(k)) for k in ("actor_norm", "critic_norm") if k in keys]
+            labels[i] = ", ".join([labels[i], *norms])
+    return list(zip(labels, identity, strict=True))
+
+
+def cell_sort_key(label: str, config: Mapping[str, Any], keys: Iterable[str]) -> tuple:
+    return (method_sort_key(method_label(config)), tuple(_sortable(config.get(k)) for k in keys), label)
+
+
+# ------------------------------------------------------------------ discovery
+def find_trial_dirs(root: Path) -> list[Path]:
+    """Every directory under ``root`` (itself included) that holds a config.yaml, sorted; trials don't nest."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if CONFIG_FILE in filenames:
+            found.append(Path(dirpath))
+            dirnames[:] = []  # checkpoint/, wandb/ ... below a trial are the trial's own
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) and d not in SKIP_DIRS)
+    return sorted(found)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """metrics.csv as floats; tolerant of a missing file, a header alone and a half-written last line."""
+    columns = [FRAME, *METRIC_NAMES]
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        text = ""
+    if not text.endswith("\n"):
+        # The worker appends whole lines; text after the last newline is a line still being written.
+        text = text[: text.rfind("\n") + 1]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandas warns about skipped malformed lines
+            frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    for column in frame.columns:
+        if not pd.api.types.is_float_dtype(frame[column]):
+            # A half-written last line can leave text (e.g. "1.2e") in a numeric column: it becomes NaN.
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in columns:
+        if column not in frame:
+            frame[column] = np.nan
+    frame = frame[frame[FRAME].notna()].copy()
+    frame[FRAME] = frame[FRAME].astype(np.int64)
+    extra = [c for c in frame.columns if c not in columns]
+    return frame[columns + extra].reset_index(drop=True)
+
+
+def _status_of(status: Mapping[str, Any] | None, n_rows: int) -> str:
+    if status is None:
+        return "running" if n_rows else "pending"
+    value = str(status.get("status", "running"))
+    return value if value in STATUSES else "running"
+
+
+def load_store(root: Path | str) -> Store:
+    """Load every trial under ``root``; raise StoreError when there is nothing to load."""
+    root = Path(root)
+    if not root.exists():
+        raise StoreError(f"{root}: no such directory (expected a result store <results>/<grid>/<trial_id>/)")
+    if not root.is_dir():
+        raise StoreError(f"{root}: not a directory (expected a result store <results>/<grid>/<trial_id>/)")
+    if not any(root.iterdir()):
+        raise StoreError(f"{root} is empty: run a sweep first (`make sweep`, or `python -m agent.train ... "
+                         f"out={root}/<grid>/<trial_id>`)")
+    dirs = find_trial_dirs(root)
+    if not dirs:
+        raise StoreError(f"{root} is not a result store: no trial directory (one holding {CONFIG_FILE}) found; "
+                         f"expected {root}/<grid>/<trial_id>/{CONFIG_FILE} with {METRICS_FILE} and {STATUS_FILE}")
+    problems: list[str] = []
+    records = []
+    for path in dirs:
+        try:
+            config = yaml.load((path / CONFIG_FILE).read_text(), Loader=_YAML_LOADER)
+        except (OSError, yaml.YAMLError) as err:
+            problems.append(f"{path.relative_to(root)}: unreadable {CONFIG_FILE} ({type(err).__name__}); skipped")
+            continue
+        if not isinstance(config, dict):
+            problems.append(f"{path.relative_to(root)}: {CONFIG_FILE} is not a mapping; skipped")
+            continue
+        meta = _read_json(path / TRIAL_FILE) or {}
+        metrics = read_metrics(path / METRICS_FILE)
+        status = _read_json(path / STATUS_FILE)
+        rel = path.relative_to(root)
+        grid = str(meta.get("grid") or (path.parent.name if path != root else root.parent.name) or "store")
+        records.append({"path": path, "rel": rel.as_posix() if str(rel) != "." else path.name, "grid": grid,
+                        "config": config, "meta": meta, "metrics": metrics, "status": status})
+    if not records:
+        raise StoreError(f"{root}: no readable trial: " + "; ".join(problems))
+
+    trial_rows, data_parts = [], []
+    for grid in sorted({r["grid"] for r in records}):
+        group = [r for r in records if r["grid"] == grid]
+        # Label with the orchestrator's profile as if it were a config key (it only shows when it varies).
+        configs = [{**r["config"], PROFILE_KEY: r["meta"].get(PROFILE_KEY)} for r in group]
+        labels = label_cells(configs)
+        keys = cell_keys(configs)
+        # Cells in a fixed, meaningful order (paper methods first, then axes numerically), not alphabetically.
+        first_key: dict[str, tuple] = {}
+        for config, (label, _) in zip(configs, labels, strict=True):
+            key = cell_sort_key(label, config, keys)
+            first_key[label] = min(first_key.get(label, key), key)
+        rank = {label: i for i, label in enumerate(sorted(first_key, key=first_key.__getitem__))}
+        for record, (label, cell_key) in zip(group, labels, strict=True):
+            config, meta, status, metrics = record["config"], record["meta"], record["status"], record["metrics"]
+            ident = {
+                "grid": grid,
+                "trial": record["rel"],
+                "trial_id": str(meta.get("trial_id") or record["path"].name),
+                "cell": label,
+                "method": method_label(config),
+                "cell_id": str(meta.get("cell_id") or _digest({k: v for k, v in config.items()
+                                                                 if k not in PLACEMENT_KEYS and k != "seed"})),
+                "task": str(config.get("task", "unknown")),
+                "seed": config.get("seed"),
+                "status": _status_of(status, len(metrics)),
+            }
+            last_eval = metrics.loc[metrics["eval/episode_return"].notna(), FRAME]
+            info = {
+                "cell_key": cell_key,
+                "cell_rank": rank[label],
+                "profile": meta.get(PROFILE_KEY),
+                "planned_frames": (status or {}).get("num_frames", config.get("num_frames")),
+                "status_frame": (status or {}).get("frame"),
+                "last_frame": int(metrics[FRAME].max()) if len(metrics) else None,
+                "last_eval_frame": int(last_eval.max()) if len(last_eval) else None,
+                "n_evals": int(len(last_eval)),
+                "wall_time_s": (status or {}).get("wall_time_s"),
+                "error": (status or {}).get("error"),
+                "orchestrator_cell_name": meta.get("cell_name"),
+                "path": str(record["path"]),
+            }
+            cfg = {(k if k not in ident and k not in info else f"config.{k}"): v for k, v in config.items()
+                   if k not in ("task", "seed")}
+            trial_rows.append({**ident, **info, **cfg})
+            if len(metrics):
+                n = len(metrics)
+                constant = {key: [value] * n for key, value in {**ident, "cell_rank": rank[label], **cfg}.items()}
+                data_parts.append(pd.concat([pd.DataFrame(constant), metrics], axis=1))
+
+    trials = pd.DataFrame(trial_rows)
+    order = ["grid", "task", "cell_rank", "seed", "trial"]
+    trials = trials.sort_values(order, key=_sort_column, kind="stable").reset_index(drop=True)
+    if data_parts:
+        data = pd.concat(data_parts, ignore_index=True)
+        data = data.sort_values([*order, FRAME], key=_sort_column, kind="stable")
+        data = data.reset_index(drop=True)
+    else:
+        data = pd.DataFrame(columns=[*ID_COLUMNS, FRAME, *METRIC_NAMES])
+    return Store(root, data, trials, problems)
+
+
+def _sort_column(column: pd.Series) -> pd.Series:
+    # Seeds may be missing or mixed types; sort them as text-padded numbers so the order is total and stable.
+    if column.name == "seed":
+        return column.map(lambda v: f"{float(v):020.3f}" if isinstance(v, (int, float)) and v == v else str(v))
+    return column.astype(str) if column.dtype == object else column
+
+
+def load_metrics(root: Path | str) -> pd.DataFrame:
+    """The tidy table alone: one row per trial x log point."""
+    return load_store(root).data

@@ -1,0 +1,244 @@
+"""From the tidy store to the numbers the figures and the report show.
+
+The rules here are the ones a reader of the figures needs to know (docs/analysis.md repeats them):
+
+- **Final return** of a trial: for a *completed* trial, the mean of its evaluations in the last
+  ``final_window`` (default 10%) of its frames, i.e. at frame >= (1 - final_window) * num_frames (at least
+  its last evaluation); for a *diverged* trial, its last evaluation before divergence (it keeps the policy
+  it had: a diverged seed is never dropped, which would flatter the method). *Running*, *failed* (crashed)
+  and *pending* trials have no final return; they are listed in the report.
+- **Curves**: at each logged frame, the IQM over the seeds that have a value there, with a 95%
+  stratified-bootstrap CI. For the return, a diverged seed keeps its last evaluation up to its planned
+  frames (the same rule as the final return); its diagnostics (Q-bias, losses) simply stop. Failed trials are
+  left out of curves and statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from agent.metrics import EVAL_RETURN, FRAME
+from analysis import stats
+from analysis.store import FINISHED, Store
+
+DEFAULT_FINAL_WINDOW = 0.1
+CURVE_STATUSES = ("completed", "diverged", "running")  # failed trials crashed for reasons outside the method
+
+
+@dataclass(frozen=True)
+class Settings:
+    reps: int = stats.DEFAULT_REPS
+    confidence: float = stats.DEFAULT_CONFIDENCE
+    seed: int = stats.DEFAULT_SEED
+    final_window: float = DEFAULT_FINAL_WINDOW
+    dpi: int = 150  # PNG resolution (PDFs are vector)
+
+
+def _planned_frames(row: pd.Series) -> float:
+    value = row.get("planned_frames")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def final_scores(store: Store, metric: str = EVAL_RETURN, window: float = DEFAULT_FINAL_WINDOW) -> pd.DataFrame:
+    """One row per finished trial: its final value of ``metric`` (rule in the module docstring).
+
+    Columns: the trial's columns of ``store.trials`` plus ``value``, ``final_frame`` (last evaluation used)
+    and ``n_points`` (evaluations averaged).
+    """
+    columns = [*store.trials.columns, "value", "final_frame", "n_points"]
+    trials = store.trials[store.trials["status"].isin(FINISHED)]
+    if trials.empty or store.data.empty:
+        return pd.DataFrame(columns=columns)
+    data = store.data[[FRAME, "trial", metric]]
+    data = data[np.isfinite(data[metric].to_numpy(dtype=float))]
+    by_trial = dict(list(data.groupby("trial", sort=False)))
+    rows = []
+    for _, trial in trials.iterrows():
+        points = by_trial.get(trial["trial"])
+        if points is None or points.empty:
+            continue
+        if trial["status"] == "diverged":
+            used = points.iloc[[-1]]
+        else:
+            planned = _planned_frames(trial)
+            if not np.isfinite(planned):
+                planned = float(points[FRAME].max())
+            used = points[points[FRAME] >= (1.0 - window) * planned]
+            if used.empty:
+                used = points.iloc[[-1]]
+        rows.append({**trial.to_dict(), "value": float(used[metric].mean()),
+                     "final_frame": int(used[FRAME].max()), "n_points": int(len(used))})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def cells_of(store: Store) -> pd.DataFrame:
+    """The grid's cells in their fixed order: cell, method, cell_rank and the first config of each."""
+    first = store.trials.sort_values(["cell_rank", "trial"]).drop_duplicates("cell")
+    return first.reset_index(drop=True)
+
+
+def series(store: Store, metric: str) -> pd.DataFrame:
+    """(trial, frame) -> value of ``metric``, one value per trial and frame (the last logged wins)."""
+    data = store.data
+    if data.empty or metric not in data:
+        return pd.DataFrame(columns=["trial", "task", "cell", FRAME, "value"])
+    keep = data["status"].isin(CURVE_STATUSES) & np.isfinite(data[metric].to_numpy(dtype=float))
+    part = data.loc[keep, ["trial", "task", "cell", FRAME, metric]].rename(columns={metric: "value"})
+    return part.drop_duplicates(["trial", FRAME], keep="last").reset_index(drop=True)
+
+
+def curves(store: Store, metric: str, settings: Settings,
+           hold_diverged: bool | None = None) -> dict[tuple[str, str], pd.DataFrame]:
+    """{(task, cell): IQM and CI over seeds at every frame logged for ``metric``}.
+
+    Each table has columns frame, point, low, high, n (seeds with a value at that frame).
+    ``hold_diverged`` defaults to True for the evaluation return (see the module docstring).
+    """
+    if hold_diverged is None:
+        hold_diverged = metric == EVAL_RETURN
+    points = series(store, metric)
+    status = store.trials.set_index("trial")["status"]
+    planned = store.trials.set_index("trial")["planned_frames"]
+    out: dict[tuple[str, str], pd.DataFrame] = {}
+    for (task, cell), part in points.groupby(["task", "cell"], sort=True):
+        table = part.pivot(index=FRAME, columns="trial", values="value").sort_index()
+        if hold_diverged:
+            for trial in table.columns:
+                if status.get(trial) != "diverged":
+                    continue
+                column = table[trial]
+                last = column.last_valid_index()
+                try:
+                    limit = float(planned.get(trial))
+                except (TypeError, ValueError):
+                    limit = np.inf
+                after = (table.index > last) & (table.index <= limit)
+                table.loc[after, trial] = column[last]
+        rows = []
+        for frame, values in table.iterrows():
+            finite = values.to_numpy(dtype=float)
+            finite = finite[np.isfinite(finite)]
+            if not finite.size:
+                continue
+            est = stats.interval(finite, stats.iqm, settings.reps, settings.confidence, settings.seed)
+            rows.append({FRAME: int(frame), "point": est.point, "low": est.low, "high": est.high, "n": finite.size})
+        out[(str(task), str(cell))] = pd.DataFrame(rows, columns=[FRAME, "point", "low", "high", "n"])
+    return out
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    grid: str
+    task: str
+    cell: str
+    method: str
+    n_trials: int  # every trial of the cell on the task
+    n_final: int  # trials behind the final estimate (completed + diverged)
+    n_diverged: int
+    n_running: int
+    n_failed: int
+    n_pending: int
+    frames_min: int | None  # final-evaluation frames behind the estimate
+    frames_max: int | None
+    estimate: stats.Interval | None
+    q_bias: stats.Interval | None
+
+
+def cell_summaries(store: Store, settings: Settings) -> list[CellSummary]:
+    """Final return (IQM over seeds, CI) and seed/status counts for every (task, cell) of one grid."""
+    finals = final_scores(store, EVAL_RETURN, settings.final_window)
+    q_finals = final_scores(store, "q_bias/mean", settings.final_window)
+    out = []
+    trials = store.trials
+    for (task, _rank), group in trials.groupby(["task", "cell_rank"], sort=True):
+        cell, method = group["cell"].iloc[0], group["method"].iloc[0]
+        mine = finals[(finals["task"] == task) & (finals["cell"] == cell)]
+        q_mine = q_finals[(q_finals["task"] == task) & (q_finals["cell"] == cell)]
+        counts = group["status"].value_counts()
+        estimate = (stats.interval(mine["value"].to_numpy(), stats.iqm, settings.reps, settings.confidence,
+                                   settings.seed) if len(mine) else None)
+        q_est = (stats.interval(q_mine["value"].to_numpy(), stats.iqm, settings.reps, settings.confidence,
+                                settings.seed) if len(q_mine) else None)
+        out.append(CellSummary(
+            grid=str(group["grid"].iloc[0]), task=str(task), cell=str(cell), method=str(method),
+            n_trials=len(group), n_final=len(mine), n_diverged=int(counts.get("diverged", 0)),
+            n_running=int(counts.get("running", 0)), n_failed=int(counts.get("failed", 0)),
+            n_pending=int(counts.get("pending", 0)),
+            frames_min=int(mine["final_frame"].min()) if len(mine) else None,
+            frames_max=int(mine["final_frame"].max()) if len(mine) else None,
+            estimate=estimate, q_bias=q_est))
+    return out
+
+
+def normalized_finals(store: Store, settings: Settings) -> pd.DataFrame:
+    """Final returns divided by each task's maximum (stats.max_return); adds ``score`` and ``task_max``.
+
+    A Gymnasium task whose best final return is not positive has nothing to normalize by: its rows are left out
+    (``unnormalizable_tasks`` names such tasks for the report).
+    """
+    finals = final_scores(store, EVAL_RETURN, settings.final_window)
+    if finals.empty:
+        return finals.assign(score=pd.Series(dtype=float), task_max=pd.Series(dtype=float))
+    maxima = {}
+    for task, group in finals.groupby("task"):
+        try:
+            maxima[task] = stats.max_return(str(task), float(group["value"].max()))
+        except ValueError:
+            continue
+    finals = finals[finals["task"].isin(list(maxima))].copy()
+    finals["task_max"] = finals["task"].map(maxima).astype(float)
+    finals["score"] = finals["value"] / finals["task_max"]
+    return finals.reset_index(drop=True)
+
+
+def unnormalizable_tasks(store: Store, settings: Settings) -> list[str]:
+    """Tasks with final returns but no maximum to normalize by (left out of every aggregate across tasks)."""
+    finals = final_scores(store, EVAL_RETURN, settings.final_window)
+    normalized = set(normalized_finals(store, settings)["task"])
+    return sorted(set(finals["task"]) - normalized)
+
+
+def per_task_scores(finals: pd.DataFrame, cell: str, tasks: list[str], column: str = "score") -> list[np.ndarray]:
+    """One array of a cell's scores per task, in ``tasks`` order (empty arrays where it has none)."""
+    mine = finals[finals["cell"] == cell]
+    return [mine.loc[mine["task"] == task, column].to_numpy(dtype=float) for task in tasks]
+
+
+def aggregate(finals: pd.DataFrame, settings: Settings) -> dict[str, dict[str, stats.Interval]]:
+    """{cell: {statistic name: Interval}} over normalized scores of all tasks (SPEC §8)."""
+    tasks = sorted(finals["task"].unique())
+    out: dict[str, dict[str, stats.Interval]] = {}
+    order = finals.drop_duplicates("cell").sort_values("cell_rank")["cell"]
+    for cell in order:
+        per_task = [t for t in per_task_scores(finals, cell, tasks) if t.size]
+        out[cell] = {name: stats.interval(per_task, fn, settings.reps, settings.confidence, settings.seed)
+                     for name, fn in stats.AGGREGATES.items()}
+    return out
+
+
+def improvement(finals: pd.DataFrame, settings: Settings, target: str = "MA-BN") -> dict[str, stats.Interval]:
+    """{baseline cell: P(target > baseline)} on the tasks both have, for every other cell of the grid."""
+    targets = finals[finals["method"] == target].sort_values("cell_rank")["cell"]
+    if targets.empty:
+        return {}
+    target_cell = targets.iloc[0]
+    tasks = sorted(finals["task"].unique())
+    x = per_task_scores(finals, target_cell, tasks)
+    out = {}
+    order = finals.drop_duplicates("cell").sort_values("cell_rank")["cell"]
+    for cell in order:
+        if cell == target_cell:
+            continue
+        y = per_task_scores(finals, cell, tasks)
+        shared = [(a, b) for a, b in zip(x, y, strict=True) if a.size and b.size]
+        if not shared:
+            continue
+        out[cell] = stats.poi_interval([a for a, _ in shared], [b for _, b in shared], settings.reps,
+                                       settings.confidence, settings.seed)
+    return out
