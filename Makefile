@@ -58,8 +58,8 @@ figures: install ## redraw every figure and figures/report.md from the result st
 bench: install ## benchmark suite -> bench/latest.json (ARGS=--quick for the smoke version)
 	$(PY) -m bench.run $(ARGS)
 
-verify-learning: install ## learning check: cartpole_swingup states, 100k frames, 3 seeds x Origin/MA-BN/TTTTT
-	$(PY) -m agent.verify_learning $(ARGS)
+verify-learning: install ## learning check: cartpole_swingup states, 100k frames, 3 seeds x Origin/MA-BN/TTTTT (~40 min)
+	$(PY) -m orchestrator.sweep --grid verify_learning --profile $(PROFILE) --results $(RESULTS) --figures $(FIGURES) $(ARGS)
 
 clean: ## remove caches (never results/)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__
