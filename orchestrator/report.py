@@ -1,0 +1,64 @@
+"""The end-of-sweep summary, computed from the result store (not from Ray).
+
+Counting from the store means the summary also covers trials that an earlier
+invocation finished, and it needs no Ray import (dry runs stay fast).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator import store
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+
+def store_counts(out_dirs: Iterable[Path]) -> Counter:
+    return Counter(store.trial_state(Path(d)) for d in out_dirs)
+
+
+def summary_lines(grid_name: str, profile: str, trials: Sequence[Any], results: Path, figures: Path | None,
+                  launched: int, skipped: int, wall_s: float, wandb_settings: Mapping[str, Any] | None,
+                  figure_note: str | None) -> list[str]:
+    """The end-of-sweep report: counts from the store, failures with their errors, where everything is."""
+    from agent.sinks import read_status
+
+    dirs = [store.trial_dir(results, t.grid, t.trial_id) for t in trials]
+    counts = store_counts(dirs)
+    unfinished = counts.get("running", 0) + counts.get("new", 0)
+    lines = ["", f"== sweep {grid_name} (profile {profile}): {len(trials)} trials: "
+                 f"{counts.get('completed', 0)} completed, {counts.get('diverged', 0)} diverged, "
+                 f"{counts.get('failed', 0)} failed, {unfinished} unfinished",
+             f"   this run: {launched} launched, {skipped} already done and skipped; wall {fmt_duration(wall_s)}"]
+    for trial, directory in zip(trials, dirs, strict=True):
+        status = read_status(directory) or {}
+        if status.get("status") == "failed":
+            lines.append(f"   failed: {trial.cell_name} seed {trial.seed}: {status.get('error')} ({directory})")
+    if unfinished:
+        lines.append("   unfinished trials continue from their checkpoints when you run the same command again")
+    lines.append(f"   results: {store.grid_dir(results, grid_name)}/<trial_id>/ "
+                 f"(trial.json, config.yaml, metrics.csv, status.json)")
+    lines.append(f"   Ray experiment state: {store.grid_dir(results, grid_name) / store.RAY_DIR}")
+    if figures is not None:
+        lines.append(f"   figures: {figure_note or figures}")
+        lines.append(f"   redraw the figures: make figures  (or: python -m analysis.figures --results {results} "
+                     f"--out {figures} --grid {grid_name})")
+    if wandb_settings:
+        where = wandb_settings.get("dir") or f"{store.grid_dir(results, grid_name)}/*"
+        if wandb_settings["mode"] == "offline":
+            lines.append(f"   W&B (offline, project {wandb_settings['project']}): upload with "
+                         f"`wandb sync {where}/wandb/offline-run-*`")
+        else:
+            lines.append(f"   W&B (online): project {wandb_settings['project']}, job_type {grid_name}")
+    return lines

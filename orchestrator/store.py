@@ -1,0 +1,164 @@
+"""The result store: ``<results>/<grid>/<trial_id>/`` per trial, identified by content hashes.
+
+A trial's id is a hash of its resolved config without the placement-only keys
+(``device``, ``torch_threads``): the same trial run on another machine or with
+another CPU/GPU share is the same trial, so its results are found and reused.
+The cell id is the same hash without ``seed``: all seeds of one experimental
+condition share it.  Whether a trial is done is read from the worker's own
+``status.json``, never from Ray's experiment state, so skipping finished work
+keeps working when the grid file changes between runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.sinks import CHECKPOINT_DIR, CONFIG_FILE, STATUS_FILE, atomic_write_text, read_status
+
+PLACEMENT_KEYS = ("device", "torch_threads")  # where a trial runs, not what it computes
+TRIAL_FILE = "trial.json"
+RAY_DIR = "_ray"  # Ray Tune's experiment state, beside the trial directories
+SWEEP_DIR = "_sweep"  # what each profile of the grid last asked for (trial list, grid text)
+LOCK_FILE = ".sweep.lock"
+CHECKPOINT_META = ".metadata.json"  # the frame of a checkpoint (ray.tune.Checkpoint.set_metadata writes it)
+DONE_STATUSES = ("completed", "diverged")  # a diverged trial is a result (SPEC §7), not a failure
+ID_LENGTH = 12
+
+
+def _canonical(config: Mapping[str, Any]) -> str:
+    return json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _digest(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical(config).encode()).hexdigest()[:ID_LENGTH]
+
+
+def trial_id(config: Mapping[str, Any]) -> str:
+    """Content hash of a resolved trial config (``TrialConfig.to_dict()``), placement keys excluded."""
+    return _digest({k: v for k, v in config.items() if k not in PLACEMENT_KEYS})
+
+
+def cell_id(config: Mapping[str, Any]) -> str:
+    """The trial hash without the seed: one id per experimental condition (task included)."""
+    return _digest({k: v for k, v in config.items() if k not in PLACEMENT_KEYS and k != "seed"})
+
+
+def grid_dir(results: Path, grid: str) -> Path:
+    return Path(results) / grid
+
+
+def trial_dir(results: Path, grid: str, tid: str) -> Path:
+    return grid_dir(results, grid) / tid
+
+
+def trial_state(out_dir: Path) -> str:
+    """``completed``/``diverged``/``failed``/``running`` from status.json, or ``new`` when never started."""
+    status = read_status(Path(out_dir))
+    if not status:
+        return "new"
+    return str(status.get("status", "new"))
+
+
+def checkpoint_frame(out_dir: Path) -> int | None:
+    """Frame of the trial's checkpoint (from the marker the orchestrator writes beside it), if any."""
+    try:
+        return int(json.loads((Path(out_dir) / CHECKPOINT_DIR / CHECKPOINT_META).read_text())["frame"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resume_frame(out_dir: Path) -> int:
+    """Frames a trial already has: all of them when finished, else where its checkpoint resumes."""
+    status = read_status(Path(out_dir)) or {}
+    if status.get("status") in DONE_STATUSES:
+        return int(status.get("frame") or 0)
+    return checkpoint_frame(out_dir) or 0
+
+
+def is_done(out_dir: Path) -> bool:
+    return trial_state(out_dir) in DONE_STATUSES
+
+
+def write_trial_meta(out_dir: Path, meta: Mapping[str, Any]) -> None:
+    atomic_write_text(Path(out_dir) / TRIAL_FILE, json.dumps(dict(meta), indent=2, sort_keys=False) + "\n")
+
+
+def read_trial_meta(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(out_dir) / TRIAL_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+# ------------------------------------------------------------------ measured rates
+def _rate_key(config: Mapping[str, Any]) -> tuple:
+    """What a frame rate depends on most: observation type, network width, batch, device, threads."""
+    device = "cuda" if str(config.get("device", "cpu")).startswith("cuda") else "cpu"
+    return (config.get("obs_type"), config.get("hidden_dim"), config.get("batch_size"), device,
+            config.get("torch_threads"))
+
+
+def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> dict[tuple, tuple[float, int]]:
+    """Median frames/s of finished trials in the whole store, for each rate key the given configs need.
+
+    Returns {rate_key: (frames_per_s, n_trials)}.  Only finished trials of at least
+    2000 frames count: start-up dominates shorter ones.
+    """
+    wanted = {_rate_key(c) for c in configs}
+    found: dict[tuple, list[float]] = {}
+    root = Path(results_root)
+    if not root.is_dir():
+        return {}
+    for status_path in root.glob(f"*/*/{STATUS_FILE}"):
+        try:
+            status = json.loads(status_path.read_text())
+            if status.get("status") not in DONE_STATUSES:
+                continue
+            frames, wall = float(status.get("frame", 0)), float(status.get("wall_time_s", 0))
+            if frames < 2000 or wall <= 0:
+                continue
+            config = yaml.safe_load((status_path.parent / CONFIG_FILE).read_text()) or {}
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        key = _rate_key(config)
+        if key in wanted:
+            found.setdefault(key, []).append(frames / wall)
+    return {key: (statistics.median(rates), len(rates)) for key, rates in found.items()}
+
+
+# Reference rates (frames/s per trial, updates and evaluation included) used when the
+# store has no finished trial of the same kind.  Hidden 256 on CPU was measured on the
+# 2-core development machine (40k frames of the local critic_i_mode profile: 221 s of CPU
+# time); 32 from the smoke trials; 1024 is derived (updates 8-10x slower than at 256);
+# the GPU number is DrQ-v2's published speed on one V100-class GPU (SPEC §1).
+REFERENCE_RATES = {
+    ("states", "cpu"): {32: 700.0, 256: 180.0, 1024: 35.0},
+    ("pixels", "cpu"): {1024: 2.0},
+    ("states", "cuda"): {1024: 300.0},
+    ("pixels", "cuda"): {1024: 85.0},
+}
+
+
+def reference_rate(config: Mapping[str, Any]) -> float:
+    """Interpolated reference frames/s (log-log in hidden width) for configs the store has not seen."""
+    device = "cuda" if str(config.get("device", "cpu")).startswith("cuda") else "cpu"
+    table = REFERENCE_RATES.get((config.get("obs_type", "pixels"), device), REFERENCE_RATES[("pixels", "cpu")])
+    hidden = float(config.get("hidden_dim", 1024))
+    points = sorted(table.items())
+    if len(points) == 1 or hidden <= points[0][0]:
+        return points[0][1] if hidden <= points[0][0] else points[-1][1]
+    if hidden >= points[-1][0]:
+        return points[-1][1]
+    for (h0, r0), (h1, r1) in zip(points, points[1:], strict=False):
+        if h0 <= hidden <= h1:
+            t = (math.log(hidden) - math.log(h0)) / (math.log(h1) - math.log(h0))
+            return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
+    return points[-1][1]

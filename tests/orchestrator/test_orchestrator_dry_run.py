@@ -1,0 +1,97 @@
+"""Dry runs: the plan (table, counts, frames, estimate) from the grid and the store; nothing launched."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from orch_helpers import grid_dict, run_cli, write_grid
+
+from agent.sinks import write_status
+from orchestrator import store
+from orchestrator.grid import load_grid
+
+
+def _fake_finished(results: Path, trial, frames_per_s: float) -> Path:
+    """A store entry as the worker leaves it after finishing (status + config), without running it."""
+    directory = store.trial_dir(results, trial.grid, trial.trial_id)
+    directory.mkdir(parents=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(trial.config))
+    write_status(directory, {"status": "completed", "frame": trial.num_frames,
+                             "wall_time_s": trial.num_frames / frames_per_s})
+    return directory
+
+
+def test_dry_run_prints_the_plan_and_launches_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_grid(tmp_path, "g.yaml", grid_dict("plan", seeds=[1, 2], frames=5000))
+    results = tmp_path / "results"
+    code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run")
+    assert code == 0
+    header = next(line for line in out.splitlines() if "trial_id" in line)
+    for column in ("cell", "task", "seed", "frames", "resources", "state"):
+        assert column in header
+    rows = [line for line in out.splitlines() if re.match(r"\s+\d+\s+[0-9a-f]{12}\s", line)]
+    assert len(rows) == 4 and all("cartpole_swingup" in r and "5,000" in r and "cpu 1" in r for r in rows)
+    assert "cells: 2, tasks: 1, seeds: 2 -> 4 trials; 0 done, 4 to run" in out
+    assert "frames: 20,000 to run (grid total 20,000)" in out
+    assert re.search(r"estimated wall time: \d+(m\d\ds|s)", out)
+    assert "reference measurement" in out and "2 trial(s) at a time" in out
+    assert "dry run: nothing launched" in out
+    assert not results.exists()
+
+
+def test_dry_run_reads_the_store_and_its_measured_rate(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_grid(tmp_path, "g.yaml", grid_dict("plan", seeds=[1, 2], frames=5000))
+    results = tmp_path / "results"
+    grid = load_grid(str(path), "local")
+    _fake_finished(results, grid.trials[0], frames_per_s=123.0)
+    code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run")
+    assert code == 0
+    assert "4 trials; 1 done, 3 to run" in out and "frames: 15,000 to run (grid total 20,000)" in out
+    assert "123 frames/s per trial, median of 1 finished trials" in out
+    row = next(line for line in out.splitlines() if grid.trials[0].trial_id in line)
+    assert row.rstrip().endswith("completed")
+
+
+def test_dry_run_of_an_extended_grid_plans_only_the_new_trials(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    results = tmp_path / "results"
+    original = load_grid(str(write_grid(tmp_path, "a.yaml", grid_dict("plan", seeds=[1]))), "local")
+    for trial in original.trials:
+        _fake_finished(results, trial, frames_per_s=500.0)
+    # one more seed and one more axis value: 3 cells x 2 seeds, of which the 2 old trials are done
+    extended = write_grid(tmp_path, "b.yaml", grid_dict("plan", modes=["TTTTT", "TTETT", "ETETT"], seeds=[1, 2]))
+    code, out, _ = run_cli(capsys, "--grid", str(extended), "--results", str(results), "--dry-run")
+    assert code == 0
+    assert "6 trials; 2 done, 4 to run" in out
+    planned_new = {t.trial_id for t in load_grid(str(extended), "local").trials} - {t.trial_id for t in
+                                                                                   original.trials}
+    new_rows = [line for line in out.splitlines() if any(tid in line for tid in planned_new)]
+    assert len(new_rows) == 4 and all(line.rstrip().endswith("new") for line in new_rows)
+
+
+def test_dry_run_of_an_unfinished_trial_shows_where_it_resumes(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    path = write_grid(tmp_path, "g.yaml", grid_dict("plan", modes=["TTETT"], frames=5000))
+    results = tmp_path / "results"
+    trial = load_grid(str(path), "local").trials[0]
+    directory = store.trial_dir(results, "plan", trial.trial_id)
+    (directory / "checkpoint").mkdir(parents=True)
+    (directory / "checkpoint" / store.CHECKPOINT_META).write_text(json.dumps({"frame": 3000}))
+    write_status(directory, {"status": "running", "frame": 0})
+    code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run")
+    assert code == 0
+    assert "running @ 3,000" in out and "(1 of them resume from a checkpoint)" in out
+    assert "frames: 2,000 to run" in out
+
+
+def test_dry_run_of_the_paper_profile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(capsys, "--grid", "critic_i_mode", "--profile", "paper", "--results",
+                           str(tmp_path / "results"), "--dry-run")
+    assert code == 0
+    assert "hopper_hop" in out and "cpu 4 gpu 0.5" in out and "10,100,000" in out
+    assert "cells: 3, tasks: 1, seeds: 5 -> 15 trials" in out
+    assert "total trial time" in out
