@@ -185,7 +185,7 @@ def _field_types(name: str) -> tuple[type, ...]:
     return (hint,)
 
 
-def _coerce(name: str, value: Any) -> Any:
+def coerce_value(name: str, value: Any) -> Any:
     """Turn a YAML/CLI value into the field's type, or raise ConfigError."""
     kinds = _field_types(name)
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in kinds):
@@ -244,7 +244,7 @@ def build_config(overrides: Mapping[str, Any] | None = None) -> TrialConfig:
     for key in overrides:
         if key not in FIELDS:
             raise unknown_key_error(key)
-    values = {key: _coerce(key, value) for key, value in overrides.items()}
+    values = {key: coerce_value(key, value) for key, value in overrides.items()}
     task = values.get("task", DEFAULTS.task)
     use_presets = values.get("use_task_presets", DEFAULTS.use_task_presets)
     merged: dict[str, Any] = DEFAULTS.to_dict()

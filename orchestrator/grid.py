@@ -710,8 +710,7 @@ def _fill_axes(trials: list[TrialSpec], cells: Sequence[tuple[str, dict, dict, s
 
 def _coerce(key: str, value: Any) -> Any:
     """The worker's own coercion of YAML/CLI values (so "1e-4", which YAML reads as text, is a float)."""
-    coerce = getattr(agent_config, "coerce_value", None) or agent_config._coerce
-    return coerce(key, value)
+    return agent_config.coerce_value(key, value)
 
 
 def agent_config_check_task(task: str) -> None:
