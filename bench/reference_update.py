@@ -19,15 +19,18 @@ from agent.config import TrialConfig
 from agent.networks import Actor, Critic, Encoder
 
 
-def grid_sample_shift(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+def grid_sample_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """DrQ-v2's random shift as bilinear grid_sample; ``shift`` (n, 2) integer offsets, drawn when None."""
     n, _, h, _ = x.shape
     x = F.pad(x, (pad,) * 4, mode="replicate")
     eps = 1.0 / (h + 2 * pad)
     arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * pad)[:h]
     arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
     base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
-    shift = torch.randint(0, 2 * pad + 1, size=(n, 1, 1, 2), dtype=x.dtype) * (2.0 / (h + 2 * pad))
-    return F.grid_sample(x, base_grid + shift, padding_mode="zeros", align_corners=False)
+    if shift is None:
+        shift = torch.randint(0, 2 * pad + 1, size=(n, 2))
+    offset = shift.view(n, 1, 1, 2).to(x.dtype) * (2.0 / (h + 2 * pad))
+    return F.grid_sample(x, base_grid + offset, padding_mode="zeros", align_corners=False)
 
 
 class ReferenceUpdate:
