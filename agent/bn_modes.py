@@ -39,7 +39,15 @@ def mode_by_step(mode: str) -> dict[str, str]:
 
 
 def bn_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in module.modules() if isinstance(m, _BN_TYPES)]
+    """The BN layers of ``module``, found once: walking the module tree every forward cost ~1 ms an update.
+
+    Networks here are never restructured after construction, so the cached list stays valid.
+    """
+    cached = module.__dict__.get("_bn_layers_cache")
+    if cached is None:
+        cached = [m for m in module.modules() if isinstance(m, _BN_TYPES)]
+        module.__dict__["_bn_layers_cache"] = cached
+    return cached
 
 
 @contextmanager

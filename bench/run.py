@@ -106,10 +106,13 @@ class TimingSink:
 
     def __init__(self) -> None:
         self.points: list[tuple[int, float]] = []
+        self.update_ms: list[tuple[int, float]] = []
 
     def log(self, frame: int, metrics: Any) -> None:
         if "perf/fps" in metrics:  # training rows only (evaluation is off here anyway)
             self.points.append((frame, time.perf_counter()))
+        if "perf/update_ms" in metrics:
+            self.update_ms.append((frame, metrics["perf/update_ms"]))
 
     def checkpoint(self, frame: int, path: Path) -> None:
         pass
@@ -118,8 +121,13 @@ class TimingSink:
         pass
 
 
-def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: int, **extra: Any) -> float:
-    """Frames per second of the whole training loop after the seed frames (eval off)."""
+def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: int,
+             **extra: Any) -> tuple[float, float]:
+    """Frames per second of the whole training loop after the seed frames (eval off), and its mean update ms.
+
+    The update time is the loop's own (``perf/update_ms``): inside the loop an update runs on freshly
+    sampled batches with the environment sharing the caches, slower than the same update repeated alone.
+    """
     sink = TimingSink()
     config = build_config({"task": TASK, "obs_type": obs_type, "num_seed_frames": seed_frames,
                            "num_frames": seed_frames + measured_frames, "eval_every_frames": 0,
@@ -130,7 +138,8 @@ def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: i
         raise RuntimeError(f"benchmark trial {status['status']}: {status.get('error')}")
     after = [(f, t) for f, t in sink.points if f >= seed_frames]
     (f0, t0), (f1, t1) = after[0], after[-1]
-    return (f1 - f0) / (t1 - t0)
+    update_ms = [ms for f, ms in sink.update_ms if f0 < f <= f1]
+    return (f1 - f0) / (t1 - t0), float(np.mean(update_ms))
 
 
 def concurrency(frames: int) -> dict[str, float]:
@@ -209,14 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     print("environment ...", flush=True)
     results.update(bench_env(steps=50 if quick else 500))
     print("state loop ...", flush=True)
-    results["state_fps"] = loop_fps("states", 1000 if quick else 4000, 200 if quick else 2000, 100 if quick else 500,
-                                    torch_threads=args.threads)
-    parts_per_step = results["env_step_ms"] + results["state_act_ms"] + results["state_update_ms"] / 2
+    results["state_fps"], results["state_loop_update_ms"] = loop_fps(
+        "states", 1000 if quick else 4000, 200 if quick else 2000, 100 if quick else 500, torch_threads=args.threads)
+    # Loop time per agent step over the sum of its parts, each part as it runs in the loop
+    # (env step + act + update / update_every; states render nothing).
+    parts_per_step = results["env_step_ms"] + results["state_act_ms"] + results["state_loop_update_ms"] / 2
     loop_per_step = 2 * 1000.0 / results["state_fps"]  # action repeat 2: ms per agent step
     results["loop_overhead_pct"] = 100.0 * (loop_per_step - parts_per_step) / parts_per_step
     print("pixel loop ...", flush=True)
-    results["pixel_fps"] = loop_fps("pixels", 400 if quick else 1000, 8 if quick else 80, 4 if quick else 8,
-                                    torch_threads=args.threads)
+    results["pixel_fps"], results["pixel_loop_update_ms"] = loop_fps(
+        "pixels", 400 if quick else 1000, 8 if quick else 80, 4 if quick else 8, torch_threads=args.threads)
     results.update(replay_sizes())
     print("concurrency ...", flush=True)
     results.update(concurrency(frames=400 if quick else 4000))
