@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agent.bn_modes import bn_layers, bn_step, bn_train_mode
+from agent.bn_modes import bn_layers, bn_step, bn_train_mode, frozen_bn_statistics
 from agent.config import TrialConfig
 from agent.networks import Actor, Critic, Encoder, RandomShift
 from agent.schedules import parse_schedule
@@ -89,7 +89,6 @@ class DrQV2Agent:
     @torch.inference_mode()
     def q_values(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
         """min(Q1, Q2) of the online critic, BN in Critic-I's mode, running stats left untouched."""
-        from agent.bn_modes import frozen_bn_statistics
         obs_t = self.obs_tensor(obs)
         with frozen_bn_statistics(self.critic), bn_step(self.critic, self.mode, "critic_i"):
             q1, q2 = self.critic(self.encoder(obs_t), torch.as_tensor(action, device=self.device).float())
