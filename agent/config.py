@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.bn_modes import DEFAULT_BN_MODE, STEP_NAMES, validate_bn_mode
+from envs import check_task_name, is_gym_task
 
 NORMS = ("none", "layer_norm", "batch_norm")
 OBS_TYPES = ("pixels", "states")
@@ -134,10 +135,6 @@ MEDIUM_TASKS = ("acrobot_swingup", "cartpole_swingup_sparse", "cheetah_run", "fi
                 "finger_turn_hard", "hopper_hop", "quadruped_run", "quadruped_walk", "reacher_easy",
                 "reacher_hard", "walker_run")
 GYM_TASKS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5", "Humanoid-v5")
-
-
-def is_gym_task(task: str) -> bool:
-    return bool(re.fullmatch(r"[A-Z][A-Za-z0-9]*-v\d+", task))
 
 
 def task_group(task: str) -> str:
@@ -314,7 +311,6 @@ def validate(config: TrialConfig) -> None:
         parse_schedule(c.stddev_schedule)
     except ValueError as err:
         raise ConfigError(f"stddev_schedule={c.stddev_schedule!r}: {err}") from None
-    from envs import check_task_name
     try:
         check_task_name(c.task)
     except ValueError as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 
 # Headless rendering: without a display dm_control would try GLFW. EGL with
 # Mesa's software renderer works on CPU-only machines; callers can still pick
@@ -16,13 +17,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from envs.base import Env, Step  # noqa: E402
 
-__all__ = ["Env", "Step", "make_env", "check_task_name", "all_task_names"]
+__all__ = ["Env", "Step", "make_env", "check_task_name", "all_task_names", "is_gym_task"]
 
 DMC_ALIASES = {"cup_catch": ("ball_in_cup", "catch")}  # DrQ-v2's short name
 
 
-def _is_gym_name(task: str) -> bool:
-    import re
+def is_gym_task(task: str) -> bool:
+    """Gymnasium ids look like ``Name-vN``; dm_control names are ``domain_task``."""
     return bool(re.fullmatch(r"[A-Z][A-Za-z0-9]*-v\d+", task))
 
 
@@ -49,7 +50,7 @@ def all_task_names() -> list[str]:
 
 def check_task_name(task: str) -> None:
     """Raise ValueError naming close valid tasks when ``task`` is unknown."""
-    known = gym_task_names() if _is_gym_name(task) else list(dmc_task_names())
+    known = gym_task_names() if is_gym_task(task) else list(dmc_task_names())
     if task in known:
         return
     close = difflib.get_close_matches(task, all_task_names(), n=5, cutoff=0.5)
@@ -61,7 +62,7 @@ def check_task_name(task: str) -> None:
 def make_env(task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int,
              image_size: int = 84) -> Env:
     check_task_name(task)
-    if _is_gym_name(task):
+    if is_gym_task(task):
         from envs.gym_mujoco import GymMujocoEnv
         return GymMujocoEnv(task, obs_type, seed, action_repeat, frame_stack, image_size)
     from envs.dmc import DMCEnv
