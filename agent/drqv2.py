@@ -17,8 +17,13 @@ from torch import nn
 
 from agent.bn_modes import bn_layers, bn_step, bn_train_mode, frozen_bn_statistics
 from agent.config import TrialConfig
-from agent.networks import Actor, Critic, Encoder, RandomShift
+from agent.networks import Actor, Critic, Encoder, RandomShift, chw_to_hwc_columns
 from agent.schedules import parse_schedule
+
+# How the encoder's output is flattened for the trunks (Encoder.forward). Checkpoints
+# without this key were written before the change from DrQ-v2's (C, H, W) order and
+# are rearranged on load, so an interrupted trial resumes with the same function.
+FEATURE_ORDER = "hwc"
 
 
 class Diverged(RuntimeError):
@@ -125,11 +130,12 @@ class DrQV2Agent:
         t = self.batch_to_tensors(batch)
         obs = self.encoder(self.aug(t["obs"]))
         with torch.no_grad():
-            next_obs = self.encoder(self.aug(t["next_obs"][:b]))
-        metrics = self.update_critic(obs[:b], t["action"][:b], t["reward"][:b], t["discount"][:b], next_obs, step)
+            next_obs = self.encoder(self.aug(_rows(t["next_obs"], b)))
+        metrics = self.update_critic(_rows(obs, b), _rows(t["action"], b), _rows(t["reward"], b),
+                                     _rows(t["discount"], b), next_obs, step)
         mix_obs = obs[:self.config.mix_rows].detach()
         mix_action = t["action"][:self.config.mix_rows]
-        metrics.update(self.update_actor(obs[:b].detach(), step, mix_obs, mix_action))
+        metrics.update(self.update_actor(_rows(obs, b).detach(), step, mix_obs, mix_action))
         self.update_target()
         metrics["perf/update_ms"] = (time.perf_counter() - start) * 1000.0
         return metrics
@@ -227,12 +233,40 @@ class DrQV2Agent:
                  "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict()}
         if self.encoder_opt is not None:
             state["encoder_opt"] = self.encoder_opt.state_dict()
+        if self.pixels:
+            state["feature_order"] = FEATURE_ORDER
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.pixels and state.get("feature_order") != FEATURE_ORDER:
+            state = self._from_chw_feature_order(state)
         for name in ("actor", "critic", "critic_target", "encoder", "actor_opt", "critic_opt", "encoder_opt"):
             if name in state:
                 getattr(self, name).load_state_dict(state[name])
+
+    def _from_chw_feature_order(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Rearrange the trunk weights (and their optimizer moments) of a (C, H, W)-order checkpoint."""
+        chw = self.encoder.out_shape
+        state = dict(state)
+        for net in ("actor", "critic", "critic_target"):
+            weights = dict(state[net])
+            weights["trunk.0.weight"] = chw_to_hwc_columns(weights["trunk.0.weight"], chw)
+            state[net] = weights
+        for opt in ("actor_opt", "critic_opt"):  # the trunk weight is each optimizer's first parameter
+            opt_state = {**state[opt], "state": dict(state[opt]["state"])}
+            first = opt_state["param_groups"][0]["params"][0]
+            if first in opt_state["state"]:
+                opt_state["state"][first] = {
+                    key: chw_to_hwc_columns(value, chw) if torch.is_tensor(value) and value.dim() == 2 else value
+                    for key, value in opt_state["state"][first].items()}
+            state[opt] = opt_state
+        return state
+
+
+def _rows(tensor: torch.Tensor, n: int) -> torch.Tensor:
+    """The first n rows; the tensor itself when it has exactly n, since a full slice
+    still costs a zero-filled gradient buffer and a copy in the backward pass."""
+    return tensor if len(tensor) == n else tensor[:n]
 
 
 def _check_finite(metrics: dict[str, float]) -> None:

@@ -55,6 +55,7 @@ class Encoder(nn.Module):
         side = obs_shape[1]
         for stride in (2, 1, 1, 1):
             side = (side - 3) // stride + 1
+        self.out_shape = (32, side, side)  # (C, H, W) of the last conv
         self.repr_dim = 32 * side * side
         self.apply(orthogonal_init)
         if channels_last:
@@ -65,7 +66,18 @@ class Encoder(nn.Module):
         obs = obs.float().mul_(1.0 / 255.0).sub_(0.5)
         if self.channels_last:
             obs = obs.contiguous(memory_format=torch.channels_last)
-        return self.convnet(obs).reshape(obs.shape[0], -1)  # reshape: channels_last is not view-able
+        features = self.convnet(obs)
+        # Flattened in (H, W, C) order, whatever the memory format: for channels_last
+        # activations that is a free view, where DrQ-v2's (C, H, W) order costs a copy
+        # forward and a layout-mismatched (3x slower) ReLU backward. It is a fixed
+        # permutation of the trunk's inputs, so the model class is unchanged.
+        return features.permute(0, 2, 3, 1).reshape(features.shape[0], -1)
+
+
+def chw_to_hwc_columns(weight: torch.Tensor, chw: tuple[int, int, int]) -> torch.Tensor:
+    """A trunk weight (or its optimizer moment) whose inputs were flattened in (C, H, W) order,
+    rearranged for inputs flattened in (H, W, C) order: the same function of the conv output."""
+    return weight.reshape(weight.shape[0], *chw).permute(0, 2, 3, 1).reshape(weight.shape[0], -1).contiguous()
 
 
 class Actor(nn.Module):

@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from agent import metrics as m
+from agent.allocator import keep_freed_memory
 from agent.config import ConfigError, TrialConfig, build_config, help_text
 from agent.drqv2 import Diverged, DrQV2Agent
 from agent.replay import ReplayBuffer
@@ -241,6 +242,7 @@ def run_trial(config: TrialConfig, out_dir: Path | str, sinks: Sequence[MetricSi
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    keep_freed_memory()  # process-wide; without it every pixel update runs on freshly faulted pages
     write_config(out_dir, config.to_dict())
     checkpoint = load_checkpoint_state(out_dir)
     previous = read_status(out_dir) or {}

@@ -6,7 +6,8 @@ import json
 
 from bench.run import GOALS, main
 
-EXPECTED = ("pixel_update_ms", "reference_pixel_update_ms", "pixel_fps", "state_fps", "state_update_ms",
+EXPECTED = ("pixel_update_ms", "reference_pixel_update_ms", "pixel_update_speedup_vs_reference", "pixel_fps",
+            "reference_pixel_fps", "pixel_fps_speedup_vs_reference", "state_fps", "state_update_ms",
             "env_step_ms", "render_ms", "loop_overhead_pct", "replay_bytes_per_transition_pixels",
             "replay_bytes_per_transition_states", "concurrency_speedup")
 
@@ -19,6 +20,7 @@ def test_quick_bench_writes_every_metric(tmp_path, capsys):
     for name in EXPECTED:
         assert results[name] > 0, name
     assert report["quick"] is True and report["machine"]["torch"].startswith("2.13")
+    assert report["machine"]["cpu_family_model"] and report["machine"]["cores"] >= 1
     assert set(report["goals"]) == set(GOALS)
     # The replay stores each pixel frame once: one 84x84x3 frame plus small fields.
     assert 84 * 84 * 3 < results["replay_bytes_per_transition_pixels"] < 84 * 84 * 3 + 100
