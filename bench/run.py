@@ -2,7 +2,9 @@
 
 Writes ``bench/latest.json`` and prints a table.  Every figure comes from this
 machine in this run; ratios against the reference-style update are measured
-side by side (interleaved) in the same run.
+side by side in the same run, the reference in a process of its own with the
+allocator as released DrQ-v2 has it (``bench/child.py``).  This process keeps
+freed memory, as every trial process does (``run_trial``).
 """
 
 from __future__ import annotations
