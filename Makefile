@@ -55,7 +55,7 @@ sweep: install ## run GRID (sweeps/<GRID>.yaml or a path) on PROFILE, then draw 
 figures: install ## redraw every figure and figures/report.md from the result store
 	$(PY) -m analysis.figures --results $(RESULTS) --out $(FIGURES) $(ARGS)
 
-bench: install ## benchmark suite -> bench/latest.json (ARGS=--quick for the smoke version)
+bench: install ## benchmark suite -> bench/latest.json (ARGS=--quick: smoke version; ARGS="--device cuda": GPU learners)
 	$(PY) -m bench.run $(ARGS)
 
 verify-learning: install ## learning check: cartpole_swingup states, 100k frames, 3 seeds x Origin/MA-BN/TTTTT (~40 min)

@@ -45,46 +45,57 @@ def random_batch(obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels:
             "discount": np.full((rows, 1), 0.99**3, dtype=np.float32)}
 
 
-def update_server(impl: str) -> None:
-    config = build_config({"task": TASK, "obs_type": "pixels"})
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timing covers the work and not just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def update_server(impl: str, device: torch.device) -> None:
+    config = build_config({"task": TASK, "obs_type": "pixels", "device": str(device)})
     batch = random_batch(PIXEL_OBS_SHAPE, 1, config.batch_size, pixels=True)
     if impl == "ours":
         keep_freed_memory()
-        agent = DrQV2Agent(config, PIXEL_OBS_SHAPE, 1, torch.device("cpu"))
+        agent = DrQV2Agent(config, PIXEL_OBS_SHAPE, 1, device)
 
         def update() -> None:
             agent.update(batch, 5000)
     else:
-        reference = ReferenceUpdate(config, PIXEL_OBS_SHAPE, 1)
+        reference = ReferenceUpdate(config, PIXEL_OBS_SHAPE, 1, device)
 
         def update() -> None:
             reference.update(batch)
-    update()  # warm-up: first-call allocations and oneDNN kernel creation
+    for _ in range(2 if device.type == "cuda" else 1):  # warm-up: first-call allocations, kernel selection
+        update()
+    synchronize(device)
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() != "update":
             break
         start = time.perf_counter()
         update()
+        synchronize(device)
         print(f"{(time.perf_counter() - start) * 1000.0:.3f}", flush=True)
 
 
-def reference_loop(seed_frames: int, measured_frames: int, log_every: int, threads: int) -> dict[str, float]:
+def reference_loop(seed_frames: int, measured_frames: int, log_every: int, threads: int,
+                   device: torch.device) -> dict[str, float]:
     """Our training loop with the reference-style update swapped in (acting, replay and env stay ours)."""
     from bench.run import loop_fps  # the same loop measurement as ours
 
     def swap(trainer) -> None:
-        reference = ReferenceUpdate(trainer.config, trainer.env.obs_shape, trainer.env.action_dim)
+        reference = ReferenceUpdate(trainer.config, trainer.env.obs_shape, trainer.env.action_dim, device)
 
         def update(batch: dict[str, np.ndarray], step: int) -> dict[str, float]:
             start = time.perf_counter()
             reference.update(batch, std=trainer.agent.stddev(step))
+            synchronize(device)  # as ours, whose update ends by reading its metrics
             return {"perf/update_ms": (time.perf_counter() - start) * 1000.0}
 
         trainer.agent.update = update
 
     fps, update_ms = loop_fps("pixels", seed_frames, measured_frames, log_every, prepare=swap,
-                              torch_threads=threads)
+                              torch_threads=threads, device=str(device))
     return {"fps": fps, "update_ms": update_ms}
 
 
@@ -93,18 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     roles = parser.add_subparsers(dest="role", required=True)
     server = roles.add_parser("update-server")
     server.add_argument("--impl", choices=("ours", "reference"), required=True)
-    server.add_argument("--threads", type=int, default=2)
     loop = roles.add_parser("reference-loop")
     loop.add_argument("--seed-frames", type=int, required=True)
     loop.add_argument("--frames", type=int, required=True)
     loop.add_argument("--log-every", type=int, required=True)
-    loop.add_argument("--threads", type=int, default=2)
+    for role in (server, loop):
+        role.add_argument("--threads", type=int, default=2)
+        role.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     if args.role == "update-server":
-        update_server(args.impl)
+        update_server(args.impl, device)
     else:
-        print(json.dumps(reference_loop(args.seed_frames, args.frames, args.log_every, args.threads)))
+        print(json.dumps(reference_loop(args.seed_frames, args.frames, args.log_every, args.threads, device)))
     return 0
 
 

@@ -24,25 +24,27 @@ def grid_sample_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None 
     n, _, h, _ = x.shape
     x = F.pad(x, (pad,) * 4, mode="replicate")
     eps = 1.0 / (h + 2 * pad)
-    arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * pad)[:h]
+    arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * pad, device=x.device)[:h]
     arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
     base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2).unsqueeze(0).repeat(n, 1, 1, 1)
     if shift is None:
-        shift = torch.randint(0, 2 * pad + 1, size=(n, 2))
+        shift = torch.randint(0, 2 * pad + 1, size=(n, 2), device=x.device)
     offset = shift.view(n, 1, 1, 2).to(x.dtype) * (2.0 / (h + 2 * pad))
     return F.grid_sample(x, base_grid + offset, padding_mode="zeros", align_corners=False)
 
 
 class ReferenceUpdate:
-    def __init__(self, config: TrialConfig, obs_shape: tuple[int, ...], action_dim: int):
+    def __init__(self, config: TrialConfig, obs_shape: tuple[int, ...], action_dim: int,
+                 device: torch.device = torch.device("cpu")):
         self.config = config
+        self.device = device
         self.mode = config.resolved_bn_mode
-        self.encoder = Encoder(obs_shape, channels_last=False)
+        self.encoder = Encoder(obs_shape, channels_last=False).to(device)
         args = (self.encoder.repr_dim, action_dim, config.feature_dim, config.hidden_dim)
         bn = (config.bn_momentum, config.bn_eps)
-        self.actor = Actor(*args, config.actor_norm, *bn)
-        self.critic = Critic(*args, config.critic_norm, *bn)
-        self.critic_target = Critic(*args, config.critic_norm, *bn)
+        self.actor = Actor(*args, config.actor_norm, *bn).to(device)
+        self.critic = Critic(*args, config.critic_norm, *bn).to(device)
+        self.critic_target = Critic(*args, config.critic_norm, *bn).to(device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
@@ -52,8 +54,9 @@ class ReferenceUpdate:
         return self.encoder.convnet(obs / 255.0 - 0.5).view(obs.shape[0], -1)
 
     def update(self, batch: dict[str, np.ndarray], std: float = 0.2) -> None:
-        obs, next_obs = (torch.as_tensor(batch[k]).float() for k in ("obs", "next_obs"))
-        action, reward, discount = (torch.as_tensor(batch[k]) for k in ("action", "reward", "discount"))
+        obs, next_obs = (torch.as_tensor(batch[k], device=self.device).float() for k in ("obs", "next_obs"))
+        action, reward, discount = (torch.as_tensor(batch[k], device=self.device)
+                                    for k in ("action", "reward", "discount"))
         obs, next_obs = grid_sample_shift(obs), grid_sample_shift(next_obs)
         obs = self.encode(obs)
         with torch.no_grad():

@@ -58,11 +58,11 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def interleaved_update_ms(repeats: int, threads: int) -> tuple[list[float], list[float]]:
+def interleaved_update_ms(repeats: int, threads: int, device: str) -> tuple[list[float], list[float]]:
     """Pixel update times of ours and of the reference-style update, each in its own process, taking turns."""
     def launch(impl: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "bench.child", "update-server", "--impl", impl,
-                                 "--threads", str(threads)], cwd=REPO, stdin=subprocess.PIPE,
+                                 "--threads", str(threads), "--device", device], cwd=REPO, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
 
     servers = {"ours": launch("ours"), "reference": launch("reference")}
@@ -87,14 +87,14 @@ def interleaved_update_ms(repeats: int, threads: int) -> tuple[list[float], list
     return times["ours"], times["reference"]
 
 
-def bench_updates(repeats: int, threads: int) -> dict[str, float]:
+def bench_updates(repeats: int, threads: int, device: str) -> dict[str, float]:
     """Pixel update (ours vs reference-style, interleaved), state update and acting; defaults, MA-BN."""
-    ours_ms, ref_ms = interleaved_update_ms(repeats, threads)
-    config = build_config({"task": TASK, "obs_type": "pixels"})
-    pixel_agent = DrQV2Agent(config, PIXEL_OBS_SHAPE, 1, torch.device("cpu"))
+    ours_ms, ref_ms = interleaved_update_ms(repeats, threads, device)
+    config = build_config({"task": TASK, "obs_type": "pixels", "device": device})
+    pixel_agent = DrQV2Agent(config, PIXEL_OBS_SHAPE, 1, torch.device(device))
     pixel_obs = random_batch(PIXEL_OBS_SHAPE, 1, 1, pixels=True)["obs"][0]
-    state_config = build_config({"task": TASK, "obs_type": "states"})
-    state_agent = DrQV2Agent(state_config, (5,), 1, torch.device("cpu"))
+    state_config = build_config({"task": TASK, "obs_type": "states", "device": device})
+    state_agent = DrQV2Agent(state_config, (5,), 1, torch.device(device))
     state_batch = random_batch((5,), 1, state_config.batch_size, pixels=False)
     return {
         "pixel_update_ms": statistics.median(ours_ms),
@@ -162,10 +162,11 @@ def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: i
     return (f1 - f0) / (t1 - t0), float(np.mean(update_ms))
 
 
-def reference_loop_fps(seed_frames: int, measured_frames: int, log_every: int, threads: int) -> dict[str, float]:
+def reference_loop_fps(seed_frames: int, measured_frames: int, log_every: int, threads: int,
+                       device: str) -> dict[str, float]:
     """The same loop with the reference-style update, in a process of its own (default allocator)."""
     args = ["--seed-frames", str(seed_frames), "--frames", str(measured_frames), "--log-every", str(log_every),
-            "--threads", str(threads)]
+            "--threads", str(threads), "--device", device]
     done = subprocess.run([sys.executable, "-m", "bench.child", "reference-loop", *args], cwd=REPO,
                           capture_output=True, text=True)
     if done.returncode != 0:
@@ -245,19 +246,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke version: tiny repeats and loops (~1 min)")
     parser.add_argument("--out", default=str(REPO / "bench" / "latest.json"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the single-process parts")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where the learners run (env, rendering, replay and the concurrency check stay on CPU)")
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: CUDA is not available on this machine", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # as run_trial does in every trial process
     quick = args.quick
     started = time.perf_counter()
     results: dict[str, Any] = {}
     print("updates (ours and reference-style, taking turns) ...", flush=True)
-    results.update(bench_updates(repeats=2 if quick else 7, threads=args.threads))
+    results.update(bench_updates(repeats=2 if quick else 7, threads=args.threads, device=args.device))
     print("environment ...", flush=True)
     results.update(bench_env(steps=50 if quick else 500))
     print("state loop ...", flush=True)
     results["state_fps"], results["state_loop_update_ms"] = loop_fps(
-        "states", 1000 if quick else 4000, 200 if quick else 2000, 100 if quick else 500, torch_threads=args.threads)
+        "states", 1000 if quick else 4000, 200 if quick else 2000, 100 if quick else 500, torch_threads=args.threads,
+        device=args.device)
     # Loop time per agent step over the sum of its parts, each part as it runs in the loop
     # (env step + act + update / update_every; states render nothing).
     parts_per_step = results["env_step_ms"] + results["state_act_ms"] + results["state_loop_update_ms"] / 2
@@ -266,16 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     print("pixel loop ...", flush=True)
     pixel_loop = (400 if quick else 1000, 8 if quick else 80, 4 if quick else 8)
     results["pixel_fps"], results["pixel_loop_update_ms"] = loop_fps("pixels", *pixel_loop,
-                                                                     torch_threads=args.threads)
+                                                                     torch_threads=args.threads, device=args.device)
     print("pixel loop, reference-style update ...", flush=True)
-    results.update(reference_loop_fps(*pixel_loop, threads=args.threads))
+    results.update(reference_loop_fps(*pixel_loop, threads=args.threads, device=args.device))
     results["pixel_fps_speedup_vs_reference"] = results["pixel_fps"] / results["reference_pixel_fps"]
     results.update(replay_sizes())
     print("concurrency ...", flush=True)
     results.update(concurrency(frames=400 if quick else 4000))
-    report = {"quick": quick, "machine": machine(), "results": results, "goals": goals(results),
-              "seconds": time.perf_counter() - started,
-              "command": "make bench" + (" ARGS=--quick" if quick else "")}
+    flags = " ".join(flag for flag, on in (("--quick", quick), (f"--device {args.device}", args.device != "cpu"))
+                     if on)
+    report = {"quick": quick, "device": args.device, "machine": machine(), "results": results,
+              "goals": goals(results), "seconds": time.perf_counter() - started,
+              "command": "make bench" + (f' ARGS="{flags}"' if flags else "")}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from bench.run import GOALS, main
 
 EXPECTED = ("pixel_update_ms", "reference_pixel_update_ms", "pixel_update_speedup_vs_reference", "pixel_fps",
@@ -19,9 +22,17 @@ def test_quick_bench_writes_every_metric(tmp_path, capsys):
     results = report["results"]
     for name in EXPECTED:
         assert results[name] > 0, name
-    assert report["quick"] is True and report["machine"]["torch"].startswith("2.13")
+    assert report["quick"] is True and report["device"] == "cpu" and report["machine"]["torch"].startswith("2.13")
     assert report["machine"]["cpu_family_model"] and report["machine"]["cores"] >= 1
     assert set(report["goals"]) == set(GOALS)
     # The replay stores each pixel frame once: one 84x84x3 frame plus small fields.
     assert 84 * 84 * 3 < results["replay_bytes_per_transition_pixels"] < 84 * 84 * 3 + 100
     assert "pixel_update_ms" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available: --device cuda is valid here")
+def test_cuda_bench_without_cuda_stops_with_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "latest.json"
+    assert main(["--quick", "--device", "cuda", "--out", str(out)]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not out.exists()
