@@ -22,6 +22,8 @@ from envs import check_task_name, is_gym_task
 
 NORMS = ("none", "layer_norm", "batch_norm")
 OBS_TYPES = ("pixels", "states")
+# Keys that say where a trial runs, not what it computes: trial and cell identities leave them out.
+PLACEMENT_KEYS = ("device", "torch_threads")
 OPTIMIZERS = ("adam", "sgd")
 TARGET_BN_STATS = ("independent", "copy", "soft")
 MAX_BUFFER_MIX_RATIO = 4.0

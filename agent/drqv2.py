@@ -128,14 +128,15 @@ class DrQV2Agent:
         start = time.perf_counter()
         b = self.config.batch_size
         t = self.batch_to_tensors(batch)
-        obs = self.encoder(self.aug(t["obs"]))
+        all_obs = self.encoder(self.aug(t["obs"]))
+        obs = _rows(all_obs, b)
         with torch.no_grad():
             next_obs = self.encoder(self.aug(_rows(t["next_obs"], b)))
-        metrics = self.update_critic(_rows(obs, b), _rows(t["action"], b), _rows(t["reward"], b),
-                                     _rows(t["discount"], b), next_obs, step)
-        mix_obs = obs[:self.config.mix_rows].detach()
+        metrics = self.update_critic(obs, _rows(t["action"], b), _rows(t["reward"], b), _rows(t["discount"], b),
+                                     next_obs, step)
+        mix_obs = all_obs[:self.config.mix_rows].detach()
         mix_action = t["action"][:self.config.mix_rows]
-        metrics.update(self.update_actor(_rows(obs, b).detach(), step, mix_obs, mix_action))
+        metrics.update(self.update_actor(obs.detach(), step, mix_obs, mix_action))
         self.update_target()
         metrics["perf/update_ms"] = (time.perf_counter() - start) * 1000.0
         return metrics

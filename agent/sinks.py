@@ -24,6 +24,7 @@ METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"
 CHECKPOINT_DIR = "checkpoint"
 STATUSES = ("running", "completed", "diverged", "failed")
+FINISHED_STATUSES = ("completed", "diverged")  # a diverged trial is a result (SPEC §7), not a failure
 
 
 class MetricSink(Protocol):

@@ -15,7 +15,6 @@ are always taken per (task, cell).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -30,21 +29,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from agent.config import PLACEMENT_KEYS
 from agent.metrics import FRAME, METRIC_NAMES
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.csv"
-STATUS_FILE = "status.json"
-TRIAL_FILE = "trial.json"
+from agent.sinks import CONFIG_FILE, FINISHED_STATUSES, METRICS_FILE, STATUS_FILE
+from orchestrator.store import TRIAL_FILE, cell_id, config_digest
 
 STATUSES = ("completed", "diverged", "running", "failed", "pending")
-FINISHED = ("completed", "diverged")  # trials whose last evaluation is a final result
+FINISHED = FINISHED_STATUSES  # trials whose last evaluation is a final result
 # Directories that are never trials and never hold trials (worker checkpoints, W&B runs, Ray Tune and
 # orchestrator state such as _ray/ and _sweep/); dot-directories are skipped too.
 SKIP_DIRS = ("checkpoint", "wandb")
 
-# Keys that say where a trial ran, not what it computed: two trials differing only here are the same cell.
-PLACEMENT_KEYS = ("device", "torch_threads")
 # Keys that never separate cells: the seed, bookkeeping and speed options with the same learning semantics.
 NON_CELL_KEYS = ("seed", "task", *PLACEMENT_KEYS, "checkpoint_every_frames", "checkpoint_replay", "channels_last",
                  "use_task_presets")
@@ -143,11 +138,6 @@ def _sortable(value: Any) -> tuple[int, Any]:
     return (2, str(value))
 
 
-def _digest(mapping: Mapping[str, Any]) -> str:
-    text = json.dumps(dict(mapping), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
@@ -195,7 +185,7 @@ def label_cells(configs: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
         parts = [method_label(c)] + [axis_text(k, c.get(k)) for k in extra]
         labels.append(", ".join(parts))
     # Two different conditions with one label (e.g. BN critic with and without a BN actor): spell out the norms.
-    identity = [_digest({k: c.get(k) for k in keys}) for c in configs]
+    identity = [config_digest({k: c.get(k) for k in keys}) for c in configs]
     by_label: dict[str, set[str]] = {}
     for label, ident in zip(labels, identity, strict=True):
         by_label.setdefault(label, set()).add(ident)
@@ -323,8 +313,7 @@ def load_store(root: Path | str) -> Store:
                 "trial_id": str(meta.get("trial_id") or record["path"].name),
                 "cell": label,
                 "method": method_label(config),
-                "cell_id": str(meta.get("cell_id") or _digest({k: v for k, v in config.items()
-                                                                 if k not in PLACEMENT_KEYS and k != "seed"})),
+                "cell_id": str(meta.get("cell_id") or cell_id(config)),
                 "task": str(config.get("task", "unknown")),
                 "seed": config.get("seed"),
                 "status": _status_of(status, len(metrics)),

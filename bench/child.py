@@ -26,23 +26,8 @@ import torch
 from agent.allocator import keep_freed_memory
 from agent.config import build_config
 from agent.drqv2 import DrQV2Agent
+from bench.common import PIXEL_OBS_SHAPE, TASK, loop_fps, random_batch
 from bench.reference_update import ReferenceUpdate
-
-TASK = "cartpole_swingup"
-PIXEL_OBS_SHAPE = (9, 84, 84)
-
-
-def random_batch(obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels: bool) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    if pixels:
-        obs = rng.integers(0, 256, size=(rows, *obs_shape), dtype=np.uint8)
-        next_obs = rng.integers(0, 256, size=(rows, *obs_shape), dtype=np.uint8)
-    else:
-        obs = rng.normal(size=(rows, *obs_shape)).astype(np.float32)
-        next_obs = rng.normal(size=(rows, *obs_shape)).astype(np.float32)
-    return {"obs": obs, "next_obs": next_obs, "action": rng.uniform(-1, 1, (rows, action_dim)).astype(np.float32),
-            "reward": rng.uniform(0, 1, (rows, 1)).astype(np.float32),
-            "discount": np.full((rows, 1), 0.99**3, dtype=np.float32)}
 
 
 def synchronize(device: torch.device) -> None:
@@ -81,8 +66,6 @@ def update_server(impl: str, device: torch.device) -> None:
 def reference_loop(seed_frames: int, measured_frames: int, log_every: int, threads: int,
                    device: torch.device) -> dict[str, float]:
     """Our training loop with the reference-style update swapped in (acting, replay and env stay ours)."""
-    from bench.run import loop_fps  # the same loop measurement as ours
-
     def swap(trainer) -> None:
         reference = ReferenceUpdate(trainer.config, trainer.env.obs_shape, trainer.env.action_dim, device)
 

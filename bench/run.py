@@ -29,8 +29,7 @@ from agent.allocator import keep_freed_memory
 from agent.config import build_config
 from agent.drqv2 import DrQV2Agent
 from agent.replay import ReplayBuffer
-from agent.train import Trainer
-from bench.child import PIXEL_OBS_SHAPE, TASK, random_batch
+from bench.common import PIXEL_OBS_SHAPE, TASK, loop_fps, random_batch
 from envs import make_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,52 +113,6 @@ def bench_env(steps: int) -> dict[str, float]:
     physics = env._env.physics
     render = median_ms(lambda: physics.render(84, 84, camera_id=0), max(10, steps // 10), warmup=2)
     return {"env_step_ms": env_step, "render_ms": render}
-
-
-class TimingSink:
-    """Wall time at every log point, to measure the loop after the seed frames."""
-
-    def __init__(self) -> None:
-        self.points: list[tuple[int, float]] = []
-        self.update_ms: list[tuple[int, float]] = []
-
-    def log(self, frame: int, metrics: Any) -> None:
-        if "perf/fps" in metrics:  # training rows only (evaluation is off here anyway)
-            self.points.append((frame, time.perf_counter()))
-        if "perf/update_ms" in metrics:
-            self.update_ms.append((frame, metrics["perf/update_ms"]))
-
-    def checkpoint(self, frame: int, path: Path) -> None:
-        pass
-
-    def close(self, status: Any) -> None:
-        pass
-
-
-def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: int,
-             prepare: Callable[[Trainer], None] | None = None, **extra: Any) -> tuple[float, float]:
-    """Frames per second of the whole training loop after the seed frames (eval off), and its mean update ms.
-
-    The update time is the loop's own (``perf/update_ms``): inside the loop an update runs on freshly
-    sampled batches with the environment sharing the caches, slower than the same update repeated alone.
-    ``prepare`` may change the trainer before it runs (the reference-style loop swaps the update in).
-    """
-    sink = TimingSink()
-    config = build_config({"task": TASK, "obs_type": obs_type, "num_seed_frames": seed_frames,
-                           "num_frames": seed_frames + measured_frames, "eval_every_frames": 0,
-                           "checkpoint_every_frames": 0, "log_every_frames": log_every, **extra})
-    with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(config, Path(out), [sink])
-        try:
-            if prepare:
-                prepare(trainer)
-            trainer.run()
-        finally:
-            trainer.close()
-    after = [(f, t) for f, t in sink.points if f >= seed_frames]
-    (f0, t0), (f1, t1) = after[0], after[-1]
-    update_ms = [ms for f, ms in sink.update_ms if f0 < f <= f1]
-    return (f1 - f0) / (t1 - t0), float(np.mean(update_ms))
 
 
 def reference_loop_fps(seed_frames: int, measured_frames: int, log_every: int, threads: int,
@@ -280,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     results.update(replay_sizes())
     print("concurrency ...", flush=True)
     results.update(concurrency(frames=400 if quick else 4000))
-    flags = " ".join(flag for flag, on in (("--quick", quick), (f"--device {args.device}", args.device != "cpu"))
-                     if on)
+    flags = " ".join((["--quick"] if quick else []) + ([f"--device {args.device}"] if args.device != "cpu" else []))
     report = {"quick": quick, "device": args.device, "machine": machine(), "results": results,
               "goals": goals(results), "seconds": time.perf_counter() - started,
               "command": "make bench" + (f' ARGS="{flags}"' if flags else "")}

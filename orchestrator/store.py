@@ -21,15 +21,15 @@ from typing import Any
 
 import yaml
 
-from agent.sinks import CHECKPOINT_DIR, CONFIG_FILE, STATUS_FILE, atomic_write_text, read_status
+from agent.config import PLACEMENT_KEYS
+from agent.sinks import CHECKPOINT_DIR, CONFIG_FILE, FINISHED_STATUSES, STATUS_FILE, atomic_write_text, read_status
 
-PLACEMENT_KEYS = ("device", "torch_threads")  # where a trial runs, not what it computes
 TRIAL_FILE = "trial.json"
 RAY_DIR = "_ray"  # Ray Tune's experiment state, beside the trial directories
 SWEEP_DIR = "_sweep"  # what each profile of the grid last asked for (trial list, grid text)
 LOCK_FILE = ".sweep.lock"
 CHECKPOINT_META = ".metadata.json"  # the frame of a checkpoint (ray.tune.Checkpoint.set_metadata writes it)
-DONE_STATUSES = ("completed", "diverged")  # a diverged trial is a result (SPEC §7), not a failure
+DONE_STATUSES = FINISHED_STATUSES
 ID_LENGTH = 12
 
 
@@ -37,18 +37,19 @@ def _canonical(config: Mapping[str, Any]) -> str:
     return json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _digest(config: Mapping[str, Any]) -> str:
+def config_digest(config: Mapping[str, Any]) -> str:
+    """Short content hash of a mapping: key order and YAML/JSON round trips do not change it."""
     return hashlib.sha256(_canonical(config).encode()).hexdigest()[:ID_LENGTH]
 
 
 def trial_id(config: Mapping[str, Any]) -> str:
     """Content hash of a resolved trial config (``TrialConfig.to_dict()``), placement keys excluded."""
-    return _digest({k: v for k, v in config.items() if k not in PLACEMENT_KEYS})
+    return config_digest({k: v for k, v in config.items() if k not in PLACEMENT_KEYS})
 
 
 def cell_id(config: Mapping[str, Any]) -> str:
     """The trial hash without the seed: one id per experimental condition (task included)."""
-    return _digest({k: v for k, v in config.items() if k not in PLACEMENT_KEYS and k != "seed"})
+    return config_digest({k: v for k, v in config.items() if k not in PLACEMENT_KEYS and k != "seed"})
 
 
 def grid_dir(results: Path, grid: str) -> Path:

@@ -1,0 +1,77 @@
+"""What the bench process and its child processes (``bench/child.py``) both use: the benchmark task,
+synthetic batches and the training-loop measurement."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.config import build_config
+from agent.train import Trainer
+
+TASK = "cartpole_swingup"
+PIXEL_OBS_SHAPE = (9, 84, 84)
+
+
+def random_batch(obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels: bool) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    if pixels:
+        obs = rng.integers(0, 256, size=(rows, *obs_shape), dtype=np.uint8)
+        next_obs = rng.integers(0, 256, size=(rows, *obs_shape), dtype=np.uint8)
+    else:
+        obs = rng.normal(size=(rows, *obs_shape)).astype(np.float32)
+        next_obs = rng.normal(size=(rows, *obs_shape)).astype(np.float32)
+    return {"obs": obs, "next_obs": next_obs, "action": rng.uniform(-1, 1, (rows, action_dim)).astype(np.float32),
+            "reward": rng.uniform(0, 1, (rows, 1)).astype(np.float32),
+            "discount": np.full((rows, 1), 0.99**3, dtype=np.float32)}
+
+
+class TimingSink:
+    """Wall time at every log point, to measure the loop after the seed frames."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[int, float]] = []
+        self.update_ms: list[tuple[int, float]] = []
+
+    def log(self, frame: int, metrics: Any) -> None:
+        if "perf/fps" in metrics:  # training rows only (evaluation is off here anyway)
+            self.points.append((frame, time.perf_counter()))
+        if "perf/update_ms" in metrics:
+            self.update_ms.append((frame, metrics["perf/update_ms"]))
+
+    def checkpoint(self, frame: int, path: Path) -> None:
+        pass
+
+    def close(self, status: Any) -> None:
+        pass
+
+
+def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: int,
+             prepare: Callable[[Trainer], None] | None = None, **extra: Any) -> tuple[float, float]:
+    """Frames per second of the whole training loop after the seed frames (eval off), and its mean update ms.
+
+    The update time is the loop's own (``perf/update_ms``): inside the loop an update runs on freshly
+    sampled batches with the environment sharing the caches, slower than the same update repeated alone.
+    ``prepare`` may change the trainer before it runs (the reference-style loop swaps the update in).
+    """
+    sink = TimingSink()
+    config = build_config({"task": TASK, "obs_type": obs_type, "num_seed_frames": seed_frames,
+                           "num_frames": seed_frames + measured_frames, "eval_every_frames": 0,
+                           "checkpoint_every_frames": 0, "log_every_frames": log_every, **extra})
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, Path(out), [sink])
+        try:
+            if prepare:
+                prepare(trainer)
+            trainer.run()
+        finally:
+            trainer.close()
+    after = [(f, t) for f, t in sink.points if f >= seed_frames]
+    (f0, t0), (f1, t1) = after[0], after[-1]
+    update_ms = [ms for f, ms in sink.update_ms if f0 < f <= f1]
+    return (f1 - f0) / (t1 - t0), float(np.mean(update_ms))
