@@ -13,7 +13,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,9 @@ NORMS = ("none", "layer_norm", "batch_norm")
 OBS_TYPES = ("pixels", "states")
 # Keys that say where a trial runs, not what it computes: trial and cell identities leave them out.
 PLACEMENT_KEYS = ("device", "torch_threads")
+# What members of one pack may differ in (issue #9): everything else fixes tensor shapes or the
+# loop's schedule, so members must share it.
+PACK_MEMBER_KEYS = ("seed", "bn_mode", "lr", "actor_lr", "critic_lr", "target_bn_stats", "sgd_momentum")
 OPTIMIZERS = ("adam", "sgd")
 TARGET_BN_STATS = ("independent", "copy", "soft")
 MAX_BUFFER_MIX_RATIO = 4.0
@@ -317,6 +320,25 @@ def validate(config: TrialConfig) -> None:
         check_task_name(c.task)
     except ValueError as err:
         raise ConfigError(f"task={c.task!r}: {err}") from None
+
+
+def pack_signature(config: TrialConfig) -> tuple[tuple[str, Any], ...]:
+    """What members of one pack must share: every key but PACK_MEMBER_KEYS (placement included)."""
+    return tuple((k, v) for k, v in sorted(config.to_dict().items()) if k not in PACK_MEMBER_KEYS)
+
+
+def check_packable(configs: Sequence[TrialConfig]) -> None:
+    """Raise ConfigError unless ``configs`` can train as one pack (same signature, at least one member)."""
+    if not configs:
+        raise ConfigError("a pack needs at least one trial config")
+    first = dict(pack_signature(configs[0]))
+    for i, config in enumerate(configs[1:], start=1):
+        other = dict(pack_signature(config))
+        differing = [k for k in first if first[k] != other[k]]
+        if differing:
+            shown = ", ".join(f"{k}={first[k]!r} vs {other[k]!r}" for k in differing[:4])
+            raise ConfigError(f"pack member {i} differs from member 0 in {shown}; members of a pack may differ "
+                              f"only in {', '.join(PACK_MEMBER_KEYS)}")
 
 
 def help_text() -> str:

@@ -1,111 +1,191 @@
-"""DrQ-v2 with mode-aware batch normalization.
+"""DrQ-v2 with mode-aware batch normalization, for a pack of K members trained in lockstep.
 
-``update(batch, step) -> metrics`` is the whole learner: it knows nothing of the
-loop, logging or checkpoint files.  Each forward pass of an update runs inside
-``bn_step(network, mode, step_name)``, which is the only place BN modes are set.
+``update(batch, step) -> UpdateResult`` is the whole learner: it knows nothing of
+the loop, logging or checkpoint files.  Each forward pass of an update runs
+inside ``bn_step(network, modes, step_name)``, which is the only place BN modes
+are set; every member runs its own mode string.  A pack of one is one trial;
+a pack of K (issue #9) runs K trials' networks as one batched computation, each
+member with its own parameters, statistics, optimizer state, learning rates and
+random stream, so member k learns exactly what it would learn alone.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from agent.bn_modes import bn_layers, bn_step, bn_train_mode, frozen_bn_statistics
-from agent.config import TrialConfig
-from agent.networks import Actor, Critic, Encoder, RandomShift, chw_to_hwc_columns
+from agent.config import TrialConfig, check_packable
+from agent.networks import Actor, Critic, Encoder, RandomShift, chw_to_hwc_columns, group_pixels, init_linears
+from agent.optim import PackedOptimizer
 from agent.schedules import parse_schedule
 
 # How the encoder's output is flattened for the trunks (Encoder.forward). Checkpoints
 # without this key were written before the change from DrQ-v2's (C, H, W) order and
 # are rearranged on load, so an interrupted trial resumes with the same function.
 FEATURE_ORDER = "hwc"
+NETWORKS = ("actor", "critic", "critic_target", "encoder")
+OPTIMIZERS = ("actor_opt", "critic_opt", "encoder_opt")
 
 
 class Diverged(RuntimeError):
     """A loss or Q value became non-finite."""
 
 
-def make_optimizer(config: TrialConfig, params: Any, lr: float) -> torch.optim.Optimizer:
-    # fused kernels: the same update rule, one pass over all tensors (CPU and CUDA).
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.sgd_momentum, fused=True)
-    return torch.optim.Adam(params, lr=lr, fused=True)
+class UpdateResult:
+    """The metrics of one packed update, left on the device until read.
+
+    Reading them is the update's only host synchronization; the loop reads them
+    after its environment steps, so on a GPU the update runs while the CPU steps
+    the environments.  ``perf/update_ms`` is the loop time the update cost: its
+    host time plus any wait for the device when the metrics are read.
+    """
+
+    def __init__(self, metrics: dict[str, torch.Tensor], host_s: float):
+        self._metrics, self._host_s = metrics, host_s
+        self._values: dict[str, np.ndarray] | None = None
+
+    def read(self) -> dict[str, np.ndarray]:
+        """{metric: (K,) array}, one value per member."""
+        if self._values is None:
+            start = time.perf_counter()
+            names = list(self._metrics)
+            stacked = torch.stack([self._metrics[n].float() for n in names]).cpu().numpy()
+            waited = time.perf_counter() - start
+            self._values = {name: stacked[i] for i, name in enumerate(names)}
+            k = stacked.shape[1]
+            self._values["perf/update_ms"] = np.full(k, (self._host_s + waited) * 1000.0)
+        return self._values
+
+
+def nonfinite_members(values: dict[str, np.ndarray]) -> list[int]:
+    """Members with a non-finite loss or Q value in ``values``."""
+    stacked = np.stack(list(values.values()))
+    return [int(k) for k in np.flatnonzero(~np.isfinite(stacked).all(axis=0))]
 
 
 class DrQV2Agent:
-    def __init__(self, config: TrialConfig, obs_shape: tuple[int, ...], action_dim: int, device: torch.device):
-        self.config = config
+    def __init__(self, configs: TrialConfig | Sequence[TrialConfig], obs_shape: tuple[int, ...], action_dim: int,
+                 device: torch.device):
+        configs = [configs] if isinstance(configs, TrialConfig) else list(configs)
+        check_packable(configs)
+        self.configs = configs
+        self.config = config = configs[0]  # what every member shares (shapes, schedules, batch size)
+        self.k = k = len(configs)
         self.device = device
-        self.mode = config.resolved_bn_mode
+        self.modes = [c.resolved_bn_mode for c in configs]
         self.pixels = config.obs_type == "pixels"
         self.action_dim = action_dim
         self.stddev = parse_schedule(config.stddev_schedule)
-        norm_args = (config.feature_dim, config.hidden_dim)
+        # One random stream per member (noise, augmentation shifts, exploration); its seed is the member's.
+        self.generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
+        init_generators = [torch.Generator().manual_seed(c.seed) for c in configs]
+        sizes = (config.feature_dim, config.hidden_dim)
         bn_args = (config.bn_momentum, config.bn_eps)
         if self.pixels:
-            self.encoder: nn.Module = Encoder(obs_shape, channels_last=config.channels_last).to(device)
+            self.encoder: nn.Module = Encoder(k, obs_shape, channels_last=config.channels_last)
+            self.encoder.reset_parameters(init_generators)
             repr_dim = self.encoder.repr_dim
-            self.aug: nn.Module = RandomShift(pad=4)
+            self.aug: RandomShift | None = RandomShift(pad=4)
         else:
             self.encoder = nn.Identity()
             repr_dim = int(np.prod(obs_shape))
-            self.aug = nn.Identity()
-        self.actor = Actor(repr_dim, action_dim, *norm_args, config.actor_norm, *bn_args).to(device)
-        self.critic = Critic(repr_dim, action_dim, *norm_args, config.critic_norm, *bn_args).to(device)
-        self.critic_target = Critic(repr_dim, action_dim, *norm_args, config.critic_norm, *bn_args).to(device)
+            self.aug = None
+        self.actor = Actor(k, repr_dim, action_dim, *sizes, config.actor_norm, *bn_args)
+        self.critic = Critic(k, repr_dim, action_dim, *sizes, config.critic_norm, *bn_args)
+        self.critic_target = Critic(k, repr_dim, action_dim, *sizes, config.critic_norm, *bn_args)
+        init_linears(self.actor, init_generators)
+        init_linears(self.critic, init_generators)
+        for net in (self.encoder, self.actor, self.critic, self.critic_target):
+            net.to(device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         for p in self.critic_target.parameters():
             p.requires_grad_(False)
-        critic_lr = config.critic_lr or config.lr
-        self.actor_opt = make_optimizer(config, self.actor.parameters(), config.actor_lr or config.lr)
-        self.critic_opt = make_optimizer(config, self.critic.parameters(), critic_lr)
-        self.encoder_opt = (make_optimizer(config, self.encoder.parameters(), critic_lr) if self.pixels else None)
+        self.dtype = next(self.actor.parameters()).dtype  # torch's default dtype at construction
+        critic_lrs = [c.critic_lr or c.lr for c in configs]
+        momenta = [c.sgd_momentum for c in configs]
+        self.actor_opt = PackedOptimizer(config.optimizer, list(self.actor.parameters()),
+                                         [c.actor_lr or c.lr for c in configs], momenta)
+        self.critic_opt = PackedOptimizer(config.optimizer, list(self.critic.parameters()), critic_lrs, momenta)
+        self.encoder_opt = (PackedOptimizer(config.optimizer, list(self.encoder.parameters()), critic_lrs, momenta)
+                            if self.pixels else None)
         # Outside an update every BN layer sits in eval mode: acting, evaluation
         # and Q-bias never move running statistics unless a step asks for T.
         for net in (self.encoder, self.actor, self.critic, self.critic_target):
             net.eval()
-        self._critic_i_bn = bn_layers(self.critic)
+        self._critic_bn = bn_layers(self.critic)
+        self._target_stats_members = {
+            how: torch.tensor([i for i, c in enumerate(configs) if c.target_bn_stats == how], dtype=torch.long,
+                              device=device) for how in ("copy", "soft")}
         self._staging: dict[str, torch.Tensor] = {}  # pinned host buffers (CUDA only)
 
     # ------------------------------------------------------------ acting
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """(K, N, *obs_shape) -> (K, N, repr_dim), without augmentation."""
+        if self.pixels:
+            return self.encoder(group_pixels(obs, self.config.channels_last))
+        return obs
+
     def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
         tensor = torch.as_tensor(obs, device=self.device)
-        return tensor if self.pixels else tensor.float()
+        return tensor if self.pixels else tensor.to(self.dtype)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
-        """One action; BN layers run on running statistics (eval mode) whatever the mode string."""
+        """One action per member from ``obs`` (K, *obs_shape): (K, action_dim).
+
+        BN layers run on running statistics (eval mode) whatever the mode string.
+        """
         with bn_train_mode(self.actor, False):
-            features = self.encoder(self.obs_tensor(obs).unsqueeze(0))
+            features = self.encode(self.obs_tensor(obs).unsqueeze(1))
             dist = self.actor(features, self.stddev(step))
             if eval_mode:
                 action = dist.mean
             else:
-                action = dist.sample(clip=None)
+                action = dist.sample(self.generators, clip=None)
                 if step < self.config.num_expl_steps:
-                    action.uniform_(-1.0, 1.0)
-        return action[0].cpu().numpy()
+                    for k, generator in enumerate(self.generators):
+                        action[k].uniform_(-1.0, 1.0, generator=generator)
+        return action[:, 0].cpu().numpy()
 
     @torch.inference_mode()
-    def q_values(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
-        """min(Q1, Q2) of the online critic, BN in Critic-I's mode, running stats left untouched."""
-        obs_t = self.obs_tensor(obs)
-        with frozen_bn_statistics(self.critic), bn_step(self.critic, self.mode, "critic_i"):
-            q1, q2 = self.critic(self.encoder(obs_t), torch.as_tensor(action, device=self.device).float())
-        return torch.min(q1, q2).squeeze(-1).cpu().numpy()
+    def q_values(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """min(Q1, Q2) of each member's online critic on its own (states, actions), BN in its Critic-I mode.
+
+        Running statistics are left untouched. Members may bring different numbers
+        of states; a Critic-I = T member's batch statistics come from its own rows only.
+        """
+        lengths = [len(o) for o in obs]
+        out: list[np.ndarray | None] = [None] * self.k
+        for length in sorted(set(lengths)):
+            # Members with this many states bring theirs; the others borrow a donor's rows, and their
+            # output is discarded: every member's batch holds only real rows of one member.
+            donor = lengths.index(length)
+            obs_t = torch.stack([self.obs_tensor(obs[k] if lengths[k] == length else obs[donor])
+                                 for k in range(self.k)])
+            act_t = torch.stack([torch.as_tensor(action[k] if lengths[k] == length else action[donor],
+                                                 device=self.device).to(self.dtype) for k in range(self.k)])
+            with frozen_bn_statistics(self.critic), bn_step(self.critic, self.modes, "critic_i"):
+                q1, q2 = self.critic(self.encode(obs_t), act_t)
+            q = torch.min(q1, q2).squeeze(-1).cpu().numpy()
+            for k in range(self.k):
+                if lengths[k] == length:
+                    out[k] = q[k]
+        return [q for q in out if q is not None]
 
     # ------------------------------------------------------------ learning
     def batch_to_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """Pixels stay uint8 until after the augmentation (4x less memory traffic).
 
         On CUDA the batch goes through reused pinned staging buffers, so the
-        host-to-device copy is asynchronous. Reusing a buffer is safe because every
-        update ends by reading its metrics (``.item()``), which waits for the copy.
+        host-to-device copy is asynchronous. Reusing a buffer is safe because the
+        previous update's metrics are read (a synchronization) before the next
+        batch is staged.
         """
         if self.device.type == "cuda":
             tensors = {}
@@ -118,132 +198,140 @@ class DrQV2Agent:
                 tensors[key] = staging.to(self.device, non_blocking=True)
         else:
             tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
-        if not self.pixels:
-            for key in ("obs", "next_obs"):
-                tensors[key] = tensors[key].float()
+        for key, value in tensors.items():
+            if value.is_floating_point() or not self.pixels:
+                tensors[key] = value.to(self.dtype)  # float32, or float64 where a test asks for it
         return tensors
 
-    def update(self, batch: dict[str, np.ndarray], step: int) -> dict[str, float]:
-        """One DrQ-v2 update. ``batch`` may carry more rows than batch_size: those feed buffer mixing only."""
+    def update(self, batch: dict[str, np.ndarray], step: int) -> UpdateResult:
+        """One DrQ-v2 update of every member. ``batch`` arrays are (K, rows, ...); rows past
+        batch_size feed buffer mixing only."""
         start = time.perf_counter()
         b = self.config.batch_size
         t = self.batch_to_tensors(batch)
-        all_obs = self.encoder(self.aug(t["obs"]))
+        if self.aug is not None:
+            all_obs = self.encoder(self.aug(t["obs"], self.generators))
+            with torch.no_grad():
+                next_obs = self.encoder(self.aug(_rows(t["next_obs"], b), self.generators))
+        else:
+            all_obs, next_obs = t["obs"], _rows(t["next_obs"], b)
         obs = _rows(all_obs, b)
-        with torch.no_grad():
-            next_obs = self.encoder(self.aug(_rows(t["next_obs"], b)))
         metrics = self.update_critic(obs, _rows(t["action"], b), _rows(t["reward"], b), _rows(t["discount"], b),
                                      next_obs, step)
-        mix_obs = all_obs[:self.config.mix_rows].detach()
-        mix_action = t["action"][:self.config.mix_rows]
-        metrics.update(self.update_actor(obs.detach(), step, mix_obs, mix_action))
+        mix = self.config.mix_rows
+        metrics.update(self.update_actor(obs.detach(), step, all_obs[:, :mix].detach(), t["action"][:, :mix]))
         self.update_target()
-        metrics["perf/update_ms"] = (time.perf_counter() - start) * 1000.0
-        return metrics
+        return UpdateResult(metrics, time.perf_counter() - start)
 
     def update_critic(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-                      discount: torch.Tensor, next_obs: torch.Tensor, step: int) -> dict[str, float]:
+                      discount: torch.Tensor, next_obs: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            with bn_step(self.actor, self.mode, "actor_ii"):
-                next_action = self.actor(next_obs, self.stddev(step)).sample(clip=self.config.stddev_clip)
-            with bn_step(self.critic_target, self.mode, "critic_iii"):
+            with bn_step(self.actor, self.modes, "actor_ii"):
+                next_action = self.actor(next_obs, self.stddev(step)).sample(self.generators,
+                                                                             clip=self.config.stddev_clip)
+            with bn_step(self.critic_target, self.modes, "critic_iii"):
                 target_q1, target_q2 = self.critic_target(next_obs, next_action)
             target_q = reward + discount * torch.min(target_q1, target_q2)
-        with bn_step(self.critic, self.mode, "critic_ii"):
+        with bn_step(self.critic, self.modes, "critic_ii"):
             q1, q2 = self.critic(obs, action)
-        critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        # Per member: mean squared TD error of each head, as F.mse_loss of one trial.
+        critic_loss = (q1 - target_q).square().mean(dim=(1, 2)) + (q2 - target_q).square().mean(dim=(1, 2))
         if self.encoder_opt is not None:
-            self.encoder_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+            self.encoder_opt.zero_grad()
+        self.critic_opt.zero_grad()
+        critic_loss.sum().backward()  # members share no parameter: each gets its own loss's gradient
         self.critic_opt.step()
         if self.encoder_opt is not None:
             self.encoder_opt.step()
-        metrics = {"losses/critic": critic_loss.item(), "q/mean": q1.mean().item()}
-        _check_finite(metrics)
-        return metrics
+        return {"losses/critic": critic_loss.detach(), "q/mean": q1.detach().mean(dim=(1, 2))}
 
     def update_actor(self, obs: torch.Tensor, step: int, mix_obs: torch.Tensor,
-                     mix_action: torch.Tensor) -> dict[str, float]:
+                     mix_action: torch.Tensor) -> dict[str, torch.Tensor]:
         std = self.stddev(step)
-        with bn_step(self.actor, self.mode, "actor_i"):
-            action = self.actor(obs, std).sample(clip=self.config.stddev_clip)
+        with bn_step(self.actor, self.modes, "actor_i"):
+            action = self.actor(obs, std).sample(self.generators, clip=self.config.stddev_clip)
         # Critic-I: policy rows, plus floor(rho*B) replay rows that only shape
         # the batch statistics (SPEC §4); the loss reads the policy rows alone.
-        critic_obs = torch.cat([obs, mix_obs]) if len(mix_obs) else obs
-        critic_action = torch.cat([action, mix_action]) if len(mix_action) else action
-        mismatch = self._watch_critic_i_statistics()
+        mixing = mix_obs.shape[1] > 0
+        critic_obs = torch.cat([obs, mix_obs], dim=1) if mixing else obs
+        critic_action = torch.cat([action, mix_action], dim=1) if mixing else action
         # The actor loss needs dQ/da only: critic weight gradients would be
         # discarded by the next critic update (as in DrQ-v2), so skip computing them.
         self.critic.requires_grad_(False)
+        for layer in self._critic_bn:
+            layer.record_batch_stats = True
         try:
-            with bn_step(self.critic, self.mode, "critic_i"):
+            with bn_step(self.critic, self.modes, "critic_i"):
                 q1, q2 = self.critic(critic_obs, critic_action)
         finally:
             self.critic.requires_grad_(True)
-            for handle in mismatch["handles"]:
-                handle.remove()
-        actor_loss = -torch.min(q1[:len(obs)], q2[:len(obs)]).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+            for layer in self._critic_bn:
+                layer.record_batch_stats = False
+        n = obs.shape[1]
+        actor_loss = -torch.min(q1[:, :n], q2[:, :n]).mean(dim=(1, 2))
+        self.actor_opt.zero_grad()
+        actor_loss.sum().backward()
         self.actor_opt.step()
-        metrics = {"losses/actor": actor_loss.item(), "actor/std": float(std)}
-        if mismatch["distances"]:
-            metrics["bn/critic_i_batch_vs_running"] = float(np.mean(mismatch["distances"]))
-        _check_finite(metrics)
+        metrics = {"losses/actor": actor_loss.detach(),
+                   "actor/std": torch.full((self.k,), float(std), device=self.device)}
+        if self._critic_bn:
+            # RMS over features of (batch mean - running mean)/sqrt(running var + eps) at each
+            # critic BN layer in the Critic-I forward, read before the layer ran; mean over layers.
+            metrics["bn/critic_i_batch_vs_running"] = torch.stack(
+                [layer.recorded["distance"] for layer in self._critic_bn]).mean(dim=0)
         return metrics
-
-    def _watch_critic_i_statistics(self) -> dict[str, list]:
-        """Record, per critic BN layer, how far the Critic-I batch statistics sit from the running ones.
-
-        Distance: RMS over features of (batch_mean - running_mean) / sqrt(running_var + eps),
-        read before the layer runs (so before a T step moves the running statistics).
-        """
-        record: dict[str, list] = {"handles": [], "distances": []}
-
-        def hook(layer: nn.BatchNorm1d, inputs: tuple[torch.Tensor]) -> None:
-            with torch.no_grad():
-                batch_mean = inputs[0].mean(dim=0)
-                scaled = (batch_mean - layer.running_mean) / torch.sqrt(layer.running_var + layer.eps)
-                record["distances"].append(scaled.pow(2).mean().sqrt().item())
-
-        for layer in self._critic_i_bn:
-            record["handles"].append(layer.register_forward_pre_hook(hook))
-        return record
 
     @torch.no_grad()
     def update_target(self) -> None:
         tau = self.config.critic_target_tau
-        for online, target in zip(self.critic.parameters(), self.critic_target.parameters()):
-            target.lerp_(online, tau)
-        how = self.config.target_bn_stats
-        if how == "independent":
-            return  # as released: the target's running stats follow only its own T forwards
-        for online, target in zip(bn_layers(self.critic), bn_layers(self.critic_target)):
-            if how == "copy":
-                target.running_mean.copy_(online.running_mean)
-                target.running_var.copy_(online.running_var)
-            else:  # soft
-                target.running_mean.lerp_(online.running_mean, tau)
-                target.running_var.lerp_(online.running_var, tau)
+        online_params = list(self.critic.parameters())
+        torch._foreach_lerp_(list(self.critic_target.parameters()), online_params, tau)
+        copy, soft = self._target_stats_members["copy"], self._target_stats_members["soft"]
+        if not len(copy) and not len(soft):
+            return  # all "independent": as released, the target's running stats follow only its own T forwards
+        for online, target in zip(self._critic_bn, bn_layers(self.critic_target)):
+            for name in ("running_mean", "running_var"):
+                source, dest = getattr(online, name), getattr(target, name)
+                if len(copy):
+                    dest.index_copy_(0, copy, source.index_select(0, copy))
+                if len(soft):
+                    dest.index_copy_(0, soft, torch.lerp(dest.index_select(0, soft), source.index_select(0, soft),
+                                                         tau))
 
-    # ------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                 "critic_target": self.critic_target.state_dict(), "encoder": self.encoder.state_dict(),
-                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict()}
-        if self.encoder_opt is not None:
-            state["encoder_opt"] = self.encoder_opt.state_dict()
+    # ------------------------------------------------------------ one member's checkpoint
+    def member_state_dict(self, k: int) -> dict[str, Any]:
+        """Member k's networks, BN statistics, optimizers and random stream, in a single trial's format."""
+        state: dict[str, Any] = {name: {key: value[k].detach().cpu().clone()
+                                        for key, value in getattr(self, name).state_dict().items()}
+                                 for name in NETWORKS}
+        for name in OPTIMIZERS:
+            optimizer = getattr(self, name)
+            if optimizer is not None:
+                state[name] = optimizer.member_state_dict(k)
+        state["generator"] = self.generators[k].get_state()
         if self.pixels:
             state["feature_order"] = FEATURE_ORDER
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    @torch.no_grad()
+    def load_member_state_dict(self, k: int, state: dict[str, Any]) -> None:
         if self.pixels and state.get("feature_order") != FEATURE_ORDER:
             state = self._from_chw_feature_order(state)
-        for name in ("actor", "critic", "critic_target", "encoder", "actor_opt", "critic_opt", "encoder_opt"):
-            if name in state:
-                getattr(self, name).load_state_dict(state[name])
+        for name in NETWORKS:
+            if name not in state:
+                continue
+            current = getattr(self, name).state_dict()
+            missing = set(current) - set(state[name])
+            if missing:
+                raise KeyError(f"checkpoint of member {k} lacks {name} entries {sorted(missing)[:3]}")
+            for key, value in current.items():
+                value[k].copy_(state[name][key])
+        for name in OPTIMIZERS:
+            optimizer = getattr(self, name)
+            if optimizer is not None and name in state:
+                optimizer.load_member_state_dict(k, state[name])
+        if "generator" in state:
+            self.generators[k].set_state(state["generator"])
 
     def _from_chw_feature_order(self, state: dict[str, Any]) -> dict[str, Any]:
         """Rearrange the trunk weights (and their optimizer moments) of a (C, H, W)-order checkpoint."""
@@ -265,12 +353,7 @@ class DrQV2Agent:
 
 
 def _rows(tensor: torch.Tensor, n: int) -> torch.Tensor:
-    """The first n rows; the tensor itself when it has exactly n, since a full slice
-    still costs a zero-filled gradient buffer and a copy in the backward pass."""
-    return tensor if len(tensor) == n else tensor[:n]
+    """The first n rows of every member; the tensor itself when it has exactly n, since a full
+    slice still costs a zero-filled gradient buffer and a copy in the backward pass."""
+    return tensor if tensor.shape[1] == n else tensor[:, :n]
 
-
-def _check_finite(metrics: dict[str, float]) -> None:
-    bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
-    if bad:
-        raise Diverged(f"non-finite values: {bad}")

@@ -1,77 +1,241 @@
-"""DrQ-v2 networks (SPEC §1) with the normalization options of SPEC §2."""
+"""DrQ-v2 networks (SPEC §1) with the normalization options of SPEC §2, for a pack of K members.
+
+Every network holds the parameters of K independent members stacked on a
+leading dimension and runs all of them as one set of batched kernels
+(issue #9): linear layers are one ``baddbmm``, the convolutions one grouped
+convolution, LayerNorm and BatchNorm normalize each member on its own. Members
+never mix: member k's output depends only on member k's parameters and inputs,
+so a pack of K computes what K separate trials compute, and K = 1 is one trial.
+
+Activations are laid out ``(K, N, features)``; pixel inputs ``(K, N, C, H, W)``.
+A member's slice of any parameter or buffer (``tensor[k]``) has exactly the
+shape and name of the single-network layer it replaces (``nn.Linear``,
+``nn.BatchNorm1d``, ...), so a member's state dict is the same as a trial's was
+before packing (``member_state_dict`` / ``load_member_state_dict``).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-def orthogonal_init(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.orthogonal_(module.weight.data)
-        if module.bias is not None:
-            module.bias.data.fill_(0.0)
-    elif isinstance(module, nn.Conv2d):
-        nn.init.orthogonal_(module.weight.data, nn.init.calculate_gain("relu"))
-        if module.bias is not None:
-            module.bias.data.fill_(0.0)
+def _orthogonal_(weight: torch.Tensor, generators: Sequence[torch.Generator], gain: float = 1.0) -> None:
+    """DrQ-v2's orthogonal init, each member from its own generator (so a member starts the same in any pack)."""
+    with torch.no_grad():
+        for k, generator in enumerate(generators):
+            nn.init.orthogonal_(weight[k], gain, generator=generator)
 
 
-def norm_layer(kind: str, width: int, bn_momentum: float, bn_eps: float) -> nn.Module:
+class PackedLinear(nn.Module):
+    """K independent ``nn.Linear(in_dim, out_dim)``: weight (K, out, in), bias (K, out)."""
+
+    def __init__(self, k: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, out_dim, in_dim))
+        self.bias = nn.Parameter(torch.zeros(k, out_dim))
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        _orthogonal_(self.weight, generators)
+        with torch.no_grad():
+            self.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+
+class PackedLayerNorm(nn.Module):
+    """K independent ``nn.LayerNorm(width)`` (each row of each member normalized over its features)."""
+
+    def __init__(self, k: int, width: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(k, width))
+        self.bias = nn.Parameter(torch.zeros(k, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.weight) == 1:  # one member: the fused affine kernel
+            return F.layer_norm(x, x.shape[-1:], self.weight[0], self.bias[0], self.eps)
+        return torch.addcmul(self.bias.unsqueeze(1), F.layer_norm(x, x.shape[-1:], eps=self.eps),
+                             self.weight.unsqueeze(1))
+
+
+class PackedBatchNorm1d(nn.Module):
+    """K independent ``nn.BatchNorm1d(width)``, each member in its own train/eval mode.
+
+    ``member_train`` (one bool per member) is set by ``agent.bn_modes`` for each
+    forward pass: a train member normalizes with its batch statistics and moves
+    its running statistics (momentum, unbiased variance, as ``nn.BatchNorm1d``);
+    an eval member normalizes with its running statistics and leaves them alone.
+
+    ``record_batch_stats``: when set, the forward also keeps, per member, the
+    batch mean and (biased) variance it saw and the distance of that mean from
+    the running mean before the layer ran (``bn/critic_i_batch_vs_running``).
+    """
+
+    def __init__(self, k: int, width: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(k, width))
+        self.bias = nn.Parameter(torch.zeros(k, width))
+        self.register_buffer("running_mean", torch.zeros(k, width))
+        self.register_buffer("running_var", torch.ones(k, width))
+        self.register_buffer("num_batches_tracked", torch.zeros(k, dtype=torch.long))
+        self.member_train: tuple[bool, ...] = (False,) * k
+        self.record_batch_stats = False
+        self.recorded: dict[str, torch.Tensor] = {}
+
+    @property
+    def training_any(self) -> bool:
+        return any(self.member_train)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, n, width = x.shape
+        if self.record_batch_stats:
+            with torch.no_grad():
+                var, mean = torch.var_mean(x, dim=1, unbiased=False)
+                scaled = (mean - self.running_mean) * torch.rsqrt(self.running_var + self.eps)
+                self.recorded = {"mean": mean, "var": var, "distance": scaled.pow(2).mean(dim=1).sqrt()}
+        modes = set(self.member_train)
+        if len(modes) == 1:
+            # Every member in the same mode: member k's features are channels k*width..(k+1)*width
+            # of one native BatchNorm over (n, k*width); a free view for K = 1.
+            train = modes.pop()
+            flat = x.transpose(0, 1).reshape(n, k * width)
+            out = F.batch_norm(flat, self.running_mean.view(-1), self.running_var.view(-1), self.weight.view(-1),
+                               self.bias.view(-1), training=train, momentum=self.momentum, eps=self.eps)
+            if train:
+                self.num_batches_tracked.add_(1)
+            return out.view(n, k, width).transpose(0, 1)
+        return self._mixed_modes(x)
+
+    def _mixed_modes(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        train = torch.tensor(self.member_train, device=x.device).view(-1, 1)
+        batch_var, batch_mean = torch.var_mean(x, dim=1, unbiased=False)
+        mean = torch.where(train, batch_mean, self.running_mean)
+        var = torch.where(train, batch_var, self.running_var)
+        out = (x - mean.unsqueeze(1)) * torch.rsqrt(var + self.eps).unsqueeze(1)
+        out = torch.addcmul(self.bias.unsqueeze(1), out, self.weight.unsqueeze(1))
+        with torch.no_grad():
+            m = self.momentum
+            unbiased = batch_var.detach() * (n / max(n - 1, 1))
+            self.running_mean.copy_(torch.where(train, torch.lerp(self.running_mean, batch_mean.detach(), m),
+                                                self.running_mean))
+            self.running_var.copy_(torch.where(train, torch.lerp(self.running_var, unbiased, m), self.running_var))
+            self.num_batches_tracked.add_(train.view(-1).long())
+        return out
+
+
+def norm_layer(kind: str, k: int, width: int, bn_momentum: float, bn_eps: float) -> nn.Module:
     if kind == "batch_norm":
-        return nn.BatchNorm1d(width, momentum=bn_momentum, eps=bn_eps)
+        return PackedBatchNorm1d(k, width, momentum=bn_momentum, eps=bn_eps)
     if kind == "layer_norm":
-        return nn.LayerNorm(width)
+        return PackedLayerNorm(k, width)
     return nn.Identity()
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, norm: str, bn_momentum: float, bn_eps: float) -> nn.Sequential:
+def mlp(k: int, in_dim: int, hidden_dim: int, out_dim: int, norm: str, bn_momentum: float,
+        bn_eps: float) -> nn.Sequential:
     """Linear -> norm -> ReLU, twice, then the output Linear (norm never on the raw input)."""
     return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), norm_layer(norm, hidden_dim, bn_momentum, bn_eps), nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, hidden_dim), norm_layer(norm, hidden_dim, bn_momentum, bn_eps), nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim),
+        PackedLinear(k, in_dim, hidden_dim), norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps),
+        nn.ReLU(inplace=True),
+        PackedLinear(k, hidden_dim, hidden_dim), norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps),
+        nn.ReLU(inplace=True),
+        PackedLinear(k, hidden_dim, out_dim),
     )
 
 
-def trunk(repr_dim: int, feature_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+def trunk(k: int, repr_dim: int, feature_dim: int) -> nn.Sequential:
+    return nn.Sequential(PackedLinear(k, repr_dim, feature_dim), PackedLayerNorm(k, feature_dim), nn.Tanh())
+
+
+def init_linears(module: nn.Module, generators: Sequence[torch.Generator]) -> None:
+    """Orthogonal weights, zero biases, in module order (the order DrQ-v2's ``apply`` visits them)."""
+    for layer in module.modules():
+        if isinstance(layer, PackedLinear):
+            layer.reset_parameters(generators)
+
+
+def group_pixels(obs: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """(K, N, C, H, W) -> (N, K*C, H, W): member k's images are channel group k of one grouped convolution."""
+    k, n, c, h, w = obs.shape
+    if channels_last:
+        return obs.permute(1, 3, 4, 0, 2).reshape(n, h, w, k * c).permute(0, 3, 1, 2)
+    return obs.transpose(0, 1).reshape(n, k * c, h, w)
+
+
+class PackedConv2d(nn.Module):
+    """K independent ``nn.Conv2d(in_c, out_c, 3, stride)`` as one grouped convolution (groups = K).
+
+    Input (N, K*in_c, H, W), output (N, K*out_c, H', W'): member k owns channel group k.
+    """
+
+    def __init__(self, k: int, in_c: int, out_c: int, stride: int):
+        super().__init__()
+        self.k, self.stride = k, stride
+        self.weight = nn.Parameter(torch.empty(k, out_c, in_c, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(k, out_c))
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        _orthogonal_(self.weight, generators, nn.init.calculate_gain("relu"))
+        with torch.no_grad():
+            self.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight.flatten(0, 1), self.bias.flatten(), stride=self.stride, groups=self.k)
 
 
 class Encoder(nn.Module):
-    """4 conv 3x3 layers of 32 channels, the first with stride 2; pixels scaled to [-0.5, 0.5]."""
+    """4 conv 3x3 layers of 32 channels, the first with stride 2; pixels scaled to [-0.5, 0.5].
 
-    def __init__(self, obs_shape: tuple[int, ...], channels_last: bool = False):
+    The K members' convolutions run as grouped convolutions over inputs laid out
+    by ``group_pixels`` (or by the augmentation, which lays them out the same way).
+    """
+
+    CHANNELS = 32
+
+    def __init__(self, k: int, obs_shape: tuple[int, ...], channels_last: bool = False):
         super().__init__()
+        self.k = k
         self.channels_last = channels_last
+        c = self.CHANNELS
         self.convnet = nn.Sequential(
-            nn.Conv2d(obs_shape[0], 32, 3, stride=2), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
-            nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(inplace=True),
+            PackedConv2d(k, obs_shape[0], c, 2), nn.ReLU(inplace=True),
+            PackedConv2d(k, c, c, 1), nn.ReLU(inplace=True),
+            PackedConv2d(k, c, c, 1), nn.ReLU(inplace=True),
+            PackedConv2d(k, c, c, 1), nn.ReLU(inplace=True),
         )
         side = obs_shape[1]
         for stride in (2, 1, 1, 1):
             side = (side - 3) // stride + 1
-        self.out_shape = (32, side, side)  # (C, H, W) of the last conv
-        self.repr_dim = 32 * side * side
-        self.apply(orthogonal_init)
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.out_shape = (c, side, side)  # (C, H, W) of a member's last conv
+        self.repr_dim = c * side * side
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        for layer in self.convnet:
+            if isinstance(layer, PackedConv2d):
+                layer.reset_parameters(generators)
+
+    def forward(self, grouped: torch.Tensor) -> torch.Tensor:
+        """``grouped``: (N, K*C, H, W) uint8 from ``group_pixels`` or the augmentation; returns (K, N, repr_dim)."""
         # One conversion then in-place scaling: 3x faster than uint8 / 255 - 0.5 on CPU.
-        obs = obs.float().mul_(1.0 / 255.0).sub_(0.5)
+        x = grouped.to(self.convnet[0].weight.dtype).mul_(1.0 / 255.0).sub_(0.5)
         if self.channels_last:
-            obs = obs.contiguous(memory_format=torch.channels_last)
-        features = self.convnet(obs)
-        # Flattened in (H, W, C) order, whatever the memory format: for channels_last
-        # activations that is a free view, where DrQ-v2's (C, H, W) order costs a copy
-        # forward and a layout-mismatched (3x slower) ReLU backward. It is a fixed
-        # permutation of the trunk's inputs, so the model class is unchanged.
-        return features.permute(0, 2, 3, 1).reshape(features.shape[0], -1)
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.convnet(x)
+        n, _, h, w = x.shape
+        # Flattened in (H, W, C) order per member, whatever the memory format: for channels_last
+        # activations that is a free view for K = 1, where DrQ-v2's (C, H, W) order costs a copy
+        # forward and a layout-mismatched (3x slower) ReLU backward. It is a fixed permutation
+        # of the trunk's inputs, so the model class is unchanged.
+        features = x.permute(0, 2, 3, 1).reshape(n, h, w, self.k, self.CHANNELS)
+        return features.permute(3, 0, 1, 2, 4).reshape(self.k, n, -1)
 
 
 def chw_to_hwc_columns(weight: torch.Tensor, chw: tuple[int, int, int]) -> torch.Tensor:
@@ -81,26 +245,24 @@ def chw_to_hwc_columns(weight: torch.Tensor, chw: tuple[int, int, int]) -> torch
 
 
 class Actor(nn.Module):
-    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str,
+    def __init__(self, k: int, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str,
                  bn_momentum: float, bn_eps: float):
         super().__init__()
-        self.trunk = trunk(repr_dim, feature_dim)
-        self.policy = mlp(feature_dim, hidden_dim, action_dim, norm, bn_momentum, bn_eps)
-        self.apply(orthogonal_init)
+        self.trunk = trunk(k, repr_dim, feature_dim)
+        self.policy = mlp(k, feature_dim, hidden_dim, action_dim, norm, bn_momentum, bn_eps)
 
     def forward(self, obs: torch.Tensor, std: float) -> "TruncatedNormal":
         mean = torch.tanh(self.policy(self.trunk(obs)))
-        return TruncatedNormal(mean, torch.full_like(mean, std))
+        return TruncatedNormal(mean, std)
 
 
 class Critic(nn.Module):
-    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str,
+    def __init__(self, k: int, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str,
                  bn_momentum: float, bn_eps: float):
         super().__init__()
-        self.trunk = trunk(repr_dim, feature_dim)
-        self.q1 = mlp(feature_dim + action_dim, hidden_dim, 1, norm, bn_momentum, bn_eps)
-        self.q2 = mlp(feature_dim + action_dim, hidden_dim, 1, norm, bn_momentum, bn_eps)
-        self.apply(orthogonal_init)
+        self.trunk = trunk(k, repr_dim, feature_dim)
+        self.q1 = mlp(k, feature_dim + action_dim, hidden_dim, 1, norm, bn_momentum, bn_eps)
+        self.q2 = mlp(k, feature_dim + action_dim, hidden_dim, 1, norm, bn_momentum, bn_eps)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features_action = torch.cat([self.trunk(obs), action], dim=-1)
@@ -108,22 +270,35 @@ class Critic(nn.Module):
 
 
 class TruncatedNormal:
-    """Gaussian whose samples are clipped to (-1, 1) with a straight-through gradient (DrQ-v2)."""
+    """Gaussian whose samples are clipped to (-1, 1) with a straight-through gradient (DrQ-v2).
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, edge: float = 1e-6):
+    ``mean`` is (K, N, A); each member's noise comes from that member's generator,
+    so a member draws the same numbers whatever pack it runs in.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: float, edge: float = 1e-6):
         self.mean, self.std, self.edge = mean, std, edge
 
-    def sample(self, clip: float | None = None) -> torch.Tensor:
-        noise = torch.randn_like(self.mean) * self.std
+    def sample(self, generators: Sequence[torch.Generator], clip: float | None = None) -> torch.Tensor:
+        noise = member_randn(self.mean.shape, generators, self.mean.device, self.mean.dtype).mul_(self.std)
         if clip is not None:
-            noise = noise.clamp(-clip, clip)
+            noise = noise.clamp_(-clip, clip)
         x = self.mean + noise
         clamped = x.clamp(-1.0 + self.edge, 1.0 - self.edge)
         return x - x.detach() + clamped.detach()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         var = self.std ** 2
-        return -((value - self.mean) ** 2) / (2 * var) - self.std.log() - math.log(math.sqrt(2 * math.pi))
+        return -((value - self.mean) ** 2) / (2 * var) - math.log(self.std) - math.log(math.sqrt(2 * math.pi))
+
+
+def member_randn(shape: torch.Size | tuple[int, ...], generators: Sequence[torch.Generator], device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (K, ...), member k's slice drawn from generator k."""
+    out = torch.empty(shape, device=device, dtype=dtype)
+    for k, generator in enumerate(generators):
+        out[k].normal_(generator=generator)
+    return out
 
 
 class RandomShift(nn.Module):
@@ -133,20 +308,30 @@ class RandomShift(nn.Module):
     exactly on pixel centres (integer shifts, align_corners=False), i.e. an
     integer crop; doing the crop directly on uint8 pixels gives the same images
     (checked against the grid_sample form in the tests) for a fraction of the
-    memory traffic, and returns them channels_last for the encoder.
+    memory traffic. Input (K, N, C, H, W); output (N, K*C, H, W) channels_last,
+    laid out for the encoder's grouped convolution; member k's offsets come
+    from generator k.
     """
 
     def __init__(self, pad: int = 4):
         super().__init__()
         self.pad = pad
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
+    def shifts(self, k: int, n: int, generators: Sequence[torch.Generator], device: torch.device) -> torch.Tensor:
+        """(K, N, 2) integer offsets in [0, 2*pad]: (column, row) per image, as DrQ-v2 draws them."""
+        return torch.stack([torch.randint(0, 2 * self.pad + 1, size=(n, 2), generator=g, device=device)
+                            for g in generators[:k]])
+
+    def forward(self, x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        k, n, c, h, w = x.shape
         pad = self.pad
-        shift = torch.randint(0, 2 * pad + 1, size=(n, 2), device=x.device)
+        shift = self.shifts(k, n, generators, x.device)
         # Replicate padding + crop in one gather: out-of-range rows/cols clamp to the border.
-        rows = (shift[:, 1:2] - pad + torch.arange(h, device=x.device)).clamp_(0, h - 1).view(n, h, 1)
-        cols = (shift[:, 0:1] - pad + torch.arange(w, device=x.device)).clamp_(0, w - 1).view(n, 1, w)
-        batch = torch.arange(n, device=x.device).view(n, 1, 1)
-        # Indexing the NHWC view yields (n, h, w, c): a channels_last batch once permuted back.
-        return x.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+        rows = (shift[..., 1:2] - pad + torch.arange(h, device=x.device)).clamp_(0, h - 1)  # (K, N, H)
+        cols = (shift[..., 0:1] - pad + torch.arange(w, device=x.device)).clamp_(0, w - 1)  # (K, N, W)
+        members = torch.arange(k, device=x.device).view(1, 1, 1, k)
+        batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+        # Indexing the (K, N, H, W, C) view yields (N, H, W, K, C): channels_last (N, K*C, H, W) once permuted.
+        out = x.permute(0, 1, 3, 4, 2)[members, batch, rows.permute(1, 2, 0).unsqueeze(2),
+                                       cols.permute(1, 2, 0).unsqueeze(1)]
+        return out.reshape(n, h, w, k * c).permute(0, 3, 1, 2)

@@ -16,6 +16,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,11 @@ import yaml
 
 from agent import metrics as m
 from agent.allocator import keep_freed_memory
-from agent.config import ConfigError, TrialConfig, build_config, help_text
-from agent.drqv2 import Diverged, DrQV2Agent
+from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
+from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
 from agent.replay import ReplayBuffer
 from agent.sinks import CHECKPOINT_DIR, DiskSink, MetricSink, read_status, write_config, write_status
-from envs import make_env
+from envs import Env, Step, make_env
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -39,38 +40,67 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class Trainer:
-    """The DrQ-v2 interaction loop (DrQ-v2's train.py, without Hydra or per-episode files)."""
+@dataclass
+class Member:
+    """One trial of a pack: everything that is not the shared networks (issue #9, item 2)."""
+    config: TrialConfig
+    out_dir: Path
+    sinks: Sequence[MetricSink]
+    env: Env
+    eval_env: Env
+    replay: ReplayBuffer
+    coverage: m.Coverage
+    next_checkpoint_frame: float
+    pending: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # since the last log row
+    time_step: Step | None = None
+    episode_return: float = 0.0
+    episode_length: int = 0
+    status: dict[str, Any] = field(default_factory=dict)  # set when the member ends early (diverged, failed)
 
-    def __init__(self, config: TrialConfig, out_dir: Path, sinks: Sequence[MetricSink]):
-        self.config = config
-        self.out_dir = out_dir
-        self.sinks = sinks
-        c = config
+
+class Trainer:
+    """The DrQ-v2 interaction loop (DrQ-v2's train.py, without Hydra or per-episode files), for a pack.
+
+    All members step in lockstep: one batched ``act`` and one batched ``update``
+    per agent step, each member with its own environments, replay, coverage and
+    sinks. A member that diverges or fails leaves the pack; the others go on.
+    """
+
+    def __init__(self, configs: Sequence[TrialConfig], out_dirs: Sequence[Path],
+                 sinks: Sequence[Sequence[MetricSink]]):
+        check_packable(configs)
+        self.config = c = configs[0]  # the keys every member shares (schedules, sizes, budgets)
         if c.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device={c.device!r}: CUDA is not available on this machine; use device=cpu")
         self.device = torch.device(c.device)
+        # Nothing a member computes draws from the global generators (each member has its own
+        # streams); seeding them keeps any library that does use them reproducible.
         random.seed(c.seed)
         np.random.seed(c.seed)
         torch.manual_seed(c.seed)
-        self.env = make_env(c.task, c.obs_type, c.seed, c.action_repeat, c.frame_stack)
-        self.eval_env = make_env(c.task, c.obs_type, c.seed + 100_000, c.action_repeat, c.frame_stack)
-        self.agent = DrQV2Agent(c, self.env.obs_shape, self.env.action_dim, self.device)
+        self.members = [self._member(config, Path(out), list(member_sinks))
+                        for config, out, member_sinks in zip(configs, out_dirs, sinks)]
+        env = self.members[0].env
+        self.agent = DrQV2Agent([mb.config for mb in self.members], env.obs_shape, env.action_dim, self.device)
+        self.ended: list[Member] = []  # members that left the pack early, in the order they left
+        self.step = 0  # agent steps; frames = step * action_repeat
+        self.next_log_frame = c.log_every_frames
+        self.next_eval_frame = 0
+        self.interval_start = (time.perf_counter(), 0)  # (time, frame) at the last log row
+
+    def _member(self, config: TrialConfig, out_dir: Path, sinks: list[MetricSink]) -> Member:
+        c = config
+        env = make_env(c.task, c.obs_type, c.seed, c.action_repeat, c.frame_stack)
+        eval_env = make_env(c.task, c.obs_type, c.seed + 100_000, c.action_repeat, c.frame_stack)
         agent_steps = math.ceil(c.num_frames / c.action_repeat)
         # Never allocate more slots than the trial can fill: 1M pixel slots are 21 GB.
         capacity = min(c.replay_capacity, agent_steps + 2 * c.frame_stack + 2)
         frame_dtype = np.uint8 if c.obs_type == "pixels" else np.float32
-        self.replay = ReplayBuffer(capacity, self.env.frame_shape, frame_dtype, self.env.frame_stack,
-                                   self.env.action_dim, c.nstep, c.discount, seed=c.seed)
-        projection = m.projection_matrix(c.task, self.env.state_dim + self.env.action_dim, c.coverage_dims)
-        self.coverage = m.Coverage(projection, c.coverage_cell_size)
-        self.step = 0  # agent steps; frames = step * action_repeat
-        self.episodes = 0
-        self.next_log_frame = c.log_every_frames
-        self.next_eval_frame = 0
-        self.next_checkpoint_frame = c.checkpoint_every_frames or math.inf
-        self.pending: dict[str, list[float]] = defaultdict(list)  # metrics since the last log row
-        self.interval_start = (time.perf_counter(), 0)  # (time, frame) at the last log row
+        replay = ReplayBuffer(capacity, env.frame_shape, frame_dtype, env.frame_stack, env.action_dim, c.nstep,
+                              c.discount, seed=c.seed)
+        projection = m.projection_matrix(c.task, env.state_dim + env.action_dim, c.coverage_dims)
+        return Member(config, out_dir, sinks, env, eval_env, replay, m.Coverage(projection, c.coverage_cell_size),
+                      next_checkpoint_frame=c.checkpoint_every_frames or math.inf)
 
     @property
     def frame(self) -> int:
@@ -79,149 +109,216 @@ class Trainer:
     # ------------------------------------------------------------ the loop
     def run(self) -> None:
         c = self.config
-        time_step = self.env.reset()
-        self.replay.add(time_step.frame, None, 0.0, 1.0, True, False)
-        episode_return, episode_length = 0.0, 0
-        while self.frame < c.num_frames:
-            if time_step.last:
-                if self.frame >= self.next_checkpoint_frame:
-                    self.save_checkpoint()
-                time_step = self.env.reset()
-                self.replay.add(time_step.frame, None, 0.0, 1.0, True, False)
-                episode_return, episode_length = 0.0, 0
+        for member in self.members:
+            self._reset(member)
+        while self.frame < c.num_frames and self.members:
+            for member in list(self.members):
+                if member.time_step.last:
+                    if self.frame >= member.next_checkpoint_frame:
+                        self._guarded(member, self.save_checkpoint, member)
+                    self._guarded(member, self._reset, member)
             if c.eval_every_frames and self.frame >= self.next_eval_frame:
                 self.evaluate()
                 self.next_eval_frame += c.eval_every_frames
-            action = self.agent.act(time_step.obs, self.step, eval_mode=False)
+            observations = np.stack([member.time_step.obs for member in self.members])
+            actions = self.agent.act(observations, self.step, eval_mode=False)
+            update = None
             if self.frame >= c.num_seed_frames and self.step % c.update_every_steps == 0:
-                self.learn()
-            self.coverage.add(time_step.state, action)
-            time_step = self.env.step(action)
-            self.replay.add(time_step.frame, action, time_step.reward, time_step.discount, False, time_step.last)
-            episode_return += time_step.reward
-            episode_length += 1
+                update = self.learn()
+            update_frame = self.frame
+            for member, action in zip(list(self.members), actions):
+                self._guarded(member, self._env_step, member, action)
+            if update is not None:
+                # Read after the environment steps: on a GPU the update ran meanwhile.
+                self.record_update(update, update_frame)
             self.step += 1
-            if time_step.last:
-                self.episodes += 1
-                self.pending[m.TRAIN_RETURN].append(episode_return)
-                self.pending[m.TRAIN_LENGTH].append(episode_length * c.action_repeat)  # in frames
             if self.frame >= self.next_log_frame:
                 self.log_training()
                 self.next_log_frame += c.log_every_frames
-        if self.pending:
+        if any(member.pending for member in self.members):
             self.log_training()
-        if c.eval_every_frames:
+        if c.eval_every_frames and self.members:
             self.evaluate()  # the final evaluation, at num_frames
 
-    def learn(self) -> None:
+    def _reset(self, member: Member) -> None:
+        member.time_step = member.env.reset()
+        member.replay.add(member.time_step.frame, None, 0.0, 1.0, first=True, last=False)
+        member.episode_return, member.episode_length = 0.0, 0
+
+    def _env_step(self, member: Member, action: np.ndarray) -> None:
+        member.coverage.add(member.time_step.state, action)
+        time_step = member.time_step = member.env.step(action)
+        member.replay.add(time_step.frame, action, time_step.reward, time_step.discount, first=False,
+                          last=time_step.last)
+        member.episode_return += time_step.reward
+        member.episode_length += 1
+        if time_step.last:
+            member.pending[m.TRAIN_RETURN].append(member.episode_return)
+            member.pending[m.TRAIN_LENGTH].append(member.episode_length * member.config.action_repeat)  # frames
+
+    def _guarded(self, member: Member, fn: Callable[..., Any], *args: Any) -> None:
+        """Run one member's own work; an exception there ends that member (failed), not the pack."""
         try:
-            batch = self.replay.sample(self.config.replay_rows_per_update)
+            fn(*args)
+        except Exception as err:  # noqa: BLE001 - a crashed member is a result too; the pack goes on
+            self.end_members([member], "failed", f"{type(err).__name__}: {err}", traceback.format_exc())
+
+    def learn(self) -> tuple[UpdateResult, list[Member]] | None:
+        rows = self.config.replay_rows_per_update
+        try:
+            batches = [member.replay.sample(rows) for member in self.members]
         except RuntimeError:
-            return  # no complete n-step transition yet (only with tiny seed phases)
-        for key, value in self.agent.update(batch, self.step).items():
-            self.pending[key].append(value)
+            return None  # no complete n-step transition yet (only with tiny seed phases)
+        batch = {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+        return self.agent.update(batch, self.step), list(self.members)
+
+    def record_update(self, update: tuple[UpdateResult, list[Member]], frame: int) -> None:
+        """Append one update's metrics to each member's window; members with non-finite values diverged."""
+        result, members = update  # the members in the agent's order when the update ran
+        values = result.read()
+        bad = set(nonfinite_members(values))
+        for k, member in enumerate(members):
+            if member not in self.members:
+                continue  # it left the pack (failed) after the update ran
+            if k in bad:
+                shown = {key: float(column[k]) for key, column in values.items() if not np.isfinite(column[k])}
+                member.status["frame"] = frame
+                self.end_members([member], "diverged", f"non-finite values: {shown}")
+                continue
+            for key, column in values.items():
+                member.pending[key].append(float(column[k]))
+
+    def end_members(self, ending: Sequence[Member], status: str, error: str, trace: str | None = None) -> None:
+        """Take members out of the pack with a final status; the agent is rebuilt without them."""
+        ending = [member for member in ending if member in self.members]
+        if not ending:
+            return
+        for member in ending:
+            member.status.update(status=status, error=error)
+            if trace:
+                member.status["traceback"] = trace
+            member.status.setdefault("frame", self.frame)
+            self.ended.append(member)
+        old_members = self.members
+        self.members = [member for member in self.members if member not in ending]
+        if self.members:
+            keep = [old_members.index(member) for member in self.members]
+            states = [self.agent.member_state_dict(k) for k in keep]
+            env = self.members[0].env
+            self.agent = DrQV2Agent([mb.config for mb in self.members], env.obs_shape, env.action_dim, self.device)
+            for k, state in enumerate(states):
+                self.agent.load_member_state_dict(k, state)
 
     def log_training(self) -> None:
         now, frame = time.perf_counter(), self.frame
-        row = {key: float(np.mean(values)) for key, values in self.pending.items() if values}
-        row[m.COVERAGE] = float(len(self.coverage))
         elapsed = now - self.interval_start[0]
-        if elapsed > 0 and frame > self.interval_start[1]:
-            row[m.FPS] = (frame - self.interval_start[1]) / elapsed
-        self.emit(frame, row)
-        self.pending.clear()
+        for member in list(self.members):
+            row = {key: float(np.mean(values)) for key, values in member.pending.items() if values}
+            row[m.COVERAGE] = float(len(member.coverage))
+            if elapsed > 0 and frame > self.interval_start[1]:
+                row[m.FPS] = (frame - self.interval_start[1]) / elapsed  # this member's frames per second
+            self._guarded(member, self.emit, member, frame, row)
+            member.pending.clear()
         self.interval_start = (time.perf_counter(), frame)
 
-    def emit(self, frame: int, row: Mapping[str, float]) -> None:
-        for sink in self.sinks:
+    def emit(self, member: Member, frame: int, row: Mapping[str, float]) -> None:
+        for sink in member.sinks:
             sink.log(frame, row)
 
     @torch.no_grad()
     def evaluate(self) -> None:
-        """Deterministic episodes; their first q_bias_max_states states also give the Q-bias (SPEC §7)."""
+        """Deterministic episodes, all members in lockstep; their first q_bias_max_states states give the Q-bias."""
         c = self.config
         start = time.perf_counter()
-        returns, q_obs, q_actions, mc_returns = [], [], [], []
-        kept = 0
+        members = list(self.members)
+        returns: list[list[float]] = [[] for _ in members]
+        q_obs: list[list[np.ndarray]] = [[] for _ in members]
+        q_actions: list[list[np.ndarray]] = [[] for _ in members]
+        mc_returns: list[list[float]] = [[] for _ in members]
         for _ in range(c.num_eval_episodes):
-            time_step = self.eval_env.reset()
-            rewards, total = [], 0.0
-            while not time_step.last:
-                action = self.agent.act(time_step.obs, self.step, eval_mode=True)
-                if kept < c.q_bias_max_states:
-                    q_obs.append(time_step.obs)
-                    q_actions.append(action)
-                    kept += 1
-                time_step = self.eval_env.step(action)
-                rewards.append(time_step.reward)
-                total += time_step.reward
-            returns.append(total)
-            needed = len(q_obs) - len(mc_returns)
-            if needed:
-                mc_returns.extend(m.discounted_returns(np.asarray(rewards), c.discount)[:needed])
-        row = {m.EVAL_RETURN: float(np.mean(returns))} if returns else {}
-        if q_obs:
-            q_values = self.agent.q_values(np.stack(q_obs), np.stack(q_actions))
-            row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = m.q_bias(q_values, np.asarray(mc_returns))
-        row[m.COVERAGE] = float(len(self.coverage))
-        self.emit(self.frame, row)
+            steps = [member.eval_env.reset() for member in members]
+            rewards: list[list[float]] = [[] for _ in members]
+            while not all(step.last for step in steps):
+                actions = self.agent.act(np.stack([step.obs for step in steps]), self.step, eval_mode=True)
+                for k, member in enumerate(members):
+                    if steps[k].last:
+                        continue  # this member's episode ended; it waits for the others
+                    if len(q_obs[k]) < c.q_bias_max_states:
+                        q_obs[k].append(steps[k].obs)
+                        q_actions[k].append(actions[k])
+                    steps[k] = member.eval_env.step(actions[k])
+                    rewards[k].append(steps[k].reward)
+            for k in range(len(members)):
+                returns[k].append(float(np.sum(rewards[k])))
+                needed = len(q_obs[k]) - len(mc_returns[k])
+                if needed:
+                    mc_returns[k].extend(m.discounted_returns(np.asarray(rewards[k]), c.discount)[:needed])
+        q_values = (self.agent.q_values([np.stack(o) for o in q_obs], [np.stack(a) for a in q_actions])
+                    if all(q_obs) else None)
+        for k, member in enumerate(members):
+            row = {m.EVAL_RETURN: float(np.mean(returns[k]))} if returns[k] else {}
+            if q_values is not None:
+                row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = m.q_bias(q_values[k], np.asarray(mc_returns[k]))
+            row[m.COVERAGE] = float(len(member.coverage))
+            self._guarded(member, self.emit, member, self.frame, row)
         # Evaluation time is not training time: keep it out of perf/fps.
         self.interval_start = (self.interval_start[0] + time.perf_counter() - start, self.interval_start[1])
 
     # ------------------------------------------------------------ checkpoints
-    def save_checkpoint(self) -> None:
-        """Written at an episode end, so resuming starts with a reset exactly as the uninterrupted run."""
-        c = self.config
+    def save_checkpoint(self, member: Member) -> None:
+        """One member's checkpoint, written at its episode end, so resuming starts with a reset exactly
+        as the uninterrupted run. The format is a single trial's: a pack never changes what is on disk."""
+        c = member.config
+        k = self.members.index(member)
         state = {
-            "frame": self.frame, "step": self.step, "episodes": self.episodes,
+            "frame": self.frame, "step": self.step,
             "next_log_frame": self.next_log_frame, "next_eval_frame": self.next_eval_frame,
-            "next_checkpoint_frame": self.next_checkpoint_frame + c.checkpoint_every_frames,
-            "pending": dict(self.pending), "agent": self.agent.state_dict(),
-            "coverage": self.coverage.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "replay": self.replay.rng.bit_generator.state, "env": self.env.get_rng_state(),
-                    "eval_env": self.eval_env.get_rng_state()},
-            "replay": self.replay.state_dict() if c.checkpoint_replay else None,
+            "next_checkpoint_frame": member.next_checkpoint_frame + c.checkpoint_every_frames,
+            "pending": dict(member.pending), "agent": self.agent.member_state_dict(k),
+            "coverage": member.coverage.state_dict(),
+            "rng": {"replay": member.replay.rng.bit_generator.state, "env": member.env.get_rng_state(),
+                    "eval_env": member.eval_env.get_rng_state()},
+            "replay": member.replay.state_dict() if c.checkpoint_replay else None,
         }
-        if torch.cuda.is_available():
-            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-        final = self.out_dir / CHECKPOINT_DIR
-        tmp = self.out_dir / (CHECKPOINT_DIR + ".tmp")
+        final = member.out_dir / CHECKPOINT_DIR
+        tmp = member.out_dir / (CHECKPOINT_DIR + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         torch.save(state, tmp / CHECKPOINT_FILE)
-        old = self.out_dir / (CHECKPOINT_DIR + ".old")
+        old = member.out_dir / (CHECKPOINT_DIR + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
             final.rename(old)
         tmp.rename(final)  # the previous checkpoint stays until the new one is complete
         shutil.rmtree(old, ignore_errors=True)
-        self.next_checkpoint_frame = state["next_checkpoint_frame"]
-        for sink in self.sinks:
+        member.next_checkpoint_frame = state["next_checkpoint_frame"]
+        for sink in member.sinks:
             sink.checkpoint(self.frame, final)
 
-    def load_checkpoint(self, state: dict[str, Any]) -> None:
-        self.step, self.episodes = state["step"], state["episodes"]
-        self.next_log_frame, self.next_eval_frame = state["next_log_frame"], state["next_eval_frame"]
-        self.next_checkpoint_frame = state["next_checkpoint_frame"]
-        self.pending = defaultdict(list, state["pending"])
-        self.agent.load_state_dict(state["agent"])
-        self.coverage.load_state_dict(state["coverage"])
-        if state["replay"] is not None:
-            self.replay.load_state_dict(state["replay"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        self.replay.rng.bit_generator.state = rng["replay"]
-        self.env.set_rng_state(rng["env"])
-        self.eval_env.set_rng_state(rng["eval_env"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+    def load_checkpoints(self, states: Sequence[dict[str, Any]]) -> None:
+        """Resume every member from its own checkpoint; all of them were written at the same step."""
+        steps = {state["step"] for state in states}
+        if len(steps) != 1:
+            raise ValueError(f"pack members resume from different steps {sorted(steps)}: run them as separate packs")
+        first = states[0]
+        self.step = first["step"]
+        self.next_log_frame, self.next_eval_frame = first["next_log_frame"], first["next_eval_frame"]
+        for k, (member, state) in enumerate(zip(self.members, states)):
+            member.next_checkpoint_frame = state["next_checkpoint_frame"]
+            member.pending = defaultdict(list, state["pending"])
+            self.agent.load_member_state_dict(k, state["agent"])
+            member.coverage.load_state_dict(state["coverage"])
+            if state["replay"] is not None:
+                member.replay.load_state_dict(state["replay"])
+            rng = state["rng"]
+            member.replay.rng.bit_generator.state = rng["replay"]
+            member.env.set_rng_state(rng["env"])
+            member.eval_env.set_rng_state(rng["eval_env"])
 
     def close(self) -> None:
-        self.env.close()
-        self.eval_env.close()
+        for member in [*self.members, *self.ended]:
+            member.env.close()
+            member.eval_env.close()
 
 
 def load_checkpoint_state(out_dir: Path) -> dict[str, Any] | None:
@@ -233,56 +330,102 @@ def load_checkpoint_state(out_dir: Path) -> dict[str, Any] | None:
 
 def run_trial(config: TrialConfig, out_dir: Path | str, sinks: Sequence[MetricSink] = (),
               on_status: Callable[[Mapping[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train one trial into ``out_dir`` (resuming from its checkpoint if there is one) and return its status.
+    """Train one trial into ``out_dir`` (resuming from its checkpoint if there is one) and return its status:
+    a pack of one member."""
+    callback = (lambda _k, status: on_status(status)) if on_status else None
+    return run_pack([config], [out_dir], [sinks], callback)[0]
 
-    Never raises for a trial that diverges or crashes: that is recorded in
-    ``status.json`` (``diverged``/``failed``) with every metric logged so far kept.
+
+def run_pack(configs: Sequence[TrialConfig], out_dirs: Sequence[Path | str],
+             sinks: Sequence[Sequence[MetricSink]] | None = None,
+             on_status: Callable[[int, Mapping[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Train ``configs`` as one pack (issue #9); member k writes a single trial's files into ``out_dirs[k]``.
+
+    Each member resumes from its own checkpoint. Members whose checkpoints are at
+    different steps run as separate packs, one after another. Never raises for a
+    member that diverges or crashes: that is recorded in its ``status.json``
+    (``diverged``/``failed``) with every metric logged so far kept, and the
+    other members go on. Returns each member's final status, in order.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
+    configs, out_dirs = list(configs), [Path(d) for d in out_dirs]
+    sinks = [list(s) for s in sinks] if sinks is not None else [[] for _ in configs]
+    if not len(configs) == len(out_dirs) == len(sinks):
+        raise ValueError("run_pack needs one out_dir and one sink list per config")
+    check_packable(configs)
+    if configs[0].torch_threads:
+        torch.set_num_threads(configs[0].torch_threads)
     keep_freed_memory()  # process-wide; without it every pixel update runs on freshly faulted pages
-    write_config(out_dir, config.to_dict())
-    checkpoint = load_checkpoint_state(out_dir)
-    previous = read_status(out_dir) or {}
-    wall_before = float(previous.get("wall_time_s", 0.0)) if checkpoint else 0.0
+    checkpoints = [load_checkpoint_state(d) for d in out_dirs]
+    by_step: dict[int, list[int]] = defaultdict(list)
+    for k, checkpoint in enumerate(checkpoints):
+        by_step[checkpoint["step"] if checkpoint else -1].append(k)
+    statuses: list[dict[str, Any]] = [{} for _ in configs]
+    for members in by_step.values():
+        results = _run_members([configs[k] for k in members], [out_dirs[k] for k in members],
+                               [sinks[k] for k in members], [checkpoints[k] for k in members])
+        for k, status in zip(members, results):
+            statuses[k] = status
+            if on_status:
+                on_status(k, status)
+    return statuses
+
+
+def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[list[MetricSink]],
+                 checkpoints: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """One pack whose members all start (or resume) at the same step."""
     started = time.perf_counter()
-    status: dict[str, Any] = {"status": "running", "frame": checkpoint["frame"] if checkpoint else 0,
-                              "num_frames": config.num_frames, "wall_time_s": wall_before,
-                              "started_at": _now(), "resumed_from_frame": checkpoint["frame"] if checkpoint else None}
-    write_status(out_dir, status)
-    disk = DiskSink(out_dir, resume_frame=checkpoint["frame"] if checkpoint else None)
-    all_sinks: list[MetricSink] = [disk, *sinks]
-    trainer = None
-    try:
-        trainer = Trainer(config, out_dir, all_sinks)
-        if checkpoint:
-            trainer.load_checkpoint(checkpoint)
-        trainer.run()
-        status["status"] = "completed"
-    except Diverged as err:
-        status.update(status="diverged", error=str(err))
-    except KeyboardInterrupt:
-        status.update(status="failed", error="interrupted")
-        raise
-    except Exception as err:  # a crashed trial is a result too; the sweep goes on
-        status.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-    finally:
-        if trainer is not None:
-            status["frame"] = trainer.frame
-            trainer.close()
-        status["wall_time_s"] = wall_before + time.perf_counter() - started
-        status["finished_at"] = _now()
+    statuses: list[dict[str, Any]] = []
+    all_sinks: list[list[MetricSink]] = []
+    for config, out_dir, member_sinks, checkpoint in zip(configs, out_dirs, sinks, checkpoints):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_config(out_dir, config.to_dict())
+        previous = read_status(out_dir) or {}
+        frame = checkpoint["frame"] if checkpoint else 0
+        status = {"status": "running", "frame": frame, "num_frames": config.num_frames,
+                  "wall_time_s": float(previous.get("wall_time_s", 0.0)) if checkpoint else 0.0,
+                  "started_at": _now(), "resumed_from_frame": frame if checkpoint else None,
+                  "pack_size": len(configs)}
         write_status(out_dir, status)
-        for sink in all_sinks:
-            try:
-                sink.close(status)
-            except Exception as err:  # a broken view (W&B) never costs the disk results
-                print(f"warning: sink {type(sink).__name__} failed to close: {err}", file=sys.stderr)
-        if on_status:
-            on_status(status)
-    return status
+        statuses.append(status)
+        all_sinks.append([DiskSink(out_dir, resume_frame=frame if checkpoint else None), *member_sinks])
+    trainer = None
+    pack_error: dict[str, str] | None = None
+    try:
+        trainer = Trainer(configs, out_dirs, all_sinks)
+        if all(checkpoints):
+            trainer.load_checkpoints([c for c in checkpoints if c is not None])
+        trainer.run()
+    except KeyboardInterrupt:
+        pack_error = {"status": "failed", "error": "interrupted"}
+        raise
+    except Exception as err:  # a crashed pack is a result too; the sweep goes on
+        pack_error = {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                      "traceback": traceback.format_exc()}
+    finally:
+        ended = {id(member.sinks): member for member in trainer.ended} if trainer else {}
+        for status, out_dir, member_sinks in zip(statuses, out_dirs, all_sinks):
+            member = ended.get(id(member_sinks))
+            if member is not None:
+                status.update(member.status)
+            elif pack_error is not None:
+                status.update(pack_error)
+                if trainer is not None:
+                    status["frame"] = trainer.frame
+            else:
+                status.update(status="completed", frame=trainer.frame if trainer else status["frame"])
+        if trainer is not None:
+            trainer.close()
+        elapsed = time.perf_counter() - started
+        for status, out_dir, member_sinks in zip(statuses, out_dirs, all_sinks):
+            status["wall_time_s"] = status["wall_time_s"] + elapsed
+            status["finished_at"] = _now()
+            write_status(out_dir, status)
+            for sink in member_sinks:
+                try:
+                    sink.close(status)
+                except Exception as err:  # a broken view (W&B) never costs the disk results
+                    print(f"warning: sink {type(sink).__name__} failed to close: {err}", file=sys.stderr)
+    return statuses
 
 
 def parse_cli(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:

@@ -1,0 +1,114 @@
+"""One optimizer step over the stacked parameters of a pack, with per-member learning rates (issue #9).
+
+The update rule is PyTorch's own fused Adam/SGD kernel (``torch.optim.adam.adam``,
+``torch.optim.sgd.sgd``), called once per group of members that share their
+hyper-parameters (usually one call for the whole pack) on each member's slice
+of the stacked tensors, so a member of a pack steps exactly as a trial with its
+own ``torch.optim.Adam``/``SGD`` would. A member's optimizer state is exported
+and imported in ``torch.optim.Optimizer.state_dict`` format, which is what a
+trial's checkpoint held before packing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
+
+ADAM_DEFAULTS = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "maximize": False,
+                 "foreach": None, "capturable": False, "differentiable": False, "fused": True,
+                 "decoupled_weight_decay": False}
+SGD_DEFAULTS = {"dampening": 0, "weight_decay": 0, "nesterov": False, "maximize": False, "foreach": None,
+                "differentiable": False, "fused": True}
+
+
+class PackedOptimizer:
+    """Adam or SGD over parameters stacked on dim 0 (one slice per member)."""
+
+    def __init__(self, kind: str, params: Sequence[torch.nn.Parameter], lrs: Sequence[float],
+                 momenta: Sequence[float] | None = None):
+        self.kind = kind
+        self.params = list(params)
+        self.lrs = [float(lr) for lr in lrs]
+        self.momenta = [float(m) for m in (momenta or [0.0] * len(self.lrs))]
+        k = len(self.lrs)
+        if kind == "adam":
+            self.exp_avg = [torch.zeros_like(p) for p in self.params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+            # One step counter per member and parameter, as torch keeps one per parameter.
+            self.steps = [[torch.zeros((), dtype=torch.float32, device=p.device) for _ in range(k)]
+                          for p in self.params]
+        elif kind == "sgd":
+            # Zero buffers: with dampening 0 the first step gives buf = grad, as torch's lazy buffer does.
+            self.momentum_buffer = [torch.zeros_like(p) if any(self.momenta) else None for p in self.params]
+        else:
+            raise ValueError(f"optimizer {kind!r}: allowed adam, sgd")
+        groups: dict[tuple[float, float], list[int]] = defaultdict(list)
+        for member, key in enumerate(zip(self.lrs, self.momenta)):
+            groups[key].append(member)
+        self.groups = dict(groups)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params = [p for p in self.params if p.grad is not None]
+        if not params:
+            return
+        index = [i for i, p in enumerate(self.params) if p.grad is not None]
+        for (lr, momentum), members in self.groups.items():
+            slices = [(i, k) for k in members for i in index]
+            p_list = [self.params[i].detach()[k] for i, k in slices]
+            g_list = [self.params[i].grad[k] for i, k in slices]
+            if self.kind == "adam":
+                adam(p_list, g_list, [self.exp_avg[i][k] for i, k in slices],
+                     [self.exp_avg_sq[i][k] for i, k in slices], [], [self.steps[i][k] for i, k in slices],
+                     fused=True, amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8,
+                     maximize=False)
+            else:
+                buffers = [self.momentum_buffer[i][k] if momentum else None for i, k in slices]
+                sgd(p_list, g_list, buffers, fused=True, weight_decay=0.0, momentum=momentum, lr=lr, dampening=0.0,
+                    nesterov=False, maximize=False)
+
+    # ------------------------------------------------------------ one member's state
+    def member_state_dict(self, k: int) -> dict[str, Any]:
+        """Member k's state as ``torch.optim.Adam/SGD.state_dict()`` of a single network would give it."""
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for i in range(len(self.params)):
+            if self.kind == "adam":
+                if float(self.steps[i][k]) > 0:
+                    state[i] = {"step": self.steps[i][k].detach().cpu().clone(),
+                                "exp_avg": self.exp_avg[i][k].detach().cpu().clone(),
+                                "exp_avg_sq": self.exp_avg_sq[i][k].detach().cpu().clone()}
+            elif self.momentum_buffer[i] is not None:
+                state[i] = {"momentum_buffer": self.momentum_buffer[i][k].detach().cpu().clone()}
+        defaults = ADAM_DEFAULTS if self.kind == "adam" else {**SGD_DEFAULTS, "momentum": self.momenta[k]}
+        group = {"lr": self.lrs[k], **defaults, "params": list(range(len(self.params)))}
+        return {"state": state, "param_groups": [group]}
+
+    @torch.no_grad()
+    def load_member_state_dict(self, k: int, state: dict[str, Any]) -> None:
+        saved = state.get("state", {})
+        for i in range(len(self.params)):
+            entry = saved.get(i, saved.get(str(i)))
+            if self.kind == "adam":
+                if entry is None:
+                    self.steps[i][k].zero_()
+                    self.exp_avg[i][k].zero_()
+                    self.exp_avg_sq[i][k].zero_()
+                    continue
+                self.steps[i][k].copy_(torch.as_tensor(entry["step"], dtype=torch.float32))
+                self.exp_avg[i][k].copy_(entry["exp_avg"])
+                self.exp_avg_sq[i][k].copy_(entry["exp_avg_sq"])
+            elif self.momentum_buffer[i] is not None:
+                buffer = None if entry is None else entry.get("momentum_buffer")
+                if buffer is None:
+                    self.momentum_buffer[i][k].zero_()
+                else:
+                    self.momentum_buffer[i][k].copy_(buffer)
