@@ -402,9 +402,9 @@ def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[l
         pack_error = {"status": "failed", "error": f"{type(err).__name__}: {err}",
                       "traceback": traceback.format_exc()}
     finally:
-        ended = {id(member.sinks): member for member in trainer.ended} if trainer else {}
-        for status, out_dir, member_sinks in zip(statuses, out_dirs, all_sinks):
-            member = ended.get(id(member_sinks))
+        ended = {member.out_dir: member for member in trainer.ended} if trainer else {}
+        for status, out_dir in zip(statuses, out_dirs):
+            member = ended.get(out_dir)
             if member is not None:
                 status.update(member.status)
             elif pack_error is not None:

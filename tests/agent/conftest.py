@@ -21,8 +21,19 @@ def _tiny_config(**overrides):
 
 
 def _make_agent(config, obs_dim: int = 5, action_dim: int = 1) -> DrQV2Agent:
+    """A pack for one config (K = 1) or a list of configs (K members)."""
     torch.manual_seed(0)
     return DrQV2Agent(config, (obs_dim,), action_dim, torch.device("cpu"))
+
+
+def packed(batch: dict[str, np.ndarray], k: int = 1) -> dict[str, np.ndarray]:
+    """One member's batch (rows, ...) as the batch of a pack of k members that all see it: (k, rows, ...)."""
+    return {key: np.repeat(value[None], k, axis=0) for key, value in batch.items()}
+
+
+def scalar_metrics(result) -> dict[str, float]:
+    """The metrics of a one-member update as plain floats."""
+    return {key: float(values[0]) for key, values in result.read().items()}
 
 
 @pytest.fixture
@@ -33,7 +44,7 @@ def tiny_config():
 
 @pytest.fixture
 def make_agent():
-    """A DrQ-v2 agent for 5-dim cartpole states and 1-dim actions, seeded."""
+    """A DrQ-v2 agent (a pack of one config, or of a list) for 5-dim cartpole states and 1-dim actions."""
     return _make_agent
 
 
