@@ -55,11 +55,11 @@ class UpdateResult:
         if self._values is None:
             start = time.perf_counter()
             names = list(self._metrics)
-            stacked = torch.stack([self._metrics[n].float() for n in names]).cpu().numpy()
+            stacked = (torch.stack([self._metrics[n].float() for n in names]).cpu().numpy() if names
+                       else np.zeros((0, 1)))
             waited = time.perf_counter() - start
             self._values = {name: stacked[i] for i, name in enumerate(names)}
-            k = stacked.shape[1]
-            self._values["perf/update_ms"] = np.full(k, (self._host_s + waited) * 1000.0)
+            self._values["perf/update_ms"] = np.full(stacked.shape[1], (self._host_s + waited) * 1000.0)
         return self._values
 
 

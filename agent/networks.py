@@ -97,7 +97,7 @@ class PackedBatchNorm1d(nn.Module):
         k, n, width = x.shape
         if self.record_batch_stats:
             with torch.no_grad():
-                var, mean = torch.var_mean(x, dim=1, unbiased=False)
+                mean, var = _batch_mean_var(x)
                 scaled = (mean - self.running_mean) * torch.rsqrt(self.running_var + self.eps)
                 self.recorded = {"mean": mean, "var": var, "distance": scaled.pow(2).mean(dim=1).sqrt()}
         modes = set(self.member_train)
@@ -116,7 +116,7 @@ class PackedBatchNorm1d(nn.Module):
     def _mixed_modes(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[1]
         train = torch.tensor(self.member_train, device=x.device).view(-1, 1)
-        batch_var, batch_mean = torch.var_mean(x, dim=1, unbiased=False)
+        batch_mean, batch_var = _batch_mean_var(x)
         mean = torch.where(train, batch_mean, self.running_mean)
         var = torch.where(train, batch_var, self.running_var)
         out = (x - mean.unsqueeze(1)) * torch.rsqrt(var + self.eps).unsqueeze(1)
@@ -131,6 +131,16 @@ class PackedBatchNorm1d(nn.Module):
         return out
 
 
+def _batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member and feature, the mean and biased variance over rows of (K, N, D).
+
+    Two passes, as accurate as ``torch.var_mean``, which over the middle dimension took
+    15x longer on CPU (3.2 ms for 8x256x256). Differentiable.
+    """
+    mean = x.mean(dim=1)
+    return mean, (x - mean.unsqueeze(1)).square().mean(dim=1)
+
+
 def norm_layer(kind: str, k: int, width: int, bn_momentum: float, bn_eps: float) -> nn.Module:
     if kind == "batch_norm":
         return PackedBatchNorm1d(k, width, momentum=bn_momentum, eps=bn_eps)
@@ -141,12 +151,14 @@ def norm_layer(kind: str, k: int, width: int, bn_momentum: float, bn_eps: float)
 
 def mlp(k: int, in_dim: int, hidden_dim: int, out_dim: int, norm: str, bn_momentum: float,
         bn_eps: float) -> nn.Sequential:
-    """Linear -> norm -> ReLU, twice, then the output Linear (norm never on the raw input)."""
+    """Linear -> norm -> ReLU, twice, then the output Linear (norm never on the raw input).
+
+    The ReLUs are out of place: BatchNorm returns a view of its output, and an in-place op
+    on a view makes autograd rebuild the whole base tensor (CopySlices), which cost more.
+    """
     return nn.Sequential(
-        PackedLinear(k, in_dim, hidden_dim), norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps),
-        nn.ReLU(inplace=True),
-        PackedLinear(k, hidden_dim, hidden_dim), norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps),
-        nn.ReLU(inplace=True),
+        PackedLinear(k, in_dim, hidden_dim), norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps), nn.ReLU(),
+        PackedLinear(k, hidden_dim, hidden_dim), norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps), nn.ReLU(),
         PackedLinear(k, hidden_dim, out_dim),
     )
 

@@ -11,6 +11,9 @@ Roles:
   MA-BN) per ``update`` line read on stdin, its milliseconds printed on stdout.
 - ``reference-loop``: the whole training loop with the reference-style update in
   place of ours; prints ``{"fps": ..., "update_ms": ...}``.
+- ``pack-loop --members K``: a real pack of K members (seeds first_seed..) through
+  ``run_pack``; prints each member's frames/s after the seed frames, the mean update
+  ms and the peak GPU memory.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from agent.allocator import keep_freed_memory
 from agent.config import build_config
-from agent.drqv2 import DrQV2Agent
-from bench.common import PIXEL_OBS_SHAPE, TASK, loop_fps, random_batch
+from agent.drqv2 import DrQV2Agent, UpdateResult
+from agent.train import run_pack
+from bench.common import PIXEL_OBS_SHAPE, TASK, TimingSink, loop_fps, random_batch
 from bench.reference_update import ReferenceUpdate
 
 
@@ -42,9 +49,10 @@ def update_server(impl: str, device: torch.device) -> None:
     if impl == "ours":
         keep_freed_memory()
         agent = DrQV2Agent(config, PIXEL_OBS_SHAPE, 1, device)
+        packed = {key: value[None] for key, value in batch.items()}
 
         def update() -> None:
-            agent.update(batch, 5000)
+            agent.update(packed, 5000).read()
     else:
         reference = ReferenceUpdate(config, PIXEL_OBS_SHAPE, 1, device)
 
@@ -67,19 +75,42 @@ def reference_loop(seed_frames: int, measured_frames: int, log_every: int, threa
                    device: torch.device) -> dict[str, float]:
     """Our training loop with the reference-style update swapped in (acting, replay and env stay ours)."""
     def swap(trainer) -> None:
-        reference = ReferenceUpdate(trainer.config, trainer.env.obs_shape, trainer.env.action_dim, device)
+        env = trainer.members[0].env
+        reference = ReferenceUpdate(trainer.config, env.obs_shape, env.action_dim, device)
 
-        def update(batch: dict[str, np.ndarray], step: int) -> dict[str, float]:
+        def update(batch: dict[str, np.ndarray], step: int) -> UpdateResult:
             start = time.perf_counter()
-            reference.update(batch, std=trainer.agent.stddev(step))
-            synchronize(device)  # as ours, whose update ends by reading its metrics
-            return {"perf/update_ms": (time.perf_counter() - start) * 1000.0}
+            reference.update({key: value[0] for key, value in batch.items()}, std=trainer.agent.stddev(step))
+            synchronize(device)  # as ours, whose metrics are read in the same step
+            return UpdateResult({}, time.perf_counter() - start)
 
         trainer.agent.update = update
 
     fps, update_ms = loop_fps("pixels", seed_frames, measured_frames, log_every, prepare=swap,
                               torch_threads=threads, device=str(device))
     return {"fps": fps, "update_ms": update_ms}
+
+
+def pack_loop(members: int, obs_type: str, hidden: int, seed_frames: int, frames: int, threads: int,
+              device: str, first_seed: int) -> dict[str, Any]:
+    log_every = max(frames // 4, 2)
+    base = {"task": TASK, "obs_type": obs_type, "hidden_dim": hidden, "num_seed_frames": seed_frames,
+            "num_frames": seed_frames + frames, "eval_every_frames": 0, "checkpoint_every_frames": 0,
+            "log_every_frames": log_every, "torch_threads": threads, "device": device}
+    configs = [build_config({**base, "seed": first_seed + i}) for i in range(members)]
+    sinks = [[TimingSink()] for _ in configs]
+    with tempfile.TemporaryDirectory() as out:
+        statuses = run_pack(configs, [Path(out) / str(i) for i in range(members)], sinks)
+    if any(s["status"] != "completed" for s in statuses):
+        raise RuntimeError(f"pack failed: {[s.get('error') for s in statuses]}")
+    member_fps, update_ms = [], []
+    for (sink,) in sinks:
+        after = [(f, t) for f, t in sink.points if f >= seed_frames]
+        (f0, t0), (f1, t1) = after[0], after[-1]
+        member_fps.append((f1 - f0) / (t1 - t0))
+        update_ms += [ms for f, ms in sink.update_ms if f0 < f <= f1]
+    gpu_mib = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
+    return {"member_fps": member_fps, "update_ms": float(np.mean(update_ms)), "gpu_peak_mib": gpu_mib}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     loop.add_argument("--seed-frames", type=int, required=True)
     loop.add_argument("--frames", type=int, required=True)
     loop.add_argument("--log-every", type=int, required=True)
-    for role in (server, loop):
+    pack = roles.add_parser("pack-loop")
+    pack.add_argument("--members", type=int, required=True)
+    pack.add_argument("--obs-type", default="states")
+    pack.add_argument("--hidden", type=int, default=256)
+    pack.add_argument("--seed-frames", type=int, required=True)
+    pack.add_argument("--frames", type=int, required=True)
+    pack.add_argument("--first-seed", type=int, default=1)
+    for role in (server, loop, pack):
         role.add_argument("--threads", type=int, default=2)
         role.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -99,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if args.role == "update-server":
         update_server(args.impl, device)
+    elif args.role == "pack-loop":
+        print(json.dumps(pack_loop(args.members, args.obs_type, args.hidden, args.seed_frames, args.frames,
+                                   args.threads, args.device, args.first_seed)))
     else:
         print(json.dumps(reference_loop(args.seed_frames, args.frames, args.log_every, args.threads, device)))
     return 0

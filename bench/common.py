@@ -18,17 +18,20 @@ TASK = "cartpole_swingup"
 PIXEL_OBS_SHAPE = (9, 84, 84)
 
 
-def random_batch(obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels: bool) -> dict[str, np.ndarray]:
+def random_batch(obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels: bool,
+                 members: int | None = None) -> dict[str, np.ndarray]:
+    """A batch of ``rows``; with ``members`` a pack's batch (members, rows, ...)."""
     rng = np.random.default_rng(0)
+    lead = (rows,) if members is None else (members, rows)
     if pixels:
-        obs = rng.integers(0, 256, size=(rows, *obs_shape), dtype=np.uint8)
-        next_obs = rng.integers(0, 256, size=(rows, *obs_shape), dtype=np.uint8)
+        obs = rng.integers(0, 256, size=(*lead, *obs_shape), dtype=np.uint8)
+        next_obs = rng.integers(0, 256, size=(*lead, *obs_shape), dtype=np.uint8)
     else:
-        obs = rng.normal(size=(rows, *obs_shape)).astype(np.float32)
-        next_obs = rng.normal(size=(rows, *obs_shape)).astype(np.float32)
-    return {"obs": obs, "next_obs": next_obs, "action": rng.uniform(-1, 1, (rows, action_dim)).astype(np.float32),
-            "reward": rng.uniform(0, 1, (rows, 1)).astype(np.float32),
-            "discount": np.full((rows, 1), 0.99**3, dtype=np.float32)}
+        obs = rng.normal(size=(*lead, *obs_shape)).astype(np.float32)
+        next_obs = rng.normal(size=(*lead, *obs_shape)).astype(np.float32)
+    return {"obs": obs, "next_obs": next_obs, "action": rng.uniform(-1, 1, (*lead, action_dim)).astype(np.float32),
+            "reward": rng.uniform(0, 1, (*lead, 1)).astype(np.float32),
+            "discount": np.full((*lead, 1), 0.99**3, dtype=np.float32)}
 
 
 class TimingSink:
@@ -64,7 +67,7 @@ def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: i
                            "num_frames": seed_frames + measured_frames, "eval_every_frames": 0,
                            "checkpoint_every_frames": 0, "log_every_frames": log_every, **extra})
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(config, Path(out), [sink])
+        trainer = Trainer([config], [Path(out)], [[sink]])
         try:
             if prepare:
                 prepare(trainer)

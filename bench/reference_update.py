@@ -4,8 +4,10 @@ It does what facebookresearch/drqv2's ``update`` does, the way it does it:
 float conversion of the whole batch, bilinear ``grid_sample`` random shift,
 NCHW encoder, encoder and critic optimizers stepped separately, the actor loss
 back-propagated into the critic's weights too, PyTorch's default (unfused)
-Adam.  Networks and hyper-parameters are this project's (MA-BN critic), so the
-only differences from ``agent.drqv2`` are the implementation choices measured.
+Adam, one plain ``nn.Module`` per network (no packing).  Networks and
+hyper-parameters are this project's (MA-BN critic: BatchNorm1d after each hidden
+Linear), so the only differences from ``agent.drqv2`` are the implementation
+choices measured.
 """
 
 from __future__ import annotations
@@ -14,9 +16,87 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agent.bn_modes import bn_step
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+from agent.bn_modes import step_is_train
 from agent.config import TrialConfig
-from agent.networks import Actor, Critic, Encoder
+
+
+@contextmanager
+def bn_step(module: nn.Module, mode: str, step: str) -> Iterator[None]:
+    """The step's BN mode on plain nn.BatchNorm1d layers, as the authors' code sets it."""
+    layers = [m for m in module.modules() if isinstance(m, nn.BatchNorm1d)]
+    for layer in layers:
+        layer.train(step_is_train(mode, step))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.eval()
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, norm: str) -> nn.Sequential:
+    def normalization() -> nn.Module:
+        return nn.BatchNorm1d(hidden) if norm == "batch_norm" else nn.LayerNorm(hidden) \
+            if norm == "layer_norm" else nn.Identity()
+    return nn.Sequential(nn.Linear(in_dim, hidden), normalization(), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, hidden), normalization(), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+
+def _init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear | nn.Conv2d):
+        gain = nn.init.calculate_gain("relu") if isinstance(module, nn.Conv2d) else 1.0
+        nn.init.orthogonal_(module.weight.data, gain)
+        module.bias.data.fill_(0.0)
+
+
+class Encoder(nn.Module):
+    def __init__(self, obs_shape: tuple[int, ...]):
+        super().__init__()
+        self.convnet = nn.Sequential(nn.Conv2d(obs_shape[0], 32, 3, stride=2), nn.ReLU(),
+                                     nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+                                     nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
+                                     nn.Conv2d(32, 32, 3, stride=1), nn.ReLU())
+        side = (obs_shape[1] - 3) // 2 + 1 - 6
+        self.repr_dim = 32 * side * side
+        self.apply(_init)
+
+
+class TruncatedNormal:
+    def __init__(self, mean: torch.Tensor, std: float):
+        self.mean, self.std = mean, std
+
+    def sample(self, clip: float) -> torch.Tensor:
+        noise = (torch.randn_like(self.mean) * self.std).clamp(-clip, clip)
+        x = self.mean + noise
+        return x - x.detach() + x.clamp(-1 + 1e-6, 1 - 1e-6).detach()
+
+
+class Actor(nn.Module):
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+        self.policy = _mlp(feature_dim, hidden_dim, action_dim, norm)
+        self.apply(_init)
+
+    def forward(self, obs: torch.Tensor, std: float) -> TruncatedNormal:
+        return TruncatedNormal(torch.tanh(self.policy(self.trunk(obs))), std)
+
+
+class Critic(nn.Module):
+    def __init__(self, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+        self.q1 = _mlp(feature_dim + action_dim, hidden_dim, 1, norm)
+        self.q2 = _mlp(feature_dim + action_dim, hidden_dim, 1, norm)
+        self.apply(_init)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h_action = torch.cat([self.trunk(obs), action], dim=-1)
+        return self.q1(h_action), self.q2(h_action)
 
 
 def grid_sample_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None = None) -> torch.Tensor:
@@ -39,12 +119,11 @@ class ReferenceUpdate:
         self.config = config
         self.device = device
         self.mode = config.resolved_bn_mode
-        self.encoder = Encoder(obs_shape, channels_last=False).to(device)
+        self.encoder = Encoder(obs_shape).to(device)
         args = (self.encoder.repr_dim, action_dim, config.feature_dim, config.hidden_dim)
-        bn = (config.bn_momentum, config.bn_eps)
-        self.actor = Actor(*args, config.actor_norm, *bn).to(device)
-        self.critic = Critic(*args, config.critic_norm, *bn).to(device)
-        self.critic_target = Critic(*args, config.critic_norm, *bn).to(device)
+        self.actor = Actor(*args, config.actor_norm).to(device)
+        self.critic = Critic(*args, config.critic_norm).to(device)
+        self.critic_target = Critic(*args, config.critic_norm).to(device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)

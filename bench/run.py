@@ -91,17 +91,17 @@ def bench_updates(repeats: int, threads: int, device: str) -> dict[str, float]:
     ours_ms, ref_ms = interleaved_update_ms(repeats, threads, device)
     config = build_config({"task": TASK, "obs_type": "pixels", "device": device})
     pixel_agent = DrQV2Agent(config, PIXEL_OBS_SHAPE, 1, torch.device(device))
-    pixel_obs = random_batch(PIXEL_OBS_SHAPE, 1, 1, pixels=True)["obs"][0]
+    pixel_obs = random_batch(PIXEL_OBS_SHAPE, 1, 1, pixels=True)["obs"]  # one member's observation
     state_config = build_config({"task": TASK, "obs_type": "states", "device": device})
     state_agent = DrQV2Agent(state_config, (5,), 1, torch.device(device))
-    state_batch = random_batch((5,), 1, state_config.batch_size, pixels=False)
+    state_batch = random_batch((5,), 1, state_config.batch_size, pixels=False, members=1)
     return {
         "pixel_update_ms": statistics.median(ours_ms),
         "reference_pixel_update_ms": statistics.median(ref_ms),
         "pixel_update_speedup_vs_reference": statistics.median(ref_ms) / statistics.median(ours_ms),
-        "state_update_ms": median_ms(lambda: state_agent.update(state_batch, 5000), max(5, repeats * 3)),
+        "state_update_ms": median_ms(lambda: state_agent.update(state_batch, 5000).read(), max(5, repeats * 3)),
         "pixel_act_ms": median_ms(lambda: pixel_agent.act(pixel_obs, 5000, eval_mode=False), 20),
-        "state_act_ms": median_ms(lambda: state_agent.act(state_batch["obs"][0], 5000, eval_mode=False), 50),
+        "state_act_ms": median_ms(lambda: state_agent.act(state_batch["obs"][:, 0], 5000, eval_mode=False), 50),
     }
 
 
