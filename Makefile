@@ -14,6 +14,7 @@ DRY_RUN ?=
 RESULTS ?= results
 FIGURES ?= figures
 ARGS ?=
+PACK ?=
 
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6 libglfw3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -25,7 +26,7 @@ help: ## list the targets
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 	@echo
-	@echo "Variables: GRID=$(GRID) PROFILE=$(PROFILE) (local|paper) DRY_RUN=1 RESULTS=$(RESULTS) FIGURES=$(FIGURES) ARGS=..."
+	@echo "Variables: GRID=$(GRID) PROFILE=$(PROFILE) (local|paper) DRY_RUN=1 PACK=K RESULTS=$(RESULTS) FIGURES=$(FIGURES) ARGS=..."
 
 install: system-deps $(STAMP) ## create .venv with pinned torch (CPU) and mujoco; idempotent
 
@@ -50,7 +51,7 @@ lint: install ## ruff
 	$(VENV)/bin/ruff check .
 
 sweep: install ## run GRID (sweeps/<GRID>.yaml or a path) on PROFILE, then draw its figures
-	$(PY) -m orchestrator.sweep --grid $(GRID) --profile $(PROFILE) --results $(RESULTS) --figures $(FIGURES) $(if $(DRY_RUN),--dry-run) $(ARGS)
+	$(PY) -m orchestrator.sweep --grid $(GRID) --profile $(PROFILE) --results $(RESULTS) --figures $(FIGURES) $(if $(DRY_RUN),--dry-run) $(if $(PACK),--pack $(PACK)) $(ARGS)
 
 figures: install ## redraw every figure and figures/report.md from the result store
 	$(PY) -m analysis.figures --results $(RESULTS) --out $(FIGURES) $(ARGS)

@@ -18,12 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.bn_modes import DEFAULT_BN_MODE, STEP_NAMES, validate_bn_mode
+from agent.replay import FRAME_CODECS
 from envs import check_task_name, is_gym_task
 
 NORMS = ("none", "layer_norm", "batch_norm")
 OBS_TYPES = ("pixels", "states")
-# Keys that say where a trial runs, not what it computes: trial and cell identities leave them out.
-PLACEMENT_KEYS = ("device", "torch_threads")
+# Keys that say where or how a trial runs, not what it computes (frame_codec is lossless):
+# trial and cell identities leave them out.
+PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads")
+# Keys added after results were first stored: at these values they are left out of trial and
+# cell identities, so every trial stored before the key existed keeps its id.
+ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "fp32"}
+PRECISIONS = ("fp32", "tf32", "bf16")
 # What members of one pack may differ in (issue #9): everything else fixes tensor shapes or the
 # loop's schedule, so members must share it.
 PACK_MEMBER_KEYS = ("seed", "bn_mode", "lr", "actor_lr", "critic_lr", "target_bn_stats", "sgd_momentum")
@@ -105,6 +111,14 @@ class TrialConfig:
         "include the replay buffer in checkpoints, so a resumed trial continues exactly"))
     # --- speed (same learning semantics) ---
     channels_last: bool = field(default=True, metadata=_doc("run the conv encoder in channels_last memory format"))
+    frame_codec: str = field(default="none", metadata=_doc(
+        "how the replay keeps pixel frames: none (raw), or lz4 (lossless, delta to the previous frame; same "
+        "batches, a fraction of the memory)", FRAME_CODECS))
+    env_threads: int = field(default=1, metadata=_doc(
+        "threads that step a pack's environments and sample its replays in parallel (GPU boxes: the pack's CPUs)"))
+    precision: str = field(default="fp32", metadata=_doc(
+        "learner arithmetic: fp32; tf32 (CUDA matmuls/convolutions in TF32); bf16 (update forward passes under "
+        "bfloat16 autocast). Not measured harmless for learning: keep fp32 for results", PRECISIONS))
 
     @property
     def uses_batch_norm(self) -> bool:
@@ -262,7 +276,7 @@ def build_config(overrides: Mapping[str, Any] | None = None) -> TrialConfig:
 
 def validate(config: TrialConfig) -> None:
     c = config
-    for name in ("obs_type", "actor_norm", "critic_norm", "target_bn_stats", "optimizer"):
+    for name in ("obs_type", "actor_norm", "critic_norm", "target_bn_stats", "optimizer", "frame_codec", "precision"):
         allowed = field_allowed(name)
         if getattr(c, name) not in allowed:
             raise ConfigError(f"{name}={getattr(c, name)!r}: allowed values are {', '.join(allowed)}")
@@ -305,6 +319,13 @@ def validate(config: TrialConfig) -> None:
             raise ConfigError(f"{name}={getattr(c, name)}: allowed range is [{low}, {high}]")
     if c.bn_eps <= 0 or c.coverage_cell_size <= 0:
         raise ConfigError("bn_eps and coverage_cell_size must be > 0")
+    if c.frame_codec != "none" and c.obs_type != "pixels":
+        raise ConfigError(f"frame_codec={c.frame_codec!r}: compresses pixel frames only; use none with "
+                          f"obs_type={c.obs_type}")
+    if c.env_threads < 1:
+        raise ConfigError(f"env_threads={c.env_threads}: must be >= 1")
+    if c.precision == "tf32" and not c.device.startswith("cuda"):
+        raise ConfigError(f"precision=tf32 is a CUDA setting (device={c.device}); use fp32 or bf16")
     if c.sgd_momentum > 0 and c.optimizer != "sgd":
         raise ConfigError(f"sgd_momentum={c.sgd_momentum}: only used with optimizer=sgd (got {c.optimizer})")
     if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", c.device):
@@ -320,6 +341,12 @@ def validate(config: TrialConfig) -> None:
         check_task_name(c.task)
     except ValueError as err:
         raise ConfigError(f"task={c.task!r}: {err}") from None
+
+
+def identity_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys that make a trial what it is: placement keys and id-neutral defaults left out."""
+    return {k: v for k, v in config.items()
+            if k not in PLACEMENT_KEYS and not (k in ID_NEUTRAL_DEFAULTS and v == ID_NEUTRAL_DEFAULTS[k])}
 
 
 def pack_signature(config: TrialConfig) -> tuple[tuple[str, Any], ...]:

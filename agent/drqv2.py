@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -203,6 +204,13 @@ class DrQV2Agent:
                 tensors[key] = value.to(self.dtype)  # float32, or float64 where a test asks for it
         return tensors
 
+    def autocast(self) -> AbstractContextManager[Any]:
+        """bfloat16 autocast around the update's forward passes when ``precision=bf16``; backward runs outside,
+        losses and BatchNorm statistics stay float32 (autocast's own policy)."""
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
     def update(self, batch: dict[str, np.ndarray], step: int) -> UpdateResult:
         """One DrQ-v2 update of every member. ``batch`` arrays are (K, rows, ...); rows past
         batch_size feed buffer mixing only."""
@@ -210,8 +218,9 @@ class DrQV2Agent:
         b = self.config.batch_size
         t = self.batch_to_tensors(batch)
         if self.aug is not None:
-            all_obs = self.encoder(self.aug(t["obs"], self.generators))
-            with torch.no_grad():
+            with self.autocast():
+                all_obs = self.encoder(self.aug(t["obs"], self.generators))
+            with torch.no_grad(), self.autocast():
                 next_obs = self.encoder(self.aug(_rows(t["next_obs"], b), self.generators))
         else:
             all_obs, next_obs = t["obs"], _rows(t["next_obs"], b)
@@ -225,15 +234,16 @@ class DrQV2Agent:
 
     def update_critic(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                       discount: torch.Tensor, next_obs: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             with bn_step(self.actor, self.modes, "actor_ii"):
                 next_action = self.actor(next_obs, self.stddev(step)).sample(self.generators,
                                                                              clip=self.config.stddev_clip)
             with bn_step(self.critic_target, self.modes, "critic_iii"):
                 target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            target_q = reward + discount * torch.min(target_q1, target_q2)
-        with bn_step(self.critic, self.modes, "critic_ii"):
+            target_q = reward + discount * torch.min(target_q1, target_q2).to(reward.dtype)
+        with bn_step(self.critic, self.modes, "critic_ii"), self.autocast():
             q1, q2 = self.critic(obs, action)
+        q1, q2 = q1.to(reward.dtype), q2.to(reward.dtype)
         # Per member: mean squared TD error of each head, as F.mse_loss of one trial.
         critic_loss = (q1 - target_q).square().mean(dim=(1, 2)) + (q2 - target_q).square().mean(dim=(1, 2))
         if self.encoder_opt is not None:
@@ -248,7 +258,7 @@ class DrQV2Agent:
     def update_actor(self, obs: torch.Tensor, step: int, mix_obs: torch.Tensor,
                      mix_action: torch.Tensor) -> dict[str, torch.Tensor]:
         std = self.stddev(step)
-        with bn_step(self.actor, self.modes, "actor_i"):
+        with bn_step(self.actor, self.modes, "actor_i"), self.autocast():
             action = self.actor(obs, std).sample(self.generators, clip=self.config.stddev_clip)
         # Critic-I: policy rows, plus floor(rho*B) replay rows that only shape
         # the batch statistics (SPEC §4); the loss reads the policy rows alone.
@@ -261,14 +271,14 @@ class DrQV2Agent:
         for layer in self._critic_bn:
             layer.record_batch_stats = True
         try:
-            with bn_step(self.critic, self.modes, "critic_i"):
+            with bn_step(self.critic, self.modes, "critic_i"), self.autocast():
                 q1, q2 = self.critic(critic_obs, critic_action)
         finally:
             self.critic.requires_grad_(True)
             for layer in self._critic_bn:
                 layer.record_batch_stats = False
         n = obs.shape[1]
-        actor_loss = -torch.min(q1[:, :n], q2[:, :n]).mean(dim=(1, 2))
+        actor_loss = -torch.min(q1[:, :n], q2[:, :n]).to(self.dtype).mean(dim=(1, 2))
         self.actor_opt.zero_grad()
         actor_loss.sum().backward()
         self.actor_opt.step()

@@ -14,8 +14,10 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,7 @@ from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
 from agent.replay import ReplayBuffer
 from agent.sinks import CHECKPOINT_DIR, DiskSink, MetricSink, read_status, write_config, write_status
 from envs import Env, Step, make_env
+from envs.render_device import select_render_device
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -56,6 +59,13 @@ class Member:
     episode_return: float = 0.0
     episode_length: int = 0
     status: dict[str, Any] = field(default_factory=dict)  # set when the member ends early (diverged, failed)
+    # The thread this member's environments always run on (env_threads > 1), else None: the caller's.
+    # dm_control keeps an EGL context current on the thread that first rendered with it.
+    thread: ThreadPoolExecutor | None = None
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | Any:
+        """``fn(*args)`` on this member's thread (a Future), or right here (the result)."""
+        return self.thread.submit(fn, *args) if self.thread is not None else fn(*args)
 
 
 class Trainer:
@@ -73,6 +83,11 @@ class Trainer:
         if c.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device={c.device!r}: CUDA is not available on this machine; use device=cpu")
         self.device = torch.device(c.device)
+        if self.device.type == "cuda" and c.obs_type == "pixels":
+            select_render_device(self.device.index or 0)  # render where the learner runs
+        if c.precision == "tf32":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         # Nothing a member computes draws from the global generators (each member has its own
         # streams); seeding them keeps any library that does use them reproducible.
         random.seed(c.seed)
@@ -83,6 +98,14 @@ class Trainer:
         env = self.members[0].env
         self.agent = DrQV2Agent([mb.config for mb in self.members], env.obs_shape, env.action_dim, self.device)
         self.ended: list[Member] = []  # members that left the pack early, in the order they left
+        # Members' environments and replays are independent: on a many-core GPU box they step and
+        # sample in parallel (MuJoCo, rendering, numpy copies and lz4 release the GIL). Member i
+        # always runs on thread i % env_threads: a rendering context may not move between threads.
+        workers = min(c.env_threads, len(self.members))
+        self.threads = [ThreadPoolExecutor(1, thread_name_prefix=f"member{i}") for i in range(workers)] \
+            if workers > 1 else []
+        for i, member in enumerate(self.members):
+            member.thread = self.threads[i % workers] if self.threads else None
         self.step = 0  # agent steps; frames = step * action_repeat
         self.next_log_frame = c.log_every_frames
         self.next_eval_frame = 0
@@ -97,7 +120,7 @@ class Trainer:
         capacity = min(c.replay_capacity, agent_steps + 2 * c.frame_stack + 2)
         frame_dtype = np.uint8 if c.obs_type == "pixels" else np.float32
         replay = ReplayBuffer(capacity, env.frame_shape, frame_dtype, env.frame_stack, env.action_dim, c.nstep,
-                              c.discount, seed=c.seed)
+                              c.discount, seed=c.seed, frame_codec=c.frame_codec)
         projection = m.projection_matrix(c.task, env.state_dim + env.action_dim, c.coverage_dims)
         return Member(config, out_dir, sinks, env, eval_env, replay, m.Coverage(projection, c.coverage_cell_size),
                       next_checkpoint_frame=c.checkpoint_every_frames or math.inf)
@@ -109,14 +132,13 @@ class Trainer:
     # ------------------------------------------------------------ the loop
     def run(self) -> None:
         c = self.config
-        for member in self.members:
-            self._reset(member)
+        self.for_members(self._reset, list(self.members))
         while self.frame < c.num_frames and self.members:
-            for member in list(self.members):
-                if member.time_step.last:
-                    if self.frame >= member.next_checkpoint_frame:
-                        self._guarded(member, self.save_checkpoint, member)
-                    self._guarded(member, self._reset, member)
+            ended = [member for member in self.members if member.time_step.last]
+            # Checkpoints in turn, here: their sinks (Ray Tune) expect the trial's own thread.
+            self.for_members(self.save_checkpoint, [mb for mb in ended if self.frame >= mb.next_checkpoint_frame],
+                             on_member_thread=False)
+            self.for_members(self._reset, [member for member in ended if member in self.members])
             if c.eval_every_frames and self.frame >= self.next_eval_frame:
                 self.evaluate()
                 self.next_eval_frame += c.eval_every_frames
@@ -126,8 +148,7 @@ class Trainer:
             if self.frame >= c.num_seed_frames and self.step % c.update_every_steps == 0:
                 update = self.learn()
             update_frame = self.frame
-            for member, action in zip(list(self.members), actions):
-                self._guarded(member, self._env_step, member, action)
+            self.for_members(self._env_step, list(self.members), actions)
             if update is not None:
                 # Read after the environment steps: on a GPU the update ran meanwhile.
                 self.record_update(update, update_frame)
@@ -156,17 +177,34 @@ class Trainer:
             member.pending[m.TRAIN_RETURN].append(member.episode_return)
             member.pending[m.TRAIN_LENGTH].append(member.episode_length * member.config.action_repeat)  # frames
 
+    def for_members(self, fn: Callable[..., Any], members: Sequence[Member], *per_member: Sequence[Any],
+                    on_member_thread: bool = True) -> None:
+        """``fn(member, *args)`` for each member, each on its own thread (in parallel) unless told otherwise.
+
+        An exception there ends that member (failed), not the pack.
+        """
+        calls = [(member, *(args[i] for args in per_member)) for i, member in enumerate(members)]
+        if on_member_thread:
+            pending = [call[0].run(_capture, fn, *call) for call in calls]  # all submitted, then awaited
+            outcomes = [_result(outcome) for outcome in pending]
+        else:
+            outcomes = [_capture(fn, *call) for call in calls]
+        for (member, *_), failure in zip(calls, outcomes):
+            if failure is not None:
+                self.end_members([member], "failed", *failure)
+
+    def map_members(self, fn: Callable[..., Any], members: Sequence[Member], *per_member: Sequence[Any]) -> list:
+        """``fn(member, *args)`` for each member on its own thread; results in order, exceptions raised."""
+        pending = [member.run(fn, member, *(args[i] for args in per_member)) for i, member in enumerate(members)]
+        return [_result(outcome) for outcome in pending]
+
     def _guarded(self, member: Member, fn: Callable[..., Any], *args: Any) -> None:
-        """Run one member's own work; an exception there ends that member (failed), not the pack."""
-        try:
-            fn(*args)
-        except Exception as err:  # noqa: BLE001 - a crashed member is a result too; the pack goes on
-            self.end_members([member], "failed", f"{type(err).__name__}: {err}", traceback.format_exc())
+        self.for_members(lambda _member: fn(*args), [member], on_member_thread=False)
 
     def learn(self) -> tuple[UpdateResult, list[Member]] | None:
         rows = self.config.replay_rows_per_update
         try:
-            batches = [member.replay.sample(rows) for member in self.members]
+            batches = self.map_members(lambda member: member.replay.sample(rows), self.members)
         except RuntimeError:
             return None  # no complete n-step transition yet (only with tiny seed phases)
         batch = {key: np.stack([b[key] for b in batches]) for key in batches[0]}
@@ -236,18 +274,20 @@ class Trainer:
         q_actions: list[list[np.ndarray]] = [[] for _ in members]
         mc_returns: list[list[float]] = [[] for _ in members]
         for _ in range(c.num_eval_episodes):
-            steps = [member.eval_env.reset() for member in members]
+            steps = self.map_members(lambda member: member.eval_env.reset(), members)
             rewards: list[list[float]] = [[] for _ in members]
             while not all(step.last for step in steps):
                 actions = self.agent.act(np.stack([step.obs for step in steps]), self.step, eval_mode=True)
-                for k, member in enumerate(members):
-                    if steps[k].last:
-                        continue  # this member's episode ended; it waits for the others
+                running = [k for k in range(len(members)) if not steps[k].last]  # the others wait
+                for k in running:
                     if len(q_obs[k]) < c.q_bias_max_states:
                         q_obs[k].append(steps[k].obs)
                         q_actions[k].append(actions[k])
-                    steps[k] = member.eval_env.step(actions[k])
-                    rewards[k].append(steps[k].reward)
+                stepped = self.map_members(lambda member, action: member.eval_env.step(action),
+                                           [members[k] for k in running], [actions[k] for k in running])
+                for k, step in zip(running, stepped):
+                    steps[k] = step
+                    rewards[k].append(step.reward)
             for k in range(len(members)):
                 returns[k].append(float(np.sum(rewards[k])))
                 needed = len(q_obs[k]) - len(mc_returns[k])
@@ -278,7 +318,9 @@ class Trainer:
             "coverage": member.coverage.state_dict(),
             "rng": {"replay": member.replay.rng.bit_generator.state, "env": member.env.get_rng_state(),
                     "eval_env": member.eval_env.get_rng_state()},
-            "replay": member.replay.state_dict() if c.checkpoint_replay else None,
+            # As tensors sharing the arrays' memory: torch.save pickles numpy arrays through copies that
+            # held ~6x the replay in memory at once (measured), a tensor is written straight from its buffer.
+            "replay": _as_tensors(member.replay.state_dict()) if c.checkpoint_replay else None,
         }
         final = member.out_dir / CHECKPOINT_DIR
         tmp = member.out_dir / (CHECKPOINT_DIR + ".tmp")
@@ -309,7 +351,7 @@ class Trainer:
             self.agent.load_member_state_dict(k, state["agent"])
             member.coverage.load_state_dict(state["coverage"])
             if state["replay"] is not None:
-                member.replay.load_state_dict(state["replay"])
+                member.replay.load_state_dict(_as_arrays(state["replay"]))
             rng = state["rng"]
             member.replay.rng.bit_generator.state = rng["replay"]
             member.env.set_rng_state(rng["env"])
@@ -317,8 +359,39 @@ class Trainer:
 
     def close(self) -> None:
         for member in [*self.members, *self.ended]:
-            member.env.close()
-            member.eval_env.close()
+            _result(member.run(_close_envs, member))
+        for thread in self.threads:
+            thread.shutdown()
+
+
+def _as_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """numpy arrays as tensors over the same memory (read-only ones too: a checkpoint never writes them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) and v.dtype != object else v
+                for k, v in state.items()}
+
+
+def _as_arrays(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.numpy() if torch.is_tensor(v) else v for k, v in state.items()}
+
+
+def _result(outcome: Future[Any] | Any) -> Any:
+    return outcome.result() if isinstance(outcome, Future) else outcome
+
+
+def _close_envs(member: Member) -> None:
+    member.env.close()
+    member.eval_env.close()
+
+
+def _capture(fn: Callable[..., Any], *args: Any) -> tuple[str, str] | None:
+    """Run ``fn``; None, or (error line, traceback) when it raised."""
+    try:
+        fn(*args)
+    except Exception as err:  # noqa: BLE001 - a crashed member is a result too; the pack goes on
+        return f"{type(err).__name__}: {err}", traceback.format_exc()
+    return None
 
 
 def load_checkpoint_state(out_dir: Path) -> dict[str, Any] | None:
@@ -390,11 +463,13 @@ def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[l
         all_sinks.append([DiskSink(out_dir, resume_frame=frame if checkpoint else None), *member_sinks])
     trainer = None
     pack_error: dict[str, str] | None = None
+    finished = False
     try:
         trainer = Trainer(configs, out_dirs, all_sinks)
         if all(checkpoints):
             trainer.load_checkpoints([c for c in checkpoints if c is not None])
         trainer.run()
+        finished = True
     except KeyboardInterrupt:
         pack_error = {"status": "failed", "error": "interrupted"}
         raise
@@ -411,8 +486,10 @@ def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[l
                 status.update(pack_error)
                 if trainer is not None:
                     status["frame"] = trainer.frame
-            else:
+            elif finished:
                 status.update(status="completed", frame=trainer.frame if trainer else status["frame"])
+            elif trainer is not None:  # stopped from outside (SystemExit: Ray ending the trial): resumable
+                status["frame"] = trainer.frame
         if trainer is not None:
             trainer.close()
         elapsed = time.perf_counter() - started

@@ -12,13 +12,12 @@ choices measured.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from agent.bn_modes import step_is_train

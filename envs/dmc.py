@@ -69,4 +69,7 @@ class DMCEnv(Env):
         self._env.task.random.set_state(state)
 
     def close(self) -> None:
+        """Frees the rendering contexts now, on the calling thread: dm_control's EGL context stays current
+        on the thread that rendered with it, so freeing it later (garbage collection) elsewhere fails."""
+        self._env.physics.free()
         self._env.close()

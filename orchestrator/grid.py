@@ -28,7 +28,7 @@ from orchestrator import SWEEPS_DIR
 from orchestrator.store import cell_id, trial_id
 
 # ------------------------------------------------------------------ the format
-TOP_KEYS = ("name", "description", "base", "frames", "axes", "cells", "tasks", "seeds", "resources",
+TOP_KEYS = ("name", "description", "base", "frames", "axes", "cells", "tasks", "seeds", "resources", "pack",
             "max_concurrent", "max_failures", "ray_checkpoints", "wandb", "profiles")
 PROFILE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "profiles"))
 RESOURCE_KEYS = ("cpu", "gpu")
@@ -41,6 +41,7 @@ MANAGED_KEYS = {"seed": "seeds", "task": "tasks", "device": "resources.gpu (cuda
                 "torch_threads": "resources.cpu (torch threads = the trial's CPUs)"}
 DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
 DEFAULT_MAX_FAILURES = 2
+DEFAULT_PACK = 1  # members per pack (issue #9): 1 = every trial is its own process, as before packing
 GRID_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # Named value lists usable in place of an axis list (`bn_mode: all`).  Every key with an
@@ -112,6 +113,10 @@ class Grid:
     ray_checkpoints: bool = True
     wandb: dict[str, Any] = field(default_factory=dict)
     source_text: str = ""
+    # Members per pack: placement, like `resources` (never part of a trial's id).  `pack_source` is
+    # the key path that set it (`pack`, `profiles.paper.pack`; "" = the default; "--pack" from the CLI).
+    pack: int = DEFAULT_PACK
+    pack_source: str = ""
 
     @property
     def cpus_per_trial(self) -> float:
@@ -510,6 +515,13 @@ class _GridBuilder:
             out[key] = amount
         return out
 
+    def check_pack(self, value: Any, key_path: str) -> int | object:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.error(key_path, f"{value!r}: expected a positive integer, the most trials one pack trains "
+                                 f"together in one process (allowed: 1, 2, 3, ...; 1 = no packing)")
+            return _MISSING
+        return value
+
     def check_max_concurrent(self, value: Any, key_path: str) -> int | None | object:
         if value is None:
             return None
@@ -568,6 +580,8 @@ class _GridBuilder:
         for key in list(merged):
             if merged[key] is _MISSING:
                 merged.pop(key)
+        if "pack" in merged:
+            merged["_pack_source"] = f"profiles.{pname}.pack" if "pack" in profile and pname else "pack"
         base = merged.get("base") or {}
         if "frames" in merged and "num_frames" in base:
             where = f" (profile {pname})" if pname else ""
@@ -668,7 +682,8 @@ class _GridBuilder:
                     max_concurrent=spec.get("max_concurrent"),
                     max_failures=spec.get("max_failures", DEFAULT_MAX_FAILURES),
                     ray_checkpoints=spec.get("ray_checkpoints", True),
-                    wandb=dict(spec.get("wandb") or {}), source_text=self.text)
+                    wandb=dict(spec.get("wandb") or {}), source_text=self.text,
+                    pack=spec.get("pack", DEFAULT_PACK), pack_source=spec.get("_pack_source", ""))
 
     def frames_for(self, frames: Any, task: str, where: str) -> int | None:
         if not isinstance(frames, Mapping):

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from agent.config import PLACEMENT_KEYS
+from agent.config import identity_config
 from agent.sinks import CHECKPOINT_DIR, CONFIG_FILE, FINISHED_STATUSES, STATUS_FILE, atomic_write_text, read_status
 
 TRIAL_FILE = "trial.json"
@@ -43,13 +43,14 @@ def config_digest(config: Mapping[str, Any]) -> str:
 
 
 def trial_id(config: Mapping[str, Any]) -> str:
-    """Content hash of a resolved trial config (``TrialConfig.to_dict()``), placement keys excluded."""
-    return config_digest({k: v for k, v in config.items() if k not in PLACEMENT_KEYS})
+    """Content hash of a resolved trial config (``TrialConfig.to_dict()``), placement keys excluded (and keys
+    added later, at their neutral defaults: a trial stored before a key existed keeps its id)."""
+    return config_digest(identity_config(config))
 
 
 def cell_id(config: Mapping[str, Any]) -> str:
     """The trial hash without the seed: one id per experimental condition (task included)."""
-    return config_digest({k: v for k, v in config.items() if k not in PLACEMENT_KEYS and k != "seed"})
+    return config_digest({k: v for k, v in identity_config(config).items() if k != "seed"})
 
 
 def grid_dir(results: Path, grid: str) -> Path:
@@ -107,11 +108,25 @@ def _rate_key(config: Mapping[str, Any]) -> tuple:
             config.get("torch_threads"))
 
 
-def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> dict[tuple, tuple[float, int]]:
-    """Median frames/s of finished trials in the whole store, for each rate key the given configs need.
+def pack_size_of(out_dir: Path, status: Mapping[str, Any] | None = None) -> int:
+    """Members of the pack a finished trial ran in: trial.json's ``pack_size`` (status.json's if the worker
+    records one); 1 for trials run before packing existed."""
+    for source in (status or {}, read_trial_meta(Path(out_dir)) or {}):
+        try:
+            size = int(source.get("pack_size") or 0)
+        except (TypeError, ValueError):
+            continue
+        if size >= 1:
+            return size
+    return 1
 
-    Returns {rate_key: (frames_per_s, n_trials)}.  Only finished trials of at least
-    2000 frames count: start-up dominates shorter ones.
+
+def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> dict[tuple, tuple[float, int]]:
+    """Median frames/s per member of finished trials in the whole store, for the rate keys the configs need.
+
+    Returns {(rate_key, pack_size): (frames_per_s, n_trials)}: a trial that trained in a pack of K
+    measured the rate of one member at pack size K (its frames over its wall time).  Only finished
+    trials of at least 2000 frames count: start-up dominates shorter ones.
     """
     wanted = {_rate_key(c) for c in configs}
     found: dict[tuple, list[float]] = {}
@@ -131,7 +146,7 @@ def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> 
             continue
         key = _rate_key(config)
         if key in wanted:
-            found.setdefault(key, []).append(frames / wall)
+            found.setdefault((key, pack_size_of(status_path.parent, status)), []).append(frames / wall)
     return {key: (statistics.median(rates), len(rates)) for key, rates in found.items()}
 
 

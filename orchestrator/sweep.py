@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -29,6 +30,20 @@ from typing import Any
 
 from orchestrator import store
 from orchestrator.grid import Grid, GridError, TrialSpec, load_grid
+from orchestrator.packing import (
+    PROCESS_OVERHEAD_BYTES,
+    Pack,
+    checkpoint_peak_note,
+    fmt_bytes,
+    local_memory_bytes,
+    make_packs,
+    max_members,
+    member_bytes,
+    packed_speedup,
+    replay_bytes,
+    replay_bytes_per_transition,
+    replay_transitions,
+)
 from orchestrator.report import fmt_duration, summary_lines
 from orchestrator.wandb_sink import resolve_settings
 
@@ -57,7 +72,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
                         help="Ray cluster address host:port (default: $RAY_ADDRESS; unset: a local Ray instance)")
     parser.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress tables")
+    parser.add_argument("--pack", type=int, default=None, metavar="K",
+                        help="train up to K trials together in one process (one Ray trial); overrides the grid's "
+                             "`pack` (default 1); never changes trial ids")
+    parser.add_argument("--host-memory", default=None, metavar="SIZE",
+                        help="dry run only: check that a pack fits a host with this much memory (e.g. 128GiB) "
+                             "instead of this machine")
     args = parser.parse_args(argv)
+    if args.pack is not None and args.pack < 1:
+        parser.error(f"--pack {args.pack}: expected a positive integer (allowed: 1, 2, 3, ...; 1 = no packing)")
+    if args.host_memory is not None:
+        from orchestrator.packing import parse_size
+
+        try:
+            args.host_memory = parse_size(args.host_memory)
+        except ValueError as err:
+            parser.error(f"--host-memory {err}")
+        if not args.dry_run:
+            parser.error("--host-memory plans a dry run for another host; a real sweep checks the memory of the "
+                         "machines it runs on (add --dry-run)")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         parser.error("--max-concurrent must be >= 1")
     if args.max_failures is not None and args.max_failures < 0:
@@ -78,10 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         grid.max_concurrent = args.max_concurrent
     if args.max_failures is not None:
         grid.max_failures = args.max_failures
+    if args.pack is not None:
+        grid.pack, grid.pack_source = args.pack, "--pack"
     results = Path(args.results).expanduser().resolve()
     figures = Path(args.figures).expanduser().resolve()
     if args.dry_run:
-        print_plan(grid, results, args.address)
+        try:
+            print_plan(grid, results, args.address, args.host_memory)
+        except NotLaunched as err:
+            print(f"error: {err}; nothing was launched", file=sys.stderr)
+            return EXIT_NOT_LAUNCHED
         print("dry run: nothing launched")
         return EXIT_OK
     try:
@@ -104,19 +143,30 @@ def _done_frame(results: Path, trial: TrialSpec) -> int:
     return store.resume_frame(store.trial_dir(results, trial.grid, trial.trial_id))
 
 
-def concurrency(grid: Grid) -> tuple[int, str]:
-    """How many trials run at once on this machine (for the estimate), and why."""
+def plan_packs(grid: Grid, results: Path, pending: Sequence[TrialSpec]) -> list[Pack]:
+    """The pending trials grouped into packs of at most ``grid.pack`` (equal signature and resume frame)."""
+    return make_packs(pending, grid.pack, lambda t: _done_frame(results, t))
+
+
+def concurrency(grid: Grid, pack_memory: int = 0, host_memory: int | None = None) -> tuple[int, str]:
+    """How many packs (Ray trials) run at once on this machine (for the estimate), and why."""
+    unit = "pack" if grid.pack > 1 else "trial"
     cpus = os.cpu_count() or 1
     slots = max(1, int(cpus // grid.cpus_per_trial))
-    why = f"{cpus} CPUs / {grid.cpus_per_trial:g} per trial"
+    why = f"{cpus} CPUs / {grid.cpus_per_trial:g} per {unit}"
     if grid.gpus_per_trial > 0:
         gpus = _local_gpus()
         if gpus:
             slots = min(slots, max(1, int(gpus / grid.gpus_per_trial)))
-            why += f", {gpus} GPUs / {grid.gpus_per_trial:g} per trial"
+            why += f", {gpus} GPUs / {grid.gpus_per_trial:g} per {unit}"
         else:
             slots = max(1, int(1 / grid.gpus_per_trial))
-            why = f"assuming 1 GPU at {grid.gpus_per_trial:g} per trial (this machine has none)"
+            why = f"assuming 1 GPU at {grid.gpus_per_trial:g} per {unit} (this machine has none)"
+    if host_memory and pack_memory:
+        by_memory = max(1, int(host_memory // pack_memory))
+        if by_memory < slots:
+            slots = by_memory
+            why = f"memory: {fmt_bytes(host_memory)} / {fmt_bytes(pack_memory)} per {unit}"
     if grid.max_concurrent:
         if grid.max_concurrent < slots:
             why = f"max_concurrent {grid.max_concurrent}"
@@ -133,60 +183,166 @@ def _local_gpus() -> int:
         return 0
 
 
-def estimate(grid: Grid, results: Path, pending: Sequence[TrialSpec]) -> tuple[float, list[str]]:
-    """Wall seconds for ``pending`` (greedy schedule over the slots) and the lines explaining the rates used."""
-    measured = store.measured_rates(results, [t.config for t in pending])
+def estimate(grid: Grid, results: Path, packs: Sequence[Pack], host_memory: int | None = None
+             ) -> tuple[float, list[str]]:
+    """Wall seconds for ``packs`` (greedy schedule over the slots) and the lines explaining the rates used.
+
+    A member of a pack of k trains at (per-trial rate) x speedup(k) / k: the per-trial rate is the
+    store's median for the same kind of trial (or the reference rate), the speed-up a measured one
+    (``packing.PACKED_SPEEDUPS``) or 1 with a note saying it is assumed.  Trials the store measured in
+    packs of k give the per-member rate at k directly.
+    """
+    configs = [m.config for p in packs for m in p.members]
+    measured = store.measured_rates(results, configs)
     notes, durations = [], []
     used: dict[tuple, str] = {}
-    for trial in pending:
-        key = store._rate_key(trial.config)
-        if key in measured:
-            rate, n = measured[key]
-            used[key] = f"{rate:.0f} frames/s per trial, median of {n} finished trials in {results}"
+    for pack in packs:
+        config, k = pack.members[0].config, pack.size
+        key = store._rate_key(config)
+        if (key, k) in measured:
+            rate, n = measured[(key, k)]
+            what = "per trial" if k == 1 else f"per member of a pack of {k}"
+            used[(key, k)] = f"{rate:.0f} frames/s {what}, median of {n} finished trials in {results}"
         else:
-            rate = store.reference_rate(trial.config)
-            used[key] = (f"{rate:.0f} frames/s per trial, reference measurement "
-                         f"({trial.config['obs_type']}, hidden {trial.config['hidden_dim']}, "
-                         f"{'GPU' if trial.config['device'] != 'cpu' else 'CPU'}; see docs/orchestrator.md)")
-        remaining = max(0, trial.num_frames - _done_frame(results, trial))
+            if (key, 1) in measured:
+                base, n = measured[(key, 1)]
+                source = f"median of {n} finished trials in {results}"
+            else:
+                base = store.reference_rate(config)
+                source = (f"reference measurement ({config['obs_type']}, hidden {config['hidden_dim']}, "
+                          f"{'GPU' if config['device'] != 'cpu' else 'CPU'}; see docs/orchestrator.md)")
+            speedup, assumed = packed_speedup(config, k)
+            rate = base * speedup / k
+            used.setdefault((key, 1), f"{base:.0f} frames/s per trial, {source}")
+            if k > 1:
+                used[(key, k)] = (f"packs of {k}: {rate:.0f} frames/s per member "
+                                  + (f"({assumed})" if assumed else f"(measured aggregate speed-up x{speedup:g})"))
+        remaining = max(0, pack.members[0].num_frames - pack.resume_frame)
         durations.append(remaining / rate + TRIAL_OVERHEAD_S)
-    slots, why = concurrency(grid)
+    memory = max((p.memory_bytes for p in packs), default=0)
+    slots, why = concurrency(grid, memory, host_memory)
     finish = [0.0] * slots
-    for duration in durations:  # in launch order, each trial takes the first free slot
+    for duration in durations:  # in launch order, each pack takes the first free slot
         i = finish.index(min(finish))
         finish[i] += duration
     for text in used.values():
         notes.append(f"  rate: {text}")
-    notes.append(f"  {slots} trial(s) at a time ({why}); total trial time {fmt_duration(sum(durations))} "
-                 f"(divide by the trials a cluster runs at once)")
+    unit = "pack(s)" if grid.pack > 1 else "trial(s)"
+    notes.append(f"  {slots} {unit} at a time ({why}); total {unit[:-3]} time {fmt_duration(sum(durations))} "
+                 f"(divide by the {unit[:-3]}s a cluster runs at once)")
     return (max(finish) if durations else 0.0), notes
 
 
-def print_plan(grid: Grid, results: Path, address: str | None) -> None:
+def pack_key_text(grid: Grid) -> str:
+    """Where the pack size comes from, for messages."""
+    if grid.pack_source == "--pack":
+        return f"--pack {grid.pack}"
+    if grid.pack_source:
+        return f"`{grid.pack_source}: {grid.pack}` in {grid.path}"
+    return f"`pack` in {grid.path} (not set: {grid.pack})"
+
+
+def memory_breakdown(pack: Pack) -> str:
+    first = pack.members[0].config
+    per_member = member_bytes(first)
+    replay = replay_bytes(first)
+    overhead = per_member - replay
+    return (f"{pack.size} x ({fmt_bytes(replay)} replay: {replay_transitions(first):,} transitions x "
+            f"{replay_bytes_per_transition(first):,} B, + {fmt_bytes(overhead)}) + {fmt_bytes(PROCESS_OVERHEAD_BYTES)} "
+            f"process")
+
+
+def check_memory_fit(grid: Grid, packs: Sequence[Pack], memory: int, machine: str) -> None:
+    """Raise NotLaunched when the largest pack cannot fit a host with ``memory`` bytes."""
+    if not packs:
+        return
+    largest = max(packs, key=lambda p: p.memory_bytes)
+    need = largest.memory_bytes
+    if need <= memory:
+        return
+    fits = min(max_members(p.members[0].config, memory) for p in packs)
+    unit = f"a pack of {largest.size} trials" if largest.size > 1 else "one trial"
+    if fits < 1:
+        advice = ("not even one of these trials fits: lower replay_capacity or num_frames, or use a host with more "
+                  "memory")
+    elif grid.pack_source == "--pack":
+        advice = f"at most {fits} of these trials fit one process: pass --pack {fits}"
+    else:
+        key = grid.pack_source or (f"profiles.{grid.profile}.pack" if grid.profiles else "pack")
+        advice = (f"at most {fits} of these trials fit one process: set `{key}: {fits}` in {grid.path} or pass "
+                  f"--pack {fits}")
+    raise NotLaunched(f"grid {grid.path}, profile {grid.profile}: {pack_key_text(grid)} does not fit: {unit} "
+                      f"needs an estimated {fmt_bytes(need)} ({need:,} bytes = {memory_breakdown(largest)}) but "
+                      f"{machine} has {fmt_bytes(memory)} of memory ({memory:,} bytes); {advice}")
+
+
+def dry_run_memory_target(grid: Grid, address: str | None, host_memory: int | None) -> tuple[int | None, str]:
+    """(memory to check the packs against, which machine that is); None: not checked, with why."""
+    if host_memory:
+        return host_memory, "the host given by --host-memory"
+    if address:
+        return None, ("not checked in a dry run for a cluster (its nodes are checked when the sweep launches); "
+                      "pass --host-memory SIZE to check a node size now")
+    if grid.gpus_per_trial > 0 and not _local_gpus():
+        return None, ("not checked: this profile needs a GPU and this machine has none, so it runs on another "
+                      "host; pass --host-memory SIZE (e.g. 128GiB) to check that host")
+    return local_memory_bytes(), "this machine"
+
+
+def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int | None = None) -> None:
+    """The dry run.  Raises NotLaunched (exit 2) when a pack cannot fit the host it is planned for."""
     states = trial_states(grid, results)
+    done = [t for t in grid.trials if states[t.trial_id] in store.DONE_STATUSES]
+    pending = [t for t in grid.trials if states[t.trial_id] not in store.DONE_STATUSES]
+    packs = plan_packs(grid, results, pending)
+    memory, machine = dry_run_memory_target(grid, address, host_memory)
+    if memory is not None:
+        check_memory_fit(grid, packs, memory, machine)  # before printing anything: exit 2 with one message
+    pack_of = {m.trial_id: p.number for p in packs for m in p.members}
     print(f"grid {grid.name} ({grid.path}), profile {grid.profile}"
           + (f" (profiles: {', '.join(grid.profiles)})" if grid.profiles else " (no profiles: the grid as written)"))
     if grid.description:
         print(f"  {grid.description}")
-    header = f"{'#':>4}  {'trial_id':12}  {'cell':38} {'task':20} {'seed':>4} {'frames':>11}  {'resources':14} state"
+    header = (f"{'#':>4}  {'trial_id':12}  {'cell':38} {'task':20} {'seed':>4} {'frames':>11} {'pack':>5}  "
+              f"{'resources':14} state")
     print(header)
     print("-" * len(header))
+    resources = f"cpu {grid.cpus_per_trial:g}" + (f" gpu {grid.gpus_per_trial:g}" if grid.gpus_per_trial else "")
     for i, t in enumerate(grid.trials, 1):
-        resources = f"cpu {grid.cpus_per_trial:g}" + (f" gpu {grid.gpus_per_trial:g}" if grid.gpus_per_trial else "")
         state = states[t.trial_id]
         if state in ("running", "failed"):
             state += f" @ {_done_frame(results, t):,}"
-        print(f"{i:>4}  {t.trial_id:12}  {t.cell_name[:38]:38} {t.task[:20]:20} {t.seed:>4} {t.num_frames:>11,}  "
-              f"{resources:14} {state}")
-    done = [t for t in grid.trials if states[t.trial_id] in store.DONE_STATUSES]
-    pending = [t for t in grid.trials if states[t.trial_id] not in store.DONE_STATUSES]
+        pack = str(pack_of.get(t.trial_id, "-"))
+        print(f"{i:>4}  {t.trial_id:12}  {t.cell_name[:38]:38} {t.task[:20]:20} {t.seed:>4} {t.num_frames:>11,} "
+              f"{pack:>5}  {resources:14} {state}")
     started = [t for t in pending if states[t.trial_id] != "new"]
     print(f"cells: {len(grid.cells)}, tasks: {len(grid.tasks)}, seeds: {len(grid.seeds)} -> {len(grid.trials)} trials; "
           f"{len(done)} done, {len(pending)} to run ({len(started)} of them resume from a checkpoint)")
+    if grid.pack > 1 and packs:
+        sizes = Counter(p.size for p in packs)
+        print(f"packs: {len(pending)} trials to run in {len(packs)} pack{'s' if len(packs) != 1 else ''} "
+              f"of at most {grid.pack} "
+              f"({', '.join(f'{n} x {k}' for k, n in sorted(sizes.items(), reverse=True))} members; "
+              f"{pack_key_text(grid)}); one Ray trial and one process per pack, {resources} each")
+        print(f"  {'pack':>4}  {'pack_id':17} {'size':>4} {'from frame':>11} {'memory':>10}  members")
+        for p in packs:
+            print(f"  {p.number:>4}  {p.pack_id:17} {p.size:>4} {p.resume_frame:>11,} {fmt_bytes(p.memory_bytes):>10}  "
+                  f"{' '.join(p.trial_ids)}")
     total = sum(t.num_frames for t in grid.trials)
     to_run = sum(max(0, t.num_frames - _done_frame(results, t)) for t in pending)
     print(f"frames: {to_run:,} to run (grid total {total:,})")
-    wall, notes = estimate(grid, results, pending)
+    if packs:
+        largest = max(packs, key=lambda p: p.memory_bytes)
+        unit = f"a pack of {largest.size}" if largest.size > 1 else "a trial"
+        verdict = (f"fits {machine} ({fmt_bytes(memory)}; at most "
+                   f"{min(max_members(p.members[0].config, memory) for p in packs)} such trials per process)"
+                   if memory is not None else machine)
+        print(f"memory: {unit} needs up to {fmt_bytes(largest.memory_bytes)} ({memory_breakdown(largest)}); "
+              f"{verdict}")
+        note = checkpoint_peak_note(largest.members[0].config)
+        if note:
+            print(f"  warning: {note}")
+    wall, notes = estimate(grid, results, packs, memory)
     print(f"estimated wall time: {fmt_duration(wall)}" + (" (nothing to run)" if not pending else ""))
     for note in notes if pending else []:
         print(note)
@@ -212,11 +368,17 @@ def grid_lock(directory: Path) -> Iterator[None]:
         handle.close()
 
 
-def trial_payload(trial: TrialSpec, results: Path, grid: Grid, wandb_settings: Mapping[str, Any] | None) -> dict:
-    """What one Ray trial receives: plain data only (it is stored in Ray's experiment state)."""
+def member_payload(trial: TrialSpec, results: Path, grid: Grid) -> dict:
+    """One member of a pack: plain data only (it is stored in Ray's experiment state)."""
     return {"trial_id": trial.trial_id, "out_dir": str(store.trial_dir(results, grid.name, trial.trial_id)),
-            "config": trial.config, "meta": trial.meta(), "wandb": dict(wandb_settings) if wandb_settings else None,
-            "resources": dict(grid.resources), "ray_checkpoints": grid.ray_checkpoints}
+            "config": trial.config, "meta": trial.meta()}
+
+
+def pack_payload(pack: Pack, results: Path, grid: Grid, wandb_settings: Mapping[str, Any] | None) -> dict:
+    """What one Ray trial (a pack) receives; ``memory_bytes`` is what it asks Ray for besides CPUs and GPUs."""
+    return {"pack_id": pack.pack_id, "members": [member_payload(m, results, grid) for m in pack.members],
+            "wandb": dict(wandb_settings) if wandb_settings else None, "resources": dict(grid.resources),
+            "memory_bytes": pack.memory_bytes, "ray_checkpoints": grid.ray_checkpoints}
 
 
 def write_sweep_record(grid: Grid, results: Path) -> None:
@@ -226,18 +388,25 @@ def write_sweep_record(grid: Grid, results: Path) -> None:
     record = {"grid": grid.name, "profile": grid.profile, "source": str(grid.path),
               "updated_at": datetime.now().isoformat(timespec="seconds"),
               "trials": [t.trial_id for t in grid.trials], "cells": list(grid.cells),
-              "tasks": list(grid.tasks), "seeds": list(grid.seeds), "grid_text": grid.source_text}
+              "tasks": list(grid.tasks), "seeds": list(grid.seeds), "pack": grid.pack, "grid_text": grid.source_text}
     atomic_write_text(store.grid_dir(results, grid.name) / store.SWEEP_DIR / f"{grid.profile}.json",
                       json.dumps(record, indent=2) + "\n")
+
+
+def pending_trials(grid: Grid, results: Path) -> list[TrialSpec]:
+    states = trial_states(grid, results)
+    return [t for t in grid.trials if states[t.trial_id] not in store.DONE_STATUSES]
 
 
 def run_sweep(grid: Grid, results: Path, figures: Path | None, args: argparse.Namespace) -> int:
     started = time.time()
     wandb_settings = resolve_settings(grid.wandb, enabled=not args.no_wandb)
     gdir = store.grid_dir(results, grid.name)
+    if not args.address:  # a pack this machine cannot hold starts nothing, not even Ray or the grid directory
+        check_memory_fit(grid, plan_packs(grid, results, pending_trials(grid, results)), local_memory_bytes(),
+                         "this machine")
     with grid_lock(gdir):
-        states = trial_states(grid, results)
-        pending = [t for t in grid.trials if states[t.trial_id] not in store.DONE_STATUSES]
+        pending = pending_trials(grid, results)
         skipped = len(grid.trials) - len(pending)
         print(f"grid {grid.name}, profile {grid.profile}: {len(grid.trials)} trials, {skipped} already done, "
               f"{len(pending)} to run -> {gdir}")
@@ -247,7 +416,8 @@ def run_sweep(grid: Grid, results: Path, figures: Path | None, args: argparse.Na
 
             started_ray = connect_ray(args.address)
             try:
-                check_resources(grid)  # before anything is written: a profile the cluster cannot run starts nothing
+                # before anything is written: a profile the cluster cannot run starts nothing
+                check_resources(grid, plan_packs(grid, results, pending))
                 write_sweep_record(grid, results)
                 launched = launch(grid, pending, results, wandb_settings, args)
             finally:
@@ -286,24 +456,32 @@ def connect_ray(address: str | None) -> bool:
     return True
 
 
-def check_resources(grid: Grid) -> None:
+def check_resources(grid: Grid, packs: Sequence[Pack] = ()) -> None:
+    """Some node must have a pack's CPUs and GPU share, and the largest such node its memory (Ray's view)."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     need_cpu, need_gpu = grid.cpus_per_trial, grid.gpus_per_trial
+    unit = "pack" if grid.pack > 1 else "trial"
     fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= need_cpu and n["Resources"].get("GPU", 0) >= need_gpu]
     if not fits:
         have = "; ".join(f"{n.get('NodeManagerAddress')}: {n['Resources'].get('CPU', 0):g} CPU, "
                          f"{n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
-        raise NotLaunched(f"each trial of profile {grid.profile} needs {need_cpu:g} CPU and {need_gpu:g} GPU, "
+        raise NotLaunched(f"each {unit} of profile {grid.profile} needs {need_cpu:g} CPU and {need_gpu:g} GPU, "
                           f"and no node of this Ray cluster has that ({have or 'no nodes'}); use a profile that "
                           f"fits (PROFILE=local on CPU machines) or change `resources` in {grid.path}")
+    largest = max(fits, key=lambda n: n["Resources"].get("memory", 0))
+    memory = int(largest["Resources"].get("memory", 0))
+    if memory:
+        check_memory_fit(grid, packs, memory, f"the largest node of this Ray cluster that has the CPUs and GPUs "
+                                              f"({largest.get('NodeManagerAddress')}, Ray's memory resource)")
 
 
 def _fingerprint(grid: Grid, results: Path, wandb_settings: Mapping[str, Any] | None) -> str:
     """What a restored Ray experiment must share with this invocation besides its trials."""
     blob = json.dumps({"results": str(results), "wandb": wandb_settings, "resources": grid.resources,
-                       "max_concurrent": grid.max_concurrent, "max_failures": grid.max_failures}, sort_keys=True)
+                       "max_concurrent": grid.max_concurrent, "max_failures": grid.max_failures,
+                       "pack": grid.pack, "payload": "packs-v1"}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -326,7 +504,7 @@ def find_restorable(ray_root: Path, pending: Sequence[TrialSpec], fingerprint: s
 
 def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settings: Mapping[str, Any] | None,
            args: argparse.Namespace) -> int:
-    """Run ``pending`` on Ray; returns how many trials Ray started."""
+    """Run ``pending`` on Ray, one Ray trial per pack; returns how many (member) trials Ray started."""
     # Small trials checkpoint often; Ray's "snapshotting may become a bottleneck" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
@@ -337,12 +515,13 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
     ray_root = store.grid_dir(results, grid.name) / store.RAY_DIR
     ray_root.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(grid, results, wandb_settings)
-    runnable = tune.with_resources(trainable.run, {"cpu": grid.cpus_per_trial, "gpu": grid.gpus_per_trial})
+    runnable = tune.with_resources(trainable.run, trainable.pack_resources)
     attempted: set[str] = set()
     todo = list(pending)
     restore_path = find_restorable(ray_root, todo, fingerprint)
     while todo:
-        payloads = {t.trial_id: trial_payload(t, results, grid, wandb_settings) for t in todo}
+        packs = plan_packs(grid, results, todo)
+        payloads = {p.pack_id: pack_payload(p, results, grid, wandb_settings) for p in packs}
         view = ProgressView(payloads, every_s=args.progress_every)
         if restore_path is not None:
             print(f"resuming the Ray experiment {restore_path} (unfinished and errored trials continue)")
@@ -352,14 +531,17 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
         else:
             name = f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
             (ray_root / f"{name}.launch.json").write_text(json.dumps(
-                {"experiment": name, "fingerprint": fingerprint, "trials": sorted(payloads),
+                {"experiment": name, "fingerprint": fingerprint, "trials": sorted(t.trial_id for t in todo),
+                 "packs": {p.pack_id: p.trial_ids for p in packs}, "pack": grid.pack,
                  "profile": grid.profile}, indent=2) + "\n")
-            print(f"starting Ray experiment {ray_root / name}: {len(todo)} trials, "
+            unit = (f"{len(packs)} pack{'s' if len(packs) != 1 else ''} of at most {grid.pack} trials "
+                    f"({len(todo)} trials)" if grid.pack > 1 else f"{len(todo)} trials")
+            print(f"starting Ray experiment {ray_root / name}: {unit}, "
                   f"{grid.cpus_per_trial:g} CPU / {grid.gpus_per_trial:g} GPU each"
                   + (f", at most {grid.max_concurrent} at a time" if grid.max_concurrent else ""))
             tuner = tune.Tuner(
                 runnable,
-                param_space={"trial": tune.grid_search([payloads[t.trial_id] for t in todo])},
+                param_space={"pack": tune.grid_search([payloads[p.pack_id] for p in packs])},
                 tune_config=tune.TuneConfig(max_concurrent_trials=grid.max_concurrent, reuse_actors=False,
                                             trial_name_creator=trainable.trial_name,
                                             trial_dirname_creator=trainable.trial_dirname),
@@ -370,7 +552,9 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
             )
         result_grid = tuner.fit()
         attempted |= set(view.attempted)
-        if interrupted(result_grid, todo, attempted, results, grid.name):
+        # a restored experiment has its own packs (grouped when it started): only their states count
+        expected = None if restore_path is not None else len(packs)
+        if interrupted(result_grid, expected, todo, attempted, results, grid.name):
             print("interrupted: Ray saved its state; run the same command again to continue")
             break
         # A restored experiment runs only what Ray itself still had open; anything else the store
@@ -381,12 +565,13 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
     return len(attempted)
 
 
-def interrupted(result_grid: Any, todo: Sequence[TrialSpec], attempted: set[str], results: Path,
-                grid_name: str) -> bool:
+def interrupted(result_grid: Any, n_packs: int | None, todo: Sequence[TrialSpec], attempted: set[str],
+                results: Path, grid_name: str) -> bool:
     """Did this fit stop early (Ctrl-C, SIGTERM)?  Ray's ResultGrid lists only the trials it created."""
     trials = getattr(getattr(result_grid, "_experiment_analysis", None), "trials", None)
     if trials is not None:
-        if len(trials) < len(todo) or any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+        if (n_packs is not None and len(trials) < n_packs) or any(t.status not in ("TERMINATED", "ERROR")
+                                                                   for t in trials):
             return True
     # The trainable always records a final status before it returns: "running" means it was stopped.
     return any(store.trial_state(store.trial_dir(results, grid_name, t.trial_id)) == "running"

@@ -1,21 +1,35 @@
-"""The Ray Tune function trainable: one worker trial, with Tune and W&B sinks.
+"""The Ray Tune function trainable: one pack of worker trials, with Tune and W&B sinks per member.
 
-Runs inside a Ray worker process.  The worker (``agent.train.run_trial``) writes
-the result store; this adds ``ray.tune.report`` at every log point, registers
-the worker's checkpoints as ``ray.tune.Checkpoint``s (so Ray can restart a trial
-on another node after a crash), and turns a failed trial into an exception so
-``FailureConfig(max_failures)`` retries it (the worker resumes from its checkpoint).
+Runs inside a Ray worker process.  A Ray trial is a *pack* (issue #9): up to K
+trials ("members") that the worker trains together in one process
+(``agent.train.run_pack``); a pack of one is an ordinary trial.  For each member
+this skips it when the store says it is done, puts Ray's copy of its checkpoint
+into the store when the store's is missing or older, writes its ``trial.json``
+and gives it its own sinks: a ``TuneSink`` whose rows carry the member's trial id
+(so the live view can attribute them) and, with W&B on, its own W&B run.  The
+worker writes each member's files exactly as for a single trial; a member that
+diverges or fails ends so in its own ``status.json`` while the others go on.
+When any member failed, the pack raises ``TrialFailed`` after ``run_pack``
+returns, so ``FailureConfig(max_failures)`` retries it: finished members are then
+skipped and failed ones resume from their own checkpoints.
+
+Ray checkpoint of a pack (with ``ray_checkpoints``): one directory holding one
+subdirectory per unfinished member, named by its trial id, each a copy of that
+member's ``checkpoint/`` (with the ``.metadata.json`` frame marker), plus
+``pack.json`` ({"pack_id", "frames": {trial_id: frame}}).  It is reported when
+every member still training has written a checkpoint since the last report.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import socket
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,113 +38,283 @@ from ray import tune
 
 from orchestrator import store
 
+PACK_CHECKPOINT_FILE = "pack.json"
+MEMBER_KEY = "member"  # the trial id a reported row belongs to
+MEMBER_STATUS_KEY = "member_status"  # a member's final status, reported once when it ends
+
 
 class TrialFailed(RuntimeError):
     """Raised so Ray counts the failure and retries up to max_failures."""
 
 
-class TuneSink:
-    """Forwards the worker's log rows and checkpoints to Ray Tune (live view, Tune's fault tolerance)."""
+def _write_frame_marker(path: Path, frame: int) -> None:
+    """``<checkpoint>/.metadata.json``: the planner reads where an unfinished trial resumes from it."""
+    tune.Checkpoint.from_directory(str(path)).set_metadata({"frame": int(frame)})
 
-    def __init__(self, checkpoints: bool = True):
-        self.checkpoints = checkpoints
+
+class PackCheckpointer:
+    """Assembles a pack's Ray checkpoint from its members' checkpoints (layout in the module docstring)."""
+
+    def __init__(self, pack_id: str, members: Mapping[str, Path], staging: Path, enabled: bool):
+        self.pack_id = pack_id
+        self.out_dirs = dict(members)  # trial id -> the member's store directory
+        self.staging = staging
+        self.enabled = enabled
+        self.training = set(members)  # members that have not ended yet
+        self.fresh: set[str] = set()  # members with a checkpoint newer than the last report
+        self.ended: dict[str, str] = {}  # trial id -> final status
+
+    def member_checkpoint(self, tid: str, frame: int, path: Path) -> None:
+        _write_frame_marker(path, frame)  # written either way: the planner needs it
+        self.fresh.add(tid)
+        self.maybe_report()
+
+    def member_ended(self, tid: str, status: str) -> None:
+        self.training.discard(tid)
+        self.ended[tid] = status
+        self.maybe_report()
+
+    def maybe_report(self) -> None:
+        if self.enabled and self.fresh and self.training <= self.fresh:
+            self.report()
+
+    def report(self) -> None:
+        self.fresh.clear()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        frames: dict[str, int] = {}
+        try:
+            for tid, out_dir in self.out_dirs.items():
+                if self.ended.get(tid) in store.DONE_STATUSES:
+                    continue  # the store has its result; a retry skips it
+                frame = store.checkpoint_frame(out_dir)
+                source = out_dir / _checkpoint_dir()
+                if frame is None or not source.is_dir():
+                    continue
+                shutil.copytree(source, self.staging / tid, copy_function=_link_or_copy)
+                frames[tid] = frame
+            if not frames:
+                return
+            (self.staging / PACK_CHECKPOINT_FILE).write_text(json.dumps({"pack_id": self.pack_id, "frames": frames}))
+            checkpoint = tune.Checkpoint.from_directory(str(self.staging))
+            checkpoint.set_metadata({"pack_id": self.pack_id, "frames": frames})
+            # Ray copies the directory into its storage before report() returns
+            tune.report({"checkpoint_frame": min(frames.values()), "checkpoint_members": len(frames)},
+                        checkpoint=checkpoint)
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """Hard links: a pack checkpoint costs no copy of multi-GB replays before Ray persists it."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _checkpoint_dir() -> str:
+    from agent.sinks import CHECKPOINT_DIR
+
+    return CHECKPOINT_DIR
+
+
+class TuneSink:
+    """Forwards one member's log rows and checkpoints to Ray Tune (live view, Tune's fault tolerance)."""
+
+    def __init__(self, trial_id: str, checkpointer: PackCheckpointer):
+        self.trial_id = trial_id
+        self.checkpointer = checkpointer
 
     def log(self, frame: int, metrics: Mapping[str, float]) -> None:
-        tune.report({"frame": int(frame), **{k: float(v) for k, v in metrics.items() if v is not None}})
+        tune.report({MEMBER_KEY: self.trial_id, "frame": int(frame),
+                     **{k: float(v) for k, v in metrics.items() if v is not None}})
 
     def checkpoint(self, frame: int, path: Path) -> None:
-        # The frame marker (.metadata.json) is written either way: the planner reads it to know
-        # where an unfinished trial resumes, and restore_ray_checkpoint compares it with Ray's copy.
-        checkpoint = tune.Checkpoint.from_directory(str(path))
-        checkpoint.set_metadata({"frame": int(frame)})
-        if self.checkpoints:
-            tune.report({"frame": int(frame), "checkpoint_frame": int(frame)}, checkpoint=checkpoint)
+        self.checkpointer.member_checkpoint(self.trial_id, frame, Path(path))
 
     def close(self, status: Mapping[str, Any]) -> None:
         pass
 
 
-def restore_ray_checkpoint(out_dir: Path) -> bool:
-    """Put Ray's latest checkpoint of this trial into the store when the store's own one is missing or older.
+def restore_ray_checkpoint(out_dir: Path, trial_id: str, checkpoint: Any, single: bool = False) -> bool:
+    """Put Ray's copy of this member's checkpoint into the store when the store's own one is missing or older.
 
-    The store's checkpoint is normally the newest (the worker writes it first);
-    Ray's copy matters when the trial restarts on a node that cannot see it.
+    The store's checkpoint is normally the newest (the worker writes it first); Ray's copy
+    matters when the pack restarts on a node that cannot see it.  ``single``: also accept the
+    layout of checkpoints reported before packing (the member's files at the top level).
     """
-    checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return False
-    from agent.sinks import CHECKPOINT_DIR
-
-    target = out_dir / CHECKPOINT_DIR
-    ray_frame = (checkpoint.get_metadata() or {}).get("frame")
-    if target.exists():
-        store_frame = store.checkpoint_frame(target.parent)
-        if store_frame is None or ray_frame is None or store_frame >= int(ray_frame):
-            return False
-    staging = out_dir / (CHECKPOINT_DIR + ".ray")
-    shutil.rmtree(staging, ignore_errors=True)
-    checkpoint.to_directory(str(staging))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    target = out_dir / _checkpoint_dir()
+    with checkpoint.as_directory() as directory:
+        root = Path(directory)
+        source = root / trial_id
+        if not source.is_dir():
+            if not (single and not (root / PACK_CHECKPOINT_FILE).exists() and any(root.glob("*.pt"))):
+                return False
+            source = root
+        try:
+            ray_frame = json.loads((source / store.CHECKPOINT_META).read_text()).get("frame")
+        except (OSError, ValueError):
+            ray_frame = None
+        if target.exists():
+            store_frame = store.checkpoint_frame(out_dir)
+            if store_frame is None or ray_frame is None or store_frame >= int(ray_frame):
+                return False
+        staging = out_dir / (_checkpoint_dir() + ".ray")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
     print(f"restored Ray checkpoint (frame {ray_frame}) into {target}", file=sys.stderr)
     return True
 
 
+def pack_resources(param: Mapping[str, Any]) -> Any:
+    """Ray resources of one pack: the grid's per-trial CPUs and GPU share, and its estimated host memory."""
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+    spec = param["pack"]
+    resources = spec.get("resources") or {}
+    bundle = {"CPU": float(resources.get("cpu", 1)), "memory": float(spec.get("memory_bytes", 0))}
+    if float(resources.get("gpu", 0)) > 0:
+        bundle["GPU"] = float(resources["gpu"])
+    return PlacementGroupFactory([bundle])
+
+
 def run(param: dict[str, Any]) -> None:
-    """Tune entry point; ``param["trial"]`` is the payload built by ``orchestrator.sweep.trial_payload``."""
+    """Tune entry point; ``param["pack"]`` is the payload built by ``orchestrator.sweep.pack_payload``."""
     # Ray logs every persisted checkpoint at INFO; with hundreds of trials that drowns the console.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    spec = param["trial"]
-    out_dir = Path(spec["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = store.trial_state(out_dir)
-    if state in store.DONE_STATUSES:
-        # A restored Ray experiment may still list a trial that the store already has (e.g. run by
-        # another sweep of the same grid): the store decides, nothing is recomputed.
-        tune.report({"frame": int(spec["config"]["num_frames"]), "trial_status": state, "skipped": 1})
+    spec = param["pack"]
+    members = spec["members"]
+    todo = []
+    for member in members:
+        out_dir = Path(member["out_dir"])
+        state = store.trial_state(out_dir)
+        if state in store.DONE_STATUSES:
+            # A restored Ray experiment or a retried pack lists members the store already has: the
+            # store decides, nothing is recomputed.
+            tune.report({MEMBER_KEY: member["trial_id"], MEMBER_STATUS_KEY: state, "skipped": 1,
+                         "frame": int(member["config"]["num_frames"])})
+        else:
+            todo.append(member)
+    if not todo:
         return
-    restore_ray_checkpoint(out_dir)
-    meta = {**spec["meta"], "resources": spec.get("resources"), "node": socket.gethostname(),
-            "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    store.write_trial_meta(out_dir, meta)
+    checkpoint = tune.get_checkpoint()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    out_dirs = []
+    for member in todo:
+        out_dir = Path(member["out_dir"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        restore_ray_checkpoint(out_dir, member["trial_id"], checkpoint, single=len(members) == 1)
+        meta = {**member["meta"], "resources": spec.get("resources"), "node": socket.gethostname(),
+                "started_at": started_at, "pack_id": spec["pack_id"], "pack_size": len(todo),
+                "pack_members": [m["trial_id"] for m in todo]}
+        store.write_trial_meta(out_dir, meta)
+        out_dirs.append(out_dir)
+    run_members(spec, todo, out_dirs)
 
+
+def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_dirs: Sequence[Path]) -> None:
     from agent.config import build_config
     from agent.sinks import read_status, write_status
-    from agent.train import run_trial
+    from agent.train import run_pack
 
-    config = build_config(spec["config"])
-    sinks: list[Any] = [TuneSink(checkpoints=spec.get("ray_checkpoints", True))]
-    if spec.get("wandb"):
-        from orchestrator.wandb_sink import WandbSink
+    grid_dir = out_dirs[0].parent
+    checkpointer = PackCheckpointer(spec["pack_id"], {m["trial_id"]: d for m, d in zip(todo, out_dirs)},
+                                    grid_dir / store.RAY_DIR / ".staging" / f"{spec['pack_id']}-{os.getpid()}",
+                                    enabled=spec.get("ray_checkpoints", True))
+    configs = [build_config(m["config"]) for m in todo]
+    sinks: list[list[Any]] = []
+    for member, out_dir in zip(todo, out_dirs):
+        member_sinks: list[Any] = [TuneSink(member["trial_id"], checkpointer)]
+        if spec.get("wandb"):
+            from orchestrator.wandb_sink import WandbSink
 
-        sinks.append(WandbSink(spec["wandb"], spec["meta"], spec["config"], out_dir))
+            member_sinks.append(WandbSink(spec["wandb"], member["meta"], member["config"], out_dir, teardown=False))
+        sinks.append(member_sinks)
+    finals: dict[int, dict[str, Any]] = {}
+
+    def on_status(index: int, status: Mapping[str, Any]) -> None:
+        tid = todo[index]["trial_id"]
+        finals[index] = dict(status)
+        checkpointer.member_ended(tid, str(status.get("status")))
+        tune.report({MEMBER_KEY: tid, MEMBER_STATUS_KEY: str(status.get("status")),
+                     "frame": int(status.get("frame", 0)), "wall_time_s": float(status.get("wall_time_s", 0.0))})
+
     try:
-        status = run_trial(config, out_dir, sinks)
-    except Exception as err:  # run_trial raises only before its own bookkeeping starts (e.g. unreadable checkpoint)
-        previous = read_status(out_dir) or {}
-        status = {**previous, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                  "traceback": traceback.format_exc()}
-        write_status(out_dir, status)
-        for sink in sinks:
-            try:
-                sink.close(status)
-            except Exception:  # noqa: BLE001 - closing a view must not hide the real error
-                pass
-    tune.report({"frame": int(status.get("frame", 0)), "trial_status": status["status"],
-                 "wall_time_s": float(status.get("wall_time_s", 0.0))})
-    if status["status"] == "failed":
-        raise TrialFailed(f"trial {spec['trial_id']} failed: {status.get('error')} (see {out_dir / 'status.json'})")
+        statuses = run_pack(configs, out_dirs, sinks, on_status)
+    except (SystemExit, KeyboardInterrupt):
+        # Ray stops a trial (Ctrl-C, a stopped sweep) by raising SystemExit out of tune.report;
+        # the store must then read "unfinished", never "completed" short of num_frames.
+        _mark_stopped(configs, out_dirs)
+        raise
+    except Exception as err:  # run_pack raises only before its own bookkeeping starts (e.g. unreadable checkpoint)
+        statuses = []
+        for index, out_dir in enumerate(out_dirs):
+            if index in finals:
+                statuses.append(finals[index])
+                continue
+            previous = read_status(out_dir) or {}
+            status = {**previous, "status": "failed", "error": f"{type(err).__name__}: {err}",
+                      "traceback": traceback.format_exc()}
+            write_status(out_dir, status)
+            for sink in sinks[index]:
+                try:
+                    sink.close(status)
+                except Exception:  # noqa: BLE001 - closing a view must not hide the real error
+                    pass
+            on_status(index, status)
+            statuses.append(status)
+    finally:
+        if spec.get("wandb"):
+            _wandb_teardown()
+    for index, status in enumerate(statuses):
+        if index not in finals:  # a worker that did not call on_status for this member
+            on_status(index, status)
+    failed = [(m, s) for m, s in zip(todo, statuses) if s.get("status") == "failed"]
+    if failed:
+        detail = "; ".join(f"trial {m['trial_id']} failed: {s.get('error')} (see {Path(m['out_dir']) / 'status.json'})"
+                           for m, s in failed)
+        raise TrialFailed(f"pack {spec['pack_id']}: {len(failed)} of {len(todo)} members failed: {detail}"
+                          if len(todo) > 1 else detail)
+
+
+def _mark_stopped(configs: Sequence[Any], out_dirs: Sequence[Path]) -> None:
+    """After a stop from outside: a member recorded as finished short of its frames is unfinished (resumable)."""
+    from agent.sinks import read_status, write_status
+
+    for config, out_dir in zip(configs, out_dirs):
+        status = read_status(out_dir) or {}
+        if status.get("status") == "completed" and int(status.get("frame") or 0) < int(config.num_frames):
+            status.update(status="running", stopped=f"stopped at frame {status.get('frame')} before num_frames; "
+                                                    f"resumes from its checkpoint")
+            write_status(out_dir, status)
+
+
+def _wandb_teardown() -> None:
+    """One W&B service per process: stopped once, after every member's run has finished."""
+    try:
+        import wandb
+
+        wandb.teardown()
+    except Exception:  # noqa: BLE001 - W&B never costs results
+        pass
 
 
 def trial_name(trial: Any) -> str:
-    """Ray's display name: readable cell and seed."""
-    spec = trial.config["trial"]
-    return f"{spec['meta']['cell_name']} s{spec['meta']['seed']}"
+    """Ray's display name: readable cell and seed (of the first member, and how many more)."""
+    members = trial.config["pack"]["members"]
+    first = members[0]["meta"]
+    more = f" +{len(members) - 1}" if len(members) > 1 else ""
+    return f"{first['cell_name']} s{first['seed']}{more}"
 
 
 def trial_dirname(trial: Any) -> str:
-    """Ray's per-trial directory under results/<grid>/_ray/<experiment>/: the trial id, as in the store."""
-    return str(trial.config["trial"]["trial_id"])
+    """Ray's per-trial directory under results/<grid>/_ray/<experiment>/: the pack id (a lone trial's id)."""
+    return str(trial.config["pack"]["pack_id"])
 
 
 def worker_env() -> dict[str, str]:

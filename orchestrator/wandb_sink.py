@@ -88,12 +88,20 @@ def flat_config(meta: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str,
 
 
 class WandbSink:
-    """A ``MetricSink`` that mirrors the worker's log rows into one W&B run."""
+    """A ``MetricSink`` that mirrors the worker's log rows into one W&B run.
+
+    Several of these live in one process when a pack trains several trials: each has its own
+    run (``wandb.init(reinit="create_new")``, W&B >= 0.19) and logs through its run object, never
+    the global ``wandb.run``.  ``teardown=False`` leaves W&B's service running after ``close``: the
+    pack's trainable stops it once, after every member's run has finished (a teardown finishes
+    every run of the process).
+    """
 
     def __init__(self, settings: Mapping[str, Any], meta: Mapping[str, Any], config: Mapping[str, Any],
-                 out_dir: Path):
+                 out_dir: Path, teardown: bool = True):
         self.run = None
         self.warned = False
+        self.teardown = teardown
         try:
             import wandb
 
@@ -103,6 +111,7 @@ class WandbSink:
             self.run = wandb.init(
                 project=settings["project"], entity=settings.get("entity"), mode=settings["mode"],
                 dir=str(directory), id=run_id(meta["grid"], meta["trial_id"]), resume="allow",
+                reinit="create_new",  # one run per pack member, side by side in this process
                 name=f"{meta['cell_name']} | seed {meta['seed']}", group=meta["cell_name"],
                 job_type=meta["grid"], tags=sorted({t[:64] for t in tags if t}),
                 config=flat_config(meta, config),
@@ -149,6 +158,8 @@ class WandbSink:
             run.finish(exit_code=0 if state in ("completed", "diverged") else 1)
         except Exception as err:  # noqa: BLE001
             self.warn("finishing the run failed", err)
+        if not self.teardown:
+            return
         try:
             import wandb
 

@@ -171,3 +171,37 @@ def test_a_diverged_and_a_failed_member_end_while_the_others_go_on(tmp_path):
     assert alone["status"] == "completed"
     got, expected = comparable(read_metrics(outs[0])), comparable(read_metrics(tmp_path / "alone"))
     pd.testing.assert_frame_equal(got, expected, rtol=1e-3, atol=1e-3)
+
+
+PIXELS_TINY = dict(task="cartpole_swingup", obs_type="pixels", hidden_dim=16, feature_dim=8, batch_size=4,
+                   num_seed_frames=80, num_expl_steps=40, eval_every_frames=120, num_eval_episodes=1,
+                   log_every_frames=40, checkpoint_every_frames=0, q_bias_max_states=20, torch_threads=1,
+                   num_frames=120)
+
+
+def test_member_threads_and_compressed_replay_change_nothing(tmp_path):
+    """env_threads (members' environments and replays on their own threads, rendering included) and the
+    lz4 frame store are placement: the same pack gives the same metrics with and without them."""
+    plain = [build_config({**PIXELS_TINY, "seed": s}) for s in (1, 2)]
+    threaded = [build_config({**PIXELS_TINY, "seed": s, "env_threads": 2, "frame_codec": "lz4"}) for s in (1, 2)]
+    assert [s["status"] for s in run_pack(plain, [tmp_path / "p1", tmp_path / "p2"])] == ["completed"] * 2
+    assert [s["status"] for s in run_pack(threaded, [tmp_path / "t1", tmp_path / "t2"])] == ["completed"] * 2
+    for k in (1, 2):
+        pd.testing.assert_frame_equal(comparable(read_metrics(tmp_path / f"t{k}")),
+                                      comparable(read_metrics(tmp_path / f"p{k}")))
+
+
+def test_bf16_precision_trains_and_tf32_needs_cuda(tmp_path):
+    status = run_trial(build_config({**TINY_STATES, "num_frames": 1000, "precision": "bf16"}), tmp_path)
+    assert status["status"] == "completed", status.get("traceback")
+    assert read_metrics(tmp_path)["losses/critic"].notna().any()
+    with pytest.raises(ConfigError, match="precision=tf32 is a CUDA setting"):
+        build_config({"precision": "tf32"})
+
+
+def test_render_device_follows_the_visible_cuda_devices():
+    from envs.render_device import physical_gpu
+
+    assert physical_gpu(0, None) == 0 and physical_gpu(1, "") == 1
+    assert physical_gpu(0, "3,5") == 3 and physical_gpu(1, "3, 5") == 5
+    assert physical_gpu(0, "GPU-5d3c") == 0  # UUIDs: the visible index

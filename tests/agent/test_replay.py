@@ -1,20 +1,25 @@
-"""n-step targets, episode boundaries and frame stacking on hand-built episodes."""
+"""n-step targets, episode boundaries and frame stacking on hand-built episodes; compressed frame stores
+against the uncompressed one on real dm_control frames."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 
-from agent.replay import ReplayBuffer
+from agent.replay import FRAME_CODECS, ReplayBuffer
+
+COMPRESSED = [codec for codec in FRAME_CODECS if codec != "none"]
 
 
 def fill(replay, rewards, discounts=None, first_frame=0, last=True):
     """One episode: frame value t at step t; reward r_t and discount d_t arrive at step t (t >= 1)."""
     discounts = discounts or [1.0] * len(rewards)
-    replay.add(np.full(replay.frames.shape[1:], first_frame), None, 0.0, 1.0, True, False)
+    replay.add(np.full(replay.frame_shape, first_frame), None, 0.0, 1.0, True, False)
     for t, (r, d) in enumerate(zip(rewards, discounts), start=1):
         is_last = last and t == len(rewards)
-        replay.add(np.full(replay.frames.shape[1:], first_frame + t), np.array([t / 10]), r, d, False, is_last)
+        replay.add(np.full(replay.frame_shape, first_frame + t), np.array([t / 10]), r, d, False, is_last)
 
 
 def test_nstep_return_and_discount_by_hand():
@@ -93,3 +98,119 @@ def test_state_dict_round_trip():
     copy.load_state_dict(replay.state_dict())
     for key, value in replay.transitions(np.arange(4)).items():
         np.testing.assert_array_equal(value, copy.transitions(np.arange(4))[key])
+
+
+# ------------------------------------------------ compressed frame stores on real frames
+
+# Episode lengths in agent steps (frames = steps + 1): short ones exercise the stack clamping at episode
+# starts and keyframes at odd indices; the replays below hold fewer slots than these steps (the ring wraps).
+EPISODES = [2, 3, 40, 9, 1, 57, 17, 5, 33, 12, 26]
+
+
+@pytest.fixture(scope="module")
+def steps():
+    """Real cartpole pixel frames (random actions) cut into EPISODES: (frame, action, reward, discount, first,
+    last) per step, the last episode left running, one episode ending in a termination (discount 0)."""
+    from envs import make_env
+    env = make_env("cartpole_swingup", "pixels", 3, 2, 3)
+    rng = np.random.default_rng(0)
+    out = []
+    for e, length in enumerate(EPISODES):
+        step = env.reset()
+        out.append((step.frame, None, 0.0, 1.0, True, False))
+        for t in range(1, length + 1):
+            action = rng.uniform(-1, 1, env.action_dim).astype(np.float32)
+            step = env.step(action)
+            last = t == length and e < len(EPISODES) - 1
+            discount = 0.0 if (last and e == 2) else step.discount
+            out.append((step.frame, action, step.reward, discount, False, last))
+    env.close()
+    return out
+
+
+def make_replay(codec, capacity=96, nstep=3):
+    return ReplayBuffer(capacity, (3, 84, 84), np.uint8, 3, 1, nstep=nstep, discount=0.99, seed=7,
+                        frame_codec=codec)
+
+
+def assert_same_batches(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def all_valid(replay):
+    g = np.arange(replay._low(), replay.next_index - 1)
+    return g[replay._valid(g)]
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+@pytest.mark.parametrize("nstep", [1, 3])
+def test_compressed_store_samples_the_same_batches_as_uncompressed(steps, codec, nstep):
+    plain, packed = make_replay("none", nstep=nstep), make_replay(codec, nstep=nstep)
+    checked_after_wrap = 0
+    for n, step in enumerate(steps):
+        plain.add(*step)
+        packed.add(*step)
+        if n % 23 == 22 and plain.can_sample():
+            # Every stored transition (episode starts, cut windows, the running episode, the wrapped ring) ...
+            g = all_valid(plain)
+            assert_same_batches(plain.transitions(g), packed.transitions(g))
+            # ... and uniform batches: same indices drawn, same bytes.
+            assert_same_batches(plain.sample(64), packed.sample(64))
+            checked_after_wrap += plain.next_index > plain.capacity
+    assert checked_after_wrap >= 5 and plain.next_index > 2 * plain.capacity
+    assert plain.rng.bit_generator.state == packed.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_compressed_state_dict_round_trips_without_pickle(steps, codec):
+    replay = make_replay(codec)
+    for step in steps[:150]:
+        replay.add(*step)
+    state = replay.state_dict()
+    for key, value in state.items():
+        assert isinstance(value, (np.ndarray, np.integer, str)), (key, type(value))
+    buffer = io.BytesIO()
+    np.savez(buffer, **state)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as saved:
+        loaded = {key: saved[key] for key in saved.files}
+    copy = make_replay(codec)
+    copy.load_state_dict(loaded)
+    copy.rng.bit_generator.state = replay.rng.bit_generator.state
+    assert_same_batches(replay.transitions(all_valid(replay)), copy.transitions(all_valid(copy)))
+    # Both go on identically: the open chunk and the previous frame (delta base) were restored.
+    for step in steps[150:]:
+        replay.add(*step)
+        copy.add(*step)
+    assert_same_batches(replay.sample(64), copy.sample(64))
+    assert replay.bytes_per_transition == copy.bytes_per_transition
+    with pytest.raises(ValueError, match="frame_codec"):
+        make_replay("none").load_state_dict(loaded)
+
+
+@pytest.mark.parametrize("codec", COMPRESSED)
+def test_compressed_store_is_smaller_and_grows_as_it_fills(steps, codec):
+    plain, packed = make_replay("none", capacity=1000), make_replay(codec, capacity=1000)
+    empty = packed.bytes_per_transition  # per-slot arrays and the frame index only
+    assert empty < 100
+    for step in steps[:100]:
+        plain.add(*step)
+        packed.add(*step)
+    held_100 = packed._store.data_nbytes
+    for step in steps[100:]:
+        packed.add(*step)
+    assert held_100 < packed._store.data_nbytes < len(packed) * 84 * 84 * 3 / 2
+    # Cartpole's frames barely change from step to step: far below half of the uncompressed store.
+    assert packed.bytes_per_transition < 0.5 * plain.bytes_per_transition
+    # A paper-sized replay allocates no frame memory up front (uncompressed it would be 21 GB).
+    assert make_replay(codec, capacity=1_000_000).bytes_per_transition < 100
+
+
+def test_compressed_codecs_refuse_state_vectors_and_unknown_names():
+    with pytest.raises(ValueError, match="uint8 pixel frames only"):
+        ReplayBuffer(10, (5,), np.float32, 1, 1, nstep=3, discount=0.99, seed=0, frame_codec=COMPRESSED[0])
+    with pytest.raises(ValueError, match="must be one of"):
+        ReplayBuffer(10, (3, 4, 4), np.uint8, 3, 1, nstep=3, discount=0.99, seed=0, frame_codec="png")

@@ -1,0 +1,253 @@
+"""Packs (issue #9): up to K trials trained together in one process, as one Ray trial.
+
+A pack is placement, like ``resources``: it never changes a trial's id, its files
+or its results, only which process computes it.  This module decides
+
+* which pending trials share a pack (``make_packs``): equal ``pack_signature``
+  (the worker's rule: members may differ only in ``PACK_MEMBER_KEYS``) and equal
+  resume frame, in the grid's order, in balanced packs of at most K members;
+* how much host memory a pack needs (``pack_bytes``): per member the replay
+  buffer it will allocate plus a fixed overhead, plus one process;
+* how fast a member of a pack of K trains (``packed_speedup``), from measured
+  speed-ups only: without a measurement the estimate says so and assumes none.
+
+The numbers here are documented in docs/orchestrator.md ("Packed trials").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.store import config_digest
+
+GiB = 1024**3
+
+# ------------------------------------------------------------------ replay memory per transition
+# The worker's replay (agent/replay.py) stores each frame once, plus per transition: the action
+# (float32 x action_dim), reward and discount (float32 each), episode start and end (int64 each).
+PIXEL_FRAME_BYTES = 3 * 84 * 84  # one 84x84 RGB uint8 frame: 21,168 B (21,196 B per transition at action_dim 1)
+TRANSITION_FIXED_BYTES = 4 + 4 + 8 + 8
+# Bytes of one stored pixel frame when the config sets a `frame_codec` other than "none" (a
+# compression option another engineer may add to the worker).  PLACEHOLDER until measured: the
+# uncompressed size, so a compressed config is never assumed to fit where an uncompressed one does not.
+COMPRESSED_PIXEL_BYTES = PIXEL_FRAME_BYTES
+
+# (state_dim, action_dim) of every dm_control suite task and Gymnasium MuJoCo v5 task, read from
+# their specs (dm_control 1.0.50, gymnasium 1.x); the estimate must not build environments.
+TASK_DIMS: dict[str, tuple[int, int]] = {
+    "acrobot_swingup": (6, 1), "acrobot_swingup_sparse": (6, 1), "ball_in_cup_catch": (8, 2), "cup_catch": (8, 2),
+    "cartpole_balance": (5, 1), "cartpole_balance_sparse": (5, 1), "cartpole_swingup": (5, 1),
+    "cartpole_swingup_sparse": (5, 1), "cartpole_three_poles": (11, 1), "cartpole_two_poles": (8, 1),
+    "cheetah_run": (17, 6), "dog_fetch": (232, 38), "dog_run": (223, 38), "dog_stand": (223, 38),
+    "dog_trot": (223, 38), "dog_walk": (223, 38), "finger_spin": (9, 2), "finger_turn_easy": (12, 2),
+    "finger_turn_hard": (12, 2), "fish_swim": (24, 5), "fish_upright": (21, 5), "hopper_hop": (15, 4),
+    "hopper_stand": (15, 4), "humanoid_CMU_run": (137, 56), "humanoid_CMU_stand": (137, 56),
+    "humanoid_CMU_walk": (137, 56), "humanoid_run": (67, 21), "humanoid_run_pure_state": (55, 21),
+    "humanoid_stand": (67, 21), "humanoid_walk": (67, 21), "lqr_lqr_2_1": (4, 1), "lqr_lqr_6_2": (12, 2),
+    "manipulator_bring_ball": (44, 5), "manipulator_bring_peg": (44, 5), "manipulator_insert_ball": (44, 5),
+    "manipulator_insert_peg": (44, 5), "pendulum_swingup": (3, 1), "point_mass_easy": (4, 2),
+    "point_mass_hard": (4, 2), "quadruped_escape": (101, 12), "quadruped_fetch": (90, 12),
+    "quadruped_run": (78, 12), "quadruped_walk": (78, 12), "reacher_easy": (6, 2), "reacher_hard": (6, 2),
+    "stacker_stack_2": (49, 5), "stacker_stack_4": (63, 5), "swimmer_swimmer15": (61, 14),
+    "swimmer_swimmer6": (25, 5), "walker_run": (24, 6), "walker_stand": (24, 6), "walker_walk": (24, 6),
+    "Ant-v5": (105, 8), "HalfCheetah-v5": (17, 6), "Hopper-v5": (11, 3), "Humanoid-v5": (348, 17),
+    "HumanoidStandup-v5": (348, 17), "InvertedDoublePendulum-v5": (9, 1), "InvertedPendulum-v5": (4, 1),
+    "Pusher-v5": (23, 7), "Reacher-v5": (10, 2), "Swimmer-v5": (8, 2), "Walker2d-v5": (17, 6),
+}
+# Safe upper bounds for a task missing above (the largest above: 348 and 56).
+STATE_DIM_BOUND, ACTION_DIM_BOUND = 512, 64
+
+# ------------------------------------------------------------------ fixed overheads
+# Host memory besides the replay.  Measured on the 2-core dev machine (peak RSS, torch 2.13 CPU):
+# imports (Python, torch, MuJoCo) 0.27 GiB; one pixel member (hopper_hop, hidden 1024, batch 256,
+# two rendering envs, the update's scratch kept by agent/allocator.py) 1.23 GiB in all; one states
+# member 0.39 GiB (hidden 32) to 0.49 GiB (hidden 1024) in all.  Rounded up with a margin for the
+# Ray worker, W&B's service and a CUDA context on GPU hosts.
+PROCESS_OVERHEAD_BYTES = int(1.5 * GiB)
+MEMBER_OVERHEAD_BYTES = {"pixels": int(1.5 * GiB), "states": int(0.5 * GiB)}
+# Not counted in the fit: torch.save of the replay's numpy arrays (checkpoint_replay=true) held
+# ≈ 6.3x the saved arrays in memory while writing (measured: 529 MB of frames -> +3.36 GB peak;
+# the same frames as torch tensors: +2 MB).  Members checkpoint one at a time, so the peak adds
+# this factor times one member's replay; the dry run prints it as a warning.
+CHECKPOINT_SAVE_FACTOR = 6.3
+
+
+def task_dims(task: str) -> tuple[int, int, bool]:
+    """(state_dim, action_dim, known): a safe upper bound for tasks not in TASK_DIMS."""
+    if task in TASK_DIMS:
+        return (*TASK_DIMS[task], True)
+    return STATE_DIM_BOUND, ACTION_DIM_BOUND, False
+
+
+def replay_bytes_per_transition(config: Mapping[str, Any]) -> int:
+    """Replay bytes of one stored transition of this trial (frame + action + reward/discount/episode bounds)."""
+    state_dim, action_dim, _ = task_dims(str(config.get("task")))
+    if config.get("obs_type") == "pixels":
+        compressed = str(config.get("frame_codec", "none") or "none") != "none"
+        frame = COMPRESSED_PIXEL_BYTES if compressed else PIXEL_FRAME_BYTES
+    else:
+        frame = 4 * state_dim  # float32 state vector
+    return frame + 4 * action_dim + TRANSITION_FIXED_BYTES
+
+
+def replay_transitions(config: Mapping[str, Any]) -> int:
+    """Slots the worker allocates: replay_capacity, capped by what the trial can fill (agent/train.py's rule)."""
+    agent_steps = math.ceil(int(config["num_frames"]) / int(config.get("action_repeat", 1)))
+    return min(int(config["replay_capacity"]), agent_steps + 2 * int(config.get("frame_stack", 1)) + 2)
+
+
+def replay_bytes(config: Mapping[str, Any]) -> int:
+    return replay_transitions(config) * replay_bytes_per_transition(config)
+
+
+def member_bytes(config: Mapping[str, Any]) -> int:
+    """Host memory of one member: its replay plus the fixed per-member overhead."""
+    overhead = MEMBER_OVERHEAD_BYTES.get(str(config.get("obs_type")), MEMBER_OVERHEAD_BYTES["pixels"])
+    return replay_bytes(config) + overhead
+
+
+def pack_bytes(configs: Sequence[Mapping[str, Any]]) -> int:
+    """Host memory of one pack process: its members plus one process overhead."""
+    return PROCESS_OVERHEAD_BYTES + sum(member_bytes(c) for c in configs)
+
+
+def max_members(config: Mapping[str, Any], memory: int) -> int:
+    """How many members like ``config`` one process can hold in ``memory`` bytes (0: not even one)."""
+    return max(0, (memory - PROCESS_OVERHEAD_BYTES) // member_bytes(config))
+
+
+def checkpoint_peak_note(config: Mapping[str, Any]) -> str | None:
+    """The checkpoint-time peak the fit leaves out, when it is large enough to matter (>= 1 GiB)."""
+    if not config.get("checkpoint_replay", True) or not config.get("checkpoint_every_frames"):
+        return None
+    extra = CHECKPOINT_SAVE_FACTOR * replay_bytes(config)
+    if extra < GiB:
+        return None
+    return (f"checkpoint_replay=true: writing a checkpoint currently holds ≈ {CHECKPOINT_SAVE_FACTOR:g} x one "
+            f"member's replay ({fmt_bytes(extra)}) in memory on top of the above (torch.save of numpy arrays, "
+            f"measured); not counted in the fit: set checkpoint_replay: false or make sure the host has room")
+
+
+# ------------------------------------------------------------------ machine memory
+def local_memory_bytes() -> int:
+    """Physical memory of this machine."""
+    return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+
+
+_SIZE_RE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'128GiB', '128G', '512 GB', '1.5T' or a number of bytes -> bytes (binary units: G = GiB)."""
+    match = _SIZE_RE.fullmatch(str(text))
+    if not match:
+        raise ValueError(f"{text!r}: expected a size such as 128GiB, 512G or a number of bytes")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def fmt_bytes(n: float) -> str:
+    if n >= GiB:
+        return f"{n / GiB:.1f} GiB"
+    if n >= 1024**2:
+        return f"{n / 1024**2:.0f} MiB"
+    return f"{n:.0f} B"
+
+
+# ------------------------------------------------------------------ packed speed
+# Measured aggregate speed-up of a pack of K members over one trial alone, on the same machine and
+# resources: (frames/s of all K members together) / (frames/s of one trial), keyed by
+# (obs_type, hidden_dim, device kind "cpu"|"cuda", K).  Filled from bench measurements only; EMPTY for
+# everything not measured (GPU: no GPU machine was available).  The lead adds the CPU numbers.
+PACKED_SPEEDUPS: dict[tuple[str, int, str, int], float] = {}
+
+
+def device_kind(config: Mapping[str, Any]) -> str:
+    return "cuda" if str(config.get("device", "cpu")).startswith("cuda") else "cpu"
+
+
+def packed_speedup(config: Mapping[str, Any], size: int) -> tuple[float, str | None]:
+    """(aggregate speed-up of a pack of ``size``, a note when it is assumed rather than measured)."""
+    if size <= 1:
+        return 1.0, None
+    key = (str(config.get("obs_type")), int(config.get("hidden_dim", 0)), device_kind(config), int(size))
+    if key in PACKED_SPEEDUPS:
+        return PACKED_SPEEDUPS[key], None
+    where = "GPU" if key[2] == "cuda" else "CPU"
+    return 1.0, (f"no packed measurement for K={size} on {where} ({key[0]}, hidden {key[1]}): assuming aggregate "
+                 f"rate = per-trial rate x 1, i.e. no gain (each member at 1/{size} of a trial's rate)")
+
+
+# ------------------------------------------------------------------ grouping
+@dataclass(frozen=True)
+class Pack:
+    """One Ray trial: ``members`` (TrialSpec) train together; all resume from ``resume_frame``."""
+
+    number: int  # 1-based, in launch order
+    pack_id: str  # a single member's trial id, else "pack-" + a hash of the member ids
+    members: tuple[Any, ...]
+    resume_frame: int
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def trial_ids(self) -> list[str]:
+        return [m.trial_id for m in self.members]
+
+    @property
+    def configs(self) -> list[dict[str, Any]]:
+        return [m.config for m in self.members]
+
+    @property
+    def memory_bytes(self) -> int:
+        return pack_bytes(self.configs)
+
+
+def pack_id(trial_ids: Sequence[str]) -> str:
+    """Stable for the same members: the trial id itself for one member."""
+    if len(trial_ids) == 1:
+        return str(trial_ids[0])
+    return "pack-" + config_digest({"members": sorted(trial_ids)})
+
+
+def signature(config: Mapping[str, Any]) -> tuple:
+    """The worker's pack signature of a resolved config dict (agent.config.pack_signature)."""
+    from agent.config import TrialConfig, pack_signature
+
+    return pack_signature(TrialConfig(**dict(config)))
+
+
+def make_packs(pending: Sequence[Any], size: int, resume_frame: Callable[[Any], int]) -> list[Pack]:
+    """Group ``pending`` trials (grid order) into packs of at most ``size`` members.
+
+    Members share the pack signature and the resume frame.  Each group of n
+    trials becomes ceil(n / size) packs of balanced sizes (they differ by at
+    most one), members in grid order; packs are numbered by their first member's
+    position, so the order is deterministic and follows the grid's (seed-major).
+    """
+    if size < 1:
+        raise ValueError(f"pack size {size}: must be >= 1")
+    groups: dict[tuple, list[tuple[int, Any]]] = {}
+    for position, trial in enumerate(pending):
+        key = (signature(trial.config), int(resume_frame(trial)))
+        groups.setdefault(key, []).append((position, trial))
+    chunks: list[tuple[int, int, list[Any]]] = []
+    for (_, frame), members in groups.items():
+        count = math.ceil(len(members) / size)
+        base, extra = divmod(len(members), count)
+        start = 0
+        for i in range(count):
+            n = base + (1 if i < extra else 0)
+            chunk = members[start:start + n]
+            start += n
+            chunks.append((chunk[0][0], frame, [t for _, t in chunk]))
+    chunks.sort(key=lambda c: c[0])
+    return [Pack(number=i, pack_id=pack_id([t.trial_id for t in chunk]), members=tuple(chunk), resume_frame=frame)
+            for i, (_, frame, chunk) in enumerate(chunks, 1)]

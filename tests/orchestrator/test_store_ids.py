@@ -1,0 +1,26 @@
+"""Trial and cell ids of stored results survive new config keys (issue #9: placement never changes an id)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.config import build_config
+from orchestrator.store import cell_id, trial_id
+
+# Ids the store computed before packing, frame codecs, member threads and precision existed (commit 393e91f).
+STORED = [({}, "ad1ae725bdf8", "0f709f3b7f84"),
+          ({"task": "cartpole_swingup", "obs_type": "states", "seed": 3, "bn_mode": "TTTTT"},
+           "626964e6c4dd", "d21098c2a13a")]
+
+
+@pytest.mark.parametrize("overrides, stored_trial, stored_cell", STORED)
+def test_ids_stored_before_new_keys_are_unchanged(overrides, stored_trial, stored_cell):
+    config = build_config(overrides).to_dict()
+    assert (trial_id(config), cell_id(config)) == (stored_trial, stored_cell)
+    placed = build_config({**overrides, "env_threads": 4, "torch_threads": 2}).to_dict()
+    assert (trial_id(placed), cell_id(placed)) == (stored_trial, stored_cell)
+
+
+def test_a_key_away_from_its_neutral_default_is_part_of_the_id():
+    config = build_config({"precision": "bf16"}).to_dict()
+    assert trial_id(config) != "ad1ae725bdf8"
