@@ -3,6 +3,8 @@ synthetic batches and the training-loop measurement."""
 
 from __future__ import annotations
 
+import os
+import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -78,3 +80,25 @@ def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: i
     (f0, t0), (f1, t1) = after[0], after[-1]
     update_ms = [ms for f, ms in sink.update_ms if f0 < f <= f1]
     return (f1 - f0) / (t1 - t0), float(np.mean(update_ms))
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on. Hypervisors often hide the model name ("AMD EPYC"), so the
+    CPU family/model and the widest vector ISA are kept too: they tell two hosts of one label apart."""
+    import torch
+
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    isa = next((name for name in ("avx512f", "avx2", "avx") if name in flags), "")
+    return {"cpu": info.get("model name") or platform.processor(),
+            "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}", "isa": isa,
+            "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_1min": os.getloadavg()[0]}

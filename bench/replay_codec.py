@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -37,22 +36,11 @@ GOAL_SAMPLE_MS = 45.0
 
 
 def machine() -> dict[str, Any]:
-    """CPU family/model and widest vector ISA from /proc/cpuinfo (hypervisors often hide the model name)."""
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(info.get("flags", "").split())
-    isa = next((name for name in ("avx512f", "avx2", "avx") if name in flags), "")
     import lz4
-    return {"cpu": info.get("model name") or platform.processor(),
-            "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}", "isa": isa,
-            "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "lz4": lz4.__version__,
-            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+    from bench.common import machine as common_machine
+
+    return {**common_machine(), "lz4": lz4.__version__}
 
 
 def render(task: str, steps: int, seed: int = 0) -> list[tuple[np.ndarray, bool, bool]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,8 @@ from agent.allocator import keep_freed_memory
 from agent.config import build_config
 from agent.drqv2 import DrQV2Agent
 from agent.replay import ReplayBuffer
-from bench.common import PIXEL_OBS_SHAPE, TASK, loop_fps, random_batch
+from bench import packed, replay_codec
+from bench.common import PIXEL_OBS_SHAPE, TASK, loop_fps, machine, random_batch
 from envs import make_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +43,15 @@ GOALS = {  # metric: (comparison, threshold) from the performance issue
     "loop_overhead_pct": ("<=", 10.0),
     "replay_bytes_per_transition_pixels": ("<=", 21_200.0),
     "concurrency_speedup": (">=", 1.7),
+    # Packed trials (issue #9): the lz4 frame store at <= 40% of 21,196 B on the worst of five tasks, its
+    # sampling <= 10% of a pixel update; 8 state members in one process >= 1.25x the frames/s of 8
+    # processes with <= 40% of their memory; a pack of one within 5% of the worker before packing.
+    "replay_lz4_worst_ratio": ("<=", 0.40),
+    "replay_lz4_sample_pct_of_pixel_update": ("<=", 10.0),
+    "states_h256_k8_pack_speedup": (">=", 1.25),
+    "states_h256_k8_pack_memory_ratio": ("<=", 0.40),
+    "k1_states_fps_vs_baseline": (">=", 0.95),
+    "k1_pixels_fps_vs_baseline": (">=", 0.95),
 }
 
 
@@ -166,29 +175,46 @@ def replay_sizes() -> dict[str, float]:
             "stacked_store_bytes_per_transition_pixels": 9 * 84 * 84 + 4 * 3}
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on. Hypervisors often hide the model name ("AMD EPYC"), so the
-    CPU family/model and the widest vector ISA are kept too: they tell two hosts of one label apart."""
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = set(info.get("flags", "").split())
-    isa = next((name for name in ("avx512f", "avx2", "avx") if name in flags), "")
-    return {"cpu": info.get("model name") or platform.processor(),
-            "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}", "isa": isa,
-            "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+def packed_sections(args: argparse.Namespace, results: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """Issue #9: the compressed replay, packs against processes, a pack of one against a baseline, GPU packs."""
+    out: dict[str, Any] = {}
+    print("replay frame store (real frames of five tasks) ...", flush=True)
+    tasks = replay_codec.TASKS[:1] if quick else replay_codec.TASKS
+    report = replay_codec.measure(tasks, ("lz4",), rendered=60 if quick else 600, capacity=400 if quick else 8000,
+                                  batches=5 if quick else 50)
+    for task, rows in report["tasks"].items():
+        out[f"replay_lz4_bytes_per_transition_{task}"] = rows["lz4"]["bytes_per_transition"]
+        out[f"replay_lz4_sample_ms_{task}"] = rows["lz4"]["sample_ms_median"]
+        out[f"replay_none_sample_ms_{task}"] = rows["none"]["sample_ms_median"]
+        if not rows["lz4"]["identical_to_uncompressed"]:
+            raise RuntimeError(f"lz4 replay sampled other batches than the uncompressed one on {task}")
+    out["replay_lz4_worst_ratio"] = max(rows["lz4"]["ratio"] for rows in report["tasks"].values())
+    worst_ms = max(rows["lz4"]["sample_ms_median"] for rows in report["tasks"].values())
+    out["replay_lz4_sample_pct_of_pixel_update"] = 100.0 * worst_ms / results["pixel_update_ms"]
+    print("packed state trials against single-member processes ...", flush=True)
+    cores = os.cpu_count() or 1
+    if quick:
+        out.update(packed.states_section((1, 2), (256,), 400, 200, cores))
+    else:
+        out.update(packed.states_section((1, 2, 4, 8), (256,), 1000, 2000, cores))
+        out.update(packed.states_section((1, 2, 4, 8), (1024,), 1000, 1000, cores))
+    if args.baseline:
+        print(f"a pack of one against the worker at {args.baseline} ...", flush=True)
+        out.update(packed.baseline_section(args.baseline, rounds=1 if quick else 3, threads=args.threads,
+                                           quick=quick))
+    if args.device == "cuda":
+        print("pixel packs on the GPU ...", flush=True)
+        out.update(packed.gpu_section((1, 4) if quick else (1, 4, 8, 16, 32), 1000, 200 if quick else 2000,
+                                      threads=args.threads))
+    return out
 
 
 def goals(results: dict[str, float]) -> dict[str, dict[str, Any]]:
     verdicts = {}
     for name, (op, threshold) in GOALS.items():
         value = results.get(name)
+        if value is None:
+            continue  # a section this run left out (e.g. no --baseline)
         met = value is not None and (value <= threshold if op == "<=" else value >= threshold)
         verdicts[name] = {"value": value, "goal": f"{op} {threshold:g}", "met": bool(met)}
     return verdicts
@@ -201,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the single-process parts")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="where the learners run (env, rendering, replay and the concurrency check stay on CPU)")
+    parser.add_argument("--baseline", metavar="REV", default=None,
+                        help="also time a pack of one against the worker at git revision REV (e.g. the commit "
+                             "before packing), states and pixels, taking turns")
+    parser.add_argument("--skip-packed", action="store_true", help="leave out the packed-trials sections")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available on this machine", file=sys.stderr)
@@ -233,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     results.update(replay_sizes())
     print("concurrency ...", flush=True)
     results.update(concurrency(frames=400 if quick else 4000))
+    if not args.skip_packed:
+        results.update(packed_sections(args, results, quick))
     flags = " ".join((["--quick"] if quick else []) + ([f"--device {args.device}"] if args.device != "cpu" else []))
     report = {"quick": quick, "device": args.device, "machine": machine(), "results": results,
               "goals": goals(results), "seconds": time.perf_counter() - started,
@@ -254,7 +286,8 @@ def print_table(report: dict[str, Any]) -> None:
     for name, value in report["results"].items():
         goal = report["goals"].get(name)
         verdict = f"{goal['goal']:>10s} {'met' if goal['met'] else 'NOT met'}" if goal else ""
-        print(f"{name:40s} {value:12.2f}  {verdict}")
+        shown = f"{value:12.2f}" if isinstance(value, int | float) else f"{value!s:>12}"
+        print(f"{name:44s} {shown}  {verdict}")
 
 
 if __name__ == "__main__":
