@@ -26,6 +26,15 @@ SGD_DEFAULTS = {"dampening": 0, "weight_decay": 0, "nesterov": False, "maximize"
                 "differentiable": False, "fused": True}
 
 
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    """A member's slice as the fused kernel wants it, contiguous: a weight stored transposed
+    (agent.networks.PackedLinear) is stepped through its transpose, which is the same elementwise
+    update; the kernel would otherwise copy it in and out at every step."""
+    if tensor.dim() == 2 and not tensor.is_contiguous() and tensor.t().is_contiguous():
+        return tensor.t()
+    return tensor
+
+
 class PackedOptimizer:
     """Adam or SGD over parameters stacked on dim 0 (one slice per member)."""
 
@@ -64,15 +73,15 @@ class PackedOptimizer:
         index = [i for i, p in enumerate(self.params) if p.grad is not None]
         for (lr, momentum), members in self.groups.items():
             slices = [(i, k) for k in members for i in index]
-            p_list = [self.params[i].detach()[k] for i, k in slices]
-            g_list = [self.params[i].grad[k] for i, k in slices]
+            p_list = [_dense(self.params[i].detach()[k]) for i, k in slices]
+            g_list = [_dense(self.params[i].grad[k]) for i, k in slices]
             if self.kind == "adam":
-                adam(p_list, g_list, [self.exp_avg[i][k] for i, k in slices],
-                     [self.exp_avg_sq[i][k] for i, k in slices], [], [self.steps[i][k] for i, k in slices],
+                adam(p_list, g_list, [_dense(self.exp_avg[i][k]) for i, k in slices],
+                     [_dense(self.exp_avg_sq[i][k]) for i, k in slices], [], [self.steps[i][k] for i, k in slices],
                      fused=True, amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8,
                      maximize=False)
             else:
-                buffers = [self.momentum_buffer[i][k] if momentum else None for i, k in slices]
+                buffers = [_dense(self.momentum_buffer[i][k]) if momentum else None for i, k in slices]
                 sgd(p_list, g_list, buffers, fused=True, weight_decay=0.0, momentum=momentum, lr=lr, dampening=0.0,
                     nesterov=False, maximize=False)
 

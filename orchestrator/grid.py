@@ -38,7 +38,8 @@ TASK_GROUPS = ("easy", "medium", "hard", "gym_mujoco")
 # Keys a grid must not set through `base`/axes/cells: they have their own grid key,
 # and the placement keys are derived from `resources` so they never change a trial's id.
 MANAGED_KEYS = {"seed": "seeds", "task": "tasks", "device": "resources.gpu (cuda when gpu > 0)",
-                "torch_threads": "resources.cpu (torch threads = the trial's CPUs)"}
+                "torch_threads": "resources.cpu (torch threads = the trial's CPUs)",
+                "env_threads": "resources.cpu (a pack steps its members' environments on its CPUs)"}
 DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
 DEFAULT_MAX_FAILURES = 2
 DEFAULT_PACK = 1  # members per pack (issue #9): 1 = every trial is its own process, as before packing
@@ -637,7 +638,8 @@ class _GridBuilder:
 
         trials: list[TrialSpec] = []
         cpu, gpu = float(resources["cpu"]), float(resources["gpu"])
-        placement = {"device": "cuda" if gpu > 0 else "cpu", "torch_threads": max(1, int(cpu))}
+        placement = {"device": "cuda" if gpu > 0 else "cpu", "torch_threads": max(1, int(cpu)),
+                     "env_threads": max(1, int(cpu))}
         by_cell: dict[str, str] = {}
         failed_cells: set[tuple[str, str]] = set()
         for seed in seeds:  # seed-major: a partial sweep already has one seed of every cell

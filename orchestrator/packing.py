@@ -32,10 +32,24 @@ GiB = 1024**3
 # (float32 x action_dim), reward and discount (float32 each), episode start and end (int64 each).
 PIXEL_FRAME_BYTES = 3 * 84 * 84  # one 84x84 RGB uint8 frame: 21,168 B (21,196 B per transition at action_dim 1)
 TRANSITION_FIXED_BYTES = 4 + 4 + 8 + 8
-# Bytes of one stored pixel frame when the config sets a `frame_codec` other than "none" (a
-# compression option another engineer may add to the worker).  PLACEHOLDER until measured: the
-# uncompressed size, so a compressed config is never assumed to fit where an uncompressed one does not.
-COMPRESSED_PIXEL_BYTES = PIXEL_FRAME_BYTES
+# Bytes of one stored pixel frame with `frame_codec: lz4` (agent/replay.py: lz4 of the difference to the
+# previous frame, keyframes every 16 steps).  Measured by `python -m bench.replay_codec` on the 2-core dev
+# machine, 2026-11-26 (random-policy frames, 10,000 transitions in an 8,000-slot ring, frame bytes per
+# transition: cartpole_swingup 1,288, walker_walk 7,046, cheetah_run 3,560, hopper_hop 2,827, quadruped_run
+# 8,287), times COMPRESSED_MARGIN: a trained policy moves the tracking camera more than a random one, which
+# makes differences larger, and that has not been measured.  Other tasks: half a raw frame, unmeasured.
+COMPRESSED_MARGIN = 1.5
+COMPRESSED_PIXEL_BYTES_MEASURED = {"cartpole_swingup": 1_288, "walker_walk": 7_046, "cheetah_run": 3_560,
+                                   "hopper_hop": 2_827, "quadruped_run": 8_287}
+COMPRESSED_PIXEL_BYTES_UNMEASURED = PIXEL_FRAME_BYTES // 2
+
+
+def compressed_pixel_bytes(task: str) -> int:
+    """Planned bytes of one lz4-stored frame of ``task`` (measured with a margin, or half a raw frame)."""
+    measured = COMPRESSED_PIXEL_BYTES_MEASURED.get(task)
+    if measured is None:
+        return COMPRESSED_PIXEL_BYTES_UNMEASURED
+    return min(PIXEL_FRAME_BYTES, math.ceil(measured * COMPRESSED_MARGIN))
 
 # (state_dim, action_dim) of every dm_control suite task and Gymnasium MuJoCo v5 task, read from
 # their specs (dm_control 1.0.50, gymnasium 1.x); the estimate must not build environments.
@@ -89,7 +103,7 @@ def replay_bytes_per_transition(config: Mapping[str, Any]) -> int:
     state_dim, action_dim, _ = task_dims(str(config.get("task")))
     if config.get("obs_type") == "pixels":
         compressed = str(config.get("frame_codec", "none") or "none") != "none"
-        frame = COMPRESSED_PIXEL_BYTES if compressed else PIXEL_FRAME_BYTES
+        frame = compressed_pixel_bytes(str(config.get("task"))) if compressed else PIXEL_FRAME_BYTES
     else:
         frame = 4 * state_dim  # float32 state vector
     return frame + 4 * action_dim + TRANSITION_FIXED_BYTES

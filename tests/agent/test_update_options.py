@@ -14,7 +14,7 @@ from tests.agent.conftest import packed, scalar_metrics
 def critic_i_rows(agent, batch) -> int:
     """Rows the online critic sees in its second forward of an update (Critic-I)."""
     seen: list[int] = []
-    handle = agent.critic.q1[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[1]))
+    handle = agent.critic.q1[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].numel() // mod.weight.shape[2]))
     agent.update(packed(batch), step=1000).read()
     handle.remove()
     assert len(seen) == 2  # Critic-II then Critic-I

@@ -142,13 +142,35 @@ def test_packs_group_by_signature_and_resume_frame(tmp_path: Path) -> None:
     assert packing.pack_id(["b", "a"]) == packing.pack_id(["a", "b"]) and packing.pack_id(["a"]) == "a"
 
 
+def test_planned_compressed_replay_covers_a_real_one() -> None:
+    """The memory plan for lz4 frames is at least what a real lz4 replay of real rendered frames holds."""
+    import numpy as np
+
+    from agent.replay import ReplayBuffer
+    from envs import make_env
+
+    env = make_env("cartpole_swingup", "pixels", seed=0, action_repeat=2, frame_stack=3)
+    replay = ReplayBuffer(400, env.frame_shape, np.uint8, 3, env.action_dim, 3, 0.99, seed=0, frame_codec="lz4")
+    rng = np.random.default_rng(0)
+    step = env.reset()
+    replay.add(step.frame, None, 0.0, 1.0, first=True, last=False)
+    for _ in range(300):
+        action = rng.uniform(-1, 1, env.action_dim).astype(np.float32)
+        step = env.step(action)
+        replay.add(step.frame, action, step.reward, step.discount, first=False, last=step.last)
+    env.close()
+    config = {"task": "cartpole_swingup", "obs_type": "pixels", "frame_codec": "lz4"}
+    assert replay.bytes_per_transition <= packing.replay_bytes_per_transition(config)
+
+
 def test_replay_bytes_per_transition() -> None:
     pixels = {"task": "cartpole_swingup", "obs_type": "pixels", "num_frames": 10_000_000, "action_repeat": 2,
               "frame_stack": 3, "replay_capacity": 1_000_000}
     assert packing.replay_bytes_per_transition(pixels) == 21_196  # 3x84x84 + 1 action + reward etc.
     assert packing.replay_bytes_per_transition({**pixels, "task": "hopper_hop"}) == 21_208
-    assert packing.replay_bytes_per_transition({**pixels, "frame_codec": "lz4"}) == \
-        packing.COMPRESSED_PIXEL_BYTES + 4 + 24
+    planned = packing.replay_bytes_per_transition({**pixels, "frame_codec": "lz4"})
+    assert planned == packing.compressed_pixel_bytes("cartpole_swingup") + 4 + 24 < 21_196 // 10
+    assert packing.compressed_pixel_bytes("some_new_task") == 3 * 84 * 84 // 2  # unmeasured: half a raw frame
     states = {**pixels, "obs_type": "states", "frame_stack": 1}
     assert packing.replay_bytes_per_transition(states) == 5 * 4 + 1 * 4 + 24  # 48 B, as bench measures
     unknown = packing.replay_bytes_per_transition({**states, "task": "some_new_task"})
