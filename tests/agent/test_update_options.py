@@ -14,7 +14,8 @@ from tests.agent.conftest import packed, scalar_metrics
 def critic_i_rows(agent, batch) -> int:
     """Rows the online critic sees in its second forward of an update (Critic-I)."""
     seen: list[int] = []
-    handle = agent.critic.q1[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].numel() // mod.weight.shape[2]))
+    rows = lambda mod, inp, out: seen.append(inp[0].numel() // mod.weight.shape[2])  # noqa: E731 - any layout
+    handle = agent.critic.q1[0].register_forward_hook(rows)
     agent.update(packed(batch), step=1000).read()
     handle.remove()
     assert len(seen) == 2  # Critic-II then Critic-I
