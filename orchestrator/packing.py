@@ -84,11 +84,8 @@ STATE_DIM_BOUND, ACTION_DIM_BOUND = 512, 64
 # Ray worker, W&B's service and a CUDA context on GPU hosts.
 PROCESS_OVERHEAD_BYTES = int(1.5 * GiB)
 MEMBER_OVERHEAD_BYTES = {"pixels": int(1.5 * GiB), "states": int(0.5 * GiB)}
-# Not counted in the fit: torch.save of the replay's numpy arrays (checkpoint_replay=true) held
-# ≈ 6.3x the saved arrays in memory while writing (measured: 529 MB of frames -> +3.36 GB peak;
-# the same frames as torch tensors: +2 MB).  Members checkpoint one at a time, so the peak adds
-# this factor times one member's replay; the dry run prints it as a warning.
-CHECKPOINT_SAVE_FACTOR = 6.3
+# A checkpoint adds nothing to count: the worker saves the replay as tensors over its own memory
+# (measured: 504 MiB of frames, +2 MiB peak RSS while saving; as numpy arrays it was +3288 MiB).
 
 
 def task_dims(task: str) -> tuple[int, int, bool]:
@@ -135,18 +132,6 @@ def max_members(config: Mapping[str, Any], memory: int) -> int:
     return max(0, (memory - PROCESS_OVERHEAD_BYTES) // member_bytes(config))
 
 
-def checkpoint_peak_note(config: Mapping[str, Any]) -> str | None:
-    """The checkpoint-time peak the fit leaves out, when it is large enough to matter (>= 1 GiB)."""
-    if not config.get("checkpoint_replay", True) or not config.get("checkpoint_every_frames"):
-        return None
-    extra = CHECKPOINT_SAVE_FACTOR * replay_bytes(config)
-    if extra < GiB:
-        return None
-    return (f"checkpoint_replay=true: writing a checkpoint currently holds ≈ {CHECKPOINT_SAVE_FACTOR:g} x one "
-            f"member's replay ({fmt_bytes(extra)}) in memory on top of the above (torch.save of numpy arrays, "
-            f"measured); not counted in the fit: set checkpoint_replay: false or make sure the host has room")
-
-
 # ------------------------------------------------------------------ machine memory
 def local_memory_bytes() -> int:
     """Physical memory of this machine."""
@@ -176,9 +161,14 @@ def fmt_bytes(n: float) -> str:
 # ------------------------------------------------------------------ packed speed
 # Measured aggregate speed-up of a pack of K members over one trial alone, on the same machine and
 # resources: (frames/s of all K members together) / (frames/s of one trial), keyed by
-# (obs_type, hidden_dim, device kind "cpu"|"cuda", K).  Filled from bench measurements only; EMPTY for
-# everything not measured (GPU: no GPU machine was available).  The lead adds the CPU numbers.
-PACKED_SPEEDUPS: dict[tuple[str, int, str, int], float] = {}
+# (obs_type, hidden_dim, device kind "cpu"|"cuda", K).  Measured numbers only: `make bench` (its packed
+# section: a pack process with 2 torch threads on the 2-core dev machine, AMD EPYC family/model 25/17, AVX-512,
+# 2026-11-26; aggregate frames/s of a pack of K over a pack of one with the same threads; bench/latest.json).
+# Nothing for pixels or GPUs: no GPU machine was available, and the CPU pixel pack was not measured.
+PACKED_SPEEDUPS: dict[tuple[str, int, str, int], float] = {
+    ("states", 256, "cpu", 2): 1.35, ("states", 256, "cpu", 4): 1.35, ("states", 256, "cpu", 8): 1.52,
+    ("states", 1024, "cpu", 2): 1.08, ("states", 1024, "cpu", 4): 1.00, ("states", 1024, "cpu", 8): 1.04,
+}
 
 
 def device_kind(config: Mapping[str, Any]) -> str:

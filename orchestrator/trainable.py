@@ -245,12 +245,9 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
                      "frame": int(status.get("frame", 0)), "wall_time_s": float(status.get("wall_time_s", 0.0))})
 
     try:
+        # Ray stops a trial (Ctrl-C, a stopped sweep) by raising SystemExit out of tune.report: the
+        # worker then leaves its members "running" at their frame, so they resume from their checkpoints.
         statuses = run_pack(configs, out_dirs, sinks, on_status)
-    except (SystemExit, KeyboardInterrupt):
-        # Ray stops a trial (Ctrl-C, a stopped sweep) by raising SystemExit out of tune.report;
-        # the store must then read "unfinished", never "completed" short of num_frames.
-        _mark_stopped(configs, out_dirs)
-        raise
     except Exception as err:  # run_pack raises only before its own bookkeeping starts (e.g. unreadable checkpoint)
         statuses = []
         for index, out_dir in enumerate(out_dirs):
@@ -280,18 +277,6 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
                            for m, s in failed)
         raise TrialFailed(f"pack {spec['pack_id']}: {len(failed)} of {len(todo)} members failed: {detail}"
                           if len(todo) > 1 else detail)
-
-
-def _mark_stopped(configs: Sequence[Any], out_dirs: Sequence[Path]) -> None:
-    """After a stop from outside: a member recorded as finished short of its frames is unfinished (resumable)."""
-    from agent.sinks import read_status, write_status
-
-    for config, out_dir in zip(configs, out_dirs):
-        status = read_status(out_dir) or {}
-        if status.get("status") == "completed" and int(status.get("frame") or 0) < int(config.num_frames):
-            status.update(status="running", stopped=f"stopped at frame {status.get('frame')} before num_frames; "
-                                                    f"resumes from its checkpoint")
-            write_status(out_dir, status)
 
 
 def _wandb_teardown() -> None:
