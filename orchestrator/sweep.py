@@ -33,7 +33,6 @@ from orchestrator.grid import Grid, GridError, TrialSpec, load_grid
 from orchestrator.packing import (
     PROCESS_OVERHEAD_BYTES,
     Pack,
-    checkpoint_peak_note,
     fmt_bytes,
     local_memory_bytes,
     make_packs,
@@ -339,9 +338,6 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
                    if memory is not None else machine)
         print(f"memory: {unit} needs up to {fmt_bytes(largest.memory_bytes)} ({memory_breakdown(largest)}); "
               f"{verdict}")
-        note = checkpoint_peak_note(largest.members[0].config)
-        if note:
-            print(f"  warning: {note}")
     wall, notes = estimate(grid, results, packs, memory)
     print(f"estimated wall time: {fmt_duration(wall)}" + (" (nothing to run)" if not pending else ""))
     for note in notes if pending else []:
