@@ -92,7 +92,7 @@ def test_dry_run_of_the_paper_profile(tmp_path: Path, capsys: pytest.CaptureFixt
     code, out, _ = run_cli(capsys, "--grid", "critic_i_mode", "--profile", "paper", "--results",
                            str(tmp_path / "results"), "--dry-run")
     assert code == 0
-    assert "hopper_hop" in out and "cpu 4 gpu 0.5" in out and "10,100,000" in out
+    assert "hopper_hop" in out and "cpu 16 gpu 1" in out and "10,100,000" in out
     assert "cells: 3, tasks: 1, seeds: 5 -> 15 trials" in out
     # packs of 4 (provisional): the 10 BN trials in 3 packs (4, 3, 3), Origin's 5 seeds in 2 (3, 2)
     assert "15 trials to run in 5 packs of at most 4" in out and "total pack time" in out
