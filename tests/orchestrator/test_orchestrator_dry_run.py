@@ -94,7 +94,8 @@ def test_dry_run_of_the_paper_profile(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0
     assert "hopper_hop" in out and "cpu 16 gpu 1" in out and "10,100,000" in out
     assert "cells: 3, tasks: 1, seeds: 5 -> 15 trials" in out
-    # packs of 4 (provisional): the 10 BN trials in 3 packs (4, 3, 3), Origin's 5 seeds in 2 (3, 2)
-    assert "15 trials to run in 5 packs of at most 4" in out and "total pack time" in out
-    assert "no packed measurement for K=4 on GPU" in out and "i.e. no gain" in out
-    assert "needs up to 86.5 GiB" in out and "not checked: this profile needs a GPU and this machine has none" in out
+    # packs of at most 16: the 10 BN trials in one pack, Origin's 5 seeds (other norms) in another
+    assert "15 trials to run in 2 packs of at most 16" in out and "total pack time" in out
+    assert "no packed measurement for K=10 on GPU" in out and "i.e. no gain" in out
+    # lz4 replays: 10 x (1M transitions x 4,281 B planned + 1.5 GiB) + 1.5 GiB
+    assert "needs up to 56.4 GiB" in out and "not checked: this profile needs a GPU and this machine has none" in out
