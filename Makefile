@@ -62,5 +62,18 @@ bench: install ## benchmark suite -> bench/latest.json (ARGS=--quick: smoke vers
 verify-learning: install ## learning check: cartpole_swingup states, 100k frames, 3 seeds x Origin/MA-BN/TTTTT (~40 min)
 	$(PY) -m orchestrator.sweep --grid verify_learning --profile $(PROFILE) --results $(RESULTS) --figures $(FIGURES) $(ARGS)
 
+# The grids whose findings the claims table tests (analysis/claims.py CLAIMS), run one after another.
+CLAIM_GRIDS := critic_i_mode buffer_mixing learning_rate optimizer exploration normalization
+
+.PHONY: verify-claims
+verify-claims: install ## run the claim grids on PROFILE (local: ~1h23m est. on 2 cores), then the claims table (figures/report.md)
+	@set -e; for grid in $(CLAIM_GRIDS); do \
+		echo "== $$grid ($(PROFILE))"; \
+		$(PY) -m orchestrator.sweep --grid $$grid --profile $(PROFILE) --results $(RESULTS) --no-figures \
+			$(if $(DRY_RUN),--dry-run) $(if $(PACK),--pack $(PACK)) $(ARGS); \
+	done
+	$(if $(DRY_RUN),@true,$(PY) -m analysis.figures --results $(RESULTS) --out $(FIGURES) $(foreach g,$(CLAIM_GRIDS),--grid $(g)))
+	$(if $(DRY_RUN),@true,$(PY) -m analysis.claims --results $(RESULTS))
+
 clean: ## remove caches (never results/)
 	rm -rf .pytest_cache .ruff_cache **/__pycache__

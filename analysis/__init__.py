@@ -2,6 +2,7 @@
 
 Entry point: ``python -m analysis.figures`` (docs/analysis.md). Modules: ``store`` (loading into tidy tables),
 ``stats`` (IQM, stratified bootstrap, probability of improvement, normalization), ``summary`` (final returns,
-curves, per-cell summaries), ``plots`` (one function per figure, which grid gets which), ``style`` (colours and
-byte-stable saving), ``report`` (report.md), ``figures`` (the command line).
+curves, per-cell summaries, the diverged rule), ``claims`` (the paper's findings as comparisons, their verdicts),
+``plots`` (one function per figure, which grid gets which), ``style`` (colours and byte-stable saving), ``report``
+(report.md), ``figures`` (the command line).
 """

@@ -1,10 +1,10 @@
 """Draw every figure of every grid in a result store, and figures/report.md.
 
-    python -m analysis.figures [--results results] [--out figures] [--grid NAME ...]
+    python -m analysis.figures [--results results] [--out figures] [--grid NAME ...] [--diverged task_min|last]
 
 Writes ``<out>/<grid>/<figure>.png`` and ``.pdf`` for each grid (SPEC §8 says which figures) and
-``<out>/report.md``. Exit status 0 on success, 2 when the results directory is missing, empty or not a
-result store, or a requested grid is not in it.
+``<out>/report.md`` (with the claims table of ``analysis.claims``). Exit status 0 on success, 2 when the results
+directory is missing, empty or not a result store, or a requested grid is not in it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from analysis import stats
 from analysis.plots import GridData, figure_names, figures_for
 from analysis.report import write_report
 from analysis.store import StoreError, load_store
-from analysis.summary import DEFAULT_FINAL_WINDOW, Settings
+from analysis.summary import DEFAULT_DIVERGED, DEFAULT_FINAL_WINDOW, DIVERGED_RULES, Settings
 
 
 def make_figures(results: Path | str, out: Path | str, grids: Sequence[str] | None = None,
@@ -52,6 +52,28 @@ def make_figures(results: Path | str, out: Path | str, grids: Sequence[str] | No
     return report, {name: files[name] for name in selected}
 
 
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The statistics options shared by ``analysis.figures`` and ``analysis.claims`` (fields of ``Settings``)."""
+    parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap RNG seed (default: 0)")
+    parser.add_argument("--confidence", type=float, default=stats.DEFAULT_CONFIDENCE,
+                        help="confidence level of the intervals (default: 0.95)")
+    parser.add_argument("--final-window", type=float, default=DEFAULT_FINAL_WINDOW,
+                        help="fraction of a trial's frames whose evaluations make its final return (default: 0.1)")
+    parser.add_argument("--diverged", choices=DIVERGED_RULES, default=DEFAULT_DIVERGED,
+                        help="what a diverged trial's return counts as: task_min (default) = the lowest evaluation "
+                             "return of any trial of the store on its task, since a diverged trial has no policy "
+                             "left; last = its last evaluation before divergence (the optimistic reading)")
+
+
+def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace, dpi: int = 150) -> Settings:
+    """``Settings`` from the parsed options; a bad value exits through ``parser.error`` (status 2)."""
+    if args.reps < 1 or dpi < 10 or not 0 < args.confidence < 1 or not 0 <= args.final_window <= 1:
+        parser.error("--reps must be >= 1, --dpi >= 10, --confidence in (0, 1), --final-window in [0, 1]")
+    return Settings(reps=args.reps, confidence=args.confidence, seed=args.seed, final_window=args.final_window,
+                    dpi=dpi, diverged=args.diverged)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis.figures", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,24 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="figures", help="output directory (default: figures)")
     parser.add_argument("--grid", action="append", default=None, metavar="NAME",
                         help="only this grid (repeatable, or comma-separated); default: every grid in the store")
-    parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples (default: 2000)")
-    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap RNG seed (default: 0)")
-    parser.add_argument("--confidence", type=float, default=stats.DEFAULT_CONFIDENCE,
-                        help="confidence level of the intervals (default: 0.95)")
+    add_settings_arguments(parser)
     parser.add_argument("--dpi", type=int, default=150, help="PNG resolution (default: 150; PDFs are vector)")
-    parser.add_argument("--final-window", type=float, default=DEFAULT_FINAL_WINDOW,
-                        help="fraction of a trial's frames whose evaluations make its final return (default: 0.1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.reps < 1 or args.dpi < 10 or not 0 < args.confidence < 1 or not 0 <= args.final_window <= 1:
-        parser.error("--reps must be >= 1, --dpi >= 10, --confidence in (0, 1), --final-window in [0, 1]")
+    settings = settings_from(parser, args, dpi=args.dpi)
     grids = [g.strip() for item in args.grid or [] for g in item.split(",") if g.strip()] or None
-    settings = Settings(reps=args.reps, confidence=args.confidence, seed=args.seed, final_window=args.final_window,
-                        dpi=args.dpi)
     try:
         report, files = make_figures(args.results, args.out, grids, settings)
     except StoreError as err:

@@ -95,7 +95,8 @@ class GridData:
 
     def finals(self, metric: str = EVAL_RETURN) -> pd.DataFrame:
         if metric not in self._finals:
-            self._finals[metric] = final_scores(self.store, metric, self.settings.final_window)
+            self._finals[metric] = final_scores(self.store, metric, self.settings.final_window,
+                                                   self.settings.diverged)
         return self._finals[metric]
 
     def normalized(self) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""``figures/report.md``: every figure, the final IQM and CI per cell and task, and the trials that went wrong.
+"""``figures/report.md``: the claims table, every figure, the final IQM and CI per cell and task, and the trials
+that went wrong.
 
 The report holds no timestamps, absolute paths or anything else that changes between two runs on the same
 store, so it can be diffed and committed next to the figures.
@@ -13,10 +14,19 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import stats
+from analysis.claims import CLOSE_TOLERANCE, MIN_SEEDS, evaluate_claims, header, table_rows
 from analysis.plots import GridData
 from analysis.store import Store
 from analysis.style import frames_text
-from analysis.summary import CellSummary, aggregate, improvement, normalized_finals, unnormalizable_tasks
+from analysis.summary import (
+    DIVERGED_TEXT,
+    CellSummary,
+    Settings,
+    aggregate,
+    improvement,
+    normalized_finals,
+    unnormalizable_tasks,
+)
 
 REPORT_FILE = "report.md"
 
@@ -62,8 +72,7 @@ def _notes(s: CellSummary) -> str:
     notes = []
     if s.estimate is not None and s.estimate.degenerate:
         notes.append("1 seed: no CI")
-    for count, word in ((s.n_diverged, "diverged"), (s.n_running, "running"), (s.n_failed, "failed"),
-                        (s.n_pending, "not started")):
+    for count, word in ((s.n_running, "running"), (s.n_failed, "failed"), (s.n_pending, "not started")):
         if count:
             notes.append(f"{count} {word}")
     return "; ".join(notes)
@@ -74,7 +83,7 @@ def _cell_rows(grid: GridData) -> list[list[object]]:
     for s in grid.summaries():
         est, q = s.estimate, s.q_bias
         rows.append([
-            s.task, s.cell, f"{s.n_final}/{s.n_trials}", _frames(s),
+            s.task, s.cell, f"{s.n_final}/{s.n_trials}", s.n_diverged, _frames(s),
             _num(est.point) if est else "–", f"[{_num(est.low)}, {_num(est.high)}]" if est else "–",
             f"{q.point:.3g}" if q else "–", _notes(s),
         ])
@@ -106,32 +115,58 @@ def _aggregate_lines(grid: GridData) -> list[str]:
         + "):", ""]
     estimates = aggregate(finals, grid.settings)
     names = list(stats.AGGREGATES)
+    diverged = finals[finals["status"] == "diverged"].groupby("cell").size()
     rows = []
     for cell, by_name in estimates.items():
         n_tasks = by_name["IQM"].n_tasks
-        rows.append([cell, f"{by_name['IQM'].n_runs} runs / {n_tasks} tasks",
+        rows.append([cell, f"{by_name['IQM'].n_runs} runs / {n_tasks} tasks", int(diverged.get(cell, 0)),
                      *(f"{by_name[n].point:.3f} [{by_name[n].low:.3f}, {by_name[n].high:.3f}]" for n in names)])
-    lines += _table(["cell", "runs", *(f"{n} [95% CI]" for n in names)], rows)
+    lines += _table(["cell", "runs", "diverged", *(f"{n} [95% CI]" for n in names)], rows)
     poi = improvement(finals, grid.settings)
     lines += [""]
     if poi:
+        target = finals.loc[finals["method"] == "MA-BN"].sort_values("cell_rank")["cell"].iloc[0]
         lines += ["Probability of improvement of MA-BN over each baseline (0.5: no difference):", ""]
-        lines += _table(["baseline", "P(MA-BN > baseline)", "95% CI", "tasks"],
-                        [[c, f"{e.point:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", e.n_tasks] for c, e in poi.items()])
+        lines += _table(["baseline", "P(MA-BN > baseline)", "95% CI", "tasks", "diverged (MA-BN / baseline)"],
+                        [[c, f"{e.point:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", e.n_tasks,
+                          f"{int(diverged.get(target, 0))} / {int(diverged.get(c, 0))}"] for c, e in poi.items()])
     else:
         lines += ["Probability of improvement: needs finished MA-BN and baseline trials on a shared task."]
     return lines
 
 
-def _trouble_lines(store: Store, grids: Sequence[str]) -> list[str]:
+def claims_lines(store: Store, settings: Settings) -> list[str]:
+    """The claims section: every claim of ``analysis.claims.CLAIMS`` judged on ``store``, and the rules."""
+    pct = f"{settings.confidence:.0%}"
+    lines = ["## Claims of the paper", "",
+             "Each finding of the paper that a grid tests, as a comparison of its cells (definitions as data in "
+             "`analysis/claims.py`, explained in docs/analysis.md, \"Claims\"). Scores are final returns divided "
+             "by the task maximum (0.1 = 100 return points on a DMC task) unless the comparison says otherwise; "
+             f"CI: {pct} stratified bootstrap ({settings.reps} resamples, seed {settings.seed}; every cell "
+             "resampled on its own within each task); probability of improvement: over pairs of runs per task, "
+             "ties counting 1/2.", ""]
+    lines += _table(header(settings.confidence), table_rows(evaluate_claims(store, settings)))
+    lines += ["", f"**Verdict**: *supported* when the whole CI lies above the claim's threshold (0, or "
+              f"-{CLOSE_TOLERANCE:g} for \"close to\"), *contradicted* when it lies wholly below, *inconclusive* "
+              f"otherwise and whenever a compared cell has fewer than {MIN_SEEDS} seeds (no spread to judge by). "
+              "**Seeds needed** (inconclusive): with the CI half-width h shrinking as 1/sqrt(n), the seeds per cell "
+              "at which it falls below the distance d between the effect and the threshold, n = ceil(n0 (h/d)^2), "
+              "n0 being the seeds per cell now; an estimate from few seeds, not a promise. "
+              f"**Diverged trials** score {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`).",
+              ""]
+    return lines
+
+
+def _trouble_lines(store: Store, grids: Sequence[str], settings: Settings | None) -> list[str]:
     trials = store.trials[store.trials["grid"].isin(grids)]
     bad = trials[trials["status"].isin(("diverged", "failed"))]
     lines = ["## Trials that diverged or failed", ""]
     if bad.empty:
         lines.append("None.")
     else:
-        lines.append("Diverged trials count in the statistics with their last evaluation before divergence; failed "
-                     "(crashed) trials are left out of all statistics.")
+        rule = DIVERGED_TEXT[(settings or Settings()).diverged]
+        lines.append(f"Diverged trials count in the final returns with {rule}; failed (crashed) trials are left "
+                     "out of all statistics.")
         lines.append("")
         lines += _table(["grid", "trial", "task", "cell", "seed", "status", "frame", "error"],
                         [[r.grid, r.trial_id, r.task, r.cell, r.seed, r.status, _frame_of(r), r.error or ""]
@@ -185,17 +220,19 @@ def write_report(out_dir: Path, store: Store, grids: Sequence[GridData], files: 
             "## How the numbers are made", "",
             f"- **Final return** of a trial: the mean of its evaluation returns in the last "
             f"{settings.final_window:.0%} of its planned frames (at least its last evaluation). A diverged trial "
-            "keeps its last evaluation before divergence; running, failed and not-started trials have none.",
+            f"is never dropped: it scores {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`; "
+            "the curves hold that value after its divergence); running, failed and not-started trials have none.",
             f"- **Per task and cell**: interquartile mean (IQM, 25% trimmed each side) of the final returns over "
             f"seeds, with a {pct} percentile bootstrap CI ({settings.reps} resamples, seed {settings.seed}). "
             "A cell with one seed has no CI: its interval collapses to the point (noted as `1 seed: no CI`).",
             "- **Across tasks**: returns divided by the task maximum (dm_control: 1000; Gymnasium tasks: the best "
             "final return of any trial of the grid on that task) and aggregated with a stratified bootstrap (seeds "
             "resampled within each task), as rliable does.",
-            "- **Seeds** column: trials with a final return / all trials of the cell on the task. "
-            "**Frames**: frame of the last evaluation used.",
+            "- **Seeds** column: trials with a final return / all trials of the cell on the task; **diverged**: "
+            "how many of them diverged. **Frames**: frame of the last evaluation used.",
             "",
         ]
+        lines += claims_lines(store, settings)
     for grid in grids:
         lines += [f"## Grid `{grid.name}`", ""]
         if grid.name not in drawn:
@@ -204,12 +241,12 @@ def write_report(out_dir: Path, store: Store, grids: Sequence[GridData], files: 
                          if files.get(grid.name) else f"none drawn yet: add `--grid {grid.name}`."), ""]
         lines += _figure_lines(grid.name, files.get(grid.name, []), Path(out_dir))
         lines += ["", "Final return per task and cell:", ""]
-        lines += _table(["task", "cell", "seeds", "frames", "final return IQM", f"{grid.settings.confidence:.0%} CI",
-                         "final Q-bias IQM", "notes"], _cell_rows(grid))
+        lines += _table(["task", "cell", "seeds", "diverged", "frames", "final return IQM",
+                         f"{grid.settings.confidence:.0%} CI", "final Q-bias IQM", "notes"], _cell_rows(grid))
         if grid.name == "normalization" or len(grid.tasks) > 1:
             lines += [""] + _aggregate_lines(grid)
         lines.append("")
-    lines += _trouble_lines(store, names)
+    lines += _trouble_lines(store, names, settings)
     if store.warnings:
         lines += ["", "## Store warnings", ""] + [f"- {_md(w)}" for w in store.warnings]
     path = Path(out_dir) / REPORT_FILE

@@ -13,6 +13,8 @@ What is reproduced here, and tested against hand-computed values:
 - ``probability_of_improvement``: per task P(X > Y) + 0.5 P(X = Y) over all pairs of runs (the Mann-Whitney U
   statistic divided by n_x n_y), averaged over tasks; ``poi_interval`` bootstraps X and Y independently
   within each task.
+- ``effect_interval``: any elementwise function of several groups' statistics (a difference of IQMs, a slope
+  over ρ, ...) with the same stratified bootstrap, each group resampled on its own (the claims table).
 
 Randomness: every call builds its own ``numpy.random.default_rng(seed)``, so a number never depends on what
 was computed before it, and the same store gives the same figures and report.
@@ -134,6 +136,31 @@ def interval(per_task: Sequence[Sequence[float]] | np.ndarray, statistic: Statis
     samples = statistic(_resample(tasks, reps, np.random.default_rng(seed)))
     low, high = _percentiles(samples, confidence)
     return Interval(point, low, high, n_runs, len(tasks))
+
+
+def effect_interval(groups: Sequence[Sequence[Sequence[float]]], effect: Callable[[list[np.ndarray]], np.ndarray],
+                    statistic: Statistic = iqm, reps: int = DEFAULT_REPS, confidence: float = DEFAULT_CONFIDENCE,
+                    seed: int = DEFAULT_SEED) -> Interval:
+    """``effect([statistic(group) for group in groups])`` with a stratified-bootstrap percentile CI.
+
+    Each group (one cell: one array of run scores per task) is resampled independently, and within each of
+    its tasks, as ``interval`` resamples one group: the groups are different runs, so nothing pairs them.
+    ``effect`` maps the groups' statistics (arrays of one shape: scalars for the point, one value per resample
+    for the CI) to an array of that shape, elementwise, e.g. ``lambda v: v[0] - v[1]`` for a difference.
+    ``n_runs`` is the smallest group's run count. Raises ValueError when a group has no finite score.
+    """
+    cleaned = [_clean(group) for group in groups]
+    if not cleaned or any(not tasks for tasks in cleaned):
+        raise ValueError("every group needs at least one finite score")
+    point = float(effect([np.asarray(statistic(tasks), dtype=np.float64) for tasks in cleaned]))
+    n_runs = min(sum(t.size for t in tasks) for tasks in cleaned)
+    n_tasks = max(len(tasks) for tasks in cleaned)
+    if all(t.size == 1 for tasks in cleaned for t in tasks):  # nothing to resample: the CI is the point
+        return Interval(point, point, point, n_runs, n_tasks)
+    rng = np.random.default_rng(seed)
+    samples = effect([np.asarray(statistic(_resample(tasks, reps, rng)), dtype=np.float64) for tasks in cleaned])
+    low, high = _percentiles(np.asarray(samples, dtype=np.float64), confidence)
+    return Interval(point, low, high, n_runs, n_tasks)
 
 
 def _poi(x_tasks: Sequence[np.ndarray], y_tasks: Sequence[np.ndarray]) -> np.ndarray:

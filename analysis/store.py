@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from agent.config import PLACEMENT_KEYS
-from agent.metrics import FRAME, METRIC_NAMES
+from agent.metrics import EVAL_RETURN, FRAME, METRIC_NAMES
 from agent.sinks import CONFIG_FILE, FINISHED_STATUSES, METRICS_FILE, STATUS_FILE
 from orchestrator.store import TRIAL_FILE, cell_id, config_digest
 
@@ -74,6 +74,9 @@ class Store:
     data: pd.DataFrame  # one row per trial x log point
     trials: pd.DataFrame  # one row per trial
     warnings: list[str] = field(default_factory=list)  # unreadable trials etc., shown in the report
+    # {task: lowest finite evaluation return of any trial of the whole store on it}: the `task_min` floor a
+    # diverged trial scores (analysis.summary). Store-wide, so a grid's sub-store uses the same floor.
+    eval_floors: dict[str, float] = field(default_factory=dict)
 
     @property
     def grids(self) -> list[str]:
@@ -82,7 +85,8 @@ class Store:
     def grid(self, name: str) -> Store:
         """The part of the store that belongs to one grid."""
         return Store(self.root, self.data[self.data["grid"] == name].reset_index(drop=True),
-                     self.trials[self.trials["grid"] == name].reset_index(drop=True), list(self.warnings))
+                     self.trials[self.trials["grid"] == name].reset_index(drop=True), list(self.warnings),
+                     dict(self.eval_floors))
 
 
 # ------------------------------------------------------------------ labels
@@ -318,7 +322,7 @@ def load_store(root: Path | str) -> Store:
                 "seed": config.get("seed"),
                 "status": _status_of(status, len(metrics)),
             }
-            last_eval = metrics.loc[metrics["eval/episode_return"].notna(), FRAME]
+            last_eval = metrics.loc[metrics[EVAL_RETURN].notna(), FRAME]
             info = {
                 "cell_key": cell_key,
                 "cell_rank": rank[label],
@@ -350,7 +354,17 @@ def load_store(root: Path | str) -> Store:
         data = data.reset_index(drop=True)
     else:
         data = pd.DataFrame(columns=[*ID_COLUMNS, FRAME, *METRIC_NAMES])
-    return Store(root, data, trials, problems)
+    return Store(root, data, trials, problems, eval_floors(data))
+
+
+def eval_floors(data: pd.DataFrame) -> dict[str, float]:
+    """{task: the lowest finite evaluation return in ``data``}, every trial and status counted (the frame-0
+    evaluation of an untrained policy included: it is a policy seen on the task)."""
+    if data.empty:
+        return {}
+    returns = data[EVAL_RETURN].to_numpy(dtype=float)
+    finite = data.loc[np.isfinite(returns), ["task", EVAL_RETURN]]
+    return {str(task): float(value) for task, value in finite.groupby("task")[EVAL_RETURN].min().items()}
 
 
 def _sort_column(column: pd.Series) -> pd.Series:

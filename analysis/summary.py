@@ -4,13 +4,18 @@ The rules here are the ones a reader of the figures needs to know (docs/analysis
 
 - **Final return** of a trial: for a *completed* trial, the mean of its evaluations in the last
   ``final_window`` (default 10%) of its frames, i.e. at frame >= (1 - final_window) * num_frames (at least
-  its last evaluation); for a *diverged* trial, its last evaluation before divergence (it keeps the policy
-  it had: a diverged seed is never dropped, which would flatter the method). *Running*, *failed* (crashed)
-  and *pending* trials have no final return; they are listed in the report.
+  its last evaluation). A *diverged* trial is never dropped, which would flatter the method that diverges;
+  what it scores is ``Settings.diverged`` (``DIVERGED_RULES``):
+  ``task_min`` (default): the lowest evaluation return of any trial of the store on its task
+  (``Store.eval_floors``): its parameters are no longer finite, so it has no policy left to keep, and it is
+  charged with the worst policy seen on the task instead of the one it had before collapsing;
+  ``last``: its last evaluation before divergence (the optimistic reading, kept to show the difference).
+  The rule is about the return only: other metrics (Q-bias, coverage) of a diverged trial are its last values.
+  *Running*, *failed* (crashed) and *pending* trials have no final return; they are listed in the report.
 - **Curves**: at each logged frame, the IQM over the seeds that have a value there, with a 95%
-  stratified-bootstrap CI. For the return, a diverged seed keeps its last evaluation up to its planned
-  frames (the same rule as the final return); its diagnostics (Q-bias, losses) simply stop. Failed trials are
-  left out of curves and statistics.
+  stratified-bootstrap CI. For the return, a diverged seed holds the value the final-return rule gives it
+  from its divergence up to its planned frames; its diagnostics (Q-bias, losses) simply stop. Failed trials
+  are left out of curves and statistics.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ from analysis.store import FINISHED, Store
 
 DEFAULT_FINAL_WINDOW = 0.1
 CURVE_STATUSES = ("completed", "diverged", "running")  # failed trials crashed for reasons outside the method
+# What a diverged trial's return counts as (module docstring); the first is the default.
+DIVERGED_RULES = ("task_min", "last")
+DEFAULT_DIVERGED = DIVERGED_RULES[0]
+DIVERGED_TEXT = {
+    "task_min": "the lowest evaluation return of any trial of the store on its task",
+    "last": "its last evaluation before divergence",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,16 @@ class Settings:
     seed: int = stats.DEFAULT_SEED
     final_window: float = DEFAULT_FINAL_WINDOW
     dpi: int = 150  # PNG resolution (PDFs are vector)
+    diverged: str = DEFAULT_DIVERGED  # one of DIVERGED_RULES
+
+    def __post_init__(self) -> None:
+        check_diverged(self.diverged)
+
+
+def check_diverged(rule: str) -> None:
+    """Raise ValueError unless ``rule`` is one of DIVERGED_RULES."""
+    if rule not in DIVERGED_RULES:
+        raise ValueError(f"diverged={rule!r}: must be one of {', '.join(DIVERGED_RULES)}")
 
 
 def _planned_frames(row: pd.Series) -> float:
@@ -45,12 +67,23 @@ def _planned_frames(row: pd.Series) -> float:
         return float("nan")
 
 
-def final_scores(store: Store, metric: str = EVAL_RETURN, window: float = DEFAULT_FINAL_WINDOW) -> pd.DataFrame:
-    """One row per finished trial: its final value of ``metric`` (rule in the module docstring).
+def diverged_value(store: Store, trial: pd.Series, last: float, rule: str) -> float:
+    """The return a diverged ``trial`` counts with under ``rule`` (``last``: its last evaluation return)."""
+    if rule == "last":
+        return last
+    floor = store.eval_floors.get(str(trial["task"]))
+    return last if floor is None else float(floor)  # no floor only when the task has no evaluation at all
 
-    Columns: the trial's columns of ``store.trials`` plus ``value``, ``final_frame`` (last evaluation used)
-    and ``n_points`` (evaluations averaged).
+
+def final_scores(store: Store, metric: str = EVAL_RETURN, window: float = DEFAULT_FINAL_WINDOW,
+                 diverged: str = DEFAULT_DIVERGED) -> pd.DataFrame:
+    """One row per finished trial: its final value of ``metric`` (rules in the module docstring).
+
+    Columns: the trial's columns of ``store.trials`` plus ``value``, ``final_frame`` (last evaluation used:
+    for a diverged trial, its last one before divergence) and ``n_points`` (evaluations averaged).
+    ``diverged`` (one of DIVERGED_RULES) applies to the evaluation return only.
     """
+    check_diverged(diverged)
     columns = [*store.trials.columns, "value", "final_frame", "n_points"]
     trials = store.trials[store.trials["status"].isin(FINISHED)]
     if trials.empty or store.data.empty:
@@ -65,6 +98,9 @@ def final_scores(store: Store, metric: str = EVAL_RETURN, window: float = DEFAUL
             continue
         if trial["status"] == "diverged":
             used = points.iloc[[-1]]
+            value = float(used[metric].iloc[0])
+            if metric == EVAL_RETURN:
+                value = diverged_value(store, trial, value, diverged)
         else:
             planned = _planned_frames(trial)
             if not np.isfinite(planned):
@@ -72,8 +108,9 @@ def final_scores(store: Store, metric: str = EVAL_RETURN, window: float = DEFAUL
             used = points[points[FRAME] >= (1.0 - window) * planned]
             if used.empty:
                 used = points.iloc[[-1]]
-        rows.append({**trial.to_dict(), "value": float(used[metric].mean()),
-                     "final_frame": int(used[FRAME].max()), "n_points": int(len(used))})
+            value = float(used[metric].mean())
+        rows.append({**trial.to_dict(), "value": value, "final_frame": int(used[FRAME].max()),
+                     "n_points": int(len(used))})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -98,13 +135,14 @@ def curves(store: Store, metric: str, settings: Settings,
     """{(task, cell): IQM and CI over seeds at every frame logged for ``metric``}.
 
     Each table has columns frame, point, low, high, n (seeds with a value at that frame).
-    ``hold_diverged`` defaults to True for the evaluation return (see the module docstring).
+    ``hold_diverged`` defaults to True for the evaluation return: a diverged seed then holds the value of
+    ``settings.diverged`` after its divergence (see the module docstring).
     """
     if hold_diverged is None:
         hold_diverged = metric == EVAL_RETURN
     points = series(store, metric)
-    status = store.trials.set_index("trial")["status"]
-    planned = store.trials.set_index("trial")["planned_frames"]
+    trial_rows = store.trials.set_index("trial")
+    status, planned = trial_rows["status"], trial_rows["planned_frames"]
     out: dict[tuple[str, str], pd.DataFrame] = {}
     for (task, cell), part in points.groupby(["task", "cell"], sort=True):
         table = part.pivot(index=FRAME, columns="trial", values="value").sort_index()
@@ -119,7 +157,10 @@ def curves(store: Store, metric: str, settings: Settings,
                 except (TypeError, ValueError):
                     limit = np.inf
                 after = (table.index > last) & (table.index <= limit)
-                table.loc[after, trial] = column[last]
+                held = float(column[last])
+                if metric == EVAL_RETURN:  # the diverged rule is about the return (module docstring)
+                    held = diverged_value(store, trial_rows.loc[trial], held, settings.diverged)
+                table.loc[after, trial] = held
         rows = []
         for frame, values in table.iterrows():
             finite = values.to_numpy(dtype=float)
@@ -152,8 +193,8 @@ class CellSummary:
 
 def cell_summaries(store: Store, settings: Settings) -> list[CellSummary]:
     """Final return (IQM over seeds, CI) and seed/status counts for every (task, cell) of one grid."""
-    finals = final_scores(store, EVAL_RETURN, settings.final_window)
-    q_finals = final_scores(store, "q_bias/mean", settings.final_window)
+    finals = final_scores(store, EVAL_RETURN, settings.final_window, settings.diverged)
+    q_finals = final_scores(store, "q_bias/mean", settings.final_window, settings.diverged)
     out = []
     trials = store.trials
     for (task, _rank), group in trials.groupby(["task", "cell_rank"], sort=True):
@@ -182,7 +223,7 @@ def normalized_finals(store: Store, settings: Settings) -> pd.DataFrame:
     A Gymnasium task whose best final return is not positive has nothing to normalize by: its rows are left out
     (``unnormalizable_tasks`` names such tasks for the report).
     """
-    finals = final_scores(store, EVAL_RETURN, settings.final_window)
+    finals = final_scores(store, EVAL_RETURN, settings.final_window, settings.diverged)
     if finals.empty:
         return finals.assign(score=pd.Series(dtype=float), task_max=pd.Series(dtype=float))
     maxima = {}
@@ -199,7 +240,7 @@ def normalized_finals(store: Store, settings: Settings) -> pd.DataFrame:
 
 def unnormalizable_tasks(store: Store, settings: Settings) -> list[str]:
     """Tasks with final returns but no maximum to normalize by (left out of every aggregate across tasks)."""
-    finals = final_scores(store, EVAL_RETURN, settings.final_window)
+    finals = final_scores(store, EVAL_RETURN, settings.final_window, settings.diverged)
     normalized = set(normalized_finals(store, settings)["task"])
     return sorted(set(finals["task"]) - normalized)
 

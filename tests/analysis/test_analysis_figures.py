@@ -46,10 +46,11 @@ def test_report_lists_figures_tables_and_troubled_trials(all_grids_store, all_gr
         for name in figure_names(grid):
             assert f"]({grid}/{name}.png)" in report and f"]({grid}/{name}.pdf)" in report
     # per task and cell: seeds, frames, IQM and CI (critic_i_mode, MA-BN: finals 610 and 620)
-    assert re.search(r"\| cartpole_swingup \| MA-BN \| 2/2 \| 3k \| 615\.0 \| \[610\.0, 620\.0\] \|", report)
-    # the diverged Origin seed counts and is flagged; the partial grid's cells say what is missing
-    assert re.search(r"\| cartpole_swingup \| Origin \| 2/2 \| 2k–3k \| .* \| 1 diverged \|", report)
-    assert re.search(r"\| MA-BN, target stats=soft \| 0/1 \| – \| – \| – \| – \| 1 running \|", report)
+    assert re.search(r"\| cartpole_swingup \| MA-BN \| 2/2 \| 0 \| 3k \| 615\.0 \| \[610\.0, 620\.0\] \|", report)
+    # the diverged Origin seed counts (at the task's lowest evaluation, 0: IQM of 0 and 460 = 230) and is counted in
+    # the diverged column; the partial grid's cells say what is missing
+    assert re.search(r"\| cartpole_swingup \| Origin \| 2/2 \| 1 \| 2k–3k \| 230\.0 \|", report)
+    assert re.search(r"\| MA-BN, target stats=soft \| 0/1 \| 0 \| – \| – \| – \| – \| 1 running \|", report)
     assert re.search(r"\| MA-BN, target stats=copy \| 2/3 \| .* \| 1 failed \|", report)
     assert "| MA-BN, target stats=independent | 2/3 |" in report and "1 not started" in report
     trouble = report.split("## Trials that diverged or failed")[1]
@@ -57,7 +58,14 @@ def test_report_lists_figures_tables_and_troubled_trials(all_grids_store, all_gr
     assert "soft-2" in trouble.split("## Trials still running or not started")[1]
     # across tasks (normalization: cartpole / 1000, Hopper-v5 / best in store) and probability of improvement
     assert "cartpole_swingup: 1000" in report and "Hopper-v5: 2120" in report
-    assert re.search(r"\| Origin \| 1\.000 \| \[1\.000, 1\.000\] \| 2 \|", report)  # P(MA-BN > Origin)
+    assert re.search(r"\| Origin \| 1\.000 \| \[1\.000, 1\.000\] \| 2 \| 0 / 0 \|", report)  # P(MA-BN > Origin)
+    assert re.search(r"\| MA-BN \| 4 runs / 2 tasks \| 0 \| ", report)  # aggregate: runs and diverged runs
+    # the claims table: critic_i_mode (E 610/620 vs T 310/320) supported at 2 seeds, every claim has a row
+    claims = report.split("## Claims of the paper")[1].split("\n## ")[0]
+    assert re.search(r"\| critic_i_mode \| Critic-I in eval mode .* \| \+0\.300 \[\+0\.290, \+0\.310\] \| "
+                     r"P\(MA-BN > BN \(TTTTT\)\) = 1\.00 \[1\.00, 1\.00\] \| 4 \(0 diverged\) \| "
+                     r"supported at 2 seeds \|", claims)
+    assert claims.count("\n| ") == 1 + 7  # the header and the seven claims (the rule line starts "|-")
     assert "Final return" in report and f"{FIGURE_REPS} resamples, seed 0" in report
 
 
@@ -100,6 +108,9 @@ def test_cli_errors(tmp_path, all_grids_store, capsys):
     assert not (tmp_path / "f").exists()
     with pytest.raises(SystemExit) as exit_info:
         main(["--reps", "0"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--diverged", "drop"])  # dropping diverged trials is not an option: it flatters the method
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])

@@ -64,6 +64,9 @@ def test_worker_store_figures_and_report(worker_store, tmp_path):
         for ext in ("png", "pdf"):
             assert (out / "critic_i_mode" / f"{name}.{ext}").stat().st_size > 2000
     report = (out / "report.md").read_text()
-    assert "| cartpole_swingup | Origin | 1/1 | 1k |" in report
-    assert "| cartpole_swingup | MA-BN | 1/1 | 1k |" in report
+    assert "| cartpole_swingup | Origin | 1/1 | 0 | 1k |" in report
+    assert "| cartpole_swingup | MA-BN | 1/1 | 0 | 1k |" in report
     assert "1 seed: no CI" in report
+    # the claims table judges the worker's store too: it has no Critic-I = T cell, and says so
+    assert "| critic_i_mode | Critic-I in eval mode" in report
+    assert "no data: no finished trial of BN (TTTTT)" in report

@@ -175,13 +175,19 @@ def test_final_return_rule(tmp_path, trial_writer):
     trial_writer(root, "g", "done", [float(i) for i in range(11)], num_frames=10_000)
     trial_writer(root, "g", "div", [5.0, 50.0, 7.0], status="diverged", num_frames=10_000, seed=2)
     trial_writer(root, "g", "run", [1.0, 2.0], status="running", num_frames=10_000, seed=3)
-    finals = final_scores(load_store(root))
-    by_trial = finals.set_index("trial_id")
+    store = load_store(root)
+    by_trial = final_scores(store, diverged="last").set_index("trial_id")
     assert by_trial.at["done", "value"] == pytest.approx(9.5)  # mean(9, 10)
     assert by_trial.at["done", "n_points"] == 2
-    assert by_trial.at["div", "value"] == 7.0  # its last evaluation before divergence
+    assert by_trial.at["div", "value"] == 7.0  # --diverged last: its last evaluation before divergence
     assert by_trial.at["div", "final_frame"] == 2000
     assert "run" not in by_trial.index  # still running: no final return
+    # The default, task_min: the lowest evaluation of the task in the store (done's frame 0), not its own 7 or 5.
+    by_trial = final_scores(store).set_index("trial_id")
+    assert by_trial.at["div", "value"] == 0.0 and by_trial.at["div", "final_frame"] == 2000
+    assert by_trial.at["done", "value"] == pytest.approx(9.5)  # the rule touches diverged trials only
+    with pytest.raises(ValueError, match="task_min, last"):
+        final_scores(store, diverged="zero")
 
 
 def test_cell_with_a_diverged_seed(tmp_path, trial_writer):
@@ -189,7 +195,7 @@ def test_cell_with_a_diverged_seed(tmp_path, trial_writer):
     for seed, final in ((1, 100.0), (2, 200.0), (3, 300.0)):
         trial_writer(root, "g", f"s{seed}", [0.0, final], seed=seed)
     trial_writer(root, "g", "s4", [0.0, 50.0], status="diverged", seed=4)
-    (summary,) = cell_summaries(load_store(root), FAST)
+    (summary,) = cell_summaries(load_store(root), Settings(reps=500, diverged="last"))
     # IQM of [50, 100, 200, 300]: one trimmed each side -> mean(100, 200); the diverged seed is not dropped
     assert summary.estimate.point == pytest.approx(150.0)
     assert (summary.n_trials, summary.n_final, summary.n_diverged) == (4, 4, 1)
@@ -217,10 +223,15 @@ def test_curves_iqm_over_seeds_and_hold_diverged(tmp_path, trial_writer):
     trial_writer(root, "g", "s2", [0.0, 20.0, 40.0, 60.0], seed=2)
     trial_writer(root, "g", "s3", [0.0, 30.0], status="diverged", seed=3)
     store = load_store(root)
-    curve = curves(store, EVAL_RETURN, FAST)[("cartpole_swingup", "MA-BN")].set_index(FRAME)
+    curve = curves(store, EVAL_RETURN, Settings(reps=500, diverged="last"))[("cartpole_swingup", "MA-BN")]
+    curve = curve.set_index(FRAME)
     assert curve.loc[1000, "point"] == pytest.approx(20.0)  # mean of 10, 20, 30 (3 seeds: nothing trimmed)
-    # the diverged seed keeps its last return (30) up to its planned frames, as in the final-return rule
+    # --diverged last: the diverged seed keeps its last return (30) up to its planned frames
     assert curve.loc[3000, "n"] == 3 and curve.loc[3000, "point"] == pytest.approx(40.0)
+    # the default, task_min: it drops to the task's lowest evaluation (0) after diverging, as its final return does
+    curve = curves(store, EVAL_RETURN, FAST)[("cartpole_swingup", "MA-BN")].set_index(FRAME)
+    assert curve.loc[1000, "point"] == pytest.approx(20.0)  # before its divergence it counts as it was
+    assert curve.loc[3000, "n"] == 3 and curve.loc[3000, "point"] == pytest.approx(30.0)  # mean(30, 60, 0)
     # ... but its diagnostics end where it diverged
     q = curves(store, "q_bias/mean", FAST)[("cartpole_swingup", "MA-BN")].set_index(FRAME)
     assert q.loc[3000, "n"] == 2
