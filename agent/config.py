@@ -13,27 +13,48 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.bn_modes import DEFAULT_BN_MODE, STEP_NAMES, validate_bn_mode
+from agent.bn_modes import (
+    DEFAULT_BN_MODE,
+    ENCODER_BN_PASSES,
+    Q_BIAS_BN_STATS,
+    STEP_NAMES,
+    step_is_train,
+    validate_bn_mode,
+)
 from agent.replay import FRAME_CODECS
 from envs import check_task_name, is_gym_task
 
 NORMS = ("none", "layer_norm", "batch_norm")
+ENCODER_NORMS = ("none", "batch_norm")
 OBS_TYPES = ("pixels", "states")
 # Keys that say where or how a trial runs, not what it computes (frame_codec is lossless):
 # trial and cell identities leave them out.
 PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads")
 # Keys added after results were first stored: at these values they are left out of trial and
-# cell identities, so every trial stored before the key existed keeps its id.
-ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "fp32"}
+# cell identities, so every trial stored before the key existed keeps its id. Each value is the one
+# that computes and measures what a trial did before the key existed.
+ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "fp32", "task_presets": "drqv2", "encoder_norm": "none",
+                                       "encoder_bn_passes": "train", "q_bias_every_frames": 0,
+                                       "q_bias_episodes": 20, "q_bias_augment": False}
 PRECISIONS = ("fp32", "tf32", "bf16")
 # What members of one pack may differ in (issue #9): everything else fixes tensor shapes or the
 # loop's schedule, so members must share it.
 PACK_MEMBER_KEYS = ("seed", "bn_mode", "lr", "actor_lr", "critic_lr", "target_bn_stats", "sgd_momentum")
 OPTIMIZERS = ("adam", "sgd")
+# (frames, exploration std schedule) per DMC task group. drqv2: DrQ-v2's cfgs/task/{easy,medium,hard}.yaml.
+# ma_bn: the MA-BN authors' cfgs/task/easy.yaml and medhard.yaml (monster476/ma-bn, drqv2/cfgs/task); their
+# per-task files (fish_swim, quadruped_fetch, ...) only pick medhard and set task_name, nothing else.
+GROUP_BUDGETS: dict[str, dict[str, tuple[int, str]]] = {
+    "drqv2": {"easy": (1_100_000, "linear(1.0,0.1,100000)"), "medium": (3_100_000, "linear(1.0,0.1,500000)"),
+              "hard": (30_100_000, "linear(1.0,0.1,2000000)")},
+    "ma_bn": {"easy": (5_100_000, "linear(1.0,0.1,100000)"), "medium": (10_100_000, "linear(1.0,0.1,1000000)"),
+              "hard": (10_100_000, "linear(1.0,0.1,1000000)")},
+}
+TASK_PRESETS = tuple(GROUP_BUDGETS)
 TARGET_BN_STATS = ("independent", "copy", "soft")
 MAX_BUFFER_MIX_RATIO = 4.0
 
@@ -60,14 +81,27 @@ class TrialConfig:
         "torch intra-op threads; 0 leaves torch's default (the orchestrator sets it to the trial's CPUs)"))
     use_task_presets: bool = field(default=True, metadata=_doc(
         "apply the DrQ-v2 task-group preset (frames, std schedule, walker n-step/batch, ...) before overrides"))
+    task_presets: str = field(default="drqv2", metadata=_doc(
+        "the task-group frame budgets and std schedules: drqv2 (DrQ-v2's cfgs/task: easy 1.1M frames, std over "
+        "100k agent steps; medium 3.1M, 500k; hard 30.1M, 2M) or ma_bn (the MA-BN authors' cfgs/task: easy 5.1M, "
+        "100k; medium and hard 10.1M, 1M, their `medhard`); per-task keys (walker, quadruped_run, humanoid) are "
+        "DrQ-v2's under both", TASK_PRESETS))
     # --- normalization (SPEC §2-5) ---
     actor_norm: str = field(default="batch_norm", metadata=_doc(
         "normalization after each hidden Linear of the actor MLP", NORMS))
     critic_norm: str = field(default="batch_norm", metadata=_doc(
         "normalization after each hidden Linear of each Q head", NORMS))
+    encoder_norm: str = field(default="none", metadata=_doc(
+        "normalization after each convolution of the pixel encoder, before its ReLU (the authors' EncoderBN)",
+        ENCODER_NORMS))
+    encoder_bn_passes: str = field(default="train", metadata=_doc(
+        "mode of the encoder's BN in the update's two passes: train (the authors' code: batch statistics in both, "
+        "whatever bn_mode) or by_step (the pass on s in Critic-II's mode, the pass on s' in Critic-III's); acting "
+        "and evaluation use running statistics", ENCODER_BN_PASSES))
     bn_mode: str | None = field(default=None, metadata=_doc(
         "5 letters T/E for " + ", ".join(STEP_NAMES) + f"; defaults to {DEFAULT_BN_MODE} (MA-BN) when "
-        "any network uses batch_norm, must be absent otherwise"))
+        "a BN layer follows it (actor or critic batch_norm; the encoder's under encoder_bn_passes=by_step), must be "
+        "absent otherwise"))
     bn_momentum: float = field(default=0.1, metadata=_doc("BatchNorm momentum (PyTorch convention)"))
     bn_eps: float = field(default=1e-5, metadata=_doc("BatchNorm epsilon"))
     buffer_mix_ratio: float = field(default=0.0, metadata=_doc(
@@ -102,7 +136,22 @@ class TrialConfig:
     num_eval_episodes: int = field(default=10, metadata=_doc("deterministic episodes per evaluation"))
     # --- metrics, logging, checkpoints (SPEC §7) ---
     log_every_frames: int = field(default=5000, metadata=_doc("frames between training log rows"))
-    q_bias_max_states: int = field(default=1000, metadata=_doc("eval states used for q_bias (first N)"))
+    q_bias_max_states: int = field(default=1000, metadata=_doc(
+        "states per Q-bias measurement (the first N of its episodes; the authors use all of 20 episodes)"))
+    q_bias_bn_stats: str = field(default="update", metadata=_doc(
+        "BN statistics of a Critic-I = T member in the Q-bias pass: update (those the latest update's Critic-I "
+        "forward computed, the authors' cal_est_bias) or eval_batch (the evaluated states' own); Critic-I = E "
+        "uses running statistics under both", Q_BIAS_BN_STATS))
+    q_bias_every_frames: int = field(default=0, metadata=_doc(
+        "0: measure Q-bias at each evaluation, on its episodes; N > 0: a measurement of its own every N frames "
+        "(the authors: 2000, every 1000 agent steps) on q_bias_episodes deterministic episodes, each evaluation row "
+        "reporting the mean over the measurements since the previous row (as the authors average)"))
+    q_bias_episodes: int = field(default=20, metadata=_doc(
+        "deterministic episodes per measurement when q_bias_every_frames > 0 (the authors: 20); fewer run when "
+        "q_bias_max_states is reached first"))
+    q_bias_augment: bool = field(default=False, metadata=_doc(
+        "random-shift the pixel observations of the Q-bias pass (pad 4, as in the update; the authors do), from "
+        "a stream of its own so training draws the same numbers"))
     coverage_cell_size: float = field(default=0.5, metadata=_doc("cell width h of coverage/cells"))
     coverage_dims: int = field(default=4, metadata=_doc("random-projection dimensions of coverage/cells"))
     checkpoint_every_frames: int = field(default=100_000, metadata=_doc(
@@ -122,7 +171,8 @@ class TrialConfig:
 
     @property
     def uses_batch_norm(self) -> bool:
-        return "batch_norm" in (self.actor_norm, self.critic_norm)
+        """Some BN layer follows the mode string (see ``mode_string_applies``)."""
+        return mode_string_applies(self.to_dict())
 
     @property
     def resolved_bn_mode(self) -> str:
@@ -166,18 +216,21 @@ def task_group(task: str) -> str:
     return "medium"  # DrQ-v2 runs every other DMC task with the medium settings
 
 
-def task_preset(task: str) -> dict[str, Any]:
-    """DrQ-v2's per-task-group settings (SPEC §1); the Gymnasium values are this project's choice."""
+def task_preset(task: str, presets: str = "drqv2") -> dict[str, Any]:
+    """The task-group settings (SPEC §1) of ``presets`` (TASK_PRESETS); the Gymnasium values are this project's
+    choice under both. Raises ConfigError for an unknown ``presets``."""
+    if presets not in GROUP_BUDGETS:
+        raise ConfigError(f"task_presets={presets!r}: allowed values are {', '.join(TASK_PRESETS)}")
     group = task_group(task)
-    preset: dict[str, Any] = {
-        "easy": {"num_frames": 1_100_000, "stddev_schedule": "linear(1.0,0.1,100000)"},
-        "medium": {"num_frames": 3_100_000, "stddev_schedule": "linear(1.0,0.1,500000)"},
-        "hard": {"num_frames": 30_100_000, "stddev_schedule": "linear(1.0,0.1,2000000)",
-                 "lr": 8e-5, "feature_dim": 100},
+    if group == "gym_mujoco":
         # choice: Gymnasium MuJoCo from states, no repeat/stack, medium-length schedule, 1M frames
-        "gym_mujoco": {"num_frames": 1_000_000, "stddev_schedule": "linear(1.0,0.1,500000)",
-                       "action_repeat": 1, "frame_stack": 1},
-    }[group]
+        preset: dict[str, Any] = {"num_frames": 1_000_000, "stddev_schedule": "linear(1.0,0.1,500000)",
+                                  "action_repeat": 1, "frame_stack": 1}
+    else:
+        frames, schedule = GROUP_BUDGETS[presets][group]
+        preset = {"num_frames": frames, "stddev_schedule": schedule}
+    if group == "hard":
+        preset.update(lr=8e-5, feature_dim=100)  # DrQ-v2's humanoid task files
     if task.startswith("walker_"):
         preset.update(nstep=1, batch_size=512)
     if task == "quadruped_run":
@@ -265,9 +318,9 @@ def build_config(overrides: Mapping[str, Any] | None = None) -> TrialConfig:
     use_presets = values.get("use_task_presets", DEFAULTS.use_task_presets)
     merged: dict[str, Any] = DEFAULTS.to_dict()
     if use_presets and isinstance(task, str):
-        merged.update(task_preset(task))
+        merged.update(task_preset(task, values.get("task_presets", DEFAULTS.task_presets)))
     merged.update(values)
-    if merged["bn_mode"] is None and "batch_norm" in (merged["actor_norm"], merged["critic_norm"]):
+    if merged["bn_mode"] is None and mode_string_applies(merged):
         merged["bn_mode"] = DEFAULT_BN_MODE
     config = TrialConfig(**merged)
     validate(config)
@@ -276,15 +329,18 @@ def build_config(overrides: Mapping[str, Any] | None = None) -> TrialConfig:
 
 def validate(config: TrialConfig) -> None:
     c = config
-    for name in ("obs_type", "actor_norm", "critic_norm", "target_bn_stats", "optimizer", "frame_codec", "precision"):
+    for name in ("obs_type", "actor_norm", "critic_norm", "encoder_norm", "encoder_bn_passes", "target_bn_stats",
+                 "optimizer", "frame_codec", "precision", "task_presets", "q_bias_bn_stats"):
         allowed = field_allowed(name)
         if getattr(c, name) not in allowed:
             raise ConfigError(f"{name}={getattr(c, name)!r}: allowed values are {', '.join(allowed)}")
     if c.bn_mode is not None:
         if not c.uses_batch_norm:
             raise ConfigError(
-                f"bn_mode={c.bn_mode!r}: a BN mode needs actor_norm or critic_norm = batch_norm "
-                f"(got actor_norm={c.actor_norm}, critic_norm={c.critic_norm}); leave bn_mode absent")
+                f"bn_mode={c.bn_mode!r}: a BN mode needs actor_norm or critic_norm = batch_norm, or "
+                f"encoder_norm=batch_norm with encoder_bn_passes=by_step (got actor_norm={c.actor_norm}, "
+                f"critic_norm={c.critic_norm}, encoder_norm={c.encoder_norm}, encoder_bn_passes="
+                f"{c.encoder_bn_passes}); leave bn_mode absent")
         try:
             validate_bn_mode(c.bn_mode)
         except ValueError as err:
@@ -305,12 +361,12 @@ def validate(config: TrialConfig) -> None:
             raise ConfigError(f"{name}={value}: must be > 0")
     positive_ints = ("num_frames", "batch_size", "nstep", "hidden_dim", "feature_dim", "update_every_steps",
                      "action_repeat", "frame_stack", "replay_capacity", "log_every_frames", "q_bias_max_states",
-                     "coverage_dims")
+                     "q_bias_episodes", "coverage_dims")
     for name in positive_ints:
         if getattr(c, name) < 1:
             raise ConfigError(f"{name}={getattr(c, name)}: must be >= 1")
     non_negative = ("num_seed_frames", "num_expl_steps", "eval_every_frames", "num_eval_episodes",
-                    "checkpoint_every_frames", "torch_threads", "sgd_momentum", "stddev_clip")
+                    "checkpoint_every_frames", "torch_threads", "sgd_momentum", "stddev_clip", "q_bias_every_frames")
     for name in non_negative:
         if getattr(c, name) < 0:
             raise ConfigError(f"{name}={getattr(c, name)}: must be >= 0")
@@ -321,6 +377,18 @@ def validate(config: TrialConfig) -> None:
         raise ConfigError("bn_eps and coverage_cell_size must be > 0")
     if c.frame_codec != "none" and c.obs_type != "pixels":
         raise ConfigError(f"frame_codec={c.frame_codec!r}: compresses pixel frames only; use none with "
+                          f"obs_type={c.obs_type}")
+    if c.encoder_norm != "none" and c.obs_type != "pixels":
+        raise ConfigError(f"encoder_norm={c.encoder_norm!r}: only a pixel agent has an encoder; use encoder_norm=none "
+                          f"with obs_type={c.obs_type}")
+    if c.encoder_bn_passes != "train" and c.encoder_norm != "batch_norm":
+        raise ConfigError(f"encoder_bn_passes={c.encoder_bn_passes!r}: sets the mode of the encoder's BatchNorm, so "
+                          f"it needs encoder_norm=batch_norm (got {c.encoder_norm}); leave it at train")
+    if c.q_bias_every_frames and not c.eval_every_frames:
+        raise ConfigError(f"q_bias_every_frames={c.q_bias_every_frames}: its measurements are reported in the "
+                          "evaluation rows, so it needs eval_every_frames > 0 (got 0)")
+    if c.q_bias_augment and c.obs_type != "pixels":
+        raise ConfigError(f"q_bias_augment=true: random shifts apply to pixel observations only; use false with "
                           f"obs_type={c.obs_type}")
     if c.env_threads < 1:
         raise ConfigError(f"env_threads={c.env_threads}: must be >= 1")
@@ -343,10 +411,30 @@ def validate(config: TrialConfig) -> None:
         raise ConfigError(f"task={c.task!r}: {err}") from None
 
 
+def mode_string_applies(config: Mapping[str, Any]) -> bool:
+    """Whether some BN layer of a (resolved or stored) config follows its mode string: the actor's or critic's,
+    or the encoder's under encoder_bn_passes=by_step (under train it ignores the string, as the authors' does)."""
+    return ("batch_norm" in (config.get("actor_norm"), config.get("critic_norm"))
+            or (config.get("encoder_norm") == "batch_norm" and config.get("encoder_bn_passes") == "by_step"))
+
+
+def _q_bias_bn_stats_is_neutral(config: Mapping[str, Any]) -> bool:
+    """q_bias_bn_stats changes a measurement only where a critic BN layer runs Critic-I in train mode: there only
+    ``eval_batch`` measures what trials stored before the key measured; ``update`` measures something new."""
+    if config.get("q_bias_bn_stats") == "eval_batch" or config.get("critic_norm") != "batch_norm":
+        return True
+    return not step_is_train(config.get("bn_mode") or DEFAULT_BN_MODE, "critic_i")
+
+
+# Keys added later whose neutrality depends on the rest of the config (ID_NEUTRAL_DEFAULTS: a fixed value).
+ID_NEUTRAL_WHEN: dict[str, Callable[[Mapping[str, Any]], bool]] = {"q_bias_bn_stats": _q_bias_bn_stats_is_neutral}
+
+
 def identity_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys that make a trial what it is: placement keys and id-neutral defaults left out."""
+    """The keys that make a trial what it is: placement keys and id-neutral values left out."""
     return {k: v for k, v in config.items()
-            if k not in PLACEMENT_KEYS and not (k in ID_NEUTRAL_DEFAULTS and v == ID_NEUTRAL_DEFAULTS[k])}
+            if k not in PLACEMENT_KEYS and not (k in ID_NEUTRAL_DEFAULTS and v == ID_NEUTRAL_DEFAULTS[k])
+            and not (k in ID_NEUTRAL_WHEN and ID_NEUTRAL_WHEN[k](config))}
 
 
 def pack_signature(config: TrialConfig) -> tuple[tuple[str, Any], ...]:

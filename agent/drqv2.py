@@ -11,6 +11,7 @@ random stream, so member k learns exactly what it would learn alone.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -20,7 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent.bn_modes import bn_layers, bn_step, bn_train_mode, frozen_bn_statistics
+from agent.bn_modes import (
+    bn_critic_i_measurement,
+    bn_encoder_pass,
+    bn_layers,
+    bn_step,
+    bn_train_mode,
+    frozen_bn_statistics,
+    step_is_train,
+)
 from agent.config import TrialConfig, check_packable
 from agent.networks import Actor, Critic, Encoder, RandomShift, chw_to_hwc_columns, group_pixels, init_linears
 from agent.optim import PackedOptimizer
@@ -89,7 +98,9 @@ class DrQV2Agent:
         sizes = (config.feature_dim, config.hidden_dim)
         bn_args = (config.bn_momentum, config.bn_eps)
         if self.pixels:
-            self.encoder: nn.Module = Encoder(k, obs_shape, channels_last=config.channels_last)
+            self.encoder: nn.Module = Encoder(k, obs_shape, channels_last=config.channels_last,
+                                              norm=config.encoder_norm, bn_momentum=config.bn_momentum,
+                                              bn_eps=config.bn_eps)
             self.encoder.reset_parameters(init_generators)
             repr_dim = self.encoder.repr_dim
             self.aug: RandomShift | None = RandomShift(pad=4)
@@ -120,6 +131,10 @@ class DrQV2Agent:
         for net in (self.encoder, self.actor, self.critic, self.critic_target):
             net.eval()
         self._critic_bn = bn_layers(self.critic)
+        # Per critic BN layer, each member's (mean, biased var) from the latest update's Critic-I forward
+        # (q_bias_bn_stats=update), computed from the recorded input when first asked for after an update
+        # (critic_i_statistics), or loaded from a checkpoint.
+        self._critic_i_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._target_stats_members = {
             how: torch.tensor([i for i, c in enumerate(configs) if c.target_bn_stats == how], dtype=torch.long,
                               device=device) for how in ("copy", "soft")}
@@ -142,7 +157,7 @@ class DrQV2Agent:
 
         BN layers run on running statistics (eval mode) whatever the mode string.
         """
-        with bn_train_mode(self.actor, False):
+        with bn_train_mode(self.actor, False), bn_train_mode(self.encoder, False):
             features = self.encode(self.obs_tensor(obs).unsqueeze(1))
             dist = self.actor(features, self.stddev(step))
             if eval_mode:
@@ -155,12 +170,23 @@ class DrQV2Agent:
         return action[:, 0].cpu().numpy()
 
     @torch.inference_mode()
-    def q_values(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """min(Q1, Q2) of each member's online critic on its own (states, actions), BN in its Critic-I mode.
+    def q_values(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray],
+                 augment_seeds: Sequence[int] | None = None) -> list[np.ndarray | None]:
+        """min(Q1, Q2) of each member's online critic on its own (states, actions), normalized as the Q-bias
+        reads Critic-I (``bn_modes.bn_critic_i_measurement``, by ``q_bias_bn_stats``; the encoder as
+        ``bn_modes.bn_encoder_pass`` says). Running statistics are left untouched.
 
-        Running statistics are left untouched. Members may bring different numbers
-        of states; a Critic-I = T member's batch statistics come from its own rows only.
+        Members may bring different numbers of states; a member's batch statistics come from its own rows only.
+        ``augment_seeds``: random-shift the pixel observations first, member k's shifts drawn from a generator
+        seeded with ``augment_seeds[k]`` (never the member's training stream). A member's entry is None when its
+        reading needs update statistics it does not have yet (before its first update).
         """
+        saved = self.critic_i_statistics()
+        how = [c.q_bias_bn_stats for c in self.configs]
+        missing = [False] * self.k
+        if saved is not None:
+            missing = [step_is_train(mode, "critic_i") and h == "update" and not bool(saved[0][0][k].isfinite().all())
+                       for k, (mode, h) in enumerate(zip(self.modes, how))]
         lengths = [len(o) for o in obs]
         out: list[np.ndarray | None] = [None] * self.k
         for length in sorted(set(lengths)):
@@ -171,13 +197,40 @@ class DrQV2Agent:
                                  for k in range(self.k)])
             act_t = torch.stack([torch.as_tensor(action[k] if lengths[k] == length else action[donor],
                                                  device=self.device).to(self.dtype) for k in range(self.k)])
-            with frozen_bn_statistics(self.critic), bn_step(self.critic, self.modes, "critic_i"):
-                q1, q2 = self.critic(self.encode(obs_t), act_t)
+            features = obs_t
+            if self.pixels:
+                if augment_seeds is not None and self.aug is not None:
+                    generators = [torch.Generator(device=self.device).manual_seed(int(seed)) for seed in augment_seeds]
+                    grouped = self.aug(obs_t, generators)
+                else:
+                    grouped = group_pixels(obs_t, self.config.channels_last)
+                with frozen_bn_statistics(self.encoder), \
+                        bn_encoder_pass(self.encoder, self.modes, self.config.encoder_bn_passes, "obs"):
+                    features = self.encoder(grouped)
+            with bn_critic_i_measurement(self.critic, self.modes, how, saved):
+                q1, q2 = self.critic(features, act_t)
             q = torch.min(q1, q2).squeeze(-1).cpu().numpy()
             for k in range(self.k):
-                if lengths[k] == length:
+                if lengths[k] == length and not missing[k]:
                     out[k] = q[k]
-        return [q for q in out if q is not None]
+        return out
+
+    def critic_i_statistics(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per critic BN layer, each member's (mean, biased variance) of the latest update's Critic-I forward,
+        (K, width) each; NaN for a member with none (no update yet and none in its checkpoint). None without
+        critic BN."""
+        if not self._critic_bn:
+            return None
+        if self._critic_i_stats is None:
+            # Plain tensors even when asked inside inference mode: a checkpoint load writes into them.
+            with torch.inference_mode(False), torch.no_grad():
+                if "input" in self._critic_bn[0].recorded:
+                    self._critic_i_stats = [layer.batch_stats() for layer in self._critic_bn]
+                else:
+                    self._critic_i_stats = [(torch.full_like(layer.running_mean, math.nan),
+                                             torch.full_like(layer.running_var, math.nan))
+                                            for layer in self._critic_bn]
+        return self._critic_i_stats
 
     # ------------------------------------------------------------ learning
     def batch_to_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -218,9 +271,10 @@ class DrQV2Agent:
         b = self.config.batch_size
         t = self.batch_to_tensors(batch)
         if self.aug is not None:
-            with self.autocast():
+            rule = self.config.encoder_bn_passes
+            with self.autocast(), bn_encoder_pass(self.encoder, self.modes, rule, "obs"):
                 all_obs = self.encoder(self.aug(t["obs"], self.generators))
-            with torch.no_grad(), self.autocast():
+            with torch.no_grad(), self.autocast(), bn_encoder_pass(self.encoder, self.modes, rule, "next_obs"):
                 next_obs = self.encoder(self.aug(_rows(t["next_obs"], b), self.generators))
         else:
             all_obs, next_obs = t["obs"], _rows(t["next_obs"], b)
@@ -277,6 +331,7 @@ class DrQV2Agent:
             self.critic.requires_grad_(True)
             for layer in self._critic_bn:
                 layer.record_batch_stats = False
+        self._critic_i_stats = None  # the saved Critic-I statistics are now this update's (critic_i_statistics)
         n = obs.shape[1]
         actor_loss = -torch.min(q1[:, :n], q2[:, :n]).to(self.dtype).mean(dim=(1, 2))
         self.actor_opt.zero_grad()
@@ -321,6 +376,10 @@ class DrQV2Agent:
         state["generator"] = self.generators[k].get_state()
         if self.pixels:
             state["feature_order"] = FEATURE_ORDER
+        stats = self.critic_i_statistics()
+        if stats is not None:  # so a resumed trial measures its next Q-bias as an uninterrupted one does
+            state["critic_i_stats"] = [(mean[k].detach().cpu().clone(), var[k].detach().cpu().clone())
+                                       for mean, var in stats]
         return state
 
     @torch.no_grad()
@@ -342,6 +401,17 @@ class DrQV2Agent:
                 optimizer.load_member_state_dict(k, state[name])
         if "generator" in state:
             self.generators[k].set_state(state["generator"])
+        stats = self.critic_i_statistics()
+        if stats is not None:
+            # A checkpoint from before they were kept leaves the member without: NaN, as before an update.
+            saved = state.get("critic_i_stats")
+            for i, (mean, var) in enumerate(stats):
+                if saved:
+                    mean[k].copy_(saved[i][0])
+                    var[k].copy_(saved[i][1])
+                else:
+                    mean[k].fill_(math.nan)
+                    var[k].fill_(math.nan)
 
     def _from_chw_feature_order(self, state: dict[str, Any]) -> dict[str, Any]:
         """Rearrange the trunk weights (and their optimizer moments) of a (C, H, W)-order checkpoint."""

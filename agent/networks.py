@@ -13,7 +13,8 @@ a member's feature is then one channel of a native BatchNorm over a free view ``
 and a linear layer is ``W @ x``, so no layer reorders memory. A pack of one keeps ``(1, N, features)``,
 where BatchNorm over ``(N, features)`` is a free view too and PyTorch's rows-layout kernel is 3x
 faster than its channels-first one (measured on CPU): a trial alone runs the kernels it ran before
-packing. Pixel inputs are ``(K, N, C, H, W)``.
+packing. Pixel inputs are ``(K, N, C, H, W)``; the encoder runs on ``(N, K*C, H, W)`` (member k's
+channels are channel group k), where its optional BatchNorm2d is per member per channel.
 A member's slice of any parameter or buffer (``tensor[k]``) has exactly the
 shape and name of the single-network layer it replaces (``nn.Linear``,
 ``nn.BatchNorm1d``, ...), so a member's state dict is the same as a trial's was
@@ -91,19 +92,16 @@ class PackedLayerNorm(nn.Module):
                              self.weight.unsqueeze(1))
 
 
-class PackedBatchNorm1d(nn.Module):
-    """K independent ``nn.BatchNorm1d(width)``, each member in its own train/eval mode.
-
-    Input (K, width, N) for a pack of several, (1, N, width) for a pack of one (see the module docstring).
+class PackedBatchNorm(nn.Module):
+    """What K independent BatchNorms share whatever their input's layout: per-member affine parameters and
+    running statistics (K, width), and each member's own train/eval flag.
 
     ``member_train`` (one bool per member) is set by ``agent.bn_modes`` for each
     forward pass: a train member normalizes with its batch statistics and moves
-    its running statistics (momentum, unbiased variance, as ``nn.BatchNorm1d``);
+    its running statistics (momentum, unbiased variance, as ``nn.BatchNorm1d/2d``);
     an eval member normalizes with its running statistics and leaves them alone.
-
-    ``record_batch_stats``: when set, the forward also keeps, per member, the
-    batch mean and (biased) variance it saw and the distance of that mean from
-    the running mean before the layer ran (``bn/critic_i_batch_vs_running``).
+    A member's slice of every parameter and buffer has the shape and name of the
+    ``nn.BatchNorm`` it replaces.
     """
 
     def __init__(self, k: int, width: int, momentum: float = 0.1, eps: float = 1e-5):
@@ -115,6 +113,46 @@ class PackedBatchNorm1d(nn.Module):
         self.register_buffer("running_var", torch.ones(k, width))
         self.register_buffer("num_batches_tracked", torch.zeros(k, dtype=torch.long))
         self.member_train: tuple[bool, ...] = (False,) * k
+
+    def _native(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """Every member in one mode: member k's features are channels k*width..(k+1)*width of one native
+        BatchNorm over ``x`` (its layout puts them there), so its statistics are member k's own."""
+        out = F.batch_norm(x, self.running_mean.view(-1), self.running_var.view(-1), self.weight.view(-1),
+                           self.bias.view(-1), training=train, momentum=self.momentum, eps=self.eps)
+        if train:
+            self.num_batches_tracked.add_(1)
+        return out
+
+    def _mixed_statistics(self, batch_mean: torch.Tensor, batch_var: torch.Tensor,
+                          count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Members in different modes: per member, the (mean, var) to normalize with, (K, width) each (batch
+        statistics for train members, running ones for eval members); train members' running statistics move
+        as a native BatchNorm's would over ``count`` values per feature. Differentiable in the batch statistics."""
+        train = torch.tensor(self.member_train, device=batch_mean.device).view(-1, 1)
+        mean = torch.where(train, batch_mean, self.running_mean)
+        var = torch.where(train, batch_var, self.running_var)
+        with torch.no_grad():
+            m = self.momentum
+            unbiased = batch_var.detach() * (count / max(count - 1, 1))
+            self.running_mean.copy_(torch.where(train, torch.lerp(self.running_mean, batch_mean.detach(), m),
+                                                self.running_mean))
+            self.running_var.copy_(torch.where(train, torch.lerp(self.running_var, unbiased, m), self.running_var))
+            self.num_batches_tracked.add_(train.view(-1).long())
+        return mean, var
+
+
+class PackedBatchNorm1d(PackedBatchNorm):
+    """K independent ``nn.BatchNorm1d(width)``, each member in its own train/eval mode.
+
+    Input (K, width, N) for a pack of several, (1, N, width) for a pack of one (see the module docstring).
+
+    ``record_batch_stats``: when set, the forward also keeps, per member, the
+    batch mean and (biased) variance it saw and the distance of that mean from
+    the running mean before the layer ran (``bn/critic_i_batch_vs_running``).
+    """
+
+    def __init__(self, k: int, width: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__(k, width, momentum, eps)
         self.record_batch_stats = False
         self.recorded: dict[str, torch.Tensor] = {}
 
@@ -136,18 +174,15 @@ class PackedBatchNorm1d(nn.Module):
                 self.recorded = {"mean": mean, "input": x.detach(), "distance": scaled.pow(2).mean(dim=1).sqrt()}
         modes = set(self.member_train)
         if len(modes) == 1:
-            # Every member in the same mode: member k's features are channels k*width..(k+1)*width of
-            # one native BatchNorm over a free view (1, k*width, n), its statistics taken over the n rows.
-            train = modes.pop()
-            out = F.batch_norm(x.reshape(1, k * width, n), self.running_mean.view(-1), self.running_var.view(-1),
-                               self.weight.view(-1), self.bias.view(-1), training=train, momentum=self.momentum,
-                               eps=self.eps)
-            if train:
-                self.num_batches_tracked.add_(1)
-            # Returned as (1, K*width, N), not a view of it: the ReLU after it then runs in place (an
-            # in-place op on a view makes autograd rebuild the base); the next linear views it (K, width, N).
-            return out
-        return self._mixed_modes(x)
+            # A free view (1, K*width, N): member k's features are channels k*width..(k+1)*width, their
+            # statistics taken over the N rows. Returned as (1, K*width, N), not a view of it: the ReLU after
+            # it then runs in place (an in-place op on a view makes autograd rebuild the base); the next
+            # linear views it (K, width, N).
+            return self._native(x.reshape(1, k * width, n), modes.pop())
+        batch_mean, batch_var = _batch_mean_var(x)
+        mean, var = self._mixed_statistics(batch_mean, batch_var, n)
+        out = (x - mean.unsqueeze(2)) * torch.rsqrt(var + self.eps).unsqueeze(2)
+        return torch.addcmul(self.bias.unsqueeze(2), out, self.weight.unsqueeze(2))
 
     def _one_member(self, x: torch.Tensor) -> torch.Tensor:
         """(1, N, width) rows: nn.BatchNorm1d's own computation; returns (N, width) for an in-place ReLU."""
@@ -165,22 +200,23 @@ class PackedBatchNorm1d(nn.Module):
             self.num_batches_tracked.add_(1)
         return out
 
-    def _mixed_modes(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[2]
-        train = torch.tensor(self.member_train, device=x.device).view(-1, 1)
-        batch_mean, batch_var = _batch_mean_var(x)
-        mean = torch.where(train, batch_mean, self.running_mean)
-        var = torch.where(train, batch_var, self.running_var)
-        out = (x - mean.unsqueeze(2)) * torch.rsqrt(var + self.eps).unsqueeze(2)
-        out = torch.addcmul(self.bias.unsqueeze(2), out, self.weight.unsqueeze(2))
-        with torch.no_grad():
-            m = self.momentum
-            unbiased = batch_var.detach() * (n / max(n - 1, 1))
-            self.running_mean.copy_(torch.where(train, torch.lerp(self.running_mean, batch_mean.detach(), m),
-                                                self.running_mean))
-            self.running_var.copy_(torch.where(train, torch.lerp(self.running_var, unbiased, m), self.running_var))
-            self.num_batches_tracked.add_(train.view(-1).long())
-        return out
+
+class PackedBatchNorm2d(PackedBatchNorm):
+    """K independent ``nn.BatchNorm2d(channels)`` over the encoder's grouped layout (N, K*channels, H, W):
+    member k's channels are channel group k, each normalized over (N, H, W) with member k's statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        modes = set(self.member_train)
+        if len(modes) == 1:
+            return self._native(x, modes.pop())
+        k, width = self.weight.shape
+        batch_mean = x.mean(dim=(0, 2, 3))
+        batch_var = (x - batch_mean.view(1, -1, 1, 1)).square().mean(dim=(0, 2, 3))
+        mean, var = self._mixed_statistics(batch_mean.view(k, width), batch_var.view(k, width),
+                                           x.numel() // x.shape[1])
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        shift = self.bias - mean * scale
+        return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
 
 
 def _batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,21 +308,26 @@ class Encoder(nn.Module):
 
     The K members' convolutions run as grouped convolutions over inputs laid out
     by ``group_pixels`` (or by the augmentation, which lays them out the same way).
+    ``norm="batch_norm"`` puts a BatchNorm2d after each convolution, before its
+    ReLU, where the MA-BN authors' ``EncoderBN`` has it (drqv2/drqv2.py); without
+    it the module (and its state dict) is DrQ-v2's encoder.
     """
 
     CHANNELS = 32
 
-    def __init__(self, k: int, obs_shape: tuple[int, ...], channels_last: bool = False):
+    def __init__(self, k: int, obs_shape: tuple[int, ...], channels_last: bool = False, norm: str = "none",
+                 bn_momentum: float = 0.1, bn_eps: float = 1e-5):
         super().__init__()
         self.k = k
         self.channels_last = channels_last
         c = self.CHANNELS
-        self.convnet = nn.Sequential(
-            PackedConv2d(k, obs_shape[0], c, 2), nn.ReLU(inplace=True),
-            PackedConv2d(k, c, c, 1), nn.ReLU(inplace=True),
-            PackedConv2d(k, c, c, 1), nn.ReLU(inplace=True),
-            PackedConv2d(k, c, c, 1), nn.ReLU(inplace=True),
-        )
+        layers: list[nn.Module] = []
+        for in_c, stride in ((obs_shape[0], 2), (c, 1), (c, 1), (c, 1)):
+            layers.append(PackedConv2d(k, in_c, c, stride))
+            if norm == "batch_norm":
+                layers.append(PackedBatchNorm2d(k, c, momentum=bn_momentum, eps=bn_eps))
+            layers.append(nn.ReLU(inplace=True))
+        self.convnet = nn.Sequential(*layers)
         side = obs_shape[1]
         for stride in (2, 1, 1, 1):
             side = (side - 3) // stride + 1

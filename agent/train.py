@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -59,6 +59,8 @@ class Member:
     episode_return: float = 0.0
     episode_length: int = 0
     status: dict[str, Any] = field(default_factory=dict)  # set when the member ends early (diverged, failed)
+    # (mean, std) of each Q-bias measurement since the last evaluation row (q_bias_every_frames > 0)
+    q_bias_pending: list[tuple[float, float]] = field(default_factory=list)
     # The thread this member's environments always run on (env_threads > 1), else None: the caller's.
     # dm_control keeps an EGL context current on the thread that first rendered with it.
     thread: ThreadPoolExecutor | None = None
@@ -109,6 +111,7 @@ class Trainer:
         self.step = 0  # agent steps; frames = step * action_repeat
         self.next_log_frame = c.log_every_frames
         self.next_eval_frame = 0
+        self.next_q_bias_frame = c.q_bias_every_frames  # only used when q_bias_every_frames > 0
         self.interval_start = (time.perf_counter(), 0)  # (time, frame) at the last log row
 
     def _member(self, config: TrialConfig, out_dir: Path, sinks: list[MetricSink]) -> Member:
@@ -142,6 +145,10 @@ class Trainer:
             if c.eval_every_frames and self.frame >= self.next_eval_frame:
                 self.evaluate()
                 self.next_eval_frame += c.eval_every_frames
+            if c.q_bias_every_frames and self.frame >= self.next_q_bias_frame:
+                if self.frame > c.num_seed_frames:  # as the authors', once updates have begun
+                    self.measure_q_bias()
+                self.next_q_bias_frame += c.q_bias_every_frames
             observations = np.stack([member.time_step.obs for member in self.members])
             actions = self.agent.act(observations, self.step, eval_mode=False)
             update = None
@@ -265,24 +272,59 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> None:
-        """Deterministic episodes, all members in lockstep; their first q_bias_max_states states give the Q-bias."""
+        """Deterministic episodes, all members in lockstep. The Q-bias comes from their first q_bias_max_states
+        states, or (q_bias_every_frames > 0) is the mean of the measurements since the previous evaluation."""
         c = self.config
         start = time.perf_counter()
         members = list(self.members)
+        measure_here = not c.q_bias_every_frames
+        returns, samples = self._rollouts(members, c.num_eval_episodes, c.q_bias_max_states if measure_here else 0,
+                                          stop_when_sampled=False)
+        biases = self._q_biases(members, samples) if measure_here else [_interval_mean(mb.q_bias_pending)
+                                                                       for mb in members]
+        for k, member in enumerate(members):
+            row = {m.EVAL_RETURN: float(np.mean(returns[k]))} if returns[k] else {}
+            if biases[k] is not None:
+                row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = biases[k]
+            row[m.COVERAGE] = float(len(member.coverage))
+            member.q_bias_pending.clear()
+            self._guarded(member, self.emit, member, self.frame, row)
+        # Evaluation time is not training time: keep it out of perf/fps.
+        self.interval_start = (self.interval_start[0] + time.perf_counter() - start, self.interval_start[1])
+
+    @torch.no_grad()
+    def measure_q_bias(self) -> None:
+        """One Q-bias measurement of its own (q_bias_every_frames > 0), kept until the next evaluation row:
+        up to q_bias_episodes deterministic episodes, no more than q_bias_max_states states need."""
+        c = self.config
+        start = time.perf_counter()
+        members = list(self.members)
+        _, samples = self._rollouts(members, c.q_bias_episodes, c.q_bias_max_states, stop_when_sampled=True)
+        for member, bias in zip(members, self._q_biases(members, samples)):
+            if bias is not None:
+                member.q_bias_pending.append(bias)
+        self.interval_start = (self.interval_start[0] + time.perf_counter() - start, self.interval_start[1])
+
+    def _rollouts(self, members: Sequence[Member], episodes: int, q_states: int, stop_when_sampled: bool
+                  ) -> tuple[list[list[float]], QSamples]:
+        """Deterministic episodes of every member's evaluation environment in lockstep: each member's episode
+        returns, and its first ``q_states`` (state, action, discounted return-to-go) triples.
+        ``stop_when_sampled``: start no episode once every member has its ``q_states``."""
+        c = self.config
         returns: list[list[float]] = [[] for _ in members]
-        q_obs: list[list[np.ndarray]] = [[] for _ in members]
-        q_actions: list[list[np.ndarray]] = [[] for _ in members]
-        mc_returns: list[list[float]] = [[] for _ in members]
-        for _ in range(c.num_eval_episodes):
+        samples = QSamples([[] for _ in members], [[] for _ in members], [[] for _ in members])
+        for _ in range(episodes):
+            if stop_when_sampled and all(len(o) >= q_states for o in samples.obs):
+                break
             steps = self.map_members(lambda member: member.eval_env.reset(), members)
             rewards: list[list[float]] = [[] for _ in members]
             while not all(step.last for step in steps):
                 actions = self.agent.act(np.stack([step.obs for step in steps]), self.step, eval_mode=True)
                 running = [k for k in range(len(members)) if not steps[k].last]  # the others wait
                 for k in running:
-                    if len(q_obs[k]) < c.q_bias_max_states:
-                        q_obs[k].append(steps[k].obs)
-                        q_actions[k].append(actions[k])
+                    if len(samples.obs[k]) < q_states:
+                        samples.obs[k].append(steps[k].obs)
+                        samples.actions[k].append(actions[k])
                 stepped = self.map_members(lambda member, action: member.eval_env.step(action),
                                            [members[k] for k in running], [actions[k] for k in running])
                 for k, step in zip(running, stepped):
@@ -290,19 +332,24 @@ class Trainer:
                     rewards[k].append(step.reward)
             for k in range(len(members)):
                 returns[k].append(float(np.sum(rewards[k])))
-                needed = len(q_obs[k]) - len(mc_returns[k])
+                needed = len(samples.obs[k]) - len(samples.mc_returns[k])
                 if needed:
-                    mc_returns[k].extend(m.discounted_returns(np.asarray(rewards[k]), c.discount)[:needed])
-        q_values = (self.agent.q_values([np.stack(o) for o in q_obs], [np.stack(a) for a in q_actions])
-                    if all(q_obs) else None)
-        for k, member in enumerate(members):
-            row = {m.EVAL_RETURN: float(np.mean(returns[k]))} if returns[k] else {}
-            if q_values is not None:
-                row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = m.q_bias(q_values[k], np.asarray(mc_returns[k]))
-            row[m.COVERAGE] = float(len(member.coverage))
-            self._guarded(member, self.emit, member, self.frame, row)
-        # Evaluation time is not training time: keep it out of perf/fps.
-        self.interval_start = (self.interval_start[0] + time.perf_counter() - start, self.interval_start[1])
+                    samples.mc_returns[k].extend(m.discounted_returns(np.asarray(rewards[k]), c.discount)[:needed])
+        return returns, samples
+
+    def _q_biases(self, members: Sequence[Member], samples: QSamples) -> list[tuple[float, float] | None]:
+        """Each member's (mean, std) relative Q-bias over its samples (SPEC §7), or None where there is none."""
+        if not all(samples.obs):
+            return [None] * len(members)
+        seeds = None
+        if self.config.q_bias_augment:
+            # Shifts from a stream of their own, fixed by (seed, step): training's streams are untouched and a
+            # resumed trial draws the same shifts.
+            seeds = [int(np.random.SeedSequence([member.config.seed, self.step]).generate_state(1)[0])
+                     for member in members]
+        q_values = self.agent.q_values([np.stack(o) for o in samples.obs], [np.stack(a) for a in samples.actions],
+                                       augment_seeds=seeds)
+        return [m.q_bias(q, np.asarray(g)) if q is not None else None for q, g in zip(q_values, samples.mc_returns)]
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, member: Member) -> None:
@@ -315,6 +362,7 @@ class Trainer:
             "next_log_frame": self.next_log_frame, "next_eval_frame": self.next_eval_frame,
             "next_checkpoint_frame": member.next_checkpoint_frame + c.checkpoint_every_frames,
             "pending": dict(member.pending), "agent": self.agent.member_state_dict(k),
+            "next_q_bias_frame": self.next_q_bias_frame, "q_bias_pending": list(member.q_bias_pending),
             "coverage": member.coverage.state_dict(),
             "rng": {"replay": member.replay.rng.bit_generator.state, "env": member.env.get_rng_state(),
                     "eval_env": member.eval_env.get_rng_state()},
@@ -345,9 +393,11 @@ class Trainer:
         first = states[0]
         self.step = first["step"]
         self.next_log_frame, self.next_eval_frame = first["next_log_frame"], first["next_eval_frame"]
+        self.next_q_bias_frame = first.get("next_q_bias_frame", self.next_q_bias_frame)  # absent: older checkpoint
         for k, (member, state) in enumerate(zip(self.members, states)):
             member.next_checkpoint_frame = state["next_checkpoint_frame"]
             member.pending = defaultdict(list, state["pending"])
+            member.q_bias_pending = [tuple(bias) for bias in state.get("q_bias_pending", [])]
             self.agent.load_member_state_dict(k, state["agent"])
             member.coverage.load_state_dict(state["coverage"])
             if state["replay"] is not None:
@@ -362,6 +412,22 @@ class Trainer:
             _result(member.run(_close_envs, member))
         for thread in self.threads:
             thread.shutdown()
+
+
+class QSamples(NamedTuple):
+    """Per member, the Q-bias samples of some rollouts: states, actions and discounted returns-to-go."""
+    obs: list[list[np.ndarray]]
+    actions: list[list[np.ndarray]]
+    mc_returns: list[list[float]]
+
+
+def _interval_mean(biases: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """The mean of the (mean, std) pairs measured over an evaluation interval, each averaged on its own (the
+    authors' train.py averages est_bias_mean and est_bias_std so); None when nothing was measured."""
+    if not biases:
+        return None
+    means, stds = zip(*biases)
+    return float(np.mean(means)), float(np.mean(stds))
 
 
 def _as_tensors(state: dict[str, Any]) -> dict[str, Any]:

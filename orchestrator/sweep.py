@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent import config as agent_config
 from orchestrator import store
 from orchestrator.grid import Grid, GridError, TrialSpec, load_grid
 from orchestrator.packing import (
@@ -314,6 +315,8 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
         pack = str(pack_of.get(t.trial_id, "-"))
         print(f"{i:>4}  {t.trial_id:12}  {t.cell_name[:38]:38} {t.task[:20]:20} {t.seed:>4} {t.num_frames:>11,} "
               f"{pack:>5}  {resources:14} {state}")
+    for line in schedule_lines(grid):
+        print(line)
     started = [t for t in pending if states[t.trial_id] != "new"]
     print(f"cells: {len(grid.cells)}, tasks: {len(grid.tasks)}, seeds: {len(grid.seeds)} -> {len(grid.trials)} trials; "
           f"{len(done)} done, {len(pending)} to run ({len(started)} of them resume from a checkpoint)")
@@ -344,6 +347,28 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
         print(note)
     target = f"the Ray cluster at {address}" if address else "a local Ray instance"
     print(f"would run on {target}; results in {store.grid_dir(results, grid.name)}")
+
+
+def schedule_lines(grid: Grid) -> list[str]:
+    """One line per task: its resolved frames, exploration std schedule and the other keys its task-group
+    preset sets (values as the trials resolved them, all distinct values when cells differ)."""
+    lines = ["schedule per task (task-group preset as resolved; frames, std schedule, other preset keys):"]
+    for task in grid.tasks:
+        trials = [t for t in grid.trials if t.task == task]
+        if not trials:
+            continue
+        config = trials[0].config
+        presets = str(config.get("task_presets", "drqv2")) if config.get("use_task_presets", True) else "no preset"
+        preset_keys = agent_config.task_preset(task, presets) if presets != "no preset" else {}
+        keys = ["num_frames", "stddev_schedule"]
+        keys += [k for k in preset_keys if k not in keys]
+        shown = []
+        for key in keys:
+            values = sorted({t.config[key] for t in trials}, key=str)
+            text = "/".join(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in values)
+            shown.append(f"{'frames' if key == 'num_frames' else key} {text}")
+        lines.append(f"  {task} ({agent_config.task_group(task)}, {presets}): {', '.join(shown)}")
+    return lines
 
 
 # ---------------------------------------------------------------------- running

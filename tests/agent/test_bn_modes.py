@@ -89,7 +89,11 @@ def _check_modes(agent, modes, state_batch):
     agent.q_values([state_batch["obs"][:16]] * len(modes), [state_batch["action"][:16]] * len(modes))
     for member, mode in enumerate(modes):
         (training, _), = recorder.calls("critic", member)
-        assert training == {mode_by_step(mode)["critic_i"] == "T"}  # Q-bias reads Q as Critic-I sees it ...
+        # Q-bias reads Q as Critic-I normalizes: a T member on its own batch's statistics under eval_batch; under
+        # update on the statistics saved from the update's Critic-I forward, applied by the eval-mode formula
+        # (values checked by hand in test_q_bias_stats) ...
+        on_batch = mode_by_step(mode)["critic_i"] == "T" and agent.configs[member].q_bias_bn_stats == "eval_batch"
+        assert training == {on_batch}
     after = [layer.running_mean for layer in bn_layers(agent.critic)]
     assert all(torch.equal(a, b) for a, b in zip(before, after))  # ... and leaves the statistics as they were
     recorder.remove()
@@ -103,12 +107,14 @@ def test_each_step_runs_in_its_mode_and_only_train_steps_move_statistics(mode, s
     _check_modes(make_agent(tiny_config(bn_mode=mode)), [mode], state_batch)
 
 
-@pytest.mark.parametrize("rotation", [0, 7, 13])
-def test_every_mode_runs_its_own_steps_inside_one_mixed_pack(rotation, state_batch, make_agent, tiny_config):
+@pytest.mark.parametrize("rotation, q_bias_bn_stats", [(0, "update"), (7, "update"), (13, "eval_batch")])
+def test_every_mode_runs_its_own_steps_inside_one_mixed_pack(rotation, q_bias_bn_stats, state_batch, make_agent,
+                                                             tiny_config):
     """All 32 strings as the 32 members of one pack (in three member orders): each member's BN layers follow
     its own string in every step, whatever its neighbours run."""
     modes = list(ALL_BN_MODES[rotation:] + ALL_BN_MODES[:rotation])
-    agent = make_agent([tiny_config(bn_mode=mode, seed=i + 1) for i, mode in enumerate(modes)])
+    agent = make_agent([tiny_config(bn_mode=mode, seed=i + 1, q_bias_bn_stats=q_bias_bn_stats)
+                        for i, mode in enumerate(modes)])
     _check_modes(agent, modes, state_batch)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent import train
-from agent.config import FIELDS, ConfigError, build_config
+from agent.config import FIELDS, ConfigError, build_config, identity_config
 
 BAD = [
     ({"bn_mode": "TTXTT"}, ["bn_mode", "TTXTT", "T (train) or E (eval)"]),
@@ -28,6 +28,18 @@ BAD = [
     ({"nstep": 0}, ["nstep", ">= 1"]),
     ({"stddev_schedule": "cosine(1,0)"}, ["stddev_schedule", "linear(init,final,agent_steps)"]),
     ({"device": "gpu"}, ["device", "cpu, cuda"]),
+    ({"encoder_norm": "batch_norm", "obs_type": "states"}, ["encoder_norm", "batch_norm", "obs_type=states"]),
+    ({"encoder_norm": "layer_norm"}, ["encoder_norm", "layer_norm", "none, batch_norm"]),
+    ({"encoder_bn_passes": "by_step"}, ["encoder_bn_passes", "by_step", "encoder_norm=batch_norm"]),
+    ({"encoder_bn_passes": "eval", "encoder_norm": "batch_norm"}, ["encoder_bn_passes", "eval", "train, by_step"]),
+    ({"bn_mode": "TTETT", "actor_norm": "none", "critic_norm": "none", "encoder_norm": "batch_norm"},
+     ["bn_mode", "encoder_bn_passes=by_step", "absent"]),
+    ({"q_bias_bn_stats": "running"}, ["q_bias_bn_stats", "running", "update, eval_batch"]),
+    ({"q_bias_augment": True, "obs_type": "states"}, ["q_bias_augment", "pixel", "obs_type=states"]),
+    ({"q_bias_every_frames": -2}, ["q_bias_every_frames", "-2", ">= 0"]),
+    ({"q_bias_episodes": 0}, ["q_bias_episodes", ">= 1"]),
+    ({"q_bias_every_frames": 2000, "eval_every_frames": 0}, ["q_bias_every_frames", "2000", "eval_every_frames > 0"]),
+    ({"task_presets": "paper"}, ["task_presets", "paper", "drqv2, ma_bn"]),
 ]
 
 
@@ -63,6 +75,39 @@ def test_defaults_are_ma_bn_and_presets_apply_before_overrides():
     assert plain.num_frames == FIELDS["num_frames"].default
 
 
+def test_ma_bn_presets_follow_the_authors_task_configs():
+    """Their cfgs/task: easy 5.1M frames, std over 100k agent steps; every other task `medhard`: 10.1M over 1M.
+    The per-task keys stay DrQ-v2's; Gymnasium is unchanged."""
+    hopper = build_config({"task": "hopper_hop", "task_presets": "ma_bn"})
+    assert (hopper.num_frames, hopper.stddev_schedule) == (10_100_000, "linear(1.0,0.1,1000000)")
+    easy = build_config({"task": "cartpole_swingup", "task_presets": "ma_bn"})
+    assert (easy.num_frames, easy.stddev_schedule) == (5_100_000, "linear(1.0,0.1,100000)")
+    humanoid = build_config({"task": "humanoid_run", "task_presets": "ma_bn"})
+    assert (humanoid.num_frames, humanoid.stddev_schedule, humanoid.lr) == (10_100_000, "linear(1.0,0.1,1000000)",
+                                                                           8e-5)
+    walker = build_config({"task": "walker_run", "task_presets": "ma_bn"})
+    assert (walker.num_frames, walker.nstep, walker.batch_size) == (10_100_000, 1, 512)
+    assert build_config({"task": "hopper_hop", "task_presets": "ma_bn", "num_frames": 50_000}).num_frames == 50_000
+    gym = build_config({"task": "Hopper-v5", "obs_type": "states", "task_presets": "ma_bn"})
+    assert gym.num_frames == build_config({"task": "Hopper-v5", "obs_type": "states"}).num_frames
+
+
+def test_new_keys_leave_ids_alone_only_where_they_reproduce_the_old_trial():
+    """A stored trial's id survives a new key only at the value that computes and measures what it did."""
+    def keys(**overrides):
+        return set(identity_config(build_config(overrides).to_dict()))
+
+    new_keys = {"task_presets", "encoder_norm", "encoder_bn_passes", "q_bias_bn_stats", "q_bias_every_frames",
+                "q_bias_episodes", "q_bias_augment"}
+    assert not keys() & new_keys  # the default (MA-BN: Critic-I = E reads running statistics either way)
+    assert not keys(critic_norm="none", actor_norm="none") & new_keys  # Origin
+    assert not keys(bn_mode="TTTTT", q_bias_bn_stats="eval_batch") & new_keys  # Critic-I = T, measured as before
+    assert keys(bn_mode="TTTTT") & new_keys == {"q_bias_bn_stats"}  # ... measured the authors' way: a new trial
+    assert "task_presets" in keys(task_presets="ma_bn")
+    assert {"encoder_norm", "encoder_bn_passes"} <= keys(encoder_norm="batch_norm", encoder_bn_passes="by_step")
+    assert {"q_bias_every_frames", "q_bias_augment"} <= keys(q_bias_every_frames=2000, q_bias_augment=True)
+
+
 def test_origin_has_no_mode_and_cli_values_are_typed():
     origin = build_config({"critic_norm": "none", "actor_norm": "none"})
     assert origin.bn_mode is None
@@ -79,3 +124,4 @@ def test_help_lists_every_key_with_default_and_allowed_values(capsys):
     for name, field in FIELDS.items():
         assert f"{name} = {field.default!r}" in text
     assert "allowed: none, layer_norm, batch_norm" in text
+    assert "allowed: update, eval_batch" in text  # both Q-bias readings, named

@@ -59,9 +59,14 @@ def _batches(obs_type: str, k: int, rows: int, count: int) -> list[dict[str, np.
              "discount": np.full((k, rows, 1), 0.97, np.float32)} for _ in range(count)]
 
 
-@pytest.mark.parametrize("obs_type", ["states", "pixels"])
-def test_pack_of_three_mixed_modes_equals_each_member_alone(obs_type, float64, tiny_config):
-    configs = [tiny_config(obs_type=obs_type, **m) for m in MEMBERS]
+# Encoder BN under by_step runs the members' encoder passes in mixed modes (Critic-II/III: T, T, E).
+ENCODER_BN = {"encoder_norm": "batch_norm", "encoder_bn_passes": "by_step"}
+
+
+@pytest.mark.parametrize("obs_type, extra", [("states", {}), ("pixels", {}), ("pixels", ENCODER_BN)],
+                         ids=["states", "pixels", "pixels-encoder-bn"])
+def test_pack_of_three_mixed_modes_equals_each_member_alone(obs_type, extra, float64, tiny_config):
+    configs = [tiny_config(obs_type=obs_type, **m, **extra) for m in MEMBERS]
     shape, cpu = SHAPES[obs_type], torch.device("cpu")
     pack = DrQV2Agent(configs, shape, 1, cpu)
     alone = [DrQV2Agent(config, shape, 1, cpu) for config in configs]
@@ -90,6 +95,9 @@ def test_pack_of_three_mixed_modes_equals_each_member_alone(obs_type, float64, t
     means = bn_layers(pack.critic)[0].running_mean
     assert not torch.allclose(means[0], means[1]) and not means[0].eq(0).all()
     assert means[2].eq(0).all()
+    if extra:  # the same for the encoder's BN: by_step keeps EEEEE's encoder on running statistics
+        encoder_means = bn_layers(pack.encoder)[0].running_mean
+        assert not encoder_means[0].eq(0).all() and encoder_means[2].eq(0).all()
 
 
 def test_members_must_share_what_fixes_shapes(tiny_config):

@@ -99,3 +99,21 @@ def test_dry_run_of_the_paper_profile(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "no packed measurement for K=10 on GPU" in out and "i.e. no gain" in out
     # lz4 replays: 10 x (1M transitions x 4,281 B planned + 1.5 GiB) + 1.5 GiB
     assert "needs up to 56.4 GiB" in out and "not checked: this profile needs a GPU and this machine has none" in out
+
+
+def test_paper_profiles_follow_the_authors_task_configs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """hopper_hop (medium) runs the authors' medhard budget with its schedule: 10.1M frames, std over 1M agent
+    steps (not DrQ-v2's 500k meant for 3.1M); the dry run says so per task. Local profiles keep theirs."""
+    for grid_name in ("critic_i_mode", "bn_modes", "buffer_mixing", "optimizer"):
+        trials = [t for t in load_grid(grid_name, "paper").trials if t.task == "hopper_hop"]
+        assert trials and all(t.config["num_frames"] == 10_100_000 for t in trials), grid_name
+        assert {t.config["stddev_schedule"] for t in trials} == {"linear(1.0,0.1,1000000)"}, grid_name
+    local = load_grid("critic_i_mode", "local").trials
+    assert {(t.num_frames, t.config["stddev_schedule"]) for t in local} == {(40_000, "linear(1.0,0.1,20000)")}
+    code, out, _ = run_cli(capsys, "--grid", "normalization", "--profile", "paper", "--results",
+                           str(tmp_path / "results"), "--dry-run", "--host-memory", "128GiB")
+    assert code == 0
+    assert "hopper_hop (medium, ma_bn): frames 10,100,000, stddev_schedule linear(1.0,0.1,1000000)" in out
+    assert "cartpole_swingup (easy, ma_bn): frames 5,100,000, stddev_schedule linear(1.0,0.1,100000)" in out
+    assert ("walker_run (medium, ma_bn): frames 10,100,000, stddev_schedule linear(1.0,0.1,1000000), nstep 1, "
+            "batch_size 512") in out
