@@ -62,3 +62,12 @@ def state_batch() -> dict[str, np.ndarray]:
         replay.add(step.frame, action, step.reward, step.discount, False, step.last)
     return replay.sample(64)
 
+
+
+@pytest.fixture
+def float64():
+    """torch's default dtype float64 for one test (exact comparisons up to summation order)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -37,14 +37,6 @@ MEMBERS = [dict(seed=1, bn_mode="TTETT", lr=1e-3, target_bn_stats="independent")
 SHAPES = {"states": (5,), "pixels": (9, 24, 24)}
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _batches(obs_type: str, k: int, rows: int, count: int) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     shape = SHAPES[obs_type]

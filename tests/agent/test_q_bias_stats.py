@@ -26,14 +26,6 @@ OBS_DIM, ACTION_DIM, FEATURES, HIDDEN = 3, 1, 2, 4
 EPS = 1e-5
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _agent(tiny_config, modes: list[str], how: str) -> DrQV2Agent:
     configs = [tiny_config(actor_norm="none", critic_norm="batch_norm", bn_mode=mode, seed=k + 1, hidden_dim=HIDDEN,
                            feature_dim=FEATURES, q_bias_bn_stats=how) for k, mode in enumerate(modes)]
