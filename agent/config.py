@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import re
 import types
 import typing
@@ -435,6 +437,26 @@ def identity_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items()
             if k not in PLACEMENT_KEYS and not (k in ID_NEUTRAL_DEFAULTS and v == ID_NEUTRAL_DEFAULTS[k])
             and not (k in ID_NEUTRAL_WHEN and ID_NEUTRAL_WHEN[k](config))}
+
+
+ID_LENGTH = 12
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """Short content hash of a mapping: key order and YAML/JSON round trips do not change it."""
+    canonical = json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
+
+
+def trial_id(config: Mapping[str, Any]) -> str:
+    """Content hash of a resolved trial config (``TrialConfig.to_dict()``), placement keys excluded (and keys
+    added later, at their neutral defaults: a trial stored before a key existed keeps its id)."""
+    return config_digest(identity_config(config))
+
+
+def cell_id(config: Mapping[str, Any]) -> str:
+    """The trial hash without the seed: one id per experimental condition (task included)."""
+    return config_digest({k: v for k, v in identity_config(config).items() if k != "seed"})
 
 
 def pack_signature(config: TrialConfig) -> tuple[tuple[str, Any], ...]:

@@ -23,6 +23,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 STATUS_FILE = "status.json"
 CHECKPOINT_DIR = "checkpoint"
+TRIAL_FILE = "trial.json"  # written by the orchestrator: where and as what the trial ran
 STATUSES = ("running", "completed", "diverged", "failed")
 FINISHED_STATUSES = ("completed", "diverged")  # a diverged trial is a result (SPEC §7), not a failure
 

@@ -214,7 +214,9 @@ class Trainer:
             batches = self.map_members(lambda member: member.replay.sample(rows), self.members)
         except RuntimeError:
             return None  # no complete n-step transition yet (only with tiny seed phases)
-        batch = {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+        # One member: a view (np.stack would copy a 16 MB pixel batch on every update).
+        batch = ({key: value[None] for key, value in batches[0].items()} if len(batches) == 1
+                 else {key: np.stack([b[key] for b in batches]) for key in batches[0]})
         return self.agent.update(batch, self.step), list(self.members)
 
     def record_update(self, update: tuple[UpdateResult, list[Member]], frame: int) -> None:

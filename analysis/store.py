@@ -29,10 +29,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from agent.config import PLACEMENT_KEYS
+from agent.config import PLACEMENT_KEYS, cell_id, config_digest
 from agent.metrics import EVAL_RETURN, FRAME, METRIC_NAMES
-from agent.sinks import CONFIG_FILE, FINISHED_STATUSES, METRICS_FILE, STATUS_FILE
-from orchestrator.store import TRIAL_FILE, cell_id, config_digest
+from agent.sinks import CONFIG_FILE, FINISHED_STATUSES, METRICS_FILE, STATUS_FILE, TRIAL_FILE
 
 STATUSES = ("completed", "diverged", "running", "failed", "pending")
 FINISHED = FINISHED_STATUSES  # trials whose last evaluation is a final result

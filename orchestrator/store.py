@@ -11,7 +11,6 @@ keeps working when the grid file changes between runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import statistics
@@ -21,36 +20,23 @@ from typing import Any
 
 import yaml
 
-from agent.config import identity_config
-from agent.sinks import CHECKPOINT_DIR, CONFIG_FILE, FINISHED_STATUSES, STATUS_FILE, atomic_write_text, read_status
+# Trial and cell ids are the worker's (agent.config): analysis reads them from the store without this package.
+from agent.config import cell_id, config_digest, trial_id  # noqa: F401 - the store's ids, used as store.trial_id
+from agent.sinks import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    FINISHED_STATUSES,
+    STATUS_FILE,
+    TRIAL_FILE,
+    atomic_write_text,
+    read_status,
+)
 
-TRIAL_FILE = "trial.json"
 RAY_DIR = "_ray"  # Ray Tune's experiment state, beside the trial directories
 SWEEP_DIR = "_sweep"  # what each profile of the grid last asked for (trial list, grid text)
 LOCK_FILE = ".sweep.lock"
 CHECKPOINT_META = ".metadata.json"  # the frame of a checkpoint (ray.tune.Checkpoint.set_metadata writes it)
 DONE_STATUSES = FINISHED_STATUSES
-ID_LENGTH = 12
-
-
-def _canonical(config: Mapping[str, Any]) -> str:
-    return json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=str)
-
-
-def config_digest(config: Mapping[str, Any]) -> str:
-    """Short content hash of a mapping: key order and YAML/JSON round trips do not change it."""
-    return hashlib.sha256(_canonical(config).encode()).hexdigest()[:ID_LENGTH]
-
-
-def trial_id(config: Mapping[str, Any]) -> str:
-    """Content hash of a resolved trial config (``TrialConfig.to_dict()``), placement keys excluded (and keys
-    added later, at their neutral defaults: a trial stored before a key existed keeps its id)."""
-    return config_digest(identity_config(config))
-
-
-def cell_id(config: Mapping[str, Any]) -> str:
-    """The trial hash without the seed: one id per experimental condition (task included)."""
-    return config_digest({k: v for k, v in identity_config(config).items() if k != "seed"})
 
 
 def grid_dir(results: Path, grid: str) -> Path:

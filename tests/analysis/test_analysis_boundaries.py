@@ -1,0 +1,16 @@
+"""analysis reads the store on disk and nothing else of the orchestrator (the data flows one way)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_analysis_imports_no_orchestrator_module():
+    code = ("import sys, analysis.figures, analysis.claims, analysis.store; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'orchestrator'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
