@@ -92,11 +92,13 @@ def reference_loop(seed_frames: int, measured_frames: int, log_every: int, threa
 
 
 def pack_loop(members: int, obs_type: str, hidden: int, seed_frames: int, frames: int, threads: int,
-              device: str, first_seed: int) -> dict[str, Any]:
+              device: str, first_seed: int, env_threads: int = 1, frame_codec: str = "none",
+              precision: str = "fp32") -> dict[str, Any]:
     log_every = max(frames // 4, 2)
     base = {"task": TASK, "obs_type": obs_type, "hidden_dim": hidden, "num_seed_frames": seed_frames,
             "num_frames": seed_frames + frames, "eval_every_frames": 0, "checkpoint_every_frames": 0,
-            "log_every_frames": log_every, "torch_threads": threads, "device": device}
+            "log_every_frames": log_every, "torch_threads": threads, "device": device,
+            "env_threads": env_threads, "frame_codec": frame_codec, "precision": precision}
     configs = [build_config({**base, "seed": first_seed + i}) for i in range(members)]
     sinks = [[TimingSink()] for _ in configs]
     with tempfile.TemporaryDirectory() as out:
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--seed-frames", type=int, required=True)
     pack.add_argument("--frames", type=int, required=True)
     pack.add_argument("--first-seed", type=int, default=1)
+    pack.add_argument("--env-threads", type=int, default=1)
+    pack.add_argument("--frame-codec", default="none")
+    pack.add_argument("--precision", default="fp32")
     for role in (server, loop, pack):
         role.add_argument("--threads", type=int, default=2)
         role.add_argument("--device", default="cpu")
@@ -139,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         update_server(args.impl, device)
     elif args.role == "pack-loop":
         print(json.dumps(pack_loop(args.members, args.obs_type, args.hidden, args.seed_frames, args.frames,
-                                   args.threads, args.device, args.first_seed)))
+                                   args.threads, args.device, args.first_seed, args.env_threads,
+                                   args.frame_codec, args.precision)))
     else:
         print(json.dumps(reference_loop(args.seed_frames, args.frames, args.log_every, args.threads, device)))
     return 0

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,12 @@ def run_processes(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> 
 
 
 def pack_command(members: int, obs_type: str, hidden: int, seed_frames: int, frames: int, threads: int,
-                 device: str, first_seed: int = 1) -> list[str]:
+                 device: str, first_seed: int = 1, env_threads: int = 1, frame_codec: str = "none",
+                 precision: str = "fp32") -> list[str]:
     return [sys.executable, "-m", "bench.child", "pack-loop", "--members", str(members), "--obs-type", obs_type,
             "--hidden", str(hidden), "--seed-frames", str(seed_frames), "--frames", str(frames),
-            "--threads", str(threads), "--device", device, "--first-seed", str(first_seed)]
+            "--threads", str(threads), "--device", device, "--first-seed", str(first_seed),
+            "--env-threads", str(env_threads), "--frame-codec", frame_codec, "--precision", precision]
 
 
 def _member_fps(outputs: list[str]) -> list[float]:
@@ -128,21 +131,65 @@ def baseline_section(rev: str, rounds: int, threads: int, quick: bool) -> dict[s
     return results
 
 
-def gpu_section(k_values: tuple[int, ...], seed_frames: int, frames: int, threads: int) -> dict[str, float]:
-    """Pixel packs on the GPU: the loop (aggregate frames/s) and the update (ms) with peak GPU memory."""
+def gpu_section(k_values: tuple[int, ...], seed_frames: int, frames: int, threads: int,
+                frame_codec: str = "lz4", variants: tuple[tuple[int, str, str], ...] = (),
+                on_result: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Pixel packs on the GPU as the paper profile runs them (one environment thread per member up to the
+    cores, ``frame_codec``): aggregate loop frames/s, mean update ms, peak GPU memory and the pack process's
+    PSS. ``variants`` adds (K, frame_codec, precision) runs; ``on_result`` sees the results after every run,
+    so a run cut short by a time limit still leaves what it measured."""
     results: dict[str, float] = {}
     env = {**os.environ}
-    for k in k_values:
-        outputs, pss = run_processes([pack_command(k, "pixels", 1024, seed_frames, frames, threads, "cuda")], REPO,
-                                     env)
+    cores = os.cpu_count() or 1
+    runs = [(k, frame_codec, "fp32") for k in k_values] + list(variants)
+    for k, codec, precision in runs:
+        name = f"gpu_pixels_k{k}" + ("" if (codec, precision) == (frame_codec, "fp32") else f"_{codec}_{precision}")
+        start = time.perf_counter()
+        command = pack_command(k, "pixels", 1024, seed_frames, frames, threads, "cuda", env_threads=min(k, cores),
+                               frame_codec=codec, precision=precision)
+        outputs, pss = run_processes([command], REPO, env)
         report = json.loads(outputs[0].strip().splitlines()[-1])
-        results[f"gpu_pixels_k{k}_fps"] = sum(report["member_fps"])
-        results[f"gpu_pixels_k{k}_update_ms"] = report["update_ms"]
-        results[f"gpu_pixels_k{k}_gpu_mib"] = report["gpu_peak_mib"]
-        results[f"gpu_pixels_k{k}_pss_mib"] = pss
-        print(f"  pixels K={k}: {sum(report['member_fps']):.0f} frames/s, update {report['update_ms']:.1f} ms, "
-              f"GPU {report['gpu_peak_mib']:.0f} MiB", flush=True)
-    if "gpu_pixels_k1_fps" in results:
-        for k in k_values:
-            results[f"gpu_pixels_k{k}_speedup_vs_k1"] = results[f"gpu_pixels_k{k}_fps"] / results["gpu_pixels_k1_fps"]
+        results[f"{name}_fps"] = sum(report["member_fps"])
+        results[f"{name}_update_ms"] = report["update_ms"]
+        results[f"{name}_gpu_mib"] = report["gpu_peak_mib"]
+        results[f"{name}_pss_mib"] = pss
+        if "gpu_pixels_k1_fps" in results:
+            results[f"{name}_speedup_vs_k1"] = results[f"{name}_fps"] / results["gpu_pixels_k1_fps"]
+        print(f"  pixels K={k} {codec} {precision}: {sum(report['member_fps']):.0f} frames/s, update "
+              f"{report['update_ms']:.1f} ms, GPU {report['gpu_peak_mib']:.0f} MiB, PSS {pss:.0f} MiB "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        if on_result is not None:
+            on_result(results)
     return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.packed --out FILE``: the GPU section alone, written to FILE after every run (for a
+    GPU machine lent for minutes, where the CPU sections of ``make bench`` would not fit)."""
+    import argparse
+
+    from bench.common import machine
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 16, 8, 4, 32])
+    parser.add_argument("--seed-frames", type=int, default=1000)
+    parser.add_argument("--frames", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the pack process")
+    parser.add_argument("--frame-codec", default="lz4")
+    parser.add_argument("--variant", nargs=3, action="append", default=[], metavar=("K", "CODEC", "PRECISION"),
+                        help="one more run, e.g. --variant 16 none fp32")
+    args = parser.parse_args(argv)
+    info = {"machine": machine(), "seed_frames": args.seed_frames, "frames": args.frames}
+
+    def write(results: dict[str, float]) -> None:
+        Path(args.out).write_text(json.dumps({**info, "results": results}, indent=1))
+
+    variants = tuple((int(k), codec, precision) for k, codec, precision in args.variant)
+    write(gpu_section(tuple(args.k), args.seed_frames, args.frames, args.threads, args.frame_codec, variants,
+                      on_result=write))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -161,13 +161,22 @@ def fmt_bytes(n: float) -> str:
 # ------------------------------------------------------------------ packed speed
 # Measured aggregate speed-up of a pack of K members over one trial alone, on the same machine and
 # resources: (frames/s of all K members together) / (frames/s of one trial), keyed by
-# (obs_type, hidden_dim, device kind "cpu"|"cuda", K).  Measured numbers only: `make bench` (its packed
-# section: a pack process with 2 torch threads on the 2-core dev machine, AMD EPYC family/model 25/17, AVX-512,
-# 2026-11-26; aggregate frames/s of a pack of K over a pack of one with the same threads; bench/latest.json).
-# Nothing for pixels or GPUs: no GPU machine was available, and the CPU pixel pack was not measured.
-PACKED_SPEEDUPS: dict[tuple[str, int, str, int], float] = {
-    ("states", 256, "cpu", 2): 1.35, ("states", 256, "cpu", 4): 1.35, ("states", 256, "cpu", 8): 1.52,
-    ("states", 1024, "cpu", 2): 1.08, ("states", 1024, "cpu", 4): 1.00, ("states", 1024, "cpu", 8): 1.04,
+# (obs_type, hidden_dim, device kind "cpu"|"cuda", K, frame_codec).  Measured numbers only:
+# - CPU, states: `make bench` (its packed section: a pack process with 2 torch threads on the 2-core dev
+#   machine, AMD EPYC family/model 25/17, AVX-512, 2026-11-26; bench/latest.json).
+# - GPU, pixels: `python -m bench.packed` on one NVIDIA H200 with 16 cores of an Intel Xeon family/model 6/207
+#   (AVX-512), torch 2.11+cu130, 2026-11-26, one environment thread per member (bench/gpu_h200.json): K=16
+#   against K=1 with lz4 over 1000 seed + 2000 learning frames; K=4 and K=16 without compression over
+#   600 + 600 frames against a K=1 run of the same length.  Far below issue #9's goal (>= 8x): the pack's
+#   update is 2.4x faster per member than one trial's, but the loop is bound by the CPU side (environment
+#   steps, rendering and, with lz4, replay decoding) of all members in one Python process.
+PACKED_SPEEDUPS: dict[tuple[str, int, str, int, str], float] = {
+    ("states", 256, "cpu", 2, "none"): 1.35, ("states", 256, "cpu", 4, "none"): 1.35,
+    ("states", 256, "cpu", 8, "none"): 1.52,
+    ("states", 1024, "cpu", 2, "none"): 1.08, ("states", 1024, "cpu", 4, "none"): 1.00,
+    ("states", 1024, "cpu", 8, "none"): 1.04,
+    ("pixels", 1024, "cuda", 16, "lz4"): 0.89,
+    ("pixels", 1024, "cuda", 4, "none"): 1.38, ("pixels", 1024, "cuda", 16, "none"): 1.78,
 }
 
 
@@ -179,12 +188,14 @@ def packed_speedup(config: Mapping[str, Any], size: int) -> tuple[float, str | N
     """(aggregate speed-up of a pack of ``size``, a note when it is assumed rather than measured)."""
     if size <= 1:
         return 1.0, None
-    key = (str(config.get("obs_type")), int(config.get("hidden_dim", 0)), device_kind(config), int(size))
+    key = (str(config.get("obs_type")), int(config.get("hidden_dim", 0)), device_kind(config), int(size),
+           str(config.get("frame_codec", "none")))
     if key in PACKED_SPEEDUPS:
         return PACKED_SPEEDUPS[key], None
     where = "GPU" if key[2] == "cuda" else "CPU"
-    return 1.0, (f"no packed measurement for K={size} on {where} ({key[0]}, hidden {key[1]}): assuming aggregate "
-                 f"rate = per-trial rate x 1, i.e. no gain (each member at 1/{size} of a trial's rate)")
+    codec = "" if key[4] == "none" else f", frame_codec {key[4]}"
+    return 1.0, (f"no packed measurement for K={size} on {where} ({key[0]}, hidden {key[1]}{codec}): assuming "
+                 f"aggregate rate = per-trial rate x 1, i.e. no gain (each member at 1/{size} of a trial's rate)")
 
 
 # ------------------------------------------------------------------ grouping
