@@ -19,7 +19,7 @@ PACK ?=
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6 libglfw3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install system-deps test lint sweep figures bench verify-learning clean
+.PHONY: help install system-deps test test-faults lint sweep figures bench verify-learning clean
 
 help: ## list the targets
 	@echo "bnsweep: batch-normalization mode study of DrQ-v2 (see README.md)"
@@ -44,8 +44,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-test: install ## run the test suite (what CI runs)
-	$(PY) -m pytest -q
+test: install ## run the test suite (what CI runs; the slow fault-injection tests are in test-faults)
+	$(PY) -m pytest -q -m "not faults_slow"
+
+test-faults: install ## the slow fault-injection tests (killed driver, full disk; ~4 min, root with mount rights)
+	$(PY) -m pytest -q -m faults_slow
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check .

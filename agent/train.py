@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import sys
 import time
 import traceback
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,16 +25,27 @@ import numpy as np
 import torch
 import yaml
 
+from agent import checkpoint
 from agent import metrics as m
 from agent.allocator import keep_freed_memory
 from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
 from agent.replay import ReplayBuffer
-from agent.sinks import CHECKPOINT_DIR, DiskSink, MetricSink, read_status, write_config, write_status
+from agent.sinks import (
+    COMPLETED,
+    FAILED,
+    FINISHED_STATUSES,
+    INTERRUPTED,
+    RUNNING,
+    DiskSink,
+    MetricSink,
+    StoreWriteError,
+    read_status,
+    write_config,
+    write_status,
+)
 from envs import Env, Step, make_env
 from envs.render_device import select_render_device
-
-CHECKPOINT_FILE = "state.pt"
 
 
 def _now() -> str:
@@ -138,10 +147,8 @@ class Trainer:
         self.for_members(self._reset, list(self.members))
         while self.frame < c.num_frames and self.members:
             ended = [member for member in self.members if member.time_step.last]
-            # Checkpoints in turn, here: their sinks (Ray Tune) expect the trial's own thread.
-            self.for_members(self.save_checkpoint, [mb for mb in ended if self.frame >= mb.next_checkpoint_frame],
-                             on_member_thread=False)
-            self.for_members(self._reset, [member for member in ended if member in self.members])
+            # Evaluations of this frame before its checkpoints (issue #11): a trial resumed from one then
+            # neither repeats nor loses an evaluation row (metrics.csv is truncated to the checkpoint frame).
             if c.eval_every_frames and self.frame >= self.next_eval_frame:
                 self.evaluate()
                 self.next_eval_frame += c.eval_every_frames
@@ -149,6 +156,10 @@ class Trainer:
                 if self.frame > c.num_seed_frames:  # as the authors', once updates have begun
                     self.measure_q_bias()
                 self.next_q_bias_frame += c.q_bias_every_frames
+            # Checkpoints in turn, here: their sinks (Ray Tune) expect the trial's own thread.
+            self.for_members(self.save_checkpoint, [mb for mb in ended if self.frame >= mb.next_checkpoint_frame],
+                             on_member_thread=False)
+            self.for_members(self._reset, [member for member in ended if member in self.members])
             observations = np.stack([member.time_step.obs for member in self.members])
             actions = self.agent.act(observations, self.step, eval_mode=False)
             update = None
@@ -198,7 +209,7 @@ class Trainer:
             outcomes = [_capture(fn, *call) for call in calls]
         for (member, *_), failure in zip(calls, outcomes):
             if failure is not None:
-                self.end_members([member], "failed", *failure)
+                self.end_members([member], FAILED, *failure)
 
     def map_members(self, fn: Callable[..., Any], members: Sequence[Member], *per_member: Sequence[Any]) -> list:
         """``fn(member, *args)`` for each member on its own thread; results in order, exceptions raised."""
@@ -368,21 +379,14 @@ class Trainer:
             "coverage": member.coverage.state_dict(),
             "rng": {"replay": member.replay.rng.bit_generator.state, "env": member.env.get_rng_state(),
                     "eval_env": member.eval_env.get_rng_state()},
-            # As tensors sharing the arrays' memory: torch.save pickles numpy arrays through copies that
-            # held ~6x the replay in memory at once (measured), a tensor is written straight from its buffer.
-            "replay": _as_tensors(member.replay.state_dict()) if c.checkpoint_replay else None,
+            "replay": member.replay.state_dict() if c.checkpoint_replay else None,
         }
-        final = member.out_dir / CHECKPOINT_DIR
-        tmp = member.out_dir / (CHECKPOINT_DIR + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save(state, tmp / CHECKPOINT_FILE)
-        old = member.out_dir / (CHECKPOINT_DIR + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)  # the previous checkpoint stays until the new one is complete
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            # the latest and the previous checkpoint are kept, each with its size and hash (agent.checkpoint)
+            final = checkpoint.save(member.out_dir, state, self.frame, self.step)
+        except OSError as err:
+            raise StoreWriteError(err, member.out_dir / checkpoint.PARTIAL, f"the checkpoint of frame {self.frame}") \
+                from err
         member.next_checkpoint_frame = state["next_checkpoint_frame"]
         for sink in member.sinks:
             sink.checkpoint(self.frame, final)
@@ -403,7 +407,7 @@ class Trainer:
             self.agent.load_member_state_dict(k, state["agent"])
             member.coverage.load_state_dict(state["coverage"])
             if state["replay"] is not None:
-                member.replay.load_state_dict(_as_arrays(state["replay"]))
+                member.replay.load_state_dict(_as_arrays(state["replay"]))  # tensors: an upgraded old checkpoint
             rng = state["rng"]
             member.replay.rng.bit_generator.state = rng["replay"]
             member.env.set_rng_state(rng["env"])
@@ -432,14 +436,6 @@ def _interval_mean(biases: Sequence[tuple[float, float]]) -> tuple[float, float]
     return float(np.mean(means)), float(np.mean(stds))
 
 
-def _as_tensors(state: dict[str, Any]) -> dict[str, Any]:
-    """numpy arrays as tensors over the same memory (read-only ones too: a checkpoint never writes them)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) and v.dtype != object else v
-                for k, v in state.items()}
-
-
 def _as_arrays(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v.numpy() if torch.is_tensor(v) else v for k, v in state.items()}
 
@@ -454,19 +450,15 @@ def _close_envs(member: Member) -> None:
 
 
 def _capture(fn: Callable[..., Any], *args: Any) -> tuple[str, str] | None:
-    """Run ``fn``; None, or (error line, traceback) when it raised."""
+    """Run ``fn``; None, or (error line, traceback) when it raised.  A store that refuses writes is the
+    pack's fault, not the member's: ``StoreWriteError`` goes up and interrupts the pack."""
     try:
         fn(*args)
+    except StoreWriteError:
+        raise
     except Exception as err:  # noqa: BLE001 - a crashed member is a result too; the pack goes on
         return f"{type(err).__name__}: {err}", traceback.format_exc()
     return None
-
-
-def load_checkpoint_state(out_dir: Path) -> dict[str, Any] | None:
-    path = Path(out_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def run_trial(config: TrialConfig, out_dir: Path | str, sinks: Sequence[MetricSink] = (),
@@ -496,14 +488,17 @@ def run_pack(configs: Sequence[TrialConfig], out_dirs: Sequence[Path | str],
     if configs[0].torch_threads:
         torch.set_num_threads(configs[0].torch_threads)
     keep_freed_memory()  # process-wide; without it every pixel update runs on freshly faulted pages
-    checkpoints = [load_checkpoint_state(d) for d in out_dirs]
+    loaded = [checkpoint.load_latest(d) for d in out_dirs]
+    for found in loaded:
+        for note in found.notes:
+            print(f"checkpoint: {note}", file=sys.stderr, flush=True)
     by_step: dict[int, list[int]] = defaultdict(list)
-    for k, checkpoint in enumerate(checkpoints):
-        by_step[checkpoint["step"] if checkpoint else -1].append(k)
+    for k, found in enumerate(loaded):
+        by_step[found.state["step"] if found.state else -1].append(k)
     statuses: list[dict[str, Any]] = [{} for _ in configs]
     for members in by_step.values():
         results = _run_members([configs[k] for k in members], [out_dirs[k] for k in members],
-                               [sinks[k] for k in members], [checkpoints[k] for k in members])
+                               [sinks[k] for k in members], [loaded[k] for k in members])
         for k, status in zip(members, results):
             statuses[k] = status
             if on_status:
@@ -512,37 +507,46 @@ def run_pack(configs: Sequence[TrialConfig], out_dirs: Sequence[Path | str],
 
 
 def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[list[MetricSink]],
-                 checkpoints: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+                 loaded: list[checkpoint.Loaded]) -> list[dict[str, Any]]:
     """One pack whose members all start (or resume) at the same step."""
     started = time.perf_counter()
     statuses: list[dict[str, Any]] = []
     all_sinks: list[list[MetricSink]] = []
-    for config, out_dir, member_sinks, checkpoint in zip(configs, out_dirs, sinks, checkpoints):
+    for config, out_dir, member_sinks, found in zip(configs, out_dirs, sinks, loaded):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_config(out_dir, config.to_dict())
         previous = read_status(out_dir) or {}
-        frame = checkpoint["frame"] if checkpoint else 0
-        status = {"status": "running", "frame": frame, "num_frames": config.num_frames,
-                  "wall_time_s": float(previous.get("wall_time_s", 0.0)) if checkpoint else 0.0,
-                  "started_at": _now(), "resumed_from_frame": frame if checkpoint else None,
+        state = found.state
+        frame = state["frame"] if state else 0
+        status = {"status": RUNNING, "frame": frame, "num_frames": config.num_frames,
+                  "wall_time_s": float(previous.get("wall_time_s", 0.0)) if state else 0.0,
+                  "started_at": _now(), "resumed_from_frame": frame if state else None,
                   "pack_size": len(configs)}
+        # every checkpoint fallback of the trial's life, oldest first (the sweep summary prints new ones)
+        fallbacks = list(previous.get("checkpoint_fallbacks") or [])
+        fallbacks += [{"at": status["started_at"], "resumed_from_frame": frame, "note": note} for note in found.notes]
+        if fallbacks:
+            status["checkpoint_fallbacks"] = fallbacks
         write_status(out_dir, status)
         statuses.append(status)
-        all_sinks.append([DiskSink(out_dir, resume_frame=frame if checkpoint else None), *member_sinks])
+        all_sinks.append([DiskSink(out_dir, resume_frame=frame if state else None), *member_sinks])
     trainer = None
     pack_error: dict[str, str] | None = None
     finished = False
     try:
         trainer = Trainer(configs, out_dirs, all_sinks)
-        if all(checkpoints):
-            trainer.load_checkpoints([c for c in checkpoints if c is not None])
+        if all(found.state for found in loaded):
+            trainer.load_checkpoints([found.state for found in loaded if found.state is not None])
         trainer.run()
         finished = True
-    except KeyboardInterrupt:
-        pack_error = {"status": "failed", "error": "interrupted"}
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C, or Ray ending the trial (SystemExit out of tune.report): resumable from the checkpoints
+        pack_error = {"status": INTERRUPTED, "error": "stopped from outside"}
         raise
+    except StoreWriteError as err:  # a full or read-only store: not the trial's fault, a rerun resumes it
+        pack_error = {"status": INTERRUPTED, "error": str(err), "store_error": True}
     except Exception as err:  # a crashed pack is a result too; the sweep goes on
-        pack_error = {"status": "failed", "error": f"{type(err).__name__}: {err}",
+        pack_error = {"status": FAILED, "error": f"{type(err).__name__}: {err}",
                       "traceback": traceback.format_exc()}
     finally:
         ended = {member.out_dir: member for member in trainer.ended} if trainer else {}
@@ -555,16 +559,22 @@ def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[l
                 if trainer is not None:
                     status["frame"] = trainer.frame
             elif finished:
-                status.update(status="completed", frame=trainer.frame if trainer else status["frame"])
-            elif trainer is not None:  # stopped from outside (SystemExit: Ray ending the trial): resumable
-                status["frame"] = trainer.frame
+                status.update(status=COMPLETED, frame=trainer.frame if trainer else status["frame"])
         if trainer is not None:
             trainer.close()
         elapsed = time.perf_counter() - started
         for status, out_dir, member_sinks in zip(statuses, out_dirs, all_sinks):
+            if status["status"] == INTERRUPTED:  # metrics.csv holds rows to "frame"; a rerun resumes from here
+                status["checkpoint_frame"] = checkpoint.frame_of(out_dir) or 0
+            elif status["status"] in FINISHED_STATUSES:
+                checkpoint.prune_finished(out_dir)
             status["wall_time_s"] = status["wall_time_s"] + elapsed
             status["finished_at"] = _now()
-            write_status(out_dir, status)
+            try:
+                write_status(out_dir, status)
+            except StoreWriteError as err:  # the store is full: the caller reports the error of the pack
+                print(f"error: {err}", file=sys.stderr)
+                status.setdefault("store_error", True)
             for sink in member_sinks:
                 try:
                     sink.close(status)
@@ -608,9 +618,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = out or Path("runs") / f"{config.task}-{config.obs_type}-seed{config.seed}"
     status = run_trial(config, out)
     print(f"{status['status']}: {status['frame']} frames in {status['wall_time_s']:.0f} s -> {out}")
-    if status["status"] == "failed":
+    if status["status"] == FAILED:
         print(status.get("traceback", status.get("error", "")), file=sys.stderr)
-    return 0 if status["status"] in ("completed", "diverged") else 1
+    elif status["status"] == INTERRUPTED:
+        print(f"error: {status.get('error')}; run the same command again to resume", file=sys.stderr)
+    return 0 if status["status"] in FINISHED_STATUSES else 1
 
 
 if __name__ == "__main__":

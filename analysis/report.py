@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from agent.sinks import FAILED, INTERRUPTED, NEW, RUNNING
 from analysis import stats
 from analysis.claims import CLOSE_TOLERANCE, MIN_SEEDS, evaluate_claims, header, table_rows
 from analysis.plots import GridData
@@ -72,7 +73,8 @@ def _notes(s: CellSummary) -> str:
     notes = []
     if s.estimate is not None and s.estimate.degenerate:
         notes.append("1 seed: no CI")
-    for count, word in ((s.n_running, "running"), (s.n_failed, "failed"), (s.n_pending, "not started")):
+    for count, word in ((s.n_running, RUNNING), (s.n_interrupted, INTERRUPTED), (s.n_failed, FAILED),
+                        (s.n_new, "not started")):
         if count:
             notes.append(f"{count} {word}")
     return "; ".join(notes)
@@ -171,7 +173,7 @@ def _trouble_lines(store: Store, grids: Sequence[str], settings: Settings | None
         lines += _table(["grid", "trial", "task", "cell", "seed", "status", "frame", "error"],
                         [[r.grid, r.trial_id, r.task, r.cell, r.seed, r.status, _frame_of(r), r.error or ""]
                          for r in bad.itertuples()])
-    unfinished = trials[trials["status"].isin(("running", "pending"))]
+    unfinished = trials[trials["status"].isin((RUNNING, INTERRUPTED, NEW))]
     lines += ["", "## Trials still running or not started", ""]
     if unfinished.empty:
         lines.append("None.")

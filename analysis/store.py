@@ -31,13 +31,20 @@ import yaml
 
 from agent.config import PLACEMENT_KEYS, cell_id, config_digest
 from agent.metrics import EVAL_RETURN, FRAME, METRIC_NAMES
-from agent.sinks import CONFIG_FILE, FINISHED_STATUSES, METRICS_FILE, STATUS_FILE, TRIAL_FILE
+from agent.sinks import (
+    CONFIG_FILE,
+    FINISHED_STATUSES,
+    METRICS_FILE,
+    STATUS_FILE,
+    STATUSES,  # noqa: F401 - the status machine's states, as analysis reports them
+    TRIAL_FILE,
+    state_of,
+)
 
-STATUSES = ("completed", "diverged", "running", "failed", "pending")
 FINISHED = FINISHED_STATUSES  # trials whose last evaluation is a final result
 # Directories that are never trials and never hold trials (worker checkpoints, W&B runs, Ray Tune and
 # orchestrator state such as _ray/ and _sweep/); dot-directories are skipped too.
-SKIP_DIRS = ("checkpoint", "wandb")
+SKIP_DIRS = ("checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged", "wandb")
 
 # Keys that never separate cells: the seed, bookkeeping and speed options with the same learning semantics.
 NON_CELL_KEYS = ("seed", "task", *PLACEMENT_KEYS, "checkpoint_every_frames", "checkpoint_replay", "channels_last",
@@ -253,13 +260,6 @@ def read_metrics(path: Path) -> pd.DataFrame:
     return frame[columns + extra].reset_index(drop=True)
 
 
-def _status_of(status: Mapping[str, Any] | None, n_rows: int) -> str:
-    if status is None:
-        return "running" if n_rows else "pending"
-    value = str(status.get("status", "running"))
-    return value if value in STATUSES else "running"
-
-
 def load_store(root: Path | str) -> Store:
     """Load every trial under ``root``; raise StoreError when there is nothing to load."""
     root = Path(root)
@@ -319,7 +319,7 @@ def load_store(root: Path | str) -> Store:
                 "cell_id": str(meta.get("cell_id") or cell_id(config)),
                 "task": str(config.get("task", "unknown")),
                 "seed": config.get("seed"),
-                "status": _status_of(status, len(metrics)),
+                "status": state_of(status, len(metrics) > 0),  # the status machine, read as the planner does
             }
             last_eval = metrics.loc[metrics[EVAL_RETURN].notna(), FRAME]
             info = {

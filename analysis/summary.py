@@ -11,7 +11,8 @@ The rules here are the ones a reader of the figures needs to know (docs/analysis
   charged with the worst policy seen on the task instead of the one it had before collapsing;
   ``last``: its last evaluation before divergence (the optimistic reading, kept to show the difference).
   The rule is about the return only: other metrics (Q-bias, coverage) of a diverged trial are its last values.
-  *Running*, *failed* (crashed) and *pending* trials have no final return; they are listed in the report.
+  *Running*, *interrupted*, *failed* (crashed) and *new* (not started) trials have no final return; they are
+  listed in the report.
 - **Curves**: at each logged frame, the IQM over the seeds that have a value there, with a 95%
   stratified-bootstrap CI. For the return, a diverged seed holds the value the final-return rule gives it
   from its divergence up to its planned frames; its diagnostics (Q-bias, losses) simply stop. Failed trials
@@ -26,11 +27,13 @@ import numpy as np
 import pandas as pd
 
 from agent.metrics import EVAL_RETURN, FRAME
+from agent.sinks import COMPLETED, DIVERGED, FAILED, INTERRUPTED, NEW, RUNNING
 from analysis import stats
 from analysis.store import FINISHED, Store
 
 DEFAULT_FINAL_WINDOW = 0.1
-CURVE_STATUSES = ("completed", "diverged", "running")  # failed trials crashed for reasons outside the method
+# failed trials crashed for reasons outside the method; interrupted ones are partial, like running ones
+CURVE_STATUSES = (COMPLETED, DIVERGED, RUNNING, INTERRUPTED)
 # What a diverged trial's return counts as (module docstring); the first is the default.
 DIVERGED_RULES = ("task_min", "last")
 DEFAULT_DIVERGED = DIVERGED_RULES[0]
@@ -184,7 +187,8 @@ class CellSummary:
     n_diverged: int
     n_running: int
     n_failed: int
-    n_pending: int
+    n_interrupted: int
+    n_new: int
     frames_min: int | None  # final-evaluation frames behind the estimate
     frames_max: int | None
     estimate: stats.Interval | None
@@ -209,8 +213,8 @@ def cell_summaries(store: Store, settings: Settings) -> list[CellSummary]:
         out.append(CellSummary(
             grid=str(group["grid"].iloc[0]), task=str(task), cell=str(cell), method=str(method),
             n_trials=len(group), n_final=len(mine), n_diverged=int(counts.get("diverged", 0)),
-            n_running=int(counts.get("running", 0)), n_failed=int(counts.get("failed", 0)),
-            n_pending=int(counts.get("pending", 0)),
+            n_running=int(counts.get(RUNNING, 0)), n_interrupted=int(counts.get(INTERRUPTED, 0)),
+            n_failed=int(counts.get(FAILED, 0)), n_new=int(counts.get(NEW, 0)),
             frames_min=int(mine["final_frame"].min()) if len(mine) else None,
             frames_max=int(mine["final_frame"].max()) if len(mine) else None,
             estimate=estimate, q_bias=q_est))

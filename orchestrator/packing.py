@@ -9,7 +9,9 @@ or its results, only which process computes it.  This module decides
 * how much host memory a pack needs (``pack_bytes``): per member the replay
   buffer it will allocate plus a fixed overhead, plus one process;
 * how fast a member of a pack of K trains (``packed_speedup``), from measured
-  speed-ups only: without a measurement the estimate says so and assumes none.
+  speed-ups only: without a measurement the estimate says so and assumes none;
+* how much disk the result store needs at its peak (``store_disk_plan``): each trial's
+  checkpoints (replay included) as the worker keeps them, Ray's copies, metrics.
 
 The numbers here are documented in docs/orchestrator.md ("Packed trials").
 """
@@ -19,8 +21,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchestrator.store import config_digest
@@ -156,6 +160,141 @@ def fmt_bytes(n: float) -> str:
     if n >= 1024**2:
         return f"{n / 1024**2:.0f} MiB"
     return f"{n:.0f} B"
+
+
+# ------------------------------------------------------------------ disk (the result store)
+# A trial's checkpoint (agent/checkpoint.py, agent/train.py save_checkpoint) holds its replay (with
+# `checkpoint_replay`, the default: the same arrays the replay holds in memory, so `replay_bytes` at full
+# fill), its networks with BN statistics, the critic target, the optimizers' state and a few small
+# things (random streams, counters, the metric window): CHECKPOINT_FIXED_BYTES bounds those and the file
+# format.  The worker keeps the latest and the previous checkpoint (`checkpoint/`, `checkpoint.prev/`), also
+# after the trial finished, and writes the next one beside them (`checkpoint.tmp/`) before it drops the
+# previous.  With `ray_checkpoints`, Ray keeps a copy of each pack's latest checkpoint (num_to_keep=1, also
+# after the experiment) under `_ray/`, and holds the next copy while it persists it, before it deletes the
+# older one.  Metrics: a row of metrics.csv is ~0.3 KB; METRICS_ROW_BYTES also covers W&B's offline copy.
+PARAM_BYTES = 4  # float32 parameters, statistics and optimizer moments (precision changes only the compute)
+CHECKPOINT_FIXED_BYTES = 256 * 1024  # measured: a states trial's checkpoint is its replay + networks + < 10 KB
+KEPT_CHECKPOINTS = 1  # checkpoint/ stays in a finished trial's directory (its checkpoint.prev/ is removed)
+RUNNING_EXTRA_CHECKPOINTS = 1  # checkpoint.prev/ of a running trial
+WRITING_CHECKPOINTS = 1  # checkpoint.tmp/ while a running trial writes its next one
+METRICS_ROW_BYTES = 1024
+ENCODER_CHANNELS, IMAGE_SIZE = 32, 84  # agent/networks.py Encoder (4 conv 3x3, the first with stride 2)
+
+
+def network_numbers(config: Mapping[str, Any]) -> tuple[int, int]:
+    """(numbers a checkpoint saves for the networks, trained parameters) of one trial, counted from the
+    architecture of agent/networks.py: encoder (pixels), actor, critic and critic target, each with its
+    normalization layers (BatchNorm: weight, bias, running mean and variance, a step counter)."""
+    state_dim, action_dim, _ = task_dims(str(config.get("task")))
+    feature, hidden = int(config.get("feature_dim", 50)), int(config.get("hidden_dim", 1024))
+
+    def norm(kind: str, width: int) -> tuple[int, int]:
+        if kind == "batch_norm":
+            return 4 * width + 1, 2 * width
+        if kind == "layer_norm":
+            return 2 * width, 2 * width
+        return 0, 0
+
+    saved = trained = 0
+    if config.get("obs_type") == "pixels":
+        c, side, in_c = ENCODER_CHANNELS, IMAGE_SIZE, 3 * int(config.get("frame_stack", 3))
+        for stride in (2, 1, 1, 1):
+            conv = in_c * 9 * c + c
+            bn_saved, bn_trained = norm(str(config.get("encoder_norm", "none")), c)
+            saved, trained = saved + conv + bn_saved, trained + conv + bn_trained
+            in_c, side = c, (side - 3) // stride + 1
+        repr_dim = c * side * side
+    else:
+        repr_dim = state_dim  # states are never stacked
+    trunk = repr_dim * feature + feature + 2 * feature  # Linear + LayerNorm
+
+    def mlp(in_dim: int, out_dim: int, kind: str) -> tuple[int, int]:
+        linear = in_dim * hidden + hidden + hidden * hidden + hidden + hidden * out_dim + out_dim
+        n_saved, n_trained = norm(kind, hidden)
+        return linear + 2 * n_saved, linear + 2 * n_trained
+
+    actor_saved, actor_trained = mlp(feature, action_dim, str(config.get("actor_norm", "none")))
+    q_saved, q_trained = mlp(feature + action_dim, 1, str(config.get("critic_norm", "none")))
+    critic_saved, critic_trained = trunk + 2 * q_saved, trunk + 2 * q_trained
+    saved += trunk + actor_saved + 2 * critic_saved  # the critic target is a second critic
+    trained += trunk + actor_trained + critic_trained
+    return saved, trained
+
+
+def network_state_bytes(config: Mapping[str, Any]) -> int:
+    """Checkpoint bytes of one trial's networks and optimizer state (Adam: two moments, SGD: one)."""
+    saved, trained = network_numbers(config)
+    moments = 2 if str(config.get("optimizer", "adam")) == "adam" else 1
+    return PARAM_BYTES * (saved + moments * trained)
+
+
+def checkpoint_bytes(config: Mapping[str, Any]) -> int:
+    """Planned size of one checkpoint of this trial at its largest (full replay, if it is saved)."""
+    replay = replay_bytes(config) if config.get("checkpoint_replay", True) else 0
+    return replay + network_state_bytes(config) + CHECKPOINT_FIXED_BYTES
+
+
+def metrics_bytes(config: Mapping[str, Any]) -> int:
+    """metrics.csv and W&B's offline copy of one trial: one row per log point and per evaluation."""
+    frames = int(config["num_frames"])
+    rows = frames // max(1, int(config.get("log_every_frames", 5000)))
+    rows += frames // max(1, int(config.get("eval_every_frames", 10000))) + 2
+    return rows * METRICS_ROW_BYTES
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    """Peak bytes the result store grows by while the planned packs run (an upper bound)."""
+
+    trials: int
+    running_trials: int  # members of the packs that run at once (the largest ones)
+    running_packs: int
+    largest_checkpoint: int
+    kept: int  # the latest checkpoint of every trial to run + the previous one of each running trial
+    writing: int  # the checkpoint each running trial writes beside them
+    ray: int  # Ray's kept copy of every pack's checkpoint + the one it persists for each running pack
+    metrics: int
+
+    @property
+    def total(self) -> int:
+        return self.kept + self.writing + self.ray + self.metrics
+
+    def breakdown(self) -> str:
+        ray = (f" + Ray's copies {fmt_bytes(self.ray)} (one per pack, kept, + one being persisted per running pack)"
+               if self.ray else " (no Ray copies: ray_checkpoints false)")
+        return (f"{self.trials} trials x {KEPT_CHECKPOINTS} kept checkpoint (the latest) + {self.running_trials} "
+                f"running trials x {RUNNING_EXTRA_CHECKPOINTS} previous {fmt_bytes(self.kept)} + "
+                f"{self.running_trials} running trials x 1 being written "
+                f"{fmt_bytes(self.writing)}{ray} + metrics {fmt_bytes(self.metrics)}; "
+                f"the largest checkpoint {fmt_bytes(self.largest_checkpoint)}")
+
+
+def store_disk_plan(packs: Sequence[Pack], running_packs: int, ray_checkpoints: bool = True) -> DiskPlan:
+    """Peak disk the store needs for ``packs`` when ``running_packs`` of them run at once.
+
+    Every trial to run ends with its latest checkpoint in the store; the trials of the ``running_packs``
+    largest packs also hold their previous one and write one more at a time; with ``ray_checkpoints`` Ray keeps one
+    copy of each pack's checkpoint and persists the next before it deletes the older (running packs).
+    Checkpoints are counted at their largest (full replay), also for trials that resume (their current
+    checkpoints are already on disk and smaller): an upper bound."""
+    sizes = [[checkpoint_bytes(c) for c in p.configs] for p in packs]
+    running = sorted(sizes, key=sum, reverse=True)[:max(0, running_packs)]
+    every = sum(sum(s) for s in sizes)
+    in_flight = sum(sum(s) for s in running)
+    return DiskPlan(trials=sum(len(s) for s in sizes), running_trials=sum(len(s) for s in running),
+                    running_packs=len(running), largest_checkpoint=max((max(s) for s in sizes if s), default=0),
+                    kept=KEPT_CHECKPOINTS * every + RUNNING_EXTRA_CHECKPOINTS * in_flight,
+                    writing=WRITING_CHECKPOINTS * in_flight,
+                    ray=(every + in_flight) if ray_checkpoints else 0,
+                    metrics=sum(metrics_bytes(c) for p in packs for c in p.configs))
+
+
+def free_disk_bytes(path: Path) -> tuple[int, Path]:
+    """(free bytes for this user, the existing directory measured): the nearest existing parent of ``path``."""
+    probe = Path(path).expanduser().absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free, probe
 
 
 # ------------------------------------------------------------------ packed speed

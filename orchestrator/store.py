@@ -31,6 +31,7 @@ from agent.sinks import (
     atomic_write_text,
     read_status,
 )
+from agent.sinks import trial_state as trial_state  # the status machine's reader, shared with analysis
 
 RAY_DIR = "_ray"  # Ray Tune's experiment state, beside the trial directories
 SWEEP_DIR = "_sweep"  # what each profile of the grid last asked for (trial list, grid text)
@@ -47,16 +48,14 @@ def trial_dir(results: Path, grid: str, tid: str) -> Path:
     return grid_dir(results, grid) / tid
 
 
-def trial_state(out_dir: Path) -> str:
-    """``completed``/``diverged``/``failed``/``running`` from status.json, or ``new`` when never started."""
-    status = read_status(Path(out_dir))
-    if not status:
-        return "new"
-    return str(status.get("status", "new"))
-
-
 def checkpoint_frame(out_dir: Path) -> int | None:
-    """Frame of the trial's checkpoint (from the marker the orchestrator writes beside it), if any."""
+    """Frame of the trial's newest complete checkpoint (its manifest; for checkpoints written before issue
+    #11, the marker the orchestrator writes beside it), if any."""
+    from agent.checkpoint import frame_of
+
+    frame = frame_of(Path(out_dir))
+    if frame is not None:
+        return frame
     try:
         return int(json.loads((Path(out_dir) / CHECKPOINT_DIR / CHECKPOINT_META).read_text())["frame"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -80,10 +79,12 @@ def write_trial_meta(out_dir: Path, meta: Mapping[str, Any]) -> None:
 
 
 def read_trial_meta(out_dir: Path) -> dict[str, Any] | None:
+    """trial.json, or None when missing or unreadable (it only describes the trial: nothing depends on it)."""
     try:
-        return json.loads((Path(out_dir) / TRIAL_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        meta = json.loads((Path(out_dir) / TRIAL_FILE).read_text())
+    except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 # ------------------------------------------------------------------ measured rates

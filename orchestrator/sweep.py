@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as agent_config
-from orchestrator import store
+from agent.sinks import INTERRUPTED, RUNNING
+from orchestrator import faults, store
 from orchestrator.grid import Grid, GridError, TrialSpec, load_grid
 from orchestrator.packing import (
     PROCESS_OVERHEAD_BYTES,
     Pack,
     fmt_bytes,
+    free_disk_bytes,
     local_memory_bytes,
     make_packs,
     max_members,
@@ -43,9 +45,10 @@ from orchestrator.packing import (
     replay_bytes,
     replay_bytes_per_transition,
     replay_transitions,
+    store_disk_plan,
 )
 from orchestrator.report import fmt_duration, summary_lines
-from orchestrator.wandb_sink import resolve_settings
+from orchestrator.wandb_sink import WANDB_INIT_TIMEOUT_S, resolve_settings
 
 DEFAULT_GRID = "critic_i_mode"
 TRIAL_OVERHEAD_S = 15.0  # measured: actor start, imports, env construction, W&B start per trial
@@ -67,7 +70,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the trial table and estimate; launch nothing")
     parser.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at a time")
     parser.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (grid default)")
-    parser.add_argument("--no-wandb", action="store_true", help="no W&B runs (the store is written as always)")
+    parser.add_argument("--no-wandb", action="store_true",
+                        help="no W&B runs (the store is written as always). Online, a trial waits at most "
+                             f"{WANDB_INIT_TIMEOUT_S:g} s for the W&B server, then logs offline (same run id); "
+                             "the summary prints the `wandb sync` command")
     parser.add_argument("--no-figures", action="store_true", help="do not draw figures at the end")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
                         help="Ray cluster address host:port (default: $RAY_ADDRESS; unset: a local Ray instance)")
@@ -341,12 +347,38 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
                    if memory is not None else machine)
         print(f"memory: {unit} needs up to {fmt_bytes(largest.memory_bytes)} ({memory_breakdown(largest)}); "
               f"{verdict}")
+        for line in disk_lines(grid, results, packs, address, memory):
+            print(line)
     wall, notes = estimate(grid, results, packs, memory)
     print(f"estimated wall time: {fmt_duration(wall)}" + (" (nothing to run)" if not pending else ""))
     for note in notes if pending else []:
         print(note)
     target = f"the Ray cluster at {address}" if address else "a local Ray instance"
     print(f"would run on {target}; results in {store.grid_dir(results, grid.name)}")
+
+
+def disk_lines(grid: Grid, results: Path, packs: Sequence[Pack], address: str | None,
+               host_memory: int | None) -> list[str]:
+    """The dry run's ``disk:`` line (the store's planned peak) and a ``warning:`` when the results
+    filesystem has less free space than that."""
+    if address:  # a cluster runs as many packs at once as it has room for, unless max_concurrent says otherwise
+        at_once = grid.max_concurrent or len(packs)
+        why = f"max_concurrent {grid.max_concurrent}" if grid.max_concurrent else "all of them, on a cluster"
+    else:
+        at_once, why = concurrency(grid, max((p.memory_bytes for p in packs), default=0), host_memory)
+    plan = store_disk_plan(packs, at_once, grid.ray_checkpoints)
+    free, measured = free_disk_bytes(results)
+    unit = "pack(s)" if grid.pack > 1 else "trial(s)"
+    lines = [f"disk: the store grows by up to {fmt_bytes(plan.total)} ({plan.total:,} bytes) at its peak with "
+             f"{plan.running_packs} {unit} at a time ({why}): {plan.breakdown()}; "
+             f"{fmt_bytes(free)} free on the results filesystem ({measured})"]
+    if plan.total > free:
+        lines.append(f"warning: the planned store does not fit: {results} needs up to {plan.total:,} bytes "
+                     f"({fmt_bytes(plan.total)}) but its filesystem has {free:,} bytes free ({fmt_bytes(free)}, "
+                     f"measured at {measured}); trials would fail when the disk fills: free space, choose another "
+                     f"--results, or shrink the checkpoints (fewer frames or a smaller replay_capacity, "
+                     f"checkpoint_replay: false, ray_checkpoints: false on a shared store)")
+    return lines
 
 
 def schedule_lines(grid: Grid) -> list[str]:
@@ -426,7 +458,28 @@ def run_sweep(grid: Grid, results: Path, figures: Path | None, args: argparse.Na
     if not args.address:  # a pack this machine cannot hold starts nothing, not even Ray or the grid directory
         check_memory_fit(grid, plan_packs(grid, results, pending_trials(grid, results)), local_memory_bytes(),
                          "this machine")
+    try:
+        return _run_locked(grid, results, figures, args, started, wandb_settings, gdir)
+    except Exception as err:
+        fault = faults.store_fault(err)
+        if fault is None:
+            raise
+        marked, unwritable = faults.mark_interrupted(
+            (store.trial_dir(results, grid.name, t.trial_id) for t in grid.trials), f"the sweep stopped: {fault}")
+        marked_note = f"; {marked} trial(s) left running marked interrupted" if marked else ""
+        left = f"; could not mark {len(unwritable)} ({unwritable[0]} ...)" if unwritable else ""
+        print(f"error: the result store refused a write: {fault}{marked_note}{left}; results written before are "
+              f"intact: free space (or make {results} writable) and run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run_locked(grid: Grid, results: Path, figures: Path | None, args: argparse.Namespace, started: float,
+                wandb_settings: Mapping[str, Any] | None, gdir: Path) -> int:
     with grid_lock(gdir):
+        # Under the lock no other driver runs this grid: a "running" status is left from one that was killed.
+        faults.mark_interrupted((store.trial_dir(results, grid.name, t.trial_id) for t in grid.trials),
+                                "its process ended without writing a final status (a killed driver or machine)")
         pending = pending_trials(grid, results)
         skipped = len(grid.trials) - len(pending)
         print(f"grid {grid.name}, profile {grid.profile}: {len(grid.trials)} trials, {skipped} already done, "
@@ -540,6 +593,7 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
     attempted: set[str] = set()
     todo = list(pending)
     restore_path = find_restorable(ray_root, todo, fingerprint)
+    stopper = faults.store_fault_stopper()
     while todo:
         packs = plan_packs(grid, results, todo)
         payloads = {p.pack_id: pack_payload(p, results, grid, wandb_settings) for p in packs}
@@ -548,7 +602,7 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
             print(f"resuming the Ray experiment {restore_path} (unfinished and errored trials continue)")
             tuner = tune.Tuner.restore(str(restore_path), trainable=runnable, resume_unfinished=True,
                                        resume_errored=True)
-            _replace_callbacks(tuner, view)
+            _replace_callbacks(tuner, view, stopper)
         else:
             name = f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
             (ray_root / f"{name}.launch.json").write_text(json.dumps(
@@ -567,12 +621,14 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
                                             trial_name_creator=trainable.trial_name,
                                             trial_dirname_creator=trainable.trial_dirname),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=str(ray_root), verbose=0, callbacks=[view],
+                    name=name, storage_path=str(ray_root), verbose=0, callbacks=[view], stop=stopper,
                     failure_config=tune.FailureConfig(max_failures=grid.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
             )
         result_grid = tuner.fit()
         attempted |= set(view.attempted)
+        if stopper.fault is not None:
+            raise faults.StoreFaultError(stopper.fault)
         # a restored experiment has its own packs (grouped when it started): only their states count
         expected = None if restore_path is not None else len(packs)
         if interrupted(result_grid, expected, todo, attempted, results, grid.name):
@@ -594,16 +650,18 @@ def interrupted(result_grid: Any, n_packs: int | None, todo: Sequence[TrialSpec]
         if (n_packs is not None and len(trials) < n_packs) or any(t.status not in ("TERMINATED", "ERROR")
                                                                    for t in trials):
             return True
-    # The trainable always records a final status before it returns: "running" means it was stopped.
-    return any(store.trial_state(store.trial_dir(results, grid_name, t.trial_id)) == "running"
+    # The trainable always records a final status before it returns: "running" or "interrupted" means
+    # it was stopped.
+    return any(store.trial_state(store.trial_dir(results, grid_name, t.trial_id)) in (RUNNING, INTERRUPTED)
                for t in todo if t.trial_id in attempted)
 
 
-def _replace_callbacks(tuner: Any, view: Any) -> None:
-    """A restored Tuner brings the callbacks pickled with the old run; show progress with a fresh view."""
+def _replace_callbacks(tuner: Any, view: Any, stopper: Any) -> None:
+    """A restored Tuner brings the callbacks and stopper pickled with the old run; use fresh ones."""
     try:
         run_config = tuner._local_tuner.get_run_config()
         run_config.callbacks = [view]
+        run_config.stop = stopper
     except AttributeError:  # Ray changed its internals: the restored view still prints, just without our counts
         pass
 

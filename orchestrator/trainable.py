@@ -43,8 +43,15 @@ MEMBER_KEY = "member"  # the trial id a reported row belongs to
 MEMBER_STATUS_KEY = "member_status"  # a member's final status, reported once when it ends
 
 
+STORE_FAULT_KEY = "store_fault"  # reported once when the result store refused a write (issue #11)
+
+
 class TrialFailed(RuntimeError):
     """Raised so Ray counts the failure and retries up to max_failures."""
+
+
+class StoreFault(TrialFailed):
+    """The result store refused a write: the sweep stops (the driver's stopper sees STORE_FAULT_KEY)."""
 
 
 def _write_frame_marker(path: Path, frame: int) -> None:
@@ -137,38 +144,63 @@ class TuneSink:
         pass
 
 
-def restore_ray_checkpoint(out_dir: Path, trial_id: str, checkpoint: Any, single: bool = False) -> bool:
-    """Put Ray's copy of this member's checkpoint into the store when the store's own one is missing or older.
+def restore_ray_checkpoint(out_dir: Path, trial_id: str, checkpoint: Any, single: bool = False) -> str | None:
+    """Put Ray's copy of this member's checkpoint into the store when the store's latest one is missing,
+    older, or damaged (issue #11), and Ray's copy is intact; returns a note saying so, else None.
 
-    The store's checkpoint is normally the newest (the worker writes it first); Ray's copy
-    matters when the pack restarts on a node that cannot see it.  ``single``: also accept the
-    layout of checkpoints reported before packing (the member's files at the top level).
+    The store's checkpoint is normally the newest (the worker writes it first); Ray's copy matters
+    when the pack restarts on a node that cannot see it, or when the store's copy was damaged.
+    ``single``: also accept the layout of checkpoints reported before packing (the member's files at
+    the top level).
     """
+    from agent import checkpoint as checkpoints
+
     if checkpoint is None:
-        return False
-    target = out_dir / _checkpoint_dir()
+        return None
+    target = out_dir / checkpoints.LATEST
     with checkpoint.as_directory() as directory:
         root = Path(directory)
         source = root / trial_id
         if not source.is_dir():
             if not (single and not (root / PACK_CHECKPOINT_FILE).exists() and any(root.glob("*.pt"))):
-                return False
+                return None
             source = root
         try:
-            ray_frame = json.loads((source / store.CHECKPOINT_META).read_text()).get("frame")
-        except (OSError, ValueError):
-            ray_frame = None
+            ray_frame = int(checkpoints.verify(source)["frame"])
+        except checkpoints.CheckpointError as err:
+            print(f"Ray's copy of the checkpoint of {trial_id} is not used: {err}", file=sys.stderr)
+            return None
+        reason = "missing"
         if target.exists():
-            store_frame = store.checkpoint_frame(out_dir)
-            if store_frame is None or ray_frame is None or store_frame >= int(ray_frame):
-                return False
-        staging = out_dir / (_checkpoint_dir() + ".ray")
+            try:
+                store_frame = int(checkpoints.verify(target)["frame"])
+            except checkpoints.CheckpointError as err:
+                reason = f"damaged ({err})"
+            else:
+                if store_frame >= ray_frame:
+                    return None
+                reason = f"older (frame {store_frame})"
+        staging = out_dir / (checkpoints.LATEST + ".ray")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging)
-        shutil.rmtree(target, ignore_errors=True)
+        if target.exists():
+            damaged = out_dir / checkpoints.DAMAGED
+            shutil.rmtree(damaged, ignore_errors=True)
+            target.rename(damaged)
         staging.rename(target)
-    print(f"restored Ray checkpoint (frame {ray_frame}) into {target}", file=sys.stderr)
-    return True
+    note = f"the store's checkpoint/ was {reason}: restored Ray's intact copy (frame {ray_frame})"
+    print(f"{trial_id}: {note}", file=sys.stderr)
+    return note
+
+
+def record_fallback(out_dir: Path, note: str) -> None:
+    """Add a checkpoint fallback to the trial's status.json (the worker keeps the list and adds its own)."""
+    from agent.sinks import RUNNING, read_status, write_status
+
+    status = read_status(out_dir) or {"status": RUNNING, "frame": 0}
+    fallbacks = list(status.get("checkpoint_fallbacks") or [])
+    fallbacks.append({"at": datetime.now(UTC).isoformat(timespec="seconds"), "note": note})
+    write_status(out_dir, {**status, "checkpoint_fallbacks": fallbacks})
 
 
 def pack_resources(param: Mapping[str, Any]) -> Any:
@@ -208,7 +240,9 @@ def run(param: dict[str, Any]) -> None:
     for member in todo:
         out_dir = Path(member["out_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
-        restore_ray_checkpoint(out_dir, member["trial_id"], checkpoint, single=len(members) == 1)
+        note = restore_ray_checkpoint(out_dir, member["trial_id"], checkpoint, single=len(members) == 1)
+        if note:
+            record_fallback(out_dir, note)
         meta = {**member["meta"], "resources": spec.get("resources"), "node": socket.gethostname(),
                 "started_at": started_at, "pack_id": spec["pack_id"], "pack_size": len(todo),
                 "pack_members": [m["trial_id"] for m in todo]}
@@ -219,7 +253,7 @@ def run(param: dict[str, Any]) -> None:
 
 def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_dirs: Sequence[Path]) -> None:
     from agent.config import build_config
-    from agent.sinks import read_status, write_status
+    from agent.sinks import FAILED, INTERRUPTED, StoreWriteError, read_status, write_status
     from agent.train import run_pack
 
     grid_dir = out_dirs[0].parent
@@ -248,16 +282,22 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
         # Ray stops a trial (Ctrl-C, a stopped sweep) by raising SystemExit out of tune.report: the
         # worker then leaves its members "running" at their frame, so they resume from their checkpoints.
         statuses = run_pack(configs, out_dirs, sinks, on_status)
-    except Exception as err:  # run_pack raises only before its own bookkeeping starts (e.g. unreadable checkpoint)
+    except Exception as err:  # run_pack raises only before its own bookkeeping starts (e.g. a full disk)
         statuses = []
         for index, out_dir in enumerate(out_dirs):
             if index in finals:
                 statuses.append(finals[index])
                 continue
             previous = read_status(out_dir) or {}
-            status = {**previous, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                      "traceback": traceback.format_exc()}
-            write_status(out_dir, status)
+            if isinstance(err, StoreWriteError):
+                status = {**previous, "status": INTERRUPTED, "error": str(err), "store_error": True}
+            else:
+                status = {**previous, "status": FAILED, "error": f"{type(err).__name__}: {err}",
+                          "traceback": traceback.format_exc()}
+            try:
+                write_status(out_dir, status)
+            except StoreWriteError:
+                pass  # the store refuses writes: the driver marks it when it can and reports the path
             for sink in sinks[index]:
                 try:
                     sink.close(status)
@@ -271,7 +311,12 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
     for index, status in enumerate(statuses):
         if index not in finals:  # a worker that did not call on_status for this member
             on_status(index, status)
-    failed = [(m, s) for m, s in zip(todo, statuses) if s.get("status") == "failed"]
+    store_errors = [s for s in statuses if s.get("store_error")]
+    if store_errors:
+        # The driver's StoreFaultStopper ends the whole sweep on this row: every trial would hit the same disk.
+        tune.report({STORE_FAULT_KEY: str(store_errors[0].get("error"))})
+        raise StoreFault(str(store_errors[0].get("error")))
+    failed = [(m, s) for m, s in zip(todo, statuses) if s.get("status") == FAILED]
     if failed:
         detail = "; ".join(f"trial {m['trial_id']} failed: {s.get('error')} (see {Path(m['out_dir']) / 'status.json'})"
                            for m, s in failed)
@@ -281,12 +326,9 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
 
 def _wandb_teardown() -> None:
     """One W&B service per process: stopped once, after every member's run has finished."""
-    try:
-        import wandb
+    from orchestrator.wandb_sink import teardown_wandb
 
-        wandb.teardown()
-    except Exception:  # noqa: BLE001 - W&B never costs results
-        pass
+    teardown_wandb()  # never raises: a failure is one warning line, never a traceback
 
 
 def trial_name(trial: Any) -> str:

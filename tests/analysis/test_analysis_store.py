@@ -125,7 +125,7 @@ def test_tolerates_running_failed_pending_partial_and_foreign_entries(tmp_path, 
     (root / "README.txt").write_text("hello")
     store = load_store(root)
     status = dict(zip(store.trials["trial_id"], store.trials["status"], strict=True))
-    assert status == {"done": "completed", "running": "running", "crashed": "failed", "pending": "pending",
+    assert status == {"done": "completed", "running": "running", "crashed": "failed", "pending": "new",
                       "header-only": "running"}
     running_rows = store.data[store.data["trial_id"] == "running"]
     assert list(running_rows[FRAME]) == [0, 1000, 1000]  # the half line was dropped, nothing else

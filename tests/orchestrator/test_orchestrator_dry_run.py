@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ import yaml
 from orch_helpers import grid_dict, run_cli, write_grid
 
 from agent.sinks import write_status
-from orchestrator import store
+from orchestrator import packing, store
 from orchestrator.grid import load_grid
+from orchestrator.sweep import concurrency, plan_packs
 
 
 def _fake_finished(results: Path, trial, frames_per_s: float) -> Path:
@@ -117,3 +119,78 @@ def test_paper_profiles_follow_the_authors_task_configs(tmp_path: Path, capsys: 
     assert "cartpole_swingup (easy, ma_bn): frames 5,100,000, stddev_schedule linear(1.0,0.1,100000)" in out
     assert ("walker_run (medium, ma_bn): frames 10,100,000, stddev_schedule linear(1.0,0.1,1000000), nstep 1, "
             "batch_size 512") in out
+
+
+def test_dry_run_plans_the_store_disk_and_it_fits(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_grid(tmp_path, "g.yaml", grid_dict("plan", seeds=[1, 2], frames=5000, pack=2))
+    results = tmp_path / "results"  # not there yet: the free space is the nearest existing parent's
+    code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run")
+    assert code == 0
+    grid = load_grid(str(path), "local")
+    packs = plan_packs(grid, results, grid.trials)
+    at_once, _ = concurrency(grid, max(p.memory_bytes for p in packs), packing.local_memory_bytes())
+    plan = packing.store_disk_plan(packs, at_once, ray_checkpoints=True)
+    one = packing.checkpoint_bytes(grid.trials[0].config)  # full replay (2,500 steps + 2 x 3 + 2 slots) + the rest
+    assert one == 2508 * 48 + packing.network_state_bytes(grid.trials[0].config) + packing.CHECKPOINT_FIXED_BYTES
+    running = min(at_once, 2) * 2
+    assert plan.total == (4 * one + running * one + running * one + (4 + running) * one
+                          + 4 * packing.metrics_bytes(grid.trials[0].config))
+    line = next(line for line in out.splitlines() if line.startswith("disk:"))
+    assert f"up to {packing.fmt_bytes(plan.total)} ({plan.total:,} bytes) at its peak" in line
+    assert f"4 trials x 1 kept checkpoint (the latest) + {running} running trials x 1 previous" in line
+    assert "Ray's copies" in line
+    assert f"free on the results filesystem ({tmp_path})" in line
+    assert "warning:" not in out
+    assert not results.exists()
+
+
+def test_dry_run_warns_when_the_store_exceeds_the_free_disk(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Paper-like pixel trials (raw frames, replay and checkpoints kept) with so many frames that no filesystem
+    holds their checkpoints: a warning with the results path, the planned and the free bytes; still exit 0."""
+    huge = grid_dict("huge", frames=2 * 10**12, base={**grid_dict("x")["base"], "obs_type": "pixels",
+                                                      "hidden_dim": 1024, "feature_dim": 50,
+                                                      "replay_capacity": 10**12})
+    huge["tasks"] = ["hopper_hop"]
+    path = write_grid(tmp_path, "huge.yaml", huge)
+    results = tmp_path / "results"
+    # the host's memory is not what this test is about: say it is large enough
+    code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run",
+                           "--host-memory", "10000000T")
+    assert code == 0, out
+    grid = load_grid(str(path), "local")
+    config = grid.trials[0].config
+    assert packing.replay_transitions(config) == 10**12  # replay_capacity (2e12 frames at action repeat 2)
+    assert packing.checkpoint_bytes(config) > 20 * 10**15  # 21,208 B per transition
+    warning = next(line for line in out.splitlines() if line.startswith("warning:"))
+    planned = packing.store_disk_plan(plan_packs(grid, results, grid.trials), 1, True).total
+    assert f"warning: the planned store does not fit: {results} needs up to " in warning
+    match = re.search(r"needs up to ([\d,]+) bytes .* has ([\d,]+) bytes free", warning)
+    assert match and int(match.group(1).replace(",", "")) >= planned
+    free = int(match.group(2).replace(",", ""))
+    assert abs(free - shutil.disk_usage(tmp_path).free) < 0.05 * shutil.disk_usage(tmp_path).total
+    assert f"measured at {tmp_path}" in warning
+    assert "dry run: nothing launched" in out and not results.exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    {"task": "cartpole_swingup", "obs_type": "states", "hidden_dim": 32, "feature_dim": 16,
+     "actor_norm": "layer_norm", "critic_norm": "layer_norm"},
+    {"task": "walker_walk", "obs_type": "states", "hidden_dim": 256},
+    {"task": "hopper_hop", "obs_type": "pixels", "hidden_dim": 256, "encoder_norm": "batch_norm",
+     "actor_norm": "batch_norm", "critic_norm": "batch_norm"},
+], ids=["states-ln", "states-bn", "pixels-encoder-bn"])
+def test_planned_network_state_is_the_agents(overrides: dict) -> None:
+    """The disk plan counts the networks from the architecture; the real agent has exactly those numbers."""
+    import torch
+
+    from agent.config import build_config
+    from agent.drqv2 import NETWORKS, DrQV2Agent
+
+    config = build_config(overrides)
+    state_dim, action_dim, _ = packing.task_dims(config.task)
+    shape = (3 * config.frame_stack, 84, 84) if config.obs_type == "pixels" else (state_dim,)
+    agent = DrQV2Agent(config, shape, action_dim, torch.device("cpu"))
+    state = agent.member_state_dict(0)
+    saved = sum(value.numel() for name in NETWORKS for value in state[name].values())
+    trained = sum(p.numel() for name in ("actor", "critic", "encoder") for p in getattr(agent, name).parameters())
+    assert packing.network_numbers(config.to_dict()) == (saved, trained)

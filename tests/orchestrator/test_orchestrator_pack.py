@@ -13,6 +13,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -392,6 +393,22 @@ def test_partly_done_pack_reruns_only_its_unfinished_member(local_ray: None, tmp
     assert frames[:len(kept)] == kept and frames == sorted(frames) and frames[-1] == 2000
 
 
+def _write_checkpoint(directory: Path, label: str, frame: int) -> None:
+    """A real checkpoint (agent.checkpoint format) holding just a label, moved to ``directory``."""
+    from agent import checkpoint
+
+    staging = directory.parent / f".{directory.name}.staging"
+    checkpoint.save(staging, {"label": label, "frame": frame, "step": frame // 2}, frame, frame // 2)
+    (staging / checkpoint.LATEST).rename(directory)
+    shutil.rmtree(staging)
+
+
+def _label(directory: Path) -> str:
+    from agent import checkpoint
+
+    return checkpoint.load(directory)["label"]
+
+
 def test_a_members_copy_is_taken_from_the_packs_ray_checkpoint(tmp_path: Path) -> None:
     """Ray's checkpoint of a pack holds one directory per member; each member takes its own when newer."""
     from ray import tune
@@ -399,30 +416,25 @@ def test_a_members_copy_is_taken_from_the_packs_ray_checkpoint(tmp_path: Path) -
     from orchestrator.trainable import PACK_CHECKPOINT_FILE, restore_ray_checkpoint
 
     ray_copy = tmp_path / "ray_checkpoint"
+    ray_copy.mkdir()
     for tid, frame in (("aaaaaaaaaaaa", 3000), ("bbbbbbbbbbbb", 1000)):
-        (ray_copy / tid).mkdir(parents=True)
-        (ray_copy / tid / "state.pt").write_text(f"{tid} at {frame}")
-        (ray_copy / tid / store.CHECKPOINT_META).write_text(json.dumps({"frame": frame}))
+        _write_checkpoint(ray_copy / tid, f"{tid} at {frame}", frame)
     (ray_copy / PACK_CHECKPOINT_FILE).write_text(json.dumps({"frames": {"aaaaaaaaaaaa": 3000,
                                                                         "bbbbbbbbbbbb": 1000}}))
     checkpoint = tune.Checkpoint.from_directory(str(ray_copy))
     missing, newer, absent = tmp_path / "aaaaaaaaaaaa", tmp_path / "bbbbbbbbbbbb", tmp_path / "cccccccccccc"
-    (newer / "checkpoint").mkdir(parents=True)
-    (newer / "checkpoint" / "state.pt").write_text("store at 2000")
-    (newer / "checkpoint" / store.CHECKPOINT_META).write_text(json.dumps({"frame": 2000}))
-    missing.mkdir()
-    absent.mkdir()
+    for directory in (missing, newer, absent):
+        directory.mkdir()
+    _write_checkpoint(newer / "checkpoint", "store at 2000", 2000)
     assert restore_ray_checkpoint(missing, missing.name, checkpoint)  # the store has none: Ray's is used
-    assert (missing / "checkpoint" / "state.pt").read_text() == "aaaaaaaaaaaa at 3000"
+    assert _label(missing / "checkpoint") == "aaaaaaaaaaaa at 3000"
     assert store.checkpoint_frame(missing) == 3000
     assert not restore_ray_checkpoint(newer, newer.name, checkpoint)  # the store's is newer: kept
-    assert (newer / "checkpoint" / "state.pt").read_text() == "store at 2000"
+    assert _label(newer / "checkpoint") == "store at 2000"
     assert not restore_ray_checkpoint(absent, absent.name, checkpoint)  # not in this pack's checkpoint
     assert not (absent / "checkpoint").exists()
     # a checkpoint Ray kept from before packing (one trial's files at the top) still restores a lone trial
     legacy = tmp_path / "legacy"
-    legacy.mkdir()
-    (legacy / "state.pt").write_text("legacy at 1000")
-    (legacy / store.CHECKPOINT_META).write_text(json.dumps({"frame": 1000}))
+    _write_checkpoint(legacy, "legacy at 1000", 1000)
     assert restore_ray_checkpoint(absent, absent.name, tune.Checkpoint.from_directory(str(legacy)), single=True)
-    assert (absent / "checkpoint" / "state.pt").read_text() == "legacy at 1000"
+    assert _label(absent / "checkpoint") == "legacy at 1000"

@@ -11,7 +11,14 @@ from orch_helpers import TINY_BASE
 
 from agent.config import build_config
 from agent.train import run_trial
-from orchestrator.wandb_sink import WandbSink, flat_config, resolve_settings, run_id
+from orchestrator.wandb_sink import (
+    INIT_TIMEOUT_ENV,
+    WANDB_INIT_TIMEOUT_S,
+    WandbSink,
+    flat_config,
+    resolve_settings,
+    run_id,
+)
 
 META = {"grid": "g", "profile": "local", "trial_id": "0123456789ab", "cell_id": "c", "cell_name": "bn_mode=TTETT",
         "variant": "bn_mode=TTETT", "seed": 1, "task": "cartpole_swingup", "axes": {"bn_mode": "TTETT"}}
@@ -91,3 +98,36 @@ def test_wandb_that_cannot_start_is_skipped(tmp_path: Path, capsys: pytest.Captu
     assert sink.run is None and "could not start the W&B run" in capsys.readouterr().err
     sink.log(0, {"eval/episode_return": 1.0})
     sink.close({"status": "completed"})
+
+
+def test_the_online_start_wait_is_one_bound_the_driver_may_lower(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    env = {"WANDB_CONFIG_DIR": str(tmp_path)}
+    assert WANDB_INIT_TIMEOUT_S == 30
+    assert resolve_settings({}, env=env)["init_timeout_s"] == WANDB_INIT_TIMEOUT_S
+    assert resolve_settings({}, env={**env, INIT_TIMEOUT_ENV: "5"})["init_timeout_s"] == 5.0
+    assert resolve_settings({}, env={**env, INIT_TIMEOUT_ENV: "soon"})["init_timeout_s"] == WANDB_INIT_TIMEOUT_S
+    assert f"{INIT_TIMEOUT_ENV}='soon' is not a number of seconds" in capsys.readouterr().err
+
+
+def test_the_summary_lists_offline_fallbacks_until_they_are_synced(tmp_path: Path) -> None:
+    """What ``wandb_offline.json`` records becomes one ``wandb sync`` command; synced runs drop out."""
+    from orchestrator.report import wandb_fallback_lines
+    from orchestrator.wandb_sink import _record_fallback, offline_fallbacks
+
+    dirs = [tmp_path / "t1", tmp_path / "t2", tmp_path / "t3"]
+    runs = [tmp_path / "wandb" / f"offline-run-1-g-t{i}" for i in (1, 2)]
+    for directory, run in zip(dirs, runs):
+        run.mkdir(parents=True)
+        _record_fallback(directory, {"run_id": run.name, "offline_dir": str(run), "timed_out": True,
+                                     "timeout_s": 30.0})
+    assert [r["offline_dir"] for r in offline_fallbacks(dirs[0])] == [str(runs[0])]
+    assert offline_fallbacks(dirs[2]) == []  # no file: no fallback
+    lines = wandb_fallback_lines(dirs)
+    assert lines == ["   W&B: 2 trial(s) logged offline after the server did not answer in 30 s; upload with:",
+                     f"     wandb sync {runs[0]} {runs[1]}"]
+    (runs[0] / f"run-{runs[0].name}.wandb.synced").write_text("")  # what `wandb sync` leaves
+    assert wandb_fallback_lines(dirs)[1] == f"     wandb sync {runs[1]}"
+    _record_fallback(dirs[1], {"offline_dir": str(runs[1]), "timed_out": False, "reason": "401"})
+    assert "after their online start failed" in wandb_fallback_lines(dirs)[0]
+    assert len(offline_fallbacks(dirs[1])) == 2  # a resumed trial's fallbacks accumulate

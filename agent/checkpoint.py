@@ -1,0 +1,305 @@
+"""Trial checkpoints on disk: the one writer and reader of their format (issue #11).
+
+A trial directory holds up to three checkpoint directories::
+
+    checkpoint/        the latest complete checkpoint
+    checkpoint.prev/   the one before it, kept so that a damaged latest one has an intact fallback
+    checkpoint.tmp/    one being written; complete (and then usable) only once its manifest exists
+
+Each holds ``state.pt`` and ``manifest.json`` = ``{"format": 2, "frame", "step", "files": {"state.pt":
+{"bytes", "sha256"}}}``.  The manifest is written last, so a directory with a manifest whose size and
+hash match is a whole checkpoint, and anything else is ignored.  ``state.pt`` is ``torch.save`` of
+plain containers, numbers, strings and tensors only (numpy arrays and scalars are stored as tensors
+with a tag, see ``to_plain``), read back with ``torch.load(weights_only=True)``: loading a checkpoint
+never runs code, so a shared store that someone else can write into cannot run code in our workers.
+
+``load_latest`` tries the latest checkpoint, then an unrenamed complete one, then the previous one; a
+damaged or untrusted checkpoint is moved aside to ``checkpoint.damaged/`` and named in the returned
+notes, which the worker writes into ``status.json``.  Checkpoints written before this format (pickles
+read with ``weights_only=False``) are never loaded implicitly: ``python -m agent.checkpoint upgrade
+DIR`` converts those of a store you trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+FORMAT = 2  # 1: the pickled state.pt before issue #11 (no manifest)
+LATEST, PREVIOUS, PARTIAL, DAMAGED = "checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged"
+STATE_FILE = "state.pt"
+MANIFEST_FILE = "manifest.json"
+_NDARRAY, _NPSCALAR = "__ndarray__", "__npscalar__"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: damaged, incomplete, or in a format that is not read implicitly."""
+
+
+# --------------------------------------------------------------------------- plain containers
+def to_plain(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars replaced by tagged tensors (weights_only can read the rest)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError("a checkpoint holds no object arrays")
+        # Over the array's own memory (read-only ones too: saving never writes them): the replay is written
+        # from its buffers, never copied; torch.save pickles numpy arrays through copies that held ~6x the
+        # replay in memory at once (measured).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.from_numpy(np.ascontiguousarray(value))
+        return {_NDARRAY: tensor, "dtype": value.dtype.str, "shape": list(value.shape)}
+    if isinstance(value, np.generic):
+        return {_NPSCALAR: value.item(), "dtype": value.dtype.str}
+    if isinstance(value, dict):
+        return {key: to_plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [to_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(to_plain(item) for item in value)
+    return value
+
+
+def from_plain(value: Any) -> Any:
+    """The inverse of ``to_plain``."""
+    if isinstance(value, dict):
+        if _NDARRAY in value:
+            tensor = value[_NDARRAY]
+            return tensor.numpy().astype(np.dtype(value["dtype"]), copy=False).reshape(value["shape"])
+        if _NPSCALAR in value:
+            return np.dtype(value["dtype"]).type(value[_NPSCALAR])
+        return {key: from_plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [from_plain(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(from_plain(item) for item in value)
+    return value
+
+
+# --------------------------------------------------------------------------- writing
+class _HashingWriter:
+    """A file object that hashes what passes through it, so a checkpoint is never read back to hash it."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle, self.sha256, self.bytes = handle, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
+    """Write ``state`` as the trial's latest checkpoint; the latest one before it becomes the previous one.
+
+    Raises the ``OSError`` of a write the disk refused, after removing the partial directory; the existing
+    checkpoints are untouched."""
+    out_dir = Path(out_dir)
+    partial, latest, previous = out_dir / PARTIAL, out_dir / LATEST, out_dir / PREVIOUS
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        with open(partial / STATE_FILE, "wb") as handle:
+            writer = _HashingWriter(handle)
+            torch.save(to_plain(state), writer)
+            handle.flush()
+            os.fsync(handle.fileno())
+        manifest = {"format": FORMAT, "frame": int(frame), "step": int(step),
+                    "files": {STATE_FILE: {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}}}
+        with open(partial / MANIFEST_FILE, "w") as handle:
+            handle.write(json.dumps(manifest, indent=1) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)  # give the space back: the disk may be full
+        raise
+    # Two renames; a crash between them leaves PREVIOUS and a complete PARTIAL, both found by load_latest.
+    if latest.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        latest.rename(previous)
+    partial.rename(latest)
+    _fsync_dir(out_dir)
+    return latest
+
+
+# --------------------------------------------------------------------------- reading
+def read_manifest(directory: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _file_sha256(path: Path) -> tuple[int, str]:
+    sha256, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            sha256.update(chunk)
+            size += len(chunk)
+    return size, sha256.hexdigest()
+
+
+def verify(directory: Path) -> dict[str, Any]:
+    """The manifest of a whole, undamaged checkpoint in ``directory``; else ``CheckpointError`` saying why."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        if (directory / STATE_FILE).exists() and not (directory / MANIFEST_FILE).exists() \
+                and directory.name != PARTIAL:
+            raise CheckpointError(f"{directory} is in the format before issue #11 (a pickle, which could run "
+                                  f"code when loaded): not loaded; if you trust this store, convert it with "
+                                  f"`python -m agent.checkpoint upgrade {directory.parent}`")
+        raise CheckpointError(f"{directory} is incomplete (no readable {MANIFEST_FILE})")
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{directory}: unknown checkpoint format {manifest.get('format')!r}")
+    for name, expected in manifest.get("files", {}).items():
+        try:
+            size, digest = _file_sha256(directory / name)
+        except OSError as err:
+            raise CheckpointError(f"{directory / name} unreadable: {err.strerror or err}") from err
+        if size != expected.get("bytes") or digest != expected.get("sha256"):
+            raise CheckpointError(f"{directory / name} is damaged ({size} bytes, sha256 {digest[:12]}…; the "
+                                  f"manifest says {expected.get('bytes')} bytes, {str(expected.get('sha256'))[:12]}…)")
+    return manifest
+
+
+def load(directory: Path) -> dict[str, Any]:
+    """The state of the checkpoint in ``directory``, verified first and read without running code."""
+    verify(directory)
+    try:
+        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an unreadable file is one more damaged checkpoint
+        raise CheckpointError(f"{Path(directory) / STATE_FILE} unreadable: {type(err).__name__}: {err}") from err
+    return from_plain(state)
+
+
+@dataclass
+class Loaded:
+    """What ``load_latest`` found: the state (None: start from frame 0) and what it had to pass over."""
+
+    state: dict[str, Any] | None
+    source: str | None = None  # the directory name the state came from
+    notes: list[str] = field(default_factory=list)  # at most one line: what was passed over, for status.json
+
+
+def candidates(out_dir: Path) -> Iterator[Path]:
+    for name in (LATEST, PARTIAL, PREVIOUS):
+        if (Path(out_dir) / name).is_dir():
+            yield Path(out_dir) / name
+
+
+def load_latest(out_dir: Path) -> Loaded:
+    """The newest intact checkpoint of a trial; damaged ones are moved to ``checkpoint.damaged/``."""
+    out_dir = Path(out_dir)
+    found: list[tuple[int, Path, dict[str, Any]]] = []
+    notes: list[str] = []
+    for directory in candidates(out_dir):
+        try:
+            state = load(directory)
+        except CheckpointError as err:
+            if directory.name == PARTIAL and read_manifest(directory) is None:
+                shutil.rmtree(directory, ignore_errors=True)  # a write that never finished: nothing to keep
+                continue
+            notes.append(str(err))
+            _set_aside(directory)
+            continue
+        found.append((int(state.get("frame", 0)), directory, state))
+    if not found:
+        return Loaded(None, None, ["; ".join([*notes, "no intact checkpoint left: the trial restarts from frame 0"])]
+                      if notes else [])
+    frame, directory, state = max(found, key=lambda item: item[0])
+    source = directory.name
+    if source != LATEST and not (out_dir / LATEST).exists():  # the next save keeps it as the previous one
+        directory.rename(out_dir / LATEST)
+    # one line per fallback: what was passed over, and where the trial resumes
+    return Loaded(state, source, ["; ".join([*notes, f"resumed from {source}/ (frame {frame})"])] if notes else [])
+
+
+def _set_aside(directory: Path) -> None:
+    """Keep one damaged checkpoint for inspection, out of the way of the next save."""
+    target = directory.parent / DAMAGED
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        directory.rename(target)
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def prune_finished(out_dir: Path) -> None:
+    """A finished trial keeps only its latest checkpoint (and a damaged one, for inspection): the previous one was
+    a fallback for resuming, which it never will."""
+    for name in (PREVIOUS, PARTIAL):
+        shutil.rmtree(Path(out_dir) / name, ignore_errors=True)
+
+
+def frame_of(out_dir: Path) -> int | None:
+    """The frame of a trial's newest complete checkpoint, from its manifest (not verified: cheap)."""
+    frames = [int(m["frame"]) for d in candidates(out_dir) if (m := read_manifest(d)) and "frame" in m]
+    return max(frames) if frames else None
+
+
+# --------------------------------------------------------------------------- conversion of old checkpoints
+def upgrade(root: Path) -> int:
+    """Convert the pre-#11 checkpoints under ``root`` (a store you trust: this unpickles them) in place."""
+    converted = 0
+    for path in sorted(Path(root).rglob(f"{LATEST}/{STATE_FILE}")):
+        directory = path.parent
+        if read_manifest(directory) is not None:
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=False)  # trusted by the caller
+        save(directory.parent, state, int(state.get("frame", 0)), int(state.get("step", 0)))
+        shutil.rmtree(directory.parent / PREVIOUS, ignore_errors=True)  # the old-format copy
+        converted += 1
+        print(f"converted {directory}", flush=True)
+    return converted
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.checkpoint", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser("upgrade", help="convert old (pickled) checkpoints of a store you trust")
+    convert.add_argument("root", type=Path, help="a trial directory, a grid's directory or a results directory")
+    verify_cmd = commands.add_parser("verify", help="check every checkpoint under a directory")
+    verify_cmd.add_argument("root", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "upgrade":
+        print(f"{upgrade(args.root)} checkpoint(s) converted")
+        return 0
+    bad = 0
+    for directory in sorted({p.parent for p in args.root.rglob(STATE_FILE)}):
+        try:
+            manifest = verify(directory)
+            print(f"ok       {directory} (frame {manifest['frame']})")
+        except CheckpointError as err:
+            bad += 1
+            print(f"unusable {err}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""What the driver does when the result store refuses writes or a run ended without a final status (#11).
+
+- ``StoreFaultStopper`` ends the whole Ray experiment as soon as one pack reports that the store
+  refused a write (a full disk, a read-only directory): every other trial would hit the same disk.
+- ``store_fault`` finds such a refusal behind whatever Ray or our code raised (Ray wraps its own
+  failed writes of experiment state in ``TuneError``).
+- ``mark_interrupted`` puts every trial still ``running`` into ``interrupted`` (in place if the disk is
+  too full for a new file), so no status claims a trial is training when nothing runs it.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from agent.sinks import INTERRUPTED, RUNNING, StoreWriteError, read_status, write_status
+from orchestrator.trainable import STORE_FAULT_KEY
+
+# errnos that mean "this filesystem will not take the write", not "this trial is broken"
+STORE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+
+
+class StoreFaultError(Exception):
+    """The result store refused a write; the message names the path and what was being written."""
+
+
+def store_fault_stopper() -> Any:
+    """A Tune stopper whose ``fault`` is the first store fault reported (built lazily: Ray is imported late)."""
+    from ray import tune
+
+    class StoreFaultStopper(tune.Stopper):
+        """Stops every trial once any of them reports ``STORE_FAULT_KEY``."""
+
+        def __init__(self) -> None:
+            self.fault: str | None = None
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            if result.get(STORE_FAULT_KEY) and self.fault is None:
+                self.fault = str(result[STORE_FAULT_KEY])
+            return self.fault is not None
+
+        def stop_all(self) -> bool:
+            return self.fault is not None
+
+    return StoreFaultStopper()
+
+
+def store_fault(err: BaseException) -> str | None:
+    """One line naming the path and the write, when ``err`` (or what caused it) is the store refusing a
+    write; None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StoreFaultError):
+            return str(current)
+        if isinstance(current, StoreWriteError):
+            return str(current)
+        if isinstance(current, OSError) and current.errno in STORE_ERRNOS:
+            where = current.filename or "the result store"
+            return f"could not write {where}: {current.strerror or current}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def mark_interrupted(out_dirs: Iterable[Path], reason: str) -> tuple[int, list[str]]:
+    """Every trial in ``out_dirs`` whose status is ``running`` becomes ``interrupted`` with ``reason``.
+    Returns (how many were marked, the status files that could not be written)."""
+    marked, unwritable = 0, []
+    for out_dir in out_dirs:
+        status = read_status(Path(out_dir))
+        if not status or status.get("status") != RUNNING:
+            continue
+        try:
+            write_status(Path(out_dir), {**status, "status": INTERRUPTED, "error": reason})
+            marked += 1
+        except StoreWriteError as err:
+            unwritable.append(str(err.filename))
+    return marked, unwritable
