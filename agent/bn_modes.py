@@ -17,11 +17,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # the mode strings are data: the store and analysis read them without torch (issue #12)
+    import torch
+    from torch import nn
 
-from agent.networks import PackedBatchNorm
+    from agent.networks import PackedBatchNorm
 
 STEP_NAMES = ("actor_i", "actor_ii", "critic_i", "critic_ii", "critic_iii")
 STEP_TITLES = ("Actor-I", "Actor-II", "Critic-I", "Critic-II", "Critic-III")
@@ -64,6 +66,8 @@ def bn_layers(module: nn.Module) -> list[PackedBatchNorm]:
     """
     cached = module.__dict__.get("_bn_layers_cache")
     if cached is None:
+        from agent.networks import PackedBatchNorm
+
         cached = [m for m in module.modules() if isinstance(m, PackedBatchNorm)]
         module.__dict__["_bn_layers_cache"] = cached
     return cached
@@ -154,6 +158,8 @@ def bn_critic_i_measurement(critic: nn.Module, modes: Sequence[str], how: Sequen
         if any(from_update) and layers:
             if saved is None or len(saved) != len(layers):
                 raise ValueError("q_bias_bn_stats=update needs the saved Critic-I statistics of every critic BN layer")
+            import torch
+
             device = layers[0].running_mean.device
             members = torch.tensor([k for k, use in enumerate(from_update) if use], device=device)
             with torch.no_grad():

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +26,15 @@ from agent.bn_modes import (
     validate_bn_mode,
 )
 from agent.replay import FRAME_CODECS
+from agent.store import (  # noqa: F401 - the store owns the ids; these names are the config's interface too
+    ID_NEUTRAL_DEFAULTS,
+    ID_NEUTRAL_WHEN,
+    PLACEMENT_KEYS,
+    cell_id,
+    config_digest,
+    identity_config,
+    trial_id,
+)
 from envs import check_task_name, is_gym_task
 
 NORMS = ("none", "layer_norm", "batch_norm")
@@ -35,13 +42,6 @@ ENCODER_NORMS = ("none", "batch_norm")
 OBS_TYPES = ("pixels", "states")
 # Keys that say where or how a trial runs, not what it computes (frame_codec is lossless):
 # trial and cell identities leave them out.
-PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads")
-# Keys added after results were first stored: at these values they are left out of trial and
-# cell identities, so every trial stored before the key existed keeps its id. Each value is the one
-# that computes and measures what a trial did before the key existed.
-ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "fp32", "task_presets": "drqv2", "encoder_norm": "none",
-                                       "encoder_bn_passes": "train", "q_bias_every_frames": 0,
-                                       "q_bias_episodes": 20, "q_bias_augment": False}
 PRECISIONS = ("fp32", "tf32", "bf16")
 # What members of one pack may differ in (issue #9): everything else fixes tensor shapes or the
 # loop's schedule, so members must share it.
@@ -353,7 +353,7 @@ def validate(config: TrialConfig) -> None:
         if c.critic_norm != "batch_norm":
             raise ConfigError(f"buffer_mix_ratio={c.buffer_mix_ratio}: mixing only acts on batch statistics, "
                               f"so it needs critic_norm=batch_norm (got {c.critic_norm})")
-        if c.resolved_bn_mode[2] == "E" and not c.allow_mix_in_eval_mode:
+        if not step_is_train(c.resolved_bn_mode, "critic_i") and not c.allow_mix_in_eval_mode:
             raise ConfigError(f"buffer_mix_ratio={c.buffer_mix_ratio} with bn_mode={c.resolved_bn_mode} "
                               "(Critic-I = E): mixing changes nothing in eval mode; set Critic-I to T, "
                               "buffer_mix_ratio=0, or allow_mix_in_eval_mode=true for a control run")
@@ -418,45 +418,6 @@ def mode_string_applies(config: Mapping[str, Any]) -> bool:
     or the encoder's under encoder_bn_passes=by_step (under train it ignores the string, as the authors' does)."""
     return ("batch_norm" in (config.get("actor_norm"), config.get("critic_norm"))
             or (config.get("encoder_norm") == "batch_norm" and config.get("encoder_bn_passes") == "by_step"))
-
-
-def _q_bias_bn_stats_is_neutral(config: Mapping[str, Any]) -> bool:
-    """q_bias_bn_stats changes a measurement only where a critic BN layer runs Critic-I in train mode: there only
-    ``eval_batch`` measures what trials stored before the key measured; ``update`` measures something new."""
-    if config.get("q_bias_bn_stats") == "eval_batch" or config.get("critic_norm") != "batch_norm":
-        return True
-    return not step_is_train(config.get("bn_mode") or DEFAULT_BN_MODE, "critic_i")
-
-
-# Keys added later whose neutrality depends on the rest of the config (ID_NEUTRAL_DEFAULTS: a fixed value).
-ID_NEUTRAL_WHEN: dict[str, Callable[[Mapping[str, Any]], bool]] = {"q_bias_bn_stats": _q_bias_bn_stats_is_neutral}
-
-
-def identity_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys that make a trial what it is: placement keys and id-neutral values left out."""
-    return {k: v for k, v in config.items()
-            if k not in PLACEMENT_KEYS and not (k in ID_NEUTRAL_DEFAULTS and v == ID_NEUTRAL_DEFAULTS[k])
-            and not (k in ID_NEUTRAL_WHEN and ID_NEUTRAL_WHEN[k](config))}
-
-
-ID_LENGTH = 12
-
-
-def config_digest(config: Mapping[str, Any]) -> str:
-    """Short content hash of a mapping: key order and YAML/JSON round trips do not change it."""
-    canonical = json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:ID_LENGTH]
-
-
-def trial_id(config: Mapping[str, Any]) -> str:
-    """Content hash of a resolved trial config (``TrialConfig.to_dict()``), placement keys excluded (and keys
-    added later, at their neutral defaults: a trial stored before a key existed keeps its id)."""
-    return config_digest(identity_config(config))
-
-
-def cell_id(config: Mapping[str, Any]) -> str:
-    """The trial hash without the seed: one id per experimental condition (task included)."""
-    return config_digest({k: v for k, v in identity_config(config).items() if k != "seed"})
 
 
 def pack_signature(config: TrialConfig) -> tuple[tuple[str, Any], ...]:

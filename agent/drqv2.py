@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent import metrics as m
 from agent.bn_modes import (
     bn_critic_i_measurement,
     bn_encoder_pass,
@@ -69,7 +70,7 @@ class UpdateResult:
                        else np.zeros((0, 1)))
             waited = time.perf_counter() - start
             self._values = {name: stacked[i] for i, name in enumerate(names)}
-            self._values["perf/update_ms"] = np.full(stacked.shape[1], (self._host_s + waited) * 1000.0)
+            self._values[m.UPDATE_MS] = np.full(stacked.shape[1], (self._host_s + waited) * 1000.0)
         return self._values
 
 
@@ -307,7 +308,7 @@ class DrQV2Agent:
         self.critic_opt.step()
         if self.encoder_opt is not None:
             self.encoder_opt.step()
-        return {"losses/critic": critic_loss.detach(), "q/mean": q1.detach().mean(dim=(1, 2))}
+        return {m.CRITIC_LOSS: critic_loss.detach(), m.Q_MEAN: q1.detach().mean(dim=(1, 2))}
 
     def update_actor(self, obs: torch.Tensor, step: int, mix_obs: torch.Tensor,
                      mix_action: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -337,12 +338,12 @@ class DrQV2Agent:
         self.actor_opt.zero_grad()
         actor_loss.sum().backward()
         self.actor_opt.step()
-        metrics = {"losses/actor": actor_loss.detach(),
-                   "actor/std": torch.full((self.k,), float(std), device=self.device)}
+        metrics = {m.ACTOR_LOSS: actor_loss.detach(),
+                   m.ACTOR_STD: torch.full((self.k,), float(std), device=self.device)}
         if self._critic_bn:
             # RMS over features of (batch mean - running mean)/sqrt(running var + eps) at each
             # critic BN layer in the Critic-I forward, read before the layer ran; mean over layers.
-            metrics["bn/critic_i_batch_vs_running"] = torch.stack(
+            metrics[m.BN_MISMATCH] = torch.stack(
                 [layer.recorded["distance"] for layer in self._critic_bn]).mean(dim=0)
         return metrics
 

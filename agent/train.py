@@ -31,17 +31,15 @@ from agent.allocator import keep_freed_memory
 from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
 from agent.replay import ReplayBuffer
-from agent.sinks import (
+from agent.sinks import DiskSink, MetricSink, write_config
+from agent.store import (
     COMPLETED,
     FAILED,
     FINISHED_STATUSES,
     INTERRUPTED,
     RUNNING,
-    DiskSink,
-    MetricSink,
     StoreWriteError,
     read_status,
-    write_config,
     write_status,
 )
 from envs import Env, Step, make_env

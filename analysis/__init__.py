@@ -4,5 +4,5 @@ Entry point: ``python -m analysis.figures`` (docs/analysis.md). Modules: ``store
 ``stats`` (IQM, stratified bootstrap, probability of improvement, normalization), ``summary`` (final returns,
 curves, per-cell summaries, the diverged rule), ``claims`` (the paper's findings as comparisons, their verdicts),
 ``plots`` (one function per figure, which grid gets which), ``style`` (colours and byte-stable saving), ``report``
-(report.md), ``figures`` (the command line).
+(report.md), ``export`` (each grid's runs.parquet, final.csv and final.tex), ``figures`` (the command line).
 """

@@ -2,7 +2,8 @@
 
     python -m analysis.figures [--results results] [--out figures] [--grid NAME ...] [--diverged task_min|last]
 
-Writes ``<out>/<grid>/<figure>.png`` and ``.pdf`` for each grid (SPEC §8 says which figures) and
+Writes ``<out>/<grid>/<figure>.png`` and ``.pdf`` for each grid (SPEC §8 says which figures), the grid's data
+exports ``<out>/<grid>/runs.parquet``, ``final.csv`` and ``final.tex`` (``analysis.export``) and
 ``<out>/report.md`` (with the claims table of ``analysis.claims``). Exit status 0 on success, 2 when the results
 directory is missing, empty or not a result store, or a requested grid is not in it.
 """
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis import stats
+from analysis.export import EXPORT_FILES, write_exports
 from analysis.plots import GridData, figure_names, figures_for
 from analysis.report import write_report
 from analysis.store import StoreError, load_store
@@ -25,7 +27,9 @@ def make_figures(results: Path | str, out: Path | str, grids: Sequence[str] | No
                  settings: Settings | None = None) -> tuple[Path, dict[str, list[Path]]]:
     """Draw the figures of ``grids`` (default: every grid in the store); return (report path, files drawn by grid).
 
-    The report always covers every grid of the store; grids not drawn now link the files of an earlier run.
+    Each drawn grid also gets its data exports (``analysis.export.EXPORT_FILES``) next to its figures; they are
+    not among the files returned, which are the figures the report links. The report always covers every grid of
+    the store; grids not drawn now link the files of an earlier run.
 
     Raises StoreError when ``results`` is not a store or a requested grid is absent.
     """
@@ -43,6 +47,7 @@ def make_figures(results: Path | str, out: Path | str, grids: Sequence[str] | No
         grid = GridData(store.grid(name), settings)
         if name in selected:
             files[name] = [path for fig in figures_for(name) for path in fig(grid, out / name)]
+            write_exports(grid, out / name)
         else:  # not redrawn: the report still covers it, linking whatever an earlier run left
             files[name] = [path for stem in figure_names(name) for path in (out / name / f"{stem}.png",
                                                                               out / name / f"{stem}.pdf")
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for grid, paths in files.items():
-        print(f"{grid}: {len(paths)} files in {Path(args.out) / grid}")
+        print(f"{grid}: {len(paths)} files in {Path(args.out) / grid} (+ {', '.join(EXPORT_FILES)})")
     print(f"report: {report}")
     return 0
 

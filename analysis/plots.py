@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from agent.bn_modes import STEP_NAMES, step_is_train
 from agent.metrics import BN_MISMATCH, COVERAGE, EVAL_RETURN, FRAME, Q_BIAS_MEAN, Q_BIAS_STD
 from analysis import stats
 from analysis.store import AXIS_NAMES, Store, format_value
@@ -370,7 +371,7 @@ def _tick(x: float) -> str:
 def fig_buffer_mixing(grid: GridData, out_dir: Path) -> list[Path]:
     def critic_i_train(cell: str) -> bool:
         mode = grid.cell_value(cell, "bn_mode")
-        return isinstance(mode, str) and len(mode) == 5 and mode[2] == "T"
+        return isinstance(mode, str) and len(mode) == len(STEP_NAMES) and step_is_train(mode, "critic_i")
 
     return _vs_axis_panels(grid, "buffer_mix_ratio", [EVAL_RETURN, Q_BIAS_MEAN],
                            "buffer-mixing ratio ρ (replay rows per policy row in Critic-I)", out_dir,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from agent.sinks import FAILED, INTERRUPTED, NEW, RUNNING
+from agent.store import FAILED, INTERRUPTED, NEW, RUNNING
 from analysis import stats
 from analysis.claims import CLOSE_TOLERANCE, MIN_SEEDS, evaluate_claims, header, table_rows
 from analysis.plots import GridData

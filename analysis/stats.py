@@ -1,6 +1,7 @@
 """Statistics of SPEC §8, matching rliable's definitions (Agarwal et al., NeurIPS 2021).
 
-rliable itself is not a dependency: it pins ``arch==5.3.0``, which does not install beside numpy 2.
+rliable itself is not a dependency: rliable 1.2.0 accepts ``arch`` < 8, but ``arch`` 7.2 fails under pandas 3
+and ``arch`` 8 removed the ``random_state`` argument rliable passes (docs/analysis.md).
 What is reproduced here, and tested against hand-computed values:
 
 - ``iqm``: the interquartile mean, ``scipy.stats.trim_mean(scores, 0.25)`` (the same cut, in numpy) over all

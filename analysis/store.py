@@ -29,15 +29,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from agent.config import PLACEMENT_KEYS, cell_id, config_digest
 from agent.metrics import EVAL_RETURN, FRAME, METRIC_NAMES
-from agent.sinks import (
+from agent.store import (
     CONFIG_FILE,
     FINISHED_STATUSES,
     METRICS_FILE,
+    PLACEMENT_KEYS,
     STATUS_FILE,
-    STATUSES,  # noqa: F401 - the status machine's states, as analysis reports them
     TRIAL_FILE,
+    cell_id,
+    config_digest,
     state_of,
 )
 

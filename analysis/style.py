@@ -8,7 +8,6 @@ line style.
 from __future__ import annotations
 
 import colorsys
-import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,14 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from agent.bn_modes import ALL_BN_MODES  # noqa: E402 - the 32 mode strings, data (no torch)
+
 METHOD_COLORS = {
     "Origin": "#4d4d4d",
     "LayerNorm": "#1f77b4",
     "BN (TTTTT)": "#ff7f0e",
     "MA-BN": "#d62728",
 }
-# The 32 mode strings in agent.bn_modes.ALL_BN_MODES order (not imported from there: that module needs torch).
-ALL_BN_MODES = tuple("".join(letters) for letters in itertools.product("TE", repeat=5))
 _OTHER_MODES = [m for m in ALL_BN_MODES if m not in ("TTETT", "TTTTT")]
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from agent.metrics import EVAL_RETURN, FRAME
-from agent.sinks import COMPLETED, DIVERGED, FAILED, INTERRUPTED, NEW, RUNNING
+from agent.metrics import EVAL_RETURN, FRAME, Q_BIAS_MEAN
+from agent.store import COMPLETED, DIVERGED, FAILED, INTERRUPTED, NEW, RUNNING
 from analysis import stats
 from analysis.store import FINISHED, Store
 
@@ -198,7 +198,7 @@ class CellSummary:
 def cell_summaries(store: Store, settings: Settings) -> list[CellSummary]:
     """Final return (IQM over seeds, CI) and seed/status counts for every (task, cell) of one grid."""
     finals = final_scores(store, EVAL_RETURN, settings.final_window, settings.diverged)
-    q_finals = final_scores(store, "q_bias/mean", settings.final_window, settings.diverged)
+    q_finals = final_scores(store, Q_BIAS_MEAN, settings.final_window, settings.diverged)
     out = []
     trials = store.trials
     for (task, _rank), group in trials.groupby(["task", "cell_rank"], sort=True):

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.sinks import INTERRUPTED, RUNNING, StoreWriteError, read_status, write_status
+from agent.store import INTERRUPTED, RUNNING, StoreWriteError, read_status, write_status
 from orchestrator.trainable import STORE_FAULT_KEY
 
 # errnos that mean "this filesystem will not take the write", not "this trial is broken"

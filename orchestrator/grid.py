@@ -24,8 +24,8 @@ import yaml
 from agent import config as agent_config
 from agent.bn_modes import ALL_BN_MODES, STEP_NAMES, validate_bn_mode
 from agent.config import DEFAULTS, EASY_TASKS, FIELDS, MEDIUM_TASKS, ConfigError, build_config, field_allowed
+from agent.store import cell_id, trial_id
 from orchestrator import SWEEPS_DIR
-from orchestrator.store import cell_id, trial_id
 
 # ------------------------------------------------------------------ the format
 TOP_KEYS = ("name", "description", "base", "frames", "axes", "cells", "tasks", "seeds", "resources", "pack",

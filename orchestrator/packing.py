@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.store import config_digest
+from agent.store import config_digest
 
 GiB = 1024**3
 

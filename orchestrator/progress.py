@@ -15,12 +15,12 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator import store
+from agent import metrics, store
 from orchestrator.report import fmt_duration
 from orchestrator.trainable import MEMBER_KEY, MEMBER_STATUS_KEY
 
-EVAL_KEY = "eval/episode_return"
-FPS_KEY = "perf/fps"
+EVAL_KEY = metrics.EVAL_RETURN
+FPS_KEY = metrics.FPS
 
 
 def _out(text: str) -> None:
@@ -101,7 +101,7 @@ class ProgressView(tune.Callback):
         if result.get(FPS_KEY) is not None:
             entry["fps"] = float(result[FPS_KEY])
         status = result.get(MEMBER_STATUS_KEY)
-        if status in store.DONE_STATUSES and not result.get("skipped"):
+        if status in store.FINISHED_STATUSES and not result.get("skipped"):
             self._finish(tid)
         elif status == "failed":
             entry["status"] = "failed"  # printed when Ray retries the pack or gives up on it
@@ -172,7 +172,7 @@ def record_process_death(out_dir: Path, trial: Any) -> str:
     The trainable records every failure it sees; a process killed from outside (out of
     memory, a lost node) leaves ``running`` behind, which would read as "still going".
     """
-    from agent.sinks import read_status, write_status
+    from agent.store import read_status, write_status
 
     status = read_status(out_dir) or {}
     if status.get("status") != "running":

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator import store
+from agent import store
 
 
 def fmt_duration(seconds: float) -> str:
@@ -47,7 +47,7 @@ def summary_lines(grid_name: str, profile: str, trials: Sequence[Any], results: 
                   launched: int, skipped: int, wall_s: float, wandb_settings: Mapping[str, Any] | None,
                   figure_note: str | None) -> list[str]:
     """The end-of-sweep report: counts from the store, failures with their errors, where everything is."""
-    from agent.sinks import FAILED, UNFINISHED_STATUSES, read_status
+    from agent.store import FAILED, UNFINISHED_STATUSES, read_status
 
     dirs = [store.trial_dir(results, t.grid, t.trial_id) for t in trials]
     counts = store_counts(dirs)

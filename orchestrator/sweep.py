@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as agent_config
-from agent.sinks import INTERRUPTED, RUNNING
-from orchestrator import faults, store
+from agent import store
+from agent.store import INTERRUPTED, RUNNING
+from orchestrator import faults, rates
 from orchestrator.grid import Grid, GridError, TrialSpec, load_grid
 from orchestrator.packing import (
     PROCESS_OVERHEAD_BYTES,
@@ -199,12 +200,12 @@ def estimate(grid: Grid, results: Path, packs: Sequence[Pack], host_memory: int 
     packs of k give the per-member rate at k directly.
     """
     configs = [m.config for p in packs for m in p.members]
-    measured = store.measured_rates(results, configs)
+    measured = rates.measured_rates(results, configs)
     notes, durations = [], []
     used: dict[tuple, str] = {}
     for pack in packs:
         config, k = pack.members[0].config, pack.size
-        key = store._rate_key(config)
+        key = rates.rate_key(config)
         if (key, k) in measured:
             rate, n = measured[(key, k)]
             what = "per trial" if k == 1 else f"per member of a pack of {k}"
@@ -214,7 +215,7 @@ def estimate(grid: Grid, results: Path, packs: Sequence[Pack], host_memory: int 
                 base, n = measured[(key, 1)]
                 source = f"median of {n} finished trials in {results}"
             else:
-                base = store.reference_rate(config)
+                base = rates.reference_rate(config)
                 source = (f"reference measurement ({config['obs_type']}, hidden {config['hidden_dim']}, "
                           f"{'GPU' if config['device'] != 'cpu' else 'CPU'}; see docs/orchestrator.md)")
             speedup, assumed = packed_speedup(config, k)
@@ -298,8 +299,8 @@ def dry_run_memory_target(grid: Grid, address: str | None, host_memory: int | No
 def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int | None = None) -> None:
     """The dry run.  Raises NotLaunched (exit 2) when a pack cannot fit the host it is planned for."""
     states = trial_states(grid, results)
-    done = [t for t in grid.trials if states[t.trial_id] in store.DONE_STATUSES]
-    pending = [t for t in grid.trials if states[t.trial_id] not in store.DONE_STATUSES]
+    done = [t for t in grid.trials if states[t.trial_id] in store.FINISHED_STATUSES]
+    pending = [t for t in grid.trials if states[t.trial_id] not in store.FINISHED_STATUSES]
     packs = plan_packs(grid, results, pending)
     memory, machine = dry_run_memory_target(grid, address, host_memory)
     if memory is not None:
@@ -436,7 +437,7 @@ def pack_payload(pack: Pack, results: Path, grid: Grid, wandb_settings: Mapping[
 
 def write_sweep_record(grid: Grid, results: Path) -> None:
     """results/<grid>/_sweep/<profile>.json: the trials this grid file asks for now (for analysis and audits)."""
-    from agent.sinks import atomic_write_text
+    from agent.store import atomic_write_text
 
     record = {"grid": grid.name, "profile": grid.profile, "source": str(grid.path),
               "updated_at": datetime.now().isoformat(timespec="seconds"),
@@ -448,7 +449,7 @@ def write_sweep_record(grid: Grid, results: Path) -> None:
 
 def pending_trials(grid: Grid, results: Path) -> list[TrialSpec]:
     states = trial_states(grid, results)
-    return [t for t in grid.trials if states[t.trial_id] not in store.DONE_STATUSES]
+    return [t for t in grid.trials if states[t.trial_id] not in store.FINISHED_STATUSES]
 
 
 def run_sweep(grid: Grid, results: Path, figures: Path | None, args: argparse.Namespace) -> int:
@@ -504,7 +505,7 @@ def _run_locked(grid: Grid, results: Path, figures: Path | None, args: argparse.
                               time.time() - started, wandb_settings, figure_note):
         print(line)
     final = trial_states(grid, results)
-    return EXIT_OK if all(s in store.DONE_STATUSES for s in final.values()) else EXIT_FAILED
+    return EXIT_OK if all(s in store.FINISHED_STATUSES for s in final.values()) else EXIT_FAILED
 
 
 def connect_ray(address: str | None) -> bool:

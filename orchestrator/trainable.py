@@ -36,7 +36,7 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator import store
+from agent import store
 
 PACK_CHECKPOINT_FILE = "pack.json"
 MEMBER_KEY = "member"  # the trial id a reported row belongs to
@@ -92,7 +92,7 @@ class PackCheckpointer:
         frames: dict[str, int] = {}
         try:
             for tid, out_dir in self.out_dirs.items():
-                if self.ended.get(tid) in store.DONE_STATUSES:
+                if self.ended.get(tid) in store.FINISHED_STATUSES:
                     continue  # the store has its result; a retry skips it
                 frame = store.checkpoint_frame(out_dir)
                 source = out_dir / _checkpoint_dir()
@@ -121,7 +121,7 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def _checkpoint_dir() -> str:
-    from agent.sinks import CHECKPOINT_DIR
+    from agent.store import CHECKPOINT_DIR
 
     return CHECKPOINT_DIR
 
@@ -195,7 +195,7 @@ def restore_ray_checkpoint(out_dir: Path, trial_id: str, checkpoint: Any, single
 
 def record_fallback(out_dir: Path, note: str) -> None:
     """Add a checkpoint fallback to the trial's status.json (the worker keeps the list and adds its own)."""
-    from agent.sinks import RUNNING, read_status, write_status
+    from agent.store import RUNNING, read_status, write_status
 
     status = read_status(out_dir) or {"status": RUNNING, "frame": 0}
     fallbacks = list(status.get("checkpoint_fallbacks") or [])
@@ -225,7 +225,7 @@ def run(param: dict[str, Any]) -> None:
     for member in members:
         out_dir = Path(member["out_dir"])
         state = store.trial_state(out_dir)
-        if state in store.DONE_STATUSES:
+        if state in store.FINISHED_STATUSES:
             # A restored Ray experiment or a retried pack lists members the store already has: the
             # store decides, nothing is recomputed.
             tune.report({MEMBER_KEY: member["trial_id"], MEMBER_STATUS_KEY: state, "skipped": 1,
@@ -253,7 +253,7 @@ def run(param: dict[str, Any]) -> None:
 
 def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_dirs: Sequence[Path]) -> None:
     from agent.config import build_config
-    from agent.sinks import FAILED, INTERRUPTED, StoreWriteError, read_status, write_status
+    from agent.store import FAILED, INTERRUPTED, StoreWriteError, read_status, write_status
     from agent.train import run_pack
 
     grid_dir = out_dirs[0].parent

@@ -135,7 +135,7 @@ def offline_fallbacks(trial_dir: Path) -> list[dict[str, Any]]:
 
 
 def _record_fallback(trial_dir: Path, entry: Mapping[str, Any]) -> None:
-    from agent.sinks import atomic_write_text
+    from agent.store import atomic_write_text
 
     runs = [*offline_fallbacks(trial_dir), dict(entry)]  # a resumed trial may have fallen back before
     atomic_write_text(Path(trial_dir) / OFFLINE_FALLBACK_FILE, json.dumps({"runs": runs}, indent=2) + "\n")

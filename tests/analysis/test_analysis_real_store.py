@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from synthetic_store import FIGURE_ARGS
+from test_analysis_export import run_notebook
 
 from agent.metrics import COLUMNS, EVAL_RETURN, FRAME
 from analysis.figures import main
@@ -57,7 +59,7 @@ def test_worker_store_loads(worker_store):
         assert mine.loc[mine["losses/critic"].notna(), FRAME].tolist() == [1000]  # it trained
 
 
-def test_worker_store_figures_and_report(worker_store, tmp_path):
+def test_worker_store_figures_and_report(worker_store, tmp_path, monkeypatch):
     out = tmp_path / "figures"
     assert main(["--results", str(worker_store), "--out", str(out), *FIGURE_ARGS]) == 0
     for name in figure_names("critic_i_mode"):
@@ -70,3 +72,13 @@ def test_worker_store_figures_and_report(worker_store, tmp_path):
     # the claims table judges the worker's store too: it has no Critic-I = T cell, and says so
     assert "| critic_i_mode | Critic-I in eval mode" in report
     assert "no data: no finished trial of BN (TTTTT)" in report
+    # the exports hold the worker's full config (every key of TrialConfig, None where unset) and its metrics
+    runs = pd.read_parquet(out / "critic_i_mode" / "runs.parquet")
+    assert len(runs) == len(load_store(worker_store).data)
+    assert {"actor_lr", "critic_lr", "bn_mode", "hidden_dim", "obs_type", FRAME, EVAL_RETURN} <= set(runs.columns)
+    final = pd.read_csv(out / "critic_i_mode" / "final.csv")
+    assert final["cell"].tolist() == ["Origin", "MA-BN"] and final["n_seeds"].tolist() == [1, 1]
+    assert (out / "critic_i_mode" / "final.tex").read_text().count("cartpole\\_swingup") == 1
+    # ... and docs/explore_results.ipynb redraws the return curves from it
+    notebook = run_notebook(out / "critic_i_mode" / "runs.parquet", tmp_path / "nb.png", monkeypatch)
+    assert notebook["cells"] == ["Origin", "MA-BN"]

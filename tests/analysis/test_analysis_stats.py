@@ -136,3 +136,18 @@ def test_normalization_by_task_maximum():
     assert stats.normalize([1500.0], "Hopper-v5", observed_best=3000.0) == pytest.approx([0.5])
     with pytest.raises(ValueError):
         stats.max_return("Hopper-v5")
+
+
+def test_point_estimates_match_rliables_where_it_installs():
+    """The same numbers as rliable's aggregate functions on the same scores (runs x tasks)."""
+    try:
+        from rliable import metrics as rliable_metrics
+    except Exception as err:  # noqa: BLE001 - ImportError, or arch failing under pandas 3 at import
+        pytest.skip(f"rliable is not importable here ({type(err).__name__}: {err}); no arch release works with "
+                    f"rliable beside pandas 3 (docs/analysis.md)")
+    scores = np.random.default_rng(7).normal(0.6, 0.3, size=(10, 4))  # 10 runs x 4 tasks, rliable's layout
+    per_task = [scores[:, j] for j in range(scores.shape[1])]
+    assert np.isclose(float(stats.iqm(per_task)), rliable_metrics.aggregate_iqm(scores))
+    assert np.isclose(float(stats.mean(per_task)), rliable_metrics.aggregate_mean(scores))
+    assert np.isclose(float(stats.median(per_task)), rliable_metrics.aggregate_median(scores))
+    assert np.isclose(float(stats.optimality_gap(per_task)), rliable_metrics.aggregate_optimality_gap(scores))

@@ -53,7 +53,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator import REPO_ROOT, store
+from agent import store
+from orchestrator import REPO_ROOT
 from orchestrator.grid import load_grid
 
 pytestmark = pytest.mark.faults_slow

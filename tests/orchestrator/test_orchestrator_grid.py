@@ -10,8 +10,9 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, write_grid
 
+from agent import store
 from agent.bn_modes import ALL_BN_MODES
-from orchestrator import REPO_ROOT, SWEEPS_DIR, store
+from orchestrator import REPO_ROOT, SWEEPS_DIR
 from orchestrator.grid import GridError, available_grids, load_grid
 
 SPEC_GRIDS = ("critic_i_mode", "bn_modes", "buffer_mixing", "target_bn_stats", "learning_rate", "optimizer",

@@ -21,8 +21,9 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, trial_dirs, write_grid
 
-from agent.sinks import write_status
-from orchestrator import packing, store
+from agent import store
+from agent.store import write_status
+from orchestrator import packing
 from orchestrator.grid import load_grid
 from orchestrator.wandb_offline import read_run
 

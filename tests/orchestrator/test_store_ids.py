@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import build_config
-from orchestrator.store import cell_id, trial_id
+from agent.store import cell_id, trial_id
 
 # Ids the store computed before packing, frame codecs, member threads and precision existed (commit 393e91f).
 STORED = [({}, "ad1ae725bdf8", "0f709f3b7f84"),

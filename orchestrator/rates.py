@@ -1,13 +1,5 @@
-"""The result store: ``<results>/<grid>/<trial_id>/`` per trial, identified by content hashes.
-
-A trial's id is a hash of its resolved config without the placement-only keys
-(``device``, ``torch_threads``): the same trial run on another machine or with
-another CPU/GPU share is the same trial, so its results are found and reused.
-The cell id is the same hash without ``seed``: all seeds of one experimental
-condition share it.  Whether a trial is done is read from the worker's own
-``status.json``, never from Ray's experiment state, so skipping finished work
-keeps working when the grid file changes between runs.
-"""
+"""Frame rates for the planner's time estimates: measured from finished trials in the store, else reference
+rates.  (Read from the store on disk through agent.store; nothing here writes it.)"""
 
 from __future__ import annotations
 
@@ -20,75 +12,10 @@ from typing import Any
 
 import yaml
 
-# Trial and cell ids are the worker's (agent.config): analysis reads them from the store without this package.
-from agent.config import cell_id, config_digest, trial_id  # noqa: F401 - the store's ids, used as store.trial_id
-from agent.sinks import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    FINISHED_STATUSES,
-    STATUS_FILE,
-    TRIAL_FILE,
-    atomic_write_text,
-    read_status,
-)
-from agent.sinks import trial_state as trial_state  # the status machine's reader, shared with analysis
-
-RAY_DIR = "_ray"  # Ray Tune's experiment state, beside the trial directories
-SWEEP_DIR = "_sweep"  # what each profile of the grid last asked for (trial list, grid text)
-LOCK_FILE = ".sweep.lock"
-CHECKPOINT_META = ".metadata.json"  # the frame of a checkpoint (ray.tune.Checkpoint.set_metadata writes it)
-DONE_STATUSES = FINISHED_STATUSES
+from agent.store import CONFIG_FILE, FINISHED_STATUSES, STATUS_FILE, read_trial_meta
 
 
-def grid_dir(results: Path, grid: str) -> Path:
-    return Path(results) / grid
-
-
-def trial_dir(results: Path, grid: str, tid: str) -> Path:
-    return grid_dir(results, grid) / tid
-
-
-def checkpoint_frame(out_dir: Path) -> int | None:
-    """Frame of the trial's newest complete checkpoint (its manifest; for checkpoints written before issue
-    #11, the marker the orchestrator writes beside it), if any."""
-    from agent.checkpoint import frame_of
-
-    frame = frame_of(Path(out_dir))
-    if frame is not None:
-        return frame
-    try:
-        return int(json.loads((Path(out_dir) / CHECKPOINT_DIR / CHECKPOINT_META).read_text())["frame"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def resume_frame(out_dir: Path) -> int:
-    """Frames a trial already has: all of them when finished, else where its checkpoint resumes."""
-    status = read_status(Path(out_dir)) or {}
-    if status.get("status") in DONE_STATUSES:
-        return int(status.get("frame") or 0)
-    return checkpoint_frame(out_dir) or 0
-
-
-def is_done(out_dir: Path) -> bool:
-    return trial_state(out_dir) in DONE_STATUSES
-
-
-def write_trial_meta(out_dir: Path, meta: Mapping[str, Any]) -> None:
-    atomic_write_text(Path(out_dir) / TRIAL_FILE, json.dumps(dict(meta), indent=2, sort_keys=False) + "\n")
-
-
-def read_trial_meta(out_dir: Path) -> dict[str, Any] | None:
-    """trial.json, or None when missing or unreadable (it only describes the trial: nothing depends on it)."""
-    try:
-        meta = json.loads((Path(out_dir) / TRIAL_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-# ------------------------------------------------------------------ measured rates
-def _rate_key(config: Mapping[str, Any]) -> tuple:
+def rate_key(config: Mapping[str, Any]) -> tuple:
     """What a frame rate depends on most: observation type, network width, batch, device, threads."""
     device = "cuda" if str(config.get("device", "cpu")).startswith("cuda") else "cpu"
     return (config.get("obs_type"), config.get("hidden_dim"), config.get("batch_size"), device,
@@ -115,7 +42,7 @@ def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> 
     measured the rate of one member at pack size K (its frames over its wall time).  Only finished
     trials of at least 2000 frames count: start-up dominates shorter ones.
     """
-    wanted = {_rate_key(c) for c in configs}
+    wanted = {rate_key(c) for c in configs}
     found: dict[tuple, list[float]] = {}
     root = Path(results_root)
     if not root.is_dir():
@@ -123,7 +50,7 @@ def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> 
     for status_path in root.glob(f"*/*/{STATUS_FILE}"):
         try:
             status = json.loads(status_path.read_text())
-            if status.get("status") not in DONE_STATUSES:
+            if status.get("status") not in FINISHED_STATUSES:
                 continue
             frames, wall = float(status.get("frame", 0)), float(status.get("wall_time_s", 0))
             if frames < 2000 or wall <= 0:
@@ -131,7 +58,7 @@ def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> 
             config = yaml.safe_load((status_path.parent / CONFIG_FILE).read_text()) or {}
         except (OSError, ValueError, yaml.YAMLError):
             continue
-        key = _rate_key(config)
+        key = rate_key(config)
         if key in wanted:
             found.setdefault((key, pack_size_of(status_path.parent, status)), []).append(frames / wall)
     return {key: (statistics.median(rates), len(rates)) for key, rates in found.items()}
