@@ -94,11 +94,16 @@ class _HashingWriter:
 
     def __init__(self, handle: BinaryIO):
         self.handle, self.sha256, self.bytes = handle, hashlib.sha256(), 0
+        self.error: OSError | None = None  # torch.save turns a failed write into a RuntimeError: keep the cause
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
         self.bytes += len(data)
-        return self.handle.write(data)
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
 
     def flush(self) -> None:
         self.handle.flush()
@@ -119,6 +124,7 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
     checkpoints are untouched."""
     out_dir = Path(out_dir)
     partial, latest, previous = out_dir / PARTIAL, out_dir / LATEST, out_dir / PREVIOUS
+    writer: _HashingWriter | None = None
     try:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -133,8 +139,10 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
             handle.write(json.dumps(manifest, indent=1) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-    except OSError:
+    except Exception as err:
         shutil.rmtree(partial, ignore_errors=True)  # give the space back: the disk may be full
+        if not isinstance(err, OSError) and writer is not None and writer.error is not None:
+            raise writer.error from err  # the refused write, not torch's RuntimeError about it
         raise
     # Two renames; a crash between them leaves PREVIOUS and a complete PARTIAL, both found by load_latest.
     if latest.exists():

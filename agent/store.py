@@ -16,6 +16,7 @@ added; the cell id is the same hash without ``seed``: all seeds of one experimen
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -48,6 +49,10 @@ TRANSITIONS = {NEW: (RUNNING,), RUNNING: (RUNNING, COMPLETED, DIVERGED, FAILED, 
                FAILED: (RUNNING,), INTERRUPTED: (RUNNING,), COMPLETED: (), DIVERGED: ()}
 FINISHED_STATUSES = (COMPLETED, DIVERGED)  # a diverged trial is a result (SPEC §7), not a failure
 UNFINISHED_STATUSES = (NEW, RUNNING, FAILED, INTERRUPTED)  # a rerun runs these (from their checkpoints)
+
+
+# errnos that mean "this filesystem will not take the write", not "this trial is broken"
+STORE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO})
 
 
 class StoreWriteError(OSError):

@@ -10,16 +10,15 @@
 
 from __future__ import annotations
 
-import errno
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.store import INTERRUPTED, RUNNING, StoreWriteError, read_status, write_status
+from agent.store import INTERRUPTED, RUNNING, STORE_ERRNOS, StoreWriteError, read_status, write_status
 from orchestrator.trainable import STORE_FAULT_KEY
 
-# errnos that mean "this filesystem will not take the write", not "this trial is broken"
-STORE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+FULL_DISK_BYTES = 1 << 20  # less free space than this on the results filesystem: a write there just failed
 
 
 class StoreFaultError(Exception):
@@ -63,6 +62,44 @@ def store_fault(err: BaseException) -> str | None:
             return f"could not write {where}: {current.strerror or current}"
         current = current.__cause__ or current.__context__
     return None
+
+
+def full_disk(results: Path) -> str | None:
+    """A one-line fault when the results filesystem is (nearly) full: Ray's own writes of its experiment
+    state fail there in ways that do not carry the OSError up (a truncated error file, say)."""
+    probe = Path(results)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return None
+    if free >= FULL_DISK_BYTES:
+        return None
+    return f"could not write {results} (Ray's experiment state and checkpoint copies): No space left on device " \
+           f"({free:,} bytes free)"
+
+
+class QuietStoreErrors:
+    """A logging filter for Ray's handlers: a refused store write that Ray logs with its traceback becomes one
+    line (the sweep reports the fault itself); everything else passes unchanged."""
+
+    def filter(self, record: Any) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in STORE_ERRNOS:
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                f"{record.getMessage().splitlines()[0]}: {exc.strerror or exc}", None, None, None)
+        return True
+
+
+def quiet_ray_store_errors() -> None:
+    """Install ``QuietStoreErrors`` on the handlers of Ray's loggers in this process."""
+    import logging
+
+    for name in ("ray", "ray.train", "ray.tune"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, QuietStoreErrors) for f in handler.filters):
+                handler.addFilter(QuietStoreErrors())
 
 
 def mark_interrupted(out_dirs: Iterable[Path], reason: str) -> tuple[int, list[str]]:

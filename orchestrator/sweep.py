@@ -587,6 +587,7 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
     from orchestrator import trainable
     from orchestrator.progress import ProgressView
 
+    faults.quiet_ray_store_errors()
     ray_root = store.grid_dir(results, grid.name) / store.RAY_DIR
     ray_root.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(grid, results, wandb_settings)
@@ -626,10 +627,18 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
                     failure_config=tune.FailureConfig(max_failures=grid.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
             )
-        result_grid = tuner.fit()
+        try:
+            result_grid = tuner.fit()
+        except Exception as err:  # Ray failing on a full store (e.g. reading back an error file it truncated)
+            fault = faults.store_fault(err) or stopper.fault or faults.full_disk(results)
+            if fault is None:
+                raise
+            raise faults.StoreFaultError(fault) from err
         attempted |= set(view.attempted)
-        if stopper.fault is not None:
-            raise faults.StoreFaultError(stopper.fault)
+        fault = stopper.fault or (faults.full_disk(results) if not all(
+            store.is_done(store.trial_dir(results, grid.name, t.trial_id)) for t in todo) else None)
+        if fault is not None:
+            raise faults.StoreFaultError(fault)
         # a restored experiment has its own packs (grouped when it started): only their states count
         expected = None if restore_path is not None else len(packs)
         if interrupted(result_grid, expected, todo, attempted, results, grid.name):

@@ -29,7 +29,8 @@ import shutil
 import socket
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,27 @@ class PackCheckpointer:
             checkpoint = tune.Checkpoint.from_directory(str(self.staging))
             checkpoint.set_metadata({"pack_id": self.pack_id, "frames": frames})
             # Ray copies the directory into its storage before report() returns
-            tune.report({"checkpoint_frame": min(frames.values()), "checkpoint_members": len(frames)},
-                        checkpoint=checkpoint)
+            with _ray_store_writes(self.staging, "Ray's copy of the pack's checkpoint"):
+                tune.report({"checkpoint_frame": min(frames.values()), "checkpoint_members": len(frames)},
+                            checkpoint=checkpoint)
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@contextmanager
+def _ray_store_writes(path: Path, what: str) -> Iterator[None]:
+    """Ray persists results and checkpoints into the store (its syncer, inside tune.report): a refused write
+    there is the store's fault like any other (issue #11), not the trial's."""
+    from agent.store import STORE_ERRNOS, StoreWriteError
+
+    try:
+        yield
+    except StoreWriteError:
+        raise
+    except OSError as err:
+        if err.errno not in STORE_ERRNOS:
+            raise
+        raise StoreWriteError(err, path, what) from err
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -134,8 +152,9 @@ class TuneSink:
         self.checkpointer = checkpointer
 
     def log(self, frame: int, metrics: Mapping[str, float]) -> None:
-        tune.report({MEMBER_KEY: self.trial_id, "frame": int(frame),
-                     **{k: float(v) for k, v in metrics.items() if v is not None}})
+        with _ray_store_writes(self.checkpointer.staging.parent, "Ray's copy of the results"):
+            tune.report({MEMBER_KEY: self.trial_id, "frame": int(frame),
+                         **{k: float(v) for k, v in metrics.items() if v is not None}})
 
     def checkpoint(self, frame: int, path: Path) -> None:
         self.checkpointer.member_checkpoint(self.trial_id, frame, Path(path))
@@ -219,6 +238,9 @@ def run(param: dict[str, Any]) -> None:
     """Tune entry point; ``param["pack"]`` is the payload built by ``orchestrator.sweep.pack_payload``."""
     # Ray logs every persisted checkpoint at INFO; with hundreds of trials that drowns the console.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    from orchestrator.faults import quiet_ray_store_errors
+
+    quiet_ray_store_errors()
     spec = param["pack"]
     members = spec["members"]
     todo = []
@@ -314,7 +336,10 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
     store_errors = [s for s in statuses if s.get("store_error")]
     if store_errors:
         # The driver's StoreFaultStopper ends the whole sweep on this row: every trial would hit the same disk.
-        tune.report({STORE_FAULT_KEY: str(store_errors[0].get("error"))})
+        try:
+            tune.report({STORE_FAULT_KEY: str(store_errors[0].get("error"))})
+        except OSError:
+            pass  # Ray cannot persist even this: the driver finds the full disk itself
         raise StoreFault(str(store_errors[0].get("error")))
     failed = [(m, s) for m, s in zip(todo, statuses) if s.get("status") == FAILED]
     if failed:
