@@ -37,6 +37,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from agent.store import read_json_object
+
 FORMAT = 2  # 1: the pickled state.pt before issue #11 (no manifest)
 LATEST, PREVIOUS, PARTIAL, DAMAGED = "checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged"
 STATE_FILE = "state.pt"
@@ -155,11 +157,7 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
 
 # --------------------------------------------------------------------------- reading
 def read_manifest(directory: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((Path(directory) / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return read_json_object(Path(directory) / MANIFEST_FILE)
 
 
 def _file_sha256(path: Path) -> tuple[int, str]:
@@ -279,6 +277,8 @@ def upgrade(root: Path) -> int:
         if read_manifest(directory) is not None:
             continue
         state = torch.load(path, map_location="cpu", weights_only=False)  # trusted by the caller
+        if state.get("replay") is not None:  # the old format kept the replay's arrays as tensors
+            state["replay"] = {k: v.numpy() if torch.is_tensor(v) else v for k, v in state["replay"].items()}
         save(directory.parent, state, int(state.get("frame", 0)), int(state.get("step", 0)))
         shutil.rmtree(directory.parent / PREVIOUS, ignore_errors=True)  # the old-format copy
         converted += 1

@@ -168,12 +168,18 @@ def _overwrite_in_place(path: Path, text: str) -> bool:
         return False
 
 
-def read_status(out_dir: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file holding an object, or None when it is missing, unreadable, torn or something else: every
+    JSON file of the store (status, trial.json, manifests) is read so, and a bad one never stops a reader."""
     try:
-        status = json.loads((Path(out_dir) / STATUS_FILE).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
-        return None  # missing, unreadable or torn: the trial is run again from its checkpoint
-    return status if isinstance(status, dict) else None
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_status(out_dir: Path) -> dict[str, Any] | None:
+    return read_json_object(Path(out_dir) / STATUS_FILE)  # None: the trial runs again from its checkpoint
 
 
 def state_of(status: Mapping[str, Any] | None, has_metrics: bool = False) -> str:
@@ -197,11 +203,7 @@ def write_trial_meta(out_dir: Path, meta: Mapping[str, Any]) -> None:
 
 def read_trial_meta(out_dir: Path) -> dict[str, Any] | None:
     """trial.json, or None when missing or unreadable (it only describes the trial: nothing depends on it)."""
-    try:
-        meta = json.loads((Path(out_dir) / TRIAL_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
+    return read_json_object(Path(out_dir) / TRIAL_FILE)
 
 
 def read_metric_rows(path: Path) -> list[dict[str, str]]:

@@ -405,7 +405,7 @@ class Trainer:
             self.agent.load_member_state_dict(k, state["agent"])
             member.coverage.load_state_dict(state["coverage"])
             if state["replay"] is not None:
-                member.replay.load_state_dict(_as_arrays(state["replay"]))  # tensors: an upgraded old checkpoint
+                member.replay.load_state_dict(state["replay"])
             rng = state["rng"]
             member.replay.rng.bit_generator.state = rng["replay"]
             member.env.set_rng_state(rng["env"])
@@ -432,10 +432,6 @@ def _interval_mean(biases: Sequence[tuple[float, float]]) -> tuple[float, float]
         return None
     means, stds = zip(*biases)
     return float(np.mean(means)), float(np.mean(stds))
-
-
-def _as_arrays(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.numpy() if torch.is_tensor(v) else v for k, v in state.items()}
 
 
 def _result(outcome: Future[Any] | Any) -> Any:

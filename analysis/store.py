@@ -16,7 +16,6 @@ are always taken per (task, cell).
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import warnings
@@ -39,6 +38,7 @@ from agent.store import (
     TRIAL_FILE,
     cell_id,
     config_digest,
+    read_json_object,
     state_of,
 )
 
@@ -224,14 +224,6 @@ def find_trial_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def read_metrics(path: Path) -> pd.DataFrame:
     """metrics.csv as floats; tolerant of a missing file, a header alone and a half-written last line."""
     columns = [FRAME, *METRIC_NAMES]
@@ -286,9 +278,9 @@ def load_store(root: Path | str) -> Store:
         if not isinstance(config, dict):
             problems.append(f"{path.relative_to(root)}: {CONFIG_FILE} is not a mapping; skipped")
             continue
-        meta = _read_json(path / TRIAL_FILE) or {}
+        meta = read_json_object(path / TRIAL_FILE) or {}
         metrics = read_metrics(path / METRICS_FILE)
-        status = _read_json(path / STATUS_FILE)
+        status = read_json_object(path / STATUS_FILE)
         rel = path.relative_to(root)
         grid = str(meta.get("grid") or (path.parent.name if path != root else root.parent.name) or "store")
         records.append({"path": path, "rel": rel.as_posix() if str(rel) != "." else path.name, "grid": grid,

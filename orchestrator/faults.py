@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from agent.store import INTERRUPTED, RUNNING, STORE_ERRNOS, StoreWriteError, read_status, write_status
-from orchestrator.trainable import STORE_FAULT_KEY
+from orchestrator.packing import free_disk_bytes
 
+STORE_FAULT_KEY = "store_fault"  # a pack reports it once when the result store refused a write
 FULL_DISK_BYTES = 1 << 20  # less free space than this on the results filesystem: a write there just failed
 
 
@@ -26,12 +26,11 @@ class StoreFaultError(Exception):
 
 
 def store_fault_stopper() -> Any:
-    """A Tune stopper whose ``fault`` is the first store fault reported (built lazily: Ray is imported late)."""
+    """A Tune stopper that stops every trial once any of them reports ``STORE_FAULT_KEY``; its ``fault`` is the
+    first one reported.  (Built here so that importing this module imports no Ray: dry runs stay fast.)"""
     from ray import tune
 
     class StoreFaultStopper(tune.Stopper):
-        """Stops every trial once any of them reports ``STORE_FAULT_KEY``."""
-
         def __init__(self) -> None:
             self.fault: str | None = None
 
@@ -67,11 +66,8 @@ def store_fault(err: BaseException) -> str | None:
 def full_disk(results: Path) -> str | None:
     """A one-line fault when the results filesystem is (nearly) full: Ray's own writes of its experiment
     state fail there in ways that do not carry the OSError up (a truncated error file, say)."""
-    probe = Path(results)
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
-        free = shutil.disk_usage(probe).free
+        free, _ = free_disk_bytes(results)
     except OSError:
         return None
     if free >= FULL_DISK_BYTES:

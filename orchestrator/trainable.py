@@ -38,13 +38,11 @@ from typing import Any
 from ray import tune
 
 from agent import store
+from orchestrator.faults import STORE_FAULT_KEY, quiet_ray_store_errors
 
 PACK_CHECKPOINT_FILE = "pack.json"
 MEMBER_KEY = "member"  # the trial id a reported row belongs to
 MEMBER_STATUS_KEY = "member_status"  # a member's final status, reported once when it ends
-
-
-STORE_FAULT_KEY = "store_fault"  # reported once when the result store refused a write (issue #11)
 
 
 class TrialFailed(RuntimeError):
@@ -96,7 +94,7 @@ class PackCheckpointer:
                 if self.ended.get(tid) in store.FINISHED_STATUSES:
                     continue  # the store has its result; a retry skips it
                 frame = store.checkpoint_frame(out_dir)
-                source = out_dir / _checkpoint_dir()
+                source = out_dir / store.CHECKPOINT_DIR
                 if frame is None or not source.is_dir():
                     continue
                 shutil.copytree(source, self.staging / tid, copy_function=_link_or_copy)
@@ -136,12 +134,6 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def _checkpoint_dir() -> str:
-    from agent.store import CHECKPOINT_DIR
-
-    return CHECKPOINT_DIR
 
 
 class TuneSink:
@@ -238,8 +230,6 @@ def run(param: dict[str, Any]) -> None:
     """Tune entry point; ``param["pack"]`` is the payload built by ``orchestrator.sweep.pack_payload``."""
     # Ray logs every persisted checkpoint at INFO; with hundreds of trials that drowns the console.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    from orchestrator.faults import quiet_ray_store_errors
-
     quiet_ray_store_errors()
     spec = param["pack"]
     members = spec["members"]

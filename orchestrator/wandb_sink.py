@@ -127,10 +127,9 @@ def flat_config(meta: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str,
 
 def offline_fallbacks(trial_dir: Path) -> list[dict[str, Any]]:
     """The offline runs recorded in a trial's ``wandb_offline.json`` (none when the file is absent or unreadable)."""
-    try:
-        runs = json.loads((Path(trial_dir) / OFFLINE_FALLBACK_FILE).read_text()).get("runs")
-    except (OSError, ValueError, AttributeError):
-        return []
+    from agent.store import read_json_object
+
+    runs = (read_json_object(Path(trial_dir) / OFFLINE_FALLBACK_FILE) or {}).get("runs")
     return [r for r in runs if isinstance(r, dict) and r.get("offline_dir")] if isinstance(runs, list) else []
 
 
