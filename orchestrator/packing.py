@@ -305,8 +305,9 @@ def free_disk_bytes(path: Path) -> tuple[int, Path]:
 #   machine, AMD EPYC family/model 25/17, AVX-512, 2026-11-26; bench/latest.json).
 # - GPU, pixels: `python -m bench.packed` on one NVIDIA H200 with 16 cores of an Intel Xeon family/model 6/207
 #   (AVX-512), torch 2.11+cu130, 2026-11-26, one environment thread per member (bench/gpu_h200.json): K=16
-#   against K=1 with lz4 over 1000 seed + 2000 learning frames; K=4 and K=16 without compression over
-#   600 + 600 frames against a K=1 run of the same length.  Far below issue #9's goal (>= 8x): the pack's
+#   against K=1 with lz4 over 1000 seed + 2000 learning frames, side by side; K=4 and K=16 without compression
+#   over 600 + 600 frames against a K=1 run of the same length (K=4 side by side; K=16 in an earlier call, on
+#   another H200 machine of the same kind).  Far below issue #9's goal (>= 8x): the pack's
 #   update is 2.4x faster per member than one trial's, but the loop is bound by the CPU side (environment
 #   steps, rendering and, with lz4, replay decoding) of all members in one Python process.
 PACKED_SPEEDUPS: dict[tuple[str, int, str, int, str], float] = {
