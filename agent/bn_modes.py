@@ -44,8 +44,10 @@ Q_BIAS_BN_STATS = ("update", "eval_batch")
 
 def validate_bn_mode(mode: str) -> str:
     if not isinstance(mode, str) or len(mode) != len(STEP_NAMES) or set(mode) - {"T", "E"}:
-        raise ValueError(f"must be {len(STEP_NAMES)} letters, each T (train) or E (eval), in the order "
-                         f"{', '.join(STEP_TITLES)}; e.g. {DEFAULT_BN_MODE} (MA-BN) or TTTTT")
+        raise ValueError(
+            f"must be {len(STEP_NAMES)} letters, each T (train) or E (eval), in the order "
+            f"{', '.join(STEP_TITLES)}; e.g. {DEFAULT_BN_MODE} (MA-BN) or TTTTT"
+        )
     return mode
 
 
@@ -101,8 +103,10 @@ def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
     Used for measurements (Q-bias) that must see the Critic-I normalization
     without changing the agent.
     """
-    saved = [(layer, layer.running_mean.clone(), layer.running_var.clone(), layer.num_batches_tracked.clone())
-             for layer in bn_layers(module)]
+    saved = [
+        (layer, layer.running_mean.clone(), layer.running_var.clone(), layer.num_batches_tracked.clone())
+        for layer in bn_layers(module)
+    ]
     try:
         yield
     finally:
@@ -137,8 +141,12 @@ def bn_encoder_pass(encoder: nn.Module, modes: Sequence[str], rule: str, encoder
 
 
 @contextmanager
-def bn_critic_i_measurement(critic: nn.Module, modes: Sequence[str], how: Sequence[str],
-                            saved: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> Iterator[None]:
+def bn_critic_i_measurement(
+    critic: nn.Module,
+    modes: Sequence[str],
+    how: Sequence[str],
+    saved: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+) -> Iterator[None]:
     """Critic-I's normalization for a measurement (the Q-bias pass), each member by its own mode and ``how``
     (one of Q_BIAS_BN_STATS per member); running statistics are left exactly as they were.
 

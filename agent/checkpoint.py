@@ -135,8 +135,12 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
             torch.save(to_plain(state), writer)
             handle.flush()
             os.fsync(handle.fileno())
-        manifest = {"format": FORMAT, "frame": int(frame), "step": int(step),
-                    "files": {STATE_FILE: {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}}}
+        manifest = {
+            "format": FORMAT,
+            "frame": int(frame),
+            "step": int(step),
+            "files": {STATE_FILE: {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}},
+        }
         with open(partial / MANIFEST_FILE, "w") as handle:
             handle.write(json.dumps(manifest, indent=1) + "\n")
             handle.flush()
@@ -174,11 +178,12 @@ def verify(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     manifest = read_manifest(directory)
     if manifest is None:
-        if (directory / STATE_FILE).exists() and not (directory / MANIFEST_FILE).exists() \
-                and directory.name != PARTIAL:
-            raise CheckpointError(f"{directory} is in the format before issue #11 (a pickle, which could run "
-                                  f"code when loaded): not loaded; if you trust this store, convert it with "
-                                  f"`python -m agent.checkpoint upgrade {directory.parent}`")
+        if (directory / STATE_FILE).exists() and not (directory / MANIFEST_FILE).exists() and directory.name != PARTIAL:
+            raise CheckpointError(
+                f"{directory} is in the format before issue #11 (a pickle, which could run "
+                f"code when loaded): not loaded; if you trust this store, convert it with "
+                f"`python -m agent.checkpoint upgrade {directory.parent}`"
+            )
         raise CheckpointError(f"{directory} is incomplete (no readable {MANIFEST_FILE})")
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{directory}: unknown checkpoint format {manifest.get('format')!r}")
@@ -188,8 +193,10 @@ def verify(directory: Path) -> dict[str, Any]:
         except OSError as err:
             raise CheckpointError(f"{directory / name} unreadable: {err.strerror or err}") from err
         if size != expected.get("bytes") or digest != expected.get("sha256"):
-            raise CheckpointError(f"{directory / name} is damaged ({size} bytes, sha256 {digest[:12]}…; the "
-                                  f"manifest says {expected.get('bytes')} bytes, {str(expected.get('sha256'))[:12]}…)")
+            raise CheckpointError(
+                f"{directory / name} is damaged ({size} bytes, sha256 {digest[:12]}…; the "
+                f"manifest says {expected.get('bytes')} bytes, {str(expected.get('sha256'))[:12]}…)"
+            )
     return manifest
 
 
@@ -235,8 +242,11 @@ def load_latest(out_dir: Path) -> Loaded:
             continue
         found.append((int(state.get("frame", 0)), directory, state))
     if not found:
-        return Loaded(None, None, ["; ".join([*notes, "no intact checkpoint left: the trial restarts from frame 0"])]
-                      if notes else [])
+        return Loaded(
+            None,
+            None,
+            ["; ".join([*notes, "no intact checkpoint left: the trial restarts from frame 0"])] if notes else [],
+        )
     frame, directory, state = max(found, key=lambda item: item[0])
     source = directory.name
     if source != LATEST and not (out_dir / LATEST).exists():  # the next save keeps it as the previous one
@@ -287,8 +297,9 @@ def upgrade(root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.checkpoint", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.checkpoint", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     convert = commands.add_parser("upgrade", help="convert old (pickled) checkpoints of a store you trust")
     convert.add_argument("root", type=Path, help="a trial directory, a grid's directory or a results directory")

@@ -66,8 +66,9 @@ class UpdateResult:
         if self._values is None:
             start = time.perf_counter()
             names = list(self._metrics)
-            stacked = (torch.stack([self._metrics[n].float() for n in names]).cpu().numpy() if names
-                       else np.zeros((0, 1)))
+            stacked = (
+                torch.stack([self._metrics[n].float() for n in names]).cpu().numpy() if names else np.zeros((0, 1))
+            )
             waited = time.perf_counter() - start
             self._values = {name: stacked[i] for i, name in enumerate(names)}
             self._values[m.UPDATE_MS] = np.full(stacked.shape[1], (self._host_s + waited) * 1000.0)
@@ -81,8 +82,13 @@ def nonfinite_members(values: dict[str, np.ndarray]) -> list[int]:
 
 
 class DrQV2Agent:
-    def __init__(self, configs: TrialConfig | Sequence[TrialConfig], obs_shape: tuple[int, ...], action_dim: int,
-                 device: torch.device):
+    def __init__(
+        self,
+        configs: TrialConfig | Sequence[TrialConfig],
+        obs_shape: tuple[int, ...],
+        action_dim: int,
+        device: torch.device,
+    ):
         configs = [configs] if isinstance(configs, TrialConfig) else list(configs)
         check_packable(configs)
         self.configs = configs
@@ -99,9 +105,14 @@ class DrQV2Agent:
         sizes = (config.feature_dim, config.hidden_dim)
         bn_args = (config.bn_momentum, config.bn_eps)
         if self.pixels:
-            self.encoder: nn.Module = Encoder(k, obs_shape, channels_last=config.channels_last,
-                                              norm=config.encoder_norm, bn_momentum=config.bn_momentum,
-                                              bn_eps=config.bn_eps)
+            self.encoder: nn.Module = Encoder(
+                k,
+                obs_shape,
+                channels_last=config.channels_last,
+                norm=config.encoder_norm,
+                bn_momentum=config.bn_momentum,
+                bn_eps=config.bn_eps,
+            )
             self.encoder.reset_parameters(init_generators)
             repr_dim = self.encoder.repr_dim
             self.aug: RandomShift | None = RandomShift(pad=4)
@@ -122,11 +133,15 @@ class DrQV2Agent:
         self.dtype = next(self.actor.parameters()).dtype  # torch's default dtype at construction
         critic_lrs = [c.critic_lr or c.lr for c in configs]
         momenta = [c.sgd_momentum for c in configs]
-        self.actor_opt = PackedOptimizer(config.optimizer, list(self.actor.parameters()),
-                                         [c.actor_lr or c.lr for c in configs], momenta)
+        self.actor_opt = PackedOptimizer(
+            config.optimizer, list(self.actor.parameters()), [c.actor_lr or c.lr for c in configs], momenta
+        )
         self.critic_opt = PackedOptimizer(config.optimizer, list(self.critic.parameters()), critic_lrs, momenta)
-        self.encoder_opt = (PackedOptimizer(config.optimizer, list(self.encoder.parameters()), critic_lrs, momenta)
-                            if self.pixels else None)
+        self.encoder_opt = (
+            PackedOptimizer(config.optimizer, list(self.encoder.parameters()), critic_lrs, momenta)
+            if self.pixels
+            else None
+        )
         # Outside an update every BN layer sits in eval mode: acting, evaluation
         # and Q-bias never move running statistics unless a step asks for T.
         for net in (self.encoder, self.actor, self.critic, self.critic_target):
@@ -137,8 +152,11 @@ class DrQV2Agent:
         # (critic_i_statistics), or loaded from a checkpoint.
         self._critic_i_stats: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._target_stats_members = {
-            how: torch.tensor([i for i, c in enumerate(configs) if c.target_bn_stats == how], dtype=torch.long,
-                              device=device) for how in ("copy", "soft")}
+            how: torch.tensor(
+                [i for i, c in enumerate(configs) if c.target_bn_stats == how], dtype=torch.long, device=device
+            )
+            for how in ("copy", "soft")
+        }
         self._staging: dict[str, torch.Tensor] = {}  # pinned host buffers (CUDA only)
 
     # ------------------------------------------------------------ acting
@@ -171,8 +189,9 @@ class DrQV2Agent:
         return action[:, 0].cpu().numpy()
 
     @torch.inference_mode()
-    def q_values(self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray],
-                 augment_seeds: Sequence[int] | None = None) -> list[np.ndarray | None]:
+    def q_values(
+        self, obs: Sequence[np.ndarray], action: Sequence[np.ndarray], augment_seeds: Sequence[int] | None = None
+    ) -> list[np.ndarray | None]:
         """min(Q1, Q2) of each member's online critic on its own (states, actions), normalized as the Q-bias
         reads Critic-I (``bn_modes.bn_critic_i_measurement``, by ``q_bias_bn_stats``; the encoder as
         ``bn_modes.bn_encoder_pass`` says). Running statistics are left untouched.
@@ -186,18 +205,27 @@ class DrQV2Agent:
         how = [c.q_bias_bn_stats for c in self.configs]
         missing = [False] * self.k
         if saved is not None:
-            missing = [step_is_train(mode, "critic_i") and h == "update" and not bool(saved[0][0][k].isfinite().all())
-                       for k, (mode, h) in enumerate(zip(self.modes, how))]
+            missing = [
+                step_is_train(mode, "critic_i") and h == "update" and not bool(saved[0][0][k].isfinite().all())
+                for k, (mode, h) in enumerate(zip(self.modes, how))
+            ]
         lengths = [len(o) for o in obs]
         out: list[np.ndarray | None] = [None] * self.k
         for length in sorted(set(lengths)):
             # Members with this many states bring theirs; the others borrow a donor's rows, and their
             # output is discarded: every member's batch holds only real rows of one member.
             donor = lengths.index(length)
-            obs_t = torch.stack([self.obs_tensor(obs[k] if lengths[k] == length else obs[donor])
-                                 for k in range(self.k)])
-            act_t = torch.stack([torch.as_tensor(action[k] if lengths[k] == length else action[donor],
-                                                 device=self.device).to(self.dtype) for k in range(self.k)])
+            obs_t = torch.stack(
+                [self.obs_tensor(obs[k] if lengths[k] == length else obs[donor]) for k in range(self.k)]
+            )
+            act_t = torch.stack(
+                [
+                    torch.as_tensor(action[k] if lengths[k] == length else action[donor], device=self.device).to(
+                        self.dtype
+                    )
+                    for k in range(self.k)
+                ]
+            )
             features = obs_t
             if self.pixels:
                 if augment_seeds is not None and self.aug is not None:
@@ -205,8 +233,10 @@ class DrQV2Agent:
                     grouped = self.aug(obs_t, generators)
                 else:
                     grouped = group_pixels(obs_t, self.config.channels_last)
-                with frozen_bn_statistics(self.encoder), \
-                        bn_encoder_pass(self.encoder, self.modes, self.config.encoder_bn_passes, "obs"):
+                with (
+                    frozen_bn_statistics(self.encoder),
+                    bn_encoder_pass(self.encoder, self.modes, self.config.encoder_bn_passes, "obs"),
+                ):
                     features = self.encoder(grouped)
             with bn_critic_i_measurement(self.critic, self.modes, how, saved):
                 q1, q2 = self.critic(features, act_t)
@@ -228,9 +258,10 @@ class DrQV2Agent:
                 if "input" in self._critic_bn[0].recorded:
                     self._critic_i_stats = [layer.batch_stats() for layer in self._critic_bn]
                 else:
-                    self._critic_i_stats = [(torch.full_like(layer.running_mean, math.nan),
-                                             torch.full_like(layer.running_var, math.nan))
-                                            for layer in self._critic_bn]
+                    self._critic_i_stats = [
+                        (torch.full_like(layer.running_mean, math.nan), torch.full_like(layer.running_var, math.nan))
+                        for layer in self._critic_bn
+                    ]
         return self._critic_i_stats
 
     # ------------------------------------------------------------ learning
@@ -247,8 +278,9 @@ class DrQV2Agent:
             for key, value in batch.items():
                 staging = self._staging.get(key)
                 if staging is None or staging.shape != value.shape:
-                    staging = self._staging[key] = torch.empty(value.shape, dtype=torch.from_numpy(value).dtype,
-                                                               pin_memory=True)
+                    staging = self._staging[key] = torch.empty(
+                        value.shape, dtype=torch.from_numpy(value).dtype, pin_memory=True
+                    )
                 staging.copy_(torch.from_numpy(value))
                 tensors[key] = staging.to(self.device, non_blocking=True)
         else:
@@ -280,19 +312,28 @@ class DrQV2Agent:
         else:
             all_obs, next_obs = t["obs"], _rows(t["next_obs"], b)
         obs = _rows(all_obs, b)
-        metrics = self.update_critic(obs, _rows(t["action"], b), _rows(t["reward"], b), _rows(t["discount"], b),
-                                     next_obs, step)
+        metrics = self.update_critic(
+            obs, _rows(t["action"], b), _rows(t["reward"], b), _rows(t["discount"], b), next_obs, step
+        )
         mix = self.config.mix_rows
         metrics.update(self.update_actor(obs.detach(), step, all_obs[:, :mix].detach(), t["action"][:, :mix]))
         self.update_target()
         return UpdateResult(metrics, time.perf_counter() - start)
 
-    def update_critic(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
-                      discount: torch.Tensor, next_obs: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def update_critic(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        discount: torch.Tensor,
+        next_obs: torch.Tensor,
+        step: int,
+    ) -> dict[str, torch.Tensor]:
         with torch.no_grad(), self.autocast():
             with bn_step(self.actor, self.modes, "actor_ii"):
-                next_action = self.actor(next_obs, self.stddev(step)).sample(self.generators,
-                                                                             clip=self.config.stddev_clip)
+                next_action = self.actor(next_obs, self.stddev(step)).sample(
+                    self.generators, clip=self.config.stddev_clip
+                )
             with bn_step(self.critic_target, self.modes, "critic_iii"):
                 target_q1, target_q2 = self.critic_target(next_obs, next_action)
             target_q = reward + discount * torch.min(target_q1, target_q2).to(reward.dtype)
@@ -310,8 +351,9 @@ class DrQV2Agent:
             self.encoder_opt.step()
         return {m.CRITIC_LOSS: critic_loss.detach(), m.Q_MEAN: q1.detach().mean(dim=(1, 2))}
 
-    def update_actor(self, obs: torch.Tensor, step: int, mix_obs: torch.Tensor,
-                     mix_action: torch.Tensor) -> dict[str, torch.Tensor]:
+    def update_actor(
+        self, obs: torch.Tensor, step: int, mix_obs: torch.Tensor, mix_action: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         std = self.stddev(step)
         with bn_step(self.actor, self.modes, "actor_i"), self.autocast():
             action = self.actor(obs, std).sample(self.generators, clip=self.config.stddev_clip)
@@ -338,13 +380,14 @@ class DrQV2Agent:
         self.actor_opt.zero_grad()
         actor_loss.sum().backward()
         self.actor_opt.step()
-        metrics = {m.ACTOR_LOSS: actor_loss.detach(),
-                   m.ACTOR_STD: torch.full((self.k,), float(std), device=self.device)}
+        metrics = {
+            m.ACTOR_LOSS: actor_loss.detach(),
+            m.ACTOR_STD: torch.full((self.k,), float(std), device=self.device),
+        }
         if self._critic_bn:
             # RMS over features of (batch mean - running mean)/sqrt(running var + eps) at each
             # critic BN layer in the Critic-I forward, read before the layer ran; mean over layers.
-            metrics[m.BN_MISMATCH] = torch.stack(
-                [layer.recorded["distance"] for layer in self._critic_bn]).mean(dim=0)
+            metrics[m.BN_MISMATCH] = torch.stack([layer.recorded["distance"] for layer in self._critic_bn]).mean(dim=0)
         return metrics
 
     @torch.no_grad()
@@ -361,15 +404,15 @@ class DrQV2Agent:
                 if len(copy):
                     dest.index_copy_(0, copy, source.index_select(0, copy))
                 if len(soft):
-                    dest.index_copy_(0, soft, torch.lerp(dest.index_select(0, soft), source.index_select(0, soft),
-                                                         tau))
+                    dest.index_copy_(0, soft, torch.lerp(dest.index_select(0, soft), source.index_select(0, soft), tau))
 
     # ------------------------------------------------------------ one member's checkpoint
     def member_state_dict(self, k: int) -> dict[str, Any]:
         """Member k's networks, BN statistics, optimizers and random stream, in a single trial's format."""
-        state: dict[str, Any] = {name: {key: value[k].detach().cpu().clone()
-                                        for key, value in getattr(self, name).state_dict().items()}
-                                 for name in NETWORKS}
+        state: dict[str, Any] = {
+            name: {key: value[k].detach().cpu().clone() for key, value in getattr(self, name).state_dict().items()}
+            for name in NETWORKS
+        }
         for name in OPTIMIZERS:
             optimizer = getattr(self, name)
             if optimizer is not None:
@@ -379,8 +422,9 @@ class DrQV2Agent:
             state["feature_order"] = FEATURE_ORDER
         stats = self.critic_i_statistics()
         if stats is not None:  # so a resumed trial measures its next Q-bias as an uninterrupted one does
-            state["critic_i_stats"] = [(mean[k].detach().cpu().clone(), var[k].detach().cpu().clone())
-                                       for mean, var in stats]
+            state["critic_i_stats"] = [
+                (mean[k].detach().cpu().clone(), var[k].detach().cpu().clone()) for mean, var in stats
+            ]
         return state
 
     @torch.no_grad()
@@ -428,7 +472,8 @@ class DrQV2Agent:
             if first in opt_state["state"]:
                 opt_state["state"][first] = {
                     key: chw_to_hwc_columns(value, chw) if torch.is_tensor(value) and value.dim() == 2 else value
-                    for key, value in opt_state["state"][first].items()}
+                    for key, value in opt_state["state"][first].items()
+                }
             state[opt] = opt_state
         return state
 
@@ -437,4 +482,3 @@ def _rows(tensor: torch.Tensor, n: int) -> torch.Tensor:
     """The first n rows of every member; the tensor itself when it has exactly n, since a full
     slice still costs a zero-filled gradient buffer and a copy in the backward pass."""
     return tensor if tensor.shape[1] == n else tensor[:, :n]
-

@@ -88,8 +88,9 @@ class PackedLayerNorm(nn.Module):
     def _rows_last(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.weight) == 1:  # one member: the fused affine kernel
             return F.layer_norm(x, x.shape[-1:], self.weight[0], self.bias[0], self.eps)
-        return torch.addcmul(self.bias.unsqueeze(1), F.layer_norm(x, x.shape[-1:], eps=self.eps),
-                             self.weight.unsqueeze(1))
+        return torch.addcmul(
+            self.bias.unsqueeze(1), F.layer_norm(x, x.shape[-1:], eps=self.eps), self.weight.unsqueeze(1)
+        )
 
 
 class PackedBatchNorm(nn.Module):
@@ -117,14 +118,23 @@ class PackedBatchNorm(nn.Module):
     def _native(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """Every member in one mode: member k's features are channels k*width..(k+1)*width of one native
         BatchNorm over ``x`` (its layout puts them there), so its statistics are member k's own."""
-        out = F.batch_norm(x, self.running_mean.view(-1), self.running_var.view(-1), self.weight.view(-1),
-                           self.bias.view(-1), training=train, momentum=self.momentum, eps=self.eps)
+        out = F.batch_norm(
+            x,
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            self.weight.view(-1),
+            self.bias.view(-1),
+            training=train,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
         if train:
             self.num_batches_tracked.add_(1)
         return out
 
-    def _mixed_statistics(self, batch_mean: torch.Tensor, batch_var: torch.Tensor,
-                          count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mixed_statistics(
+        self, batch_mean: torch.Tensor, batch_var: torch.Tensor, count: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Members in different modes: per member, the (mean, var) to normalize with, (K, width) each (batch
         statistics for train members, running ones for eval members); train members' running statistics move
         as a native BatchNorm's would over ``count`` values per feature. Differentiable in the batch statistics."""
@@ -134,8 +144,9 @@ class PackedBatchNorm(nn.Module):
         with torch.no_grad():
             m = self.momentum
             unbiased = batch_var.detach() * (count / max(count - 1, 1))
-            self.running_mean.copy_(torch.where(train, torch.lerp(self.running_mean, batch_mean.detach(), m),
-                                                self.running_mean))
+            self.running_mean.copy_(
+                torch.where(train, torch.lerp(self.running_mean, batch_mean.detach(), m), self.running_mean)
+            )
             self.running_var.copy_(torch.where(train, torch.lerp(self.running_var, unbiased, m), self.running_var))
             self.num_batches_tracked.add_(train.view(-1).long())
         return mean, var
@@ -191,11 +202,22 @@ class PackedBatchNorm1d(PackedBatchNorm):
             with torch.no_grad():
                 mean = rows.mean(dim=0, keepdim=True)
                 scaled = (mean - self.running_mean) * torch.rsqrt(self.running_var + self.eps)
-                self.recorded = {"mean": mean, "input": rows.detach().t().unsqueeze(0),
-                                 "distance": scaled.pow(2).mean(dim=1).sqrt()}
+                self.recorded = {
+                    "mean": mean,
+                    "input": rows.detach().t().unsqueeze(0),
+                    "distance": scaled.pow(2).mean(dim=1).sqrt(),
+                }
         train = self.member_train[0]
-        out = F.batch_norm(rows, self.running_mean[0], self.running_var[0], self.weight[0], self.bias[0],
-                           training=train, momentum=self.momentum, eps=self.eps)
+        out = F.batch_norm(
+            rows,
+            self.running_mean[0],
+            self.running_var[0],
+            self.weight[0],
+            self.bias[0],
+            training=train,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
         if train:
             self.num_batches_tracked.add_(1)
         return out
@@ -212,8 +234,7 @@ class PackedBatchNorm2d(PackedBatchNorm):
         k, width = self.weight.shape
         batch_mean = x.mean(dim=(0, 2, 3))
         batch_var = (x - batch_mean.view(1, -1, 1, 1)).square().mean(dim=(0, 2, 3))
-        mean, var = self._mixed_statistics(batch_mean.view(k, width), batch_var.view(k, width),
-                                           x.numel() // x.shape[1])
+        mean, var = self._mixed_statistics(batch_mean.view(k, width), batch_var.view(k, width), x.numel() // x.shape[1])
         scale = self.weight * torch.rsqrt(var + self.eps)
         shift = self.bias - mean * scale
         return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
@@ -239,15 +260,18 @@ def norm_layer(kind: str, k: int, width: int, bn_momentum: float, bn_eps: float)
     return nn.Identity()
 
 
-def mlp(k: int, in_dim: int, hidden_dim: int, out_dim: int, norm: str, bn_momentum: float,
-        bn_eps: float) -> nn.Sequential:
+def mlp(
+    k: int, in_dim: int, hidden_dim: int, out_dim: int, norm: str, bn_momentum: float, bn_eps: float
+) -> nn.Sequential:
     """Linear -> norm -> ReLU, twice, then the output Linear (norm never on the raw input), in the
     pack's MLP layout (``features_first(k)``)."""
     first = features_first(k)
     return nn.Sequential(
-        PackedLinear(k, in_dim, hidden_dim, first), norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps),
+        PackedLinear(k, in_dim, hidden_dim, first),
+        norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps),
         nn.ReLU(inplace=True),
-        PackedLinear(k, hidden_dim, hidden_dim, first), norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps),
+        PackedLinear(k, hidden_dim, hidden_dim, first),
+        norm_layer(norm, k, hidden_dim, bn_momentum, bn_eps),
         nn.ReLU(inplace=True),
         PackedLinear(k, hidden_dim, out_dim, first),
     )
@@ -315,8 +339,15 @@ class Encoder(nn.Module):
 
     CHANNELS = 32
 
-    def __init__(self, k: int, obs_shape: tuple[int, ...], channels_last: bool = False, norm: str = "none",
-                 bn_momentum: float = 0.1, bn_eps: float = 1e-5):
+    def __init__(
+        self,
+        k: int,
+        obs_shape: tuple[int, ...],
+        channels_last: bool = False,
+        norm: str = "none",
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+    ):
         super().__init__()
         self.k = k
         self.channels_last = channels_last
@@ -362,8 +393,17 @@ def chw_to_hwc_columns(weight: torch.Tensor, chw: tuple[int, int, int]) -> torch
 
 
 class Actor(nn.Module):
-    def __init__(self, k: int, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str,
-                 bn_momentum: float, bn_eps: float):
+    def __init__(
+        self,
+        k: int,
+        repr_dim: int,
+        action_dim: int,
+        feature_dim: int,
+        hidden_dim: int,
+        norm: str,
+        bn_momentum: float,
+        bn_eps: float,
+    ):
         super().__init__()
         self.trunk = trunk(k, repr_dim, feature_dim)
         self.policy = mlp(k, feature_dim, hidden_dim, action_dim, norm, bn_momentum, bn_eps)
@@ -375,8 +415,17 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    def __init__(self, k: int, repr_dim: int, action_dim: int, feature_dim: int, hidden_dim: int, norm: str,
-                 bn_momentum: float, bn_eps: float):
+    def __init__(
+        self,
+        k: int,
+        repr_dim: int,
+        action_dim: int,
+        feature_dim: int,
+        hidden_dim: int,
+        norm: str,
+        bn_momentum: float,
+        bn_eps: float,
+    ):
         super().__init__()
         self.trunk = trunk(k, repr_dim, feature_dim)
         self.q1 = mlp(k, feature_dim + action_dim, hidden_dim, 1, norm, bn_momentum, bn_eps)
@@ -407,12 +456,16 @@ class TruncatedNormal:
         return x - x.detach() + clamped.detach()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        var = self.std ** 2
+        var = self.std**2
         return -((value - self.mean) ** 2) / (2 * var) - math.log(self.std) - math.log(math.sqrt(2 * math.pi))
 
 
-def member_randn(shape: torch.Size | tuple[int, ...], generators: Sequence[torch.Generator], device: torch.device,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def member_randn(
+    shape: torch.Size | tuple[int, ...],
+    generators: Sequence[torch.Generator],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Standard normal noise of ``shape`` (K, ...), member k's slice drawn from generator k."""
     out = torch.empty(shape, device=device, dtype=dtype)
     for k, generator in enumerate(generators):
@@ -438,8 +491,9 @@ class RandomShift(nn.Module):
 
     def shifts(self, k: int, n: int, generators: Sequence[torch.Generator], device: torch.device) -> torch.Tensor:
         """(K, N, 2) integer offsets in [0, 2*pad]: (column, row) per image, as DrQ-v2 draws them."""
-        return torch.stack([torch.randint(0, 2 * self.pad + 1, size=(n, 2), generator=g, device=device)
-                            for g in generators[:k]])
+        return torch.stack(
+            [torch.randint(0, 2 * self.pad + 1, size=(n, 2), generator=g, device=device) for g in generators[:k]]
+        )
 
     def forward(self, x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
         k, n, c, h, w = x.shape
@@ -451,6 +505,7 @@ class RandomShift(nn.Module):
         members = torch.arange(k, device=x.device).view(1, 1, 1, k)
         batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
         # Indexing the (K, N, H, W, C) view yields (N, H, W, K, C): channels_last (N, K*C, H, W) once permuted.
-        out = x.permute(0, 1, 3, 4, 2)[members, batch, rows.permute(1, 2, 0).unsqueeze(2),
-                                       cols.permute(1, 2, 0).unsqueeze(1)]
+        out = x.permute(0, 1, 3, 4, 2)[
+            members, batch, rows.permute(1, 2, 0).unsqueeze(2), cols.permute(1, 2, 0).unsqueeze(1)
+        ]
         return out.reshape(n, h, w, k * c).permute(0, 3, 1, 2)

@@ -19,11 +19,27 @@ import torch
 from torch.optim.adam import adam
 from torch.optim.sgd import sgd
 
-ADAM_DEFAULTS = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False, "maximize": False,
-                 "foreach": None, "capturable": False, "differentiable": False, "fused": True,
-                 "decoupled_weight_decay": False}
-SGD_DEFAULTS = {"dampening": 0, "weight_decay": 0, "nesterov": False, "maximize": False, "foreach": None,
-                "differentiable": False, "fused": True}
+ADAM_DEFAULTS = {
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+    "weight_decay": 0,
+    "amsgrad": False,
+    "maximize": False,
+    "foreach": None,
+    "capturable": False,
+    "differentiable": False,
+    "fused": True,
+    "decoupled_weight_decay": False,
+}
+SGD_DEFAULTS = {
+    "dampening": 0,
+    "weight_decay": 0,
+    "nesterov": False,
+    "maximize": False,
+    "foreach": None,
+    "differentiable": False,
+    "fused": True,
+}
 
 
 def _dense(tensor: torch.Tensor) -> torch.Tensor:
@@ -38,8 +54,13 @@ def _dense(tensor: torch.Tensor) -> torch.Tensor:
 class PackedOptimizer:
     """Adam or SGD over parameters stacked on dim 0 (one slice per member)."""
 
-    def __init__(self, kind: str, params: Sequence[torch.nn.Parameter], lrs: Sequence[float],
-                 momenta: Sequence[float] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        params: Sequence[torch.nn.Parameter],
+        lrs: Sequence[float],
+        momenta: Sequence[float] | None = None,
+    ):
         self.kind = kind
         self.params = list(params)
         self.lrs = [float(lr) for lr in lrs]
@@ -49,8 +70,9 @@ class PackedOptimizer:
             self.exp_avg = [torch.zeros_like(p) for p in self.params]
             self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
             # One step counter per member and parameter, as torch keeps one per parameter.
-            self.steps = [[torch.zeros((), dtype=torch.float32, device=p.device) for _ in range(k)]
-                          for p in self.params]
+            self.steps = [
+                [torch.zeros((), dtype=torch.float32, device=p.device) for _ in range(k)] for p in self.params
+            ]
         elif kind == "sgd":
             # Zero buffers: with dampening 0 the first step gives buf = grad, as torch's lazy buffer does.
             self.momentum_buffer = [torch.zeros_like(p) if any(self.momenta) else None for p in self.params]
@@ -76,14 +98,36 @@ class PackedOptimizer:
             p_list = [_dense(self.params[i].detach()[k]) for i, k in slices]
             g_list = [_dense(self.params[i].grad[k]) for i, k in slices]
             if self.kind == "adam":
-                adam(p_list, g_list, [_dense(self.exp_avg[i][k]) for i, k in slices],
-                     [_dense(self.exp_avg_sq[i][k]) for i, k in slices], [], [self.steps[i][k] for i, k in slices],
-                     fused=True, amsgrad=False, beta1=0.9, beta2=0.999, lr=lr, weight_decay=0.0, eps=1e-8,
-                     maximize=False)
+                adam(
+                    p_list,
+                    g_list,
+                    [_dense(self.exp_avg[i][k]) for i, k in slices],
+                    [_dense(self.exp_avg_sq[i][k]) for i, k in slices],
+                    [],
+                    [self.steps[i][k] for i, k in slices],
+                    fused=True,
+                    amsgrad=False,
+                    beta1=0.9,
+                    beta2=0.999,
+                    lr=lr,
+                    weight_decay=0.0,
+                    eps=1e-8,
+                    maximize=False,
+                )
             else:
                 buffers = [_dense(self.momentum_buffer[i][k]) if momentum else None for i, k in slices]
-                sgd(p_list, g_list, buffers, fused=True, weight_decay=0.0, momentum=momentum, lr=lr, dampening=0.0,
-                    nesterov=False, maximize=False)
+                sgd(
+                    p_list,
+                    g_list,
+                    buffers,
+                    fused=True,
+                    weight_decay=0.0,
+                    momentum=momentum,
+                    lr=lr,
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                )
 
     # ------------------------------------------------------------ one member's state
     def member_state_dict(self, k: int) -> dict[str, Any]:
@@ -92,9 +136,11 @@ class PackedOptimizer:
         for i in range(len(self.params)):
             if self.kind == "adam":
                 if float(self.steps[i][k]) > 0:
-                    state[i] = {"step": self.steps[i][k].detach().cpu().clone(),
-                                "exp_avg": self.exp_avg[i][k].detach().cpu().clone(),
-                                "exp_avg_sq": self.exp_avg_sq[i][k].detach().cpu().clone()}
+                    state[i] = {
+                        "step": self.steps[i][k].detach().cpu().clone(),
+                        "exp_avg": self.exp_avg[i][k].detach().cpu().clone(),
+                        "exp_avg_sq": self.exp_avg_sq[i][k].detach().cpu().clone(),
+                    }
             elif self.momentum_buffer[i] is not None:
                 state[i] = {"momentum_buffer": self.momentum_buffer[i][k].detach().cpu().clone()}
         defaults = ADAM_DEFAULTS if self.kind == "adam" else {**SGD_DEFAULTS, "momentum": self.momenta[k]}

@@ -49,13 +49,25 @@ class ReplayBuffer:
     frame stacking do not depend on the codec: batches are bit-identical.
     """
 
-    def __init__(self, capacity: int, frame_shape: tuple[int, ...], frame_dtype: Any, frame_stack: int,
-                 action_dim: int, nstep: int, discount: float, seed: int, frame_codec: str = "none"):
+    def __init__(
+        self,
+        capacity: int,
+        frame_shape: tuple[int, ...],
+        frame_dtype: Any,
+        frame_stack: int,
+        action_dim: int,
+        nstep: int,
+        discount: float,
+        seed: int,
+        frame_codec: str = "none",
+    ):
         if frame_codec not in FRAME_CODECS:
             raise ValueError(f"frame_codec={frame_codec!r}: must be one of {', '.join(FRAME_CODECS)}")
         if frame_codec != "none" and np.dtype(frame_dtype) != np.uint8:
-            raise ValueError(f"frame_codec={frame_codec!r} compresses uint8 pixel frames only; frames of dtype "
-                             f"{np.dtype(frame_dtype)} (state vectors) need frame_codec='none'")
+            raise ValueError(
+                f"frame_codec={frame_codec!r} compresses uint8 pixel frames only; frames of dtype "
+                f"{np.dtype(frame_dtype)} (state vectors) need frame_codec='none'"
+            )
         self.capacity = int(capacity)
         self.frame_stack = frame_stack
         self.nstep = nstep
@@ -99,8 +111,9 @@ class ReplayBuffer:
         per_slot += self._store.index_nbytes / self.capacity
         return per_slot + (self._store.data_nbytes / len(self) if len(self) else 0.0)
 
-    def add(self, frame: np.ndarray, action: np.ndarray | None, reward: float, discount: float,
-            first: bool, last: bool) -> None:
+    def add(
+        self, frame: np.ndarray, action: np.ndarray | None, reward: float, discount: float, first: bool, last: bool
+    ) -> None:
         """Store one step; ``action`` is the one that led here (None on an episode's first step)."""
         g = self.next_index
         slot = g % self.capacity
@@ -203,9 +216,12 @@ class ReplayBuffer:
         """
         kept = len(self)
         state = {
-            "actions": self.actions[:kept], "rewards": self.rewards[:kept],
-            "discounts": self.discounts[:kept], "episode_start": self.episode_start[:kept],
-            "episode_end": self.episode_end[:kept], "next_index": np.int64(self.next_index),
+            "actions": self.actions[:kept],
+            "rewards": self.rewards[:kept],
+            "discounts": self.discounts[:kept],
+            "episode_start": self.episode_start[:kept],
+            "episode_end": self.episode_end[:kept],
+            "next_index": np.int64(self.next_index),
             "current_start": np.int64(self._current_start),
         }
         if self._store is None:
@@ -218,8 +234,9 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         codec = str(state.get("frame_codec", "none"))
         if codec != self.frame_codec:
-            raise ValueError(f"replay state was saved with frame_codec={codec!r}; this replay uses "
-                             f"frame_codec={self.frame_codec!r}")
+            raise ValueError(
+                f"replay state was saved with frame_codec={codec!r}; this replay uses frame_codec={self.frame_codec!r}"
+            )
         kept = len(state["rewards"])
         for name in ("actions", "rewards", "discounts", "episode_start", "episode_end"):
             getattr(self, name)[:kept] = state[name]
@@ -227,7 +244,7 @@ class ReplayBuffer:
             self.frames[:kept] = state["frames"]
         else:
             prefix = "frame_store/"
-            self._store.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            self._store.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         self.next_index = int(state["next_index"])
         self._current_start = int(state["current_start"])
 
@@ -268,8 +285,9 @@ class _DeltaFrameStore:
     that stays in cache; the frames the batch asks for are copied out of it.
     """
 
-    def __init__(self, capacity: int, frame_shape: tuple[int, ...], codec: str,
-                 keyframe_interval: int = KEYFRAME_INTERVAL):
+    def __init__(
+        self, capacity: int, frame_shape: tuple[int, ...], codec: str, keyframe_interval: int = KEYFRAME_INTERVAL
+    ):
         self.frame_shape = tuple(frame_shape)
         self.frame_bytes = int(np.prod(frame_shape))
         self.codec = codec
@@ -291,9 +309,11 @@ class _DeltaFrameStore:
         if codec != "lz4":
             raise ValueError(f"unknown frame codec {codec!r}")
         import lz4.block
+
         size = self.frame_bytes
-        self._compress = functools.partial(lz4.block.compress, mode="high_compression", compression=LZ4_LEVEL,
-                                           store_size=False)
+        self._compress = functools.partial(
+            lz4.block.compress, mode="high_compression", compression=LZ4_LEVEL, store_size=False
+        )
         self._decompress = functools.partial(lz4.block.decompress, uncompressed_size=size)
 
     # ------------------------------------------------------------------ write
@@ -318,8 +338,8 @@ class _DeltaFrameStore:
             payload = flat.copy()
             p = self.plane
             if p:
-                payload[:p] -= flat[p:2 * p]
-                payload[2 * p:] -= flat[p:2 * p]
+                payload[:p] -= flat[p : 2 * p]
+                payload[2 * p :] -= flat[p : 2 * p]
         else:
             depth = int(self.depth[row, i - 1]) + 1  # i > 0: a chunk starts with a keyframe
             payload = np.subtract(flat, self.previous)
@@ -383,15 +403,15 @@ class _DeltaFrameStore:
             if view is None:
                 chunk = chunks[r]
                 view = views[r] = memoryview(chunk) if isinstance(chunk, bytes) else chunk
-            blob = view[starts[m]:stops[m]]
+            blob = view[starts[m] : stops[m]]
             payload = frombuffer(blob if len(blob) == size else decompress(blob), uint8)
             if depths[m]:
                 add(current, payload, out=current)  # needed[m - 1], decoded just before, is frame needed[m] - 1
             else:
                 current[:] = payload
                 if p:
-                    current[:p] += current[p:2 * p]
-                    current[2 * p:] += current[p:2 * p]
+                    current[:p] += current[p : 2 * p]
+                    current[2 * p :] += current[p : 2 * p]
             if slots[m] >= 0:
                 out[slots[m]] = current
         return out[inverse].reshape(*np.shape(indices), *self.frame_shape)
@@ -402,21 +422,26 @@ class _DeltaFrameStore:
         held = range(self.first_chunk, -(-self.next_index // self.chunk_frames))
         rows = [c % len(self.chunks) for c in held]
         return {
-            "codec": self.codec, "capacity": np.int64(self.capacity),
+            "codec": self.codec,
+            "capacity": np.int64(self.capacity),
             "keyframe_interval": np.int64(self.keyframe_interval),
-            "chunk_frames": np.int64(self.chunk_frames), "first_chunk": np.int64(self.first_chunk),
+            "chunk_frames": np.int64(self.chunk_frames),
+            "first_chunk": np.int64(self.first_chunk),
             "next_index": np.int64(self.next_index),
             "chunk_sizes": np.array([len(self.chunks[r]) for r in rows], dtype=np.int64),
             "data": np.frombuffer(b"".join(self.chunks[r] for r in rows), dtype=np.uint8),
-            "offsets": self.offsets[rows], "depth": self.depth[rows], "previous": self.previous.copy(),
+            "offsets": self.offsets[rows],
+            "depth": self.depth[rows],
+            "previous": self.previous.copy(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("codec", "capacity", "keyframe_interval", "chunk_frames"):
             saved = str(state[name]) if name == "codec" else int(state[name])
             if saved != getattr(self, name):
-                raise ValueError(f"replay frames were saved with {name}={saved!r}, this replay has "
-                                 f"{getattr(self, name)!r}")
+                raise ValueError(
+                    f"replay frames were saved with {name}={saved!r}, this replay has {getattr(self, name)!r}"
+                )
         self.chunks[:] = [None] * len(self.chunks)
         self.first_chunk = int(state["first_chunk"])
         self.next_index = int(state["next_index"])
@@ -424,7 +449,7 @@ class _DeltaFrameStore:
         bounds = np.concatenate([[0], np.cumsum(state["chunk_sizes"])]).astype(np.int64).tolist()
         for j in range(len(bounds) - 1):
             r = (self.first_chunk + j) % len(self.chunks)
-            blob = data[bounds[j]:bounds[j + 1]].tobytes()  # chunk by chunk: no second copy of the whole store
+            blob = data[bounds[j] : bounds[j + 1]].tobytes()  # chunk by chunk: no second copy of the whole store
             is_open = j == len(bounds) - 2 and self.next_index % self.chunk_frames != 0
             self.chunks[r] = bytearray(blob) if is_open else blob
             self.offsets[r] = state["offsets"][j]

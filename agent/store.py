@@ -35,7 +35,6 @@ CHECKPOINT_DIR = "checkpoint"
 TRIAL_FILE = "trial.json"  # written by the orchestrator: where and as what the trial ran
 
 
-
 # The trial status machine (issue #11), defined here once; the worker, the orchestrator's planner and
 # summary, and analysis all read it through these names:
 #   new (no status.json yet) -> running -> completed | diverged | failed | interrupted
@@ -43,10 +42,22 @@ TRIAL_FILE = "trial.json"  # written by the orchestrator: where and as what the 
 # ``interrupted``: stopped from outside (Ctrl-C, Ray ending the trial, a killed driver, a store that
 # could not be written) with nothing wrong in the trial itself; ``failed``: the trial itself raised.
 NEW, RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED = (
-    "new", "running", "completed", "diverged", "failed", "interrupted")
+    "new",
+    "running",
+    "completed",
+    "diverged",
+    "failed",
+    "interrupted",
+)
 STATUSES = (NEW, RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED)
-TRANSITIONS = {NEW: (RUNNING,), RUNNING: (RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED),
-               FAILED: (RUNNING,), INTERRUPTED: (RUNNING,), COMPLETED: (), DIVERGED: ()}
+TRANSITIONS = {
+    NEW: (RUNNING,),
+    RUNNING: (RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED),
+    FAILED: (RUNNING,),
+    INTERRUPTED: (RUNNING,),
+    COMPLETED: (),
+    DIVERGED: (),
+}
 FINISHED_STATUSES = (COMPLETED, DIVERGED)  # a diverged trial is a result (SPEC §7), not a failure
 UNFINISHED_STATUSES = (NEW, RUNNING, FAILED, INTERRUPTED)  # a rerun runs these (from their checkpoints)
 
@@ -65,6 +76,8 @@ class StoreWriteError(OSError):
 
     def __str__(self) -> str:
         return f"could not write {self.filename} ({self.what}): {self.strerror}"
+
+
 RAY_DIR = "_ray"  # Ray Tune's experiment state, beside the trial directories
 SWEEP_DIR = "_sweep"  # what each profile of the grid last asked for (trial list, grid text)
 LOCK_FILE = ".sweep.lock"
@@ -84,9 +97,17 @@ PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads")
 # Keys added after results were first stored: at these values they are left out of trial and
 # cell identities, so every trial stored before the key existed keeps its id. Each value is the one
 # that computes and measures what a trial did before the key existed.
-ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "fp32", "task_presets": "drqv2", "encoder_norm": "none",
-                                       "encoder_bn_passes": "train", "q_bias_every_frames": 0,
-                                       "q_bias_episodes": 20, "q_bias_augment": False}
+ID_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "precision": "fp32",
+    "task_presets": "drqv2",
+    "encoder_norm": "none",
+    "encoder_bn_passes": "train",
+    "q_bias_every_frames": 0,
+    "q_bias_episodes": 20,
+    "q_bias_augment": False,
+}
+
+
 def _q_bias_bn_stats_is_neutral(config: Mapping[str, Any]) -> bool:
     """q_bias_bn_stats changes a measurement only where a critic BN layer runs Critic-I in train mode: there only
     ``eval_batch`` measures what trials stored before the key measured; ``update`` measures something new."""
@@ -101,9 +122,13 @@ ID_NEUTRAL_WHEN: dict[str, Callable[[Mapping[str, Any]], bool]] = {"q_bias_bn_st
 
 def identity_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The keys that make a trial what it is: placement keys and id-neutral values left out."""
-    return {k: v for k, v in config.items()
-            if k not in PLACEMENT_KEYS and not (k in ID_NEUTRAL_DEFAULTS and v == ID_NEUTRAL_DEFAULTS[k])
-            and not (k in ID_NEUTRAL_WHEN and ID_NEUTRAL_WHEN[k](config))}
+    return {
+        k: v
+        for k, v in config.items()
+        if k not in PLACEMENT_KEYS
+        and not (k in ID_NEUTRAL_DEFAULTS and v == ID_NEUTRAL_DEFAULTS[k])
+        and not (k in ID_NEUTRAL_WHEN and ID_NEUTRAL_WHEN[k](config))
+    }
 
 
 ID_LENGTH = 12

@@ -53,6 +53,7 @@ def _now() -> str:
 @dataclass
 class Member:
     """One trial of a pack: everything that is not the shared networks (issue #9, item 2)."""
+
     config: TrialConfig
     out_dir: Path
     sinks: Sequence[MetricSink]
@@ -85,8 +86,7 @@ class Trainer:
     sinks. A member that diverges or fails leaves the pack; the others go on.
     """
 
-    def __init__(self, configs: Sequence[TrialConfig], out_dirs: Sequence[Path],
-                 sinks: Sequence[Sequence[MetricSink]]):
+    def __init__(self, configs: Sequence[TrialConfig], out_dirs: Sequence[Path], sinks: Sequence[Sequence[MetricSink]]):
         check_packable(configs)
         self.config = c = configs[0]  # the keys every member shares (schedules, sizes, budgets)
         if c.device.startswith("cuda") and not torch.cuda.is_available():
@@ -102,8 +102,10 @@ class Trainer:
         random.seed(c.seed)
         np.random.seed(c.seed)
         torch.manual_seed(c.seed)
-        self.members = [self._member(config, Path(out), list(member_sinks))
-                        for config, out, member_sinks in zip(configs, out_dirs, sinks)]
+        self.members = [
+            self._member(config, Path(out), list(member_sinks))
+            for config, out, member_sinks in zip(configs, out_dirs, sinks)
+        ]
         env = self.members[0].env
         self.agent = DrQV2Agent([mb.config for mb in self.members], env.obs_shape, env.action_dim, self.device)
         self.ended: list[Member] = []  # members that left the pack early, in the order they left
@@ -111,8 +113,9 @@ class Trainer:
         # sample in parallel (MuJoCo, rendering, numpy copies and lz4 release the GIL). Member i
         # always runs on thread i % env_threads: a rendering context may not move between threads.
         workers = min(c.env_threads, len(self.members))
-        self.threads = [ThreadPoolExecutor(1, thread_name_prefix=f"member{i}") for i in range(workers)] \
-            if workers > 1 else []
+        self.threads = (
+            [ThreadPoolExecutor(1, thread_name_prefix=f"member{i}") for i in range(workers)] if workers > 1 else []
+        )
         for i, member in enumerate(self.members):
             member.thread = self.threads[i % workers] if self.threads else None
         self.step = 0  # agent steps; frames = step * action_repeat
@@ -129,11 +132,28 @@ class Trainer:
         # Never allocate more slots than the trial can fill: 1M pixel slots are 21 GB.
         capacity = min(c.replay_capacity, agent_steps + 2 * c.frame_stack + 2)
         frame_dtype = np.uint8 if c.obs_type == "pixels" else np.float32
-        replay = ReplayBuffer(capacity, env.frame_shape, frame_dtype, env.frame_stack, env.action_dim, c.nstep,
-                              c.discount, seed=c.seed, frame_codec=c.frame_codec)
+        replay = ReplayBuffer(
+            capacity,
+            env.frame_shape,
+            frame_dtype,
+            env.frame_stack,
+            env.action_dim,
+            c.nstep,
+            c.discount,
+            seed=c.seed,
+            frame_codec=c.frame_codec,
+        )
         projection = m.projection_matrix(c.task, env.state_dim + env.action_dim, c.coverage_dims)
-        return Member(config, out_dir, sinks, env, eval_env, replay, m.Coverage(projection, c.coverage_cell_size),
-                      next_checkpoint_frame=c.checkpoint_every_frames or math.inf)
+        return Member(
+            config,
+            out_dir,
+            sinks,
+            env,
+            eval_env,
+            replay,
+            m.Coverage(projection, c.coverage_cell_size),
+            next_checkpoint_frame=c.checkpoint_every_frames or math.inf,
+        )
 
     @property
     def frame(self) -> int:
@@ -155,8 +175,11 @@ class Trainer:
                     self.measure_q_bias()
                 self.next_q_bias_frame += c.q_bias_every_frames
             # Checkpoints in turn, here: their sinks (Ray Tune) expect the trial's own thread.
-            self.for_members(self.save_checkpoint, [mb for mb in ended if self.frame >= mb.next_checkpoint_frame],
-                             on_member_thread=False)
+            self.for_members(
+                self.save_checkpoint,
+                [mb for mb in ended if self.frame >= mb.next_checkpoint_frame],
+                on_member_thread=False,
+            )
             self.for_members(self._reset, [member for member in ended if member in self.members])
             observations = np.stack([member.time_step.obs for member in self.members])
             actions = self.agent.act(observations, self.step, eval_mode=False)
@@ -185,16 +208,22 @@ class Trainer:
     def _env_step(self, member: Member, action: np.ndarray) -> None:
         member.coverage.add(member.time_step.state, action)
         time_step = member.time_step = member.env.step(action)
-        member.replay.add(time_step.frame, action, time_step.reward, time_step.discount, first=False,
-                          last=time_step.last)
+        member.replay.add(
+            time_step.frame, action, time_step.reward, time_step.discount, first=False, last=time_step.last
+        )
         member.episode_return += time_step.reward
         member.episode_length += 1
         if time_step.last:
             member.pending[m.TRAIN_RETURN].append(member.episode_return)
             member.pending[m.TRAIN_LENGTH].append(member.episode_length * member.config.action_repeat)  # frames
 
-    def for_members(self, fn: Callable[..., Any], members: Sequence[Member], *per_member: Sequence[Any],
-                    on_member_thread: bool = True) -> None:
+    def for_members(
+        self,
+        fn: Callable[..., Any],
+        members: Sequence[Member],
+        *per_member: Sequence[Any],
+        on_member_thread: bool = True,
+    ) -> None:
         """``fn(member, *args)`` for each member, each on its own thread (in parallel) unless told otherwise.
 
         An exception there ends that member (failed), not the pack.
@@ -224,8 +253,11 @@ class Trainer:
         except RuntimeError:
             return None  # no complete n-step transition yet (only with tiny seed phases)
         # One member: a view (np.stack would copy a 16 MB pixel batch on every update).
-        batch = ({key: value[None] for key, value in batches[0].items()} if len(batches) == 1
-                 else {key: np.stack([b[key] for b in batches]) for key in batches[0]})
+        batch = (
+            {key: value[None] for key, value in batches[0].items()}
+            if len(batches) == 1
+            else {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+        )
         return self.agent.update(batch, self.step), list(self.members)
 
     def record_update(self, update: tuple[UpdateResult, list[Member]], frame: int) -> None:
@@ -289,10 +321,12 @@ class Trainer:
         start = time.perf_counter()
         members = list(self.members)
         measure_here = not c.q_bias_every_frames
-        returns, samples = self._rollouts(members, c.num_eval_episodes, c.q_bias_max_states if measure_here else 0,
-                                          stop_when_sampled=False)
-        biases = self._q_biases(members, samples) if measure_here else [_interval_mean(mb.q_bias_pending)
-                                                                       for mb in members]
+        returns, samples = self._rollouts(
+            members, c.num_eval_episodes, c.q_bias_max_states if measure_here else 0, stop_when_sampled=False
+        )
+        biases = (
+            self._q_biases(members, samples) if measure_here else [_interval_mean(mb.q_bias_pending) for mb in members]
+        )
         for k, member in enumerate(members):
             row = {m.EVAL_RETURN: float(np.mean(returns[k]))} if returns[k] else {}
             if biases[k] is not None:
@@ -316,8 +350,9 @@ class Trainer:
                 member.q_bias_pending.append(bias)
         self.interval_start = (self.interval_start[0] + time.perf_counter() - start, self.interval_start[1])
 
-    def _rollouts(self, members: Sequence[Member], episodes: int, q_states: int, stop_when_sampled: bool
-                  ) -> tuple[list[list[float]], QSamples]:
+    def _rollouts(
+        self, members: Sequence[Member], episodes: int, q_states: int, stop_when_sampled: bool
+    ) -> tuple[list[list[float]], QSamples]:
         """Deterministic episodes of every member's evaluation environment in lockstep: each member's episode
         returns, and its first ``q_states`` (state, action, discounted return-to-go) triples.
         ``stop_when_sampled``: start no episode once every member has its ``q_states``."""
@@ -336,8 +371,11 @@ class Trainer:
                     if len(samples.obs[k]) < q_states:
                         samples.obs[k].append(steps[k].obs)
                         samples.actions[k].append(actions[k])
-                stepped = self.map_members(lambda member, action: member.eval_env.step(action),
-                                           [members[k] for k in running], [actions[k] for k in running])
+                stepped = self.map_members(
+                    lambda member, action: member.eval_env.step(action),
+                    [members[k] for k in running],
+                    [actions[k] for k in running],
+                )
                 for k, step in zip(running, stepped):
                     steps[k] = step
                     rewards[k].append(step.reward)
@@ -356,10 +394,12 @@ class Trainer:
         if self.config.q_bias_augment:
             # Shifts from a stream of their own, fixed by (seed, step): training's streams are untouched and a
             # resumed trial draws the same shifts.
-            seeds = [int(np.random.SeedSequence([member.config.seed, self.step]).generate_state(1)[0])
-                     for member in members]
-        q_values = self.agent.q_values([np.stack(o) for o in samples.obs], [np.stack(a) for a in samples.actions],
-                                       augment_seeds=seeds)
+            seeds = [
+                int(np.random.SeedSequence([member.config.seed, self.step]).generate_state(1)[0]) for member in members
+            ]
+        q_values = self.agent.q_values(
+            [np.stack(o) for o in samples.obs], [np.stack(a) for a in samples.actions], augment_seeds=seeds
+        )
         return [m.q_bias(q, np.asarray(g)) if q is not None else None for q, g in zip(q_values, samples.mc_returns)]
 
     # ------------------------------------------------------------ checkpoints
@@ -369,22 +409,30 @@ class Trainer:
         c = member.config
         k = self.members.index(member)
         state = {
-            "frame": self.frame, "step": self.step,
-            "next_log_frame": self.next_log_frame, "next_eval_frame": self.next_eval_frame,
+            "frame": self.frame,
+            "step": self.step,
+            "next_log_frame": self.next_log_frame,
+            "next_eval_frame": self.next_eval_frame,
             "next_checkpoint_frame": member.next_checkpoint_frame + c.checkpoint_every_frames,
-            "pending": dict(member.pending), "agent": self.agent.member_state_dict(k),
-            "next_q_bias_frame": self.next_q_bias_frame, "q_bias_pending": list(member.q_bias_pending),
+            "pending": dict(member.pending),
+            "agent": self.agent.member_state_dict(k),
+            "next_q_bias_frame": self.next_q_bias_frame,
+            "q_bias_pending": list(member.q_bias_pending),
             "coverage": member.coverage.state_dict(),
-            "rng": {"replay": member.replay.rng.bit_generator.state, "env": member.env.get_rng_state(),
-                    "eval_env": member.eval_env.get_rng_state()},
+            "rng": {
+                "replay": member.replay.rng.bit_generator.state,
+                "env": member.env.get_rng_state(),
+                "eval_env": member.eval_env.get_rng_state(),
+            },
             "replay": member.replay.state_dict() if c.checkpoint_replay else None,
         }
         try:
             # the latest and the previous checkpoint are kept, each with its size and hash (agent.checkpoint)
             final = checkpoint.save(member.out_dir, state, self.frame, self.step)
         except OSError as err:
-            raise StoreWriteError(err, member.out_dir / checkpoint.PARTIAL, f"the checkpoint of frame {self.frame}") \
-                from err
+            raise StoreWriteError(
+                err, member.out_dir / checkpoint.PARTIAL, f"the checkpoint of frame {self.frame}"
+            ) from err
         member.next_checkpoint_frame = state["next_checkpoint_frame"]
         for sink in member.sinks:
             sink.checkpoint(self.frame, final)
@@ -420,6 +468,7 @@ class Trainer:
 
 class QSamples(NamedTuple):
     """Per member, the Q-bias samples of some rollouts: states, actions and discounted returns-to-go."""
+
     obs: list[list[np.ndarray]]
     actions: list[list[np.ndarray]]
     mc_returns: list[list[float]]
@@ -455,17 +504,24 @@ def _capture(fn: Callable[..., Any], *args: Any) -> tuple[str, str] | None:
     return None
 
 
-def run_trial(config: TrialConfig, out_dir: Path | str, sinks: Sequence[MetricSink] = (),
-              on_status: Callable[[Mapping[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_trial(
+    config: TrialConfig,
+    out_dir: Path | str,
+    sinks: Sequence[MetricSink] = (),
+    on_status: Callable[[Mapping[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Train one trial into ``out_dir`` (resuming from its checkpoint if there is one) and return its status:
     a pack of one member."""
     callback = (lambda _k, status: on_status(status)) if on_status else None
     return run_pack([config], [out_dir], [sinks], callback)[0]
 
 
-def run_pack(configs: Sequence[TrialConfig], out_dirs: Sequence[Path | str],
-             sinks: Sequence[Sequence[MetricSink]] | None = None,
-             on_status: Callable[[int, Mapping[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def run_pack(
+    configs: Sequence[TrialConfig],
+    out_dirs: Sequence[Path | str],
+    sinks: Sequence[Sequence[MetricSink]] | None = None,
+    on_status: Callable[[int, Mapping[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Train ``configs`` as one pack (issue #9); member k writes a single trial's files into ``out_dirs[k]``.
 
     Each member resumes from its own checkpoint. Members whose checkpoints are at
@@ -491,8 +547,12 @@ def run_pack(configs: Sequence[TrialConfig], out_dirs: Sequence[Path | str],
         by_step[found.state["step"] if found.state else -1].append(k)
     statuses: list[dict[str, Any]] = [{} for _ in configs]
     for members in by_step.values():
-        results = _run_members([configs[k] for k in members], [out_dirs[k] for k in members],
-                               [sinks[k] for k in members], [loaded[k] for k in members])
+        results = _run_members(
+            [configs[k] for k in members],
+            [out_dirs[k] for k in members],
+            [sinks[k] for k in members],
+            [loaded[k] for k in members],
+        )
         for k, status in zip(members, results):
             statuses[k] = status
             if on_status:
@@ -500,8 +560,9 @@ def run_pack(configs: Sequence[TrialConfig], out_dirs: Sequence[Path | str],
     return statuses
 
 
-def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[list[MetricSink]],
-                 loaded: list[checkpoint.Loaded]) -> list[dict[str, Any]]:
+def _run_members(
+    configs: list[TrialConfig], out_dirs: list[Path], sinks: list[list[MetricSink]], loaded: list[checkpoint.Loaded]
+) -> list[dict[str, Any]]:
     """One pack whose members all start (or resume) at the same step."""
     started = time.perf_counter()
     statuses: list[dict[str, Any]] = []
@@ -512,10 +573,15 @@ def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[l
         previous = read_status(out_dir) or {}
         state = found.state
         frame = state["frame"] if state else 0
-        status = {"status": RUNNING, "frame": frame, "num_frames": config.num_frames,
-                  "wall_time_s": float(previous.get("wall_time_s", 0.0)) if state else 0.0,
-                  "started_at": _now(), "resumed_from_frame": frame if state else None,
-                  "pack_size": len(configs)}
+        status = {
+            "status": RUNNING,
+            "frame": frame,
+            "num_frames": config.num_frames,
+            "wall_time_s": float(previous.get("wall_time_s", 0.0)) if state else 0.0,
+            "started_at": _now(),
+            "resumed_from_frame": frame if state else None,
+            "pack_size": len(configs),
+        }
         # every checkpoint fallback of the trial's life, oldest first (the sweep summary prints new ones)
         fallbacks = list(previous.get("checkpoint_fallbacks") or [])
         fallbacks += [{"at": status["started_at"], "resumed_from_frame": frame, "note": note} for note in found.notes]
@@ -540,8 +606,7 @@ def _run_members(configs: list[TrialConfig], out_dirs: list[Path], sinks: list[l
     except StoreWriteError as err:  # a full or read-only store: not the trial's fault, a rerun resumes it
         pack_error = {"status": INTERRUPTED, "error": str(err), "store_error": True}
     except Exception as err:  # a crashed pack is a result too; the sweep goes on
-        pack_error = {"status": FAILED, "error": f"{type(err).__name__}: {err}",
-                      "traceback": traceback.format_exc()}
+        pack_error = {"status": FAILED, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
     finally:
         ended = {member.out_dir: member for member in trainer.ended} if trainer else {}
         for status, out_dir in zip(statuses, out_dirs):

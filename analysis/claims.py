@@ -106,8 +106,10 @@ class Claim:
         elif self.kind == "slope":
             text = f"least-squares slope of IQM({self.x_name}) of {score} over {axis}"
         else:
-            text = (f"{axis} values where IQM({self.x_name}) >= {self.range_fraction:.0%} of the best IQM, minus "
-                    f"the same for {self.y_name} ({score})")
+            text = (
+                f"{axis} values where IQM({self.x_name}) >= {self.range_fraction:.0%} of the best IQM, minus "
+                f"the same for {self.y_name} ({score})"
+            )
         return text + (f"; needs > {self.threshold:g}" if self.threshold else "; needs > 0")
 
 
@@ -120,21 +122,58 @@ def selector_text(selector: Mapping[str, Any]) -> str:
 # (analysis.store.method_label: MA-BN = BatchNorm with TTETT, BN (TTTTT) = Critic-I in train mode, ...) and config
 # values, so a grid's cells are found whatever their order or names in the YAML.
 CLAIMS: tuple[Claim, ...] = (
-    Claim("critic_i_mode", "Critic-I in eval mode (E, MA-BN) beats train mode (T)", "difference",
-          x={"method": "MA-BN"}, y={"method": "BN (TTTTT)"}),
-    Claim("buffer_mixing", "with Critic-I = T the return rises with the buffer-mixing ratio ρ", "slope",
-          x={"method": "BN (TTTTT)"}, axis="buffer_mix_ratio"),
-    Claim("learning_rate", "MA-BN keeps a high return over a wider range of learning rates than Origin", "range",
-          x={"method": "MA-BN"}, y={"method": "Origin"}, axis="lr"),
-    Claim("optimizer", "SGD with MA-BN comes close to Adam (with MA-BN)", "difference",
-          x={"method": "MA-BN", "optimizer": "sgd"}, y={"method": "MA-BN", "optimizer": "adam"},
-          threshold=-CLOSE_TOLERANCE),
-    Claim("exploration", "MA-BN covers more of the state-action space than Origin", "relative",
-          x={"method": "MA-BN"}, y={"method": "Origin"}, metric=COVERAGE),
-    Claim("normalization", "MA-BN's aggregate IQM is above Origin's", "difference",
-          x={"method": "MA-BN"}, y={"method": "Origin"}),
-    Claim("normalization", "MA-BN's aggregate IQM is above LayerNorm's", "difference",
-          x={"method": "MA-BN"}, y={"method": "LayerNorm"}),
+    Claim(
+        "critic_i_mode",
+        "Critic-I in eval mode (E, MA-BN) beats train mode (T)",
+        "difference",
+        x={"method": "MA-BN"},
+        y={"method": "BN (TTTTT)"},
+    ),
+    Claim(
+        "buffer_mixing",
+        "with Critic-I = T the return rises with the buffer-mixing ratio ρ",
+        "slope",
+        x={"method": "BN (TTTTT)"},
+        axis="buffer_mix_ratio",
+    ),
+    Claim(
+        "learning_rate",
+        "MA-BN keeps a high return over a wider range of learning rates than Origin",
+        "range",
+        x={"method": "MA-BN"},
+        y={"method": "Origin"},
+        axis="lr",
+    ),
+    Claim(
+        "optimizer",
+        "SGD with MA-BN comes close to Adam (with MA-BN)",
+        "difference",
+        x={"method": "MA-BN", "optimizer": "sgd"},
+        y={"method": "MA-BN", "optimizer": "adam"},
+        threshold=-CLOSE_TOLERANCE,
+    ),
+    Claim(
+        "exploration",
+        "MA-BN covers more of the state-action space than Origin",
+        "relative",
+        x={"method": "MA-BN"},
+        y={"method": "Origin"},
+        metric=COVERAGE,
+    ),
+    Claim(
+        "normalization",
+        "MA-BN's aggregate IQM is above Origin's",
+        "difference",
+        x={"method": "MA-BN"},
+        y={"method": "Origin"},
+    ),
+    Claim(
+        "normalization",
+        "MA-BN's aggregate IQM is above LayerNorm's",
+        "difference",
+        x={"method": "MA-BN"},
+        y={"method": "LayerNorm"},
+    ),
 )
 
 
@@ -261,7 +300,7 @@ def _shared_tasks(scores: pd.DataFrame, cells: Sequence[str]) -> list[str]:
 
 def _slope(levels: np.ndarray) -> Callable[[list[np.ndarray]], np.ndarray]:
     centred = levels - levels.mean()
-    weights = centred / (centred ** 2).sum()  # least squares: slope = sum(w_i v_i)
+    weights = centred / (centred**2).sum()  # least squares: slope = sum(w_i v_i)
     return lambda values: sum(w * v for w, v in zip(weights, values, strict=True))
 
 
@@ -276,6 +315,7 @@ def _range(k: int, fraction: float) -> Callable[[list[np.ndarray]], np.ndarray]:
     def effect(values: list[np.ndarray]) -> np.ndarray:
         good_x, good_y = _good_counts(values, k, fraction)
         return good_x.astype(np.float64) - good_y
+
     return effect
 
 
@@ -306,20 +346,39 @@ def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: st
         comparison = _comparison(claim, scores)
     except _NoVerdict as why:
         return ClaimResult(claim, profile, "no data", note=str(why))
-    effect = stats.effect_interval(comparison.groups, comparison.effect, stats.iqm, settings.reps,
-                                   settings.confidence, settings.seed)
+    effect = stats.effect_interval(
+        comparison.groups, comparison.effect, stats.iqm, settings.reps, settings.confidence, settings.seed
+    )
     if not math.isfinite(effect.point):
-        return ClaimResult(claim, profile, "no data", note="the effect is not finite (a zero IQM to divide by)",
-                           cells=tuple(comparison.cells))
+        return ClaimResult(
+            claim,
+            profile,
+            "no data",
+            note="the effect is not finite (a zero IQM to divide by)",
+            cells=tuple(comparison.cells),
+        )
     poi = stats.poi_interval(comparison.poi_x, comparison.poi_y, settings.reps, settings.confidence, settings.seed)
     used = scores[scores["cell"].isin(comparison.cells) & scores["task"].isin(comparison.tasks)]
     seeds = int(used.groupby(["cell", "task"]).size().min())
     verdict, needed = verdict_of(effect, claim.threshold, seeds)
-    note = (f"{seeds} seed in a compared cell: no spread to judge by; run at least {MIN_SEEDS}"
-            if seeds < MIN_SEEDS else "")
-    return ClaimResult(claim, profile, verdict, note=note, detail=comparison.detail, effect=effect, poi=poi,
-                       poi_text=comparison.poi_text, seeds=seeds, seeds_needed=needed, runs=len(used),
-                       diverged=int((used["status"] == "diverged").sum()), cells=tuple(comparison.cells))
+    note = (
+        f"{seeds} seed in a compared cell: no spread to judge by; run at least {MIN_SEEDS}" if seeds < MIN_SEEDS else ""
+    )
+    return ClaimResult(
+        claim,
+        profile,
+        verdict,
+        note=note,
+        detail=comparison.detail,
+        effect=effect,
+        poi=poi,
+        poi_text=comparison.poi_text,
+        seeds=seeds,
+        seeds_needed=needed,
+        runs=len(used),
+        diverged=int((used["status"] == "diverged").sum()),
+        cells=tuple(comparison.cells),
+    )
 
 
 def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
@@ -337,14 +396,22 @@ def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
     if claim.kind == "slope":
         by_level = _cells_by_level(x_rows, axis, claim.x_name)
         if len(by_level) < 2:
-            raise _NoVerdict(f"{claim.x_name} has finished trials at {len(by_level)} value(s) of {axis_name}; "
-                             "a slope needs 2")
+            raise _NoVerdict(
+                f"{claim.x_name} has finished trials at {len(by_level)} value(s) of {axis_name}; a slope needs 2"
+            )
         cells = list(by_level.values())
         tasks = _shared_tasks(scores, cells)
         groups = [per_task_scores(scores, cell, tasks) for cell in cells]
         # PoI between the ends of the sweep: the chance that a run at the largest ρ beats one at the smallest.
-        return _Comparison(groups, _slope(np.array(list(by_level), dtype=np.float64)), groups[-1], groups[0],
-                           f"P({cells[-1]} > {cells[0]})", cells, tasks)
+        return _Comparison(
+            groups,
+            _slope(np.array(list(by_level), dtype=np.float64)),
+            groups[-1],
+            groups[0],
+            f"P({cells[-1]} > {cells[0]})",
+            cells,
+            tasks,
+        )
     x_levels = _cells_by_level(x_rows, axis, claim.x_name)
     y_levels = _cells_by_level(select(scores, claim.y or {}), axis, claim.y_name)
     levels = sorted(set(x_levels) & set(y_levels))
@@ -357,9 +424,16 @@ def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
     good_x, good_y = _good_counts([np.asarray(stats.iqm(g)) for g in groups], k, claim.range_fraction)
     detail = f"{claim.x_name} {int(good_x)} of {k}, {claim.y_name} {int(good_y)} of {k}"
     # PoI over the (task, axis value) strata: the chance that x beats y at a value of the sweep.
-    return _Comparison(groups, _range(k, claim.range_fraction), [t for g in groups[:k] for t in g],
-                       [t for g in groups[k:] for t in g], f"P({claim.x_name} > {claim.y_name}), mean over {axis_name}",
-                       cells, tasks, detail)
+    return _Comparison(
+        groups,
+        _range(k, claim.range_fraction),
+        [t for g in groups[:k] for t in g],
+        [t for g in groups[k:] for t in g],
+        f"P({claim.x_name} > {claim.y_name}), mean over {axis_name}",
+        cells,
+        tasks,
+        detail,
+    )
 
 
 def evaluate_claims(store: Store, settings: Settings, claims: Sequence[Claim] = CLAIMS) -> list[ClaimResult]:
@@ -406,23 +480,32 @@ def table_rows(results: Sequence[ClaimResult]) -> list[list[str]]:
     for r in results:
         poi = f"{r.poi_text} = {r.poi.point:.2f} [{r.poi.low:.2f}, {r.poi.high:.2f}]" if r.poi else "–"
         runs = f"{r.runs} ({r.diverged} diverged)" if r.effect else "–"
-        rows.append([r.grid_label, r.claim.statement, r.claim.definition(), _effect_text(r), poi, runs,
-                     r.verdict_text()])
+        rows.append(
+            [r.grid_label, r.claim.statement, r.claim.definition(), _effect_text(r), poi, runs, r.verdict_text()]
+        )
     return rows
 
 
 def header(confidence: float) -> list[str]:
     """The claims table's column names (``table_rows`` fills them)."""
     ci = f"[{confidence:.0%} CI]"
-    return ["grid", "the paper's finding", "comparison", f"effect {ci}", f"probability of improvement {ci}",
-            "runs (diverged)", "verdict"]
+    return [
+        "grid",
+        "the paper's finding",
+        "comparison",
+        f"effect {ci}",
+        f"probability of improvement {ci}",
+        "runs (diverged)",
+        "verdict",
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:
     from analysis.figures import add_settings_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m analysis.claims",
-                                     description="Print the claims table of a result store (as in report.md).")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.claims", description="Print the claims table of a result store (as in report.md)."
+    )
     parser.add_argument("--results", default="results", help="result store root (default: results)")
     add_settings_arguments(parser)
     return parser

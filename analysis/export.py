@@ -37,9 +37,28 @@ FINAL_CSV = "final.csv"
 FINAL_TEX = "final.tex"
 EXPORT_FILES = (RUNS_FILE, FINAL_CSV, FINAL_TEX)
 
-FINAL_COLUMNS = ("grid", "task", "cell", "method", "n_seeds", "n_trials", "n_diverged", "n_running",
-                 "n_interrupted", "n_failed", "n_new", "frames_min", "frames_max", "iqm", "ci_low", "ci_high",
-                 "mean", "q_bias_iqm", "confidence", "diverged_rule")
+FINAL_COLUMNS = (
+    "grid",
+    "task",
+    "cell",
+    "method",
+    "n_seeds",
+    "n_trials",
+    "n_diverged",
+    "n_running",
+    "n_interrupted",
+    "n_failed",
+    "n_new",
+    "frames_min",
+    "frames_max",
+    "iqm",
+    "ci_low",
+    "ci_high",
+    "mean",
+    "q_bias_iqm",
+    "confidence",
+    "diverged_rule",
+)
 
 
 # ------------------------------------------------------------------ runs.parquet
@@ -59,9 +78,16 @@ def _arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
         if out[column].dtype != object:
             continue
         values = [v for v in out[column] if not (v is None or (isinstance(v, float) and math.isnan(v)))]
-        kinds = {bool if isinstance(v, (bool, np.bool_)) else
-                 float if isinstance(v, (int, float, np.integer, np.floating)) else
-                 str if isinstance(v, str) else object for v in values}
+        kinds = {
+            bool
+            if isinstance(v, (bool, np.bool_))
+            else float
+            if isinstance(v, (int, float, np.integer, np.floating))
+            else str
+            if isinstance(v, str)
+            else object
+            for v in values
+        }
         if len(kinds) > 1 or object in kinds:
             out[column] = out[column].map(_plain).astype(object)
     return out
@@ -78,8 +104,9 @@ def write_runs(store: Store, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------ final.csv
-def final_table(store: Store, settings: Settings, summaries: Sequence[CellSummary] | None = None,
-                finals: pd.DataFrame | None = None) -> pd.DataFrame:
+def final_table(
+    store: Store, settings: Settings, summaries: Sequence[CellSummary] | None = None, finals: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per (task, cell) of one grid, in report.md's order, with report.md's final-return numbers.
 
     ``summaries`` and ``finals`` (``cell_summaries`` and ``final_scores`` of the evaluation return under
@@ -94,16 +121,30 @@ def final_table(store: Store, settings: Settings, summaries: Sequence[CellSummar
     for s in summaries:
         mine = finals[(finals["task"] == s.task) & (finals["cell"] == s.cell)]["value"].to_numpy(dtype=float)
         est = s.estimate
-        rows.append({
-            "grid": s.grid, "task": s.task, "cell": s.cell, "method": s.method, "n_seeds": s.n_final,
-            "n_trials": s.n_trials, "n_diverged": s.n_diverged, "n_running": s.n_running,
-            "n_interrupted": s.n_interrupted, "n_failed": s.n_failed, "n_new": s.n_new,
-            "frames_min": s.frames_min, "frames_max": s.frames_max,
-            "iqm": est.point if est else nan, "ci_low": est.low if est else nan, "ci_high": est.high if est else nan,
-            "mean": float(mine.mean()) if mine.size else nan,
-            "q_bias_iqm": s.q_bias.point if s.q_bias else nan,
-            "confidence": settings.confidence, "diverged_rule": settings.diverged,
-        })
+        rows.append(
+            {
+                "grid": s.grid,
+                "task": s.task,
+                "cell": s.cell,
+                "method": s.method,
+                "n_seeds": s.n_final,
+                "n_trials": s.n_trials,
+                "n_diverged": s.n_diverged,
+                "n_running": s.n_running,
+                "n_interrupted": s.n_interrupted,
+                "n_failed": s.n_failed,
+                "n_new": s.n_new,
+                "frames_min": s.frames_min,
+                "frames_max": s.frames_max,
+                "iqm": est.point if est else nan,
+                "ci_low": est.low if est else nan,
+                "ci_high": est.high if est else nan,
+                "mean": float(mine.mean()) if mine.size else nan,
+                "q_bias_iqm": s.q_bias.point if s.q_bias else nan,
+                "confidence": settings.confidence,
+                "diverged_rule": settings.diverged,
+            }
+        )
     table = pd.DataFrame(rows, columns=list(FINAL_COLUMNS))
     for column in ("frames_min", "frames_max"):
         table[column] = table[column].astype("Int64")  # integers, empty where no trial finished
@@ -117,11 +158,24 @@ def write_final_csv(table: pd.DataFrame, path: Path) -> Path:
 
 # ------------------------------------------------------------------ final.tex
 _LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
     # the non-ASCII characters of the labels (axis names, dashes), so pdflatex needs no extra package
-    "ρ": r"\ensuremath{\rho}", "–": "--", "—": "---", "−": r"\ensuremath{-}", "×": r"\ensuremath{\times}",
-    "≥": r"\ensuremath{\geq}", "≤": r"\ensuremath{\leq}",
+    "ρ": r"\ensuremath{\rho}",
+    "–": "--",
+    "—": "---",
+    "−": r"\ensuremath{-}",
+    "×": r"\ensuremath{\times}",
+    "≥": r"\ensuremath{\geq}",
+    "≤": r"\ensuremath{\leq}",
 }
 
 
@@ -163,8 +217,10 @@ def final_latex(table: pd.DataFrame, settings: Settings, grid: str | None = None
         previous = row.task
         has_ci = np.isfinite(row.ci_low) and np.isfinite(row.ci_high)
         ci = f"[{_tex_num(row.ci_low)}, {_tex_num(row.ci_high)}]" if has_ci else "--"
-        lines.append(f"{task} & {latex_escape(row.cell)} & {row.n_seeds} & {row.n_diverged} & {_tex_num(row.iqm)} & "
-                     f"{ci} & {_tex_num(row.mean)} \\\\")
+        lines.append(
+            f"{task} & {latex_escape(row.cell)} & {row.n_seeds} & {row.n_diverged} & {_tex_num(row.iqm)} & "
+            f"{ci} & {_tex_num(row.mean)} \\\\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 

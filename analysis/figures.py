@@ -23,8 +23,9 @@ from analysis.store import StoreError, load_store
 from analysis.summary import DEFAULT_DIVERGED, DEFAULT_FINAL_WINDOW, DIVERGED_RULES, Settings
 
 
-def make_figures(results: Path | str, out: Path | str, grids: Sequence[str] | None = None,
-                 settings: Settings | None = None) -> tuple[Path, dict[str, list[Path]]]:
+def make_figures(
+    results: Path | str, out: Path | str, grids: Sequence[str] | None = None, settings: Settings | None = None
+) -> tuple[Path, dict[str, list[Path]]]:
     """Draw the figures of ``grids`` (default: every grid in the store); return (report path, files drawn by grid).
 
     Each drawn grid also gets its data exports (``analysis.export.EXPORT_FILES``) next to its figures; they are
@@ -49,9 +50,12 @@ def make_figures(results: Path | str, out: Path | str, grids: Sequence[str] | No
             files[name] = [path for fig in figures_for(name) for path in fig(grid, out / name)]
             write_exports(grid, out / name)
         else:  # not redrawn: the report still covers it, linking whatever an earlier run left
-            files[name] = [path for stem in figure_names(name) for path in (out / name / f"{stem}.png",
-                                                                              out / name / f"{stem}.pdf")
-                           if path.is_file()]
+            files[name] = [
+                path
+                for stem in figure_names(name)
+                for path in (out / name / f"{stem}.png", out / name / f"{stem}.pdf")
+                if path.is_file()
+            ]
         grid_data.append(grid)
     report = write_report(out, store, grid_data, files, str(results), drawn=selected)
     return report, {name: files[name] for name in selected}
@@ -61,31 +65,57 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """The statistics options shared by ``analysis.figures`` and ``analysis.claims`` (fields of ``Settings``)."""
     parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples (default: 2000)")
     parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap RNG seed (default: 0)")
-    parser.add_argument("--confidence", type=float, default=stats.DEFAULT_CONFIDENCE,
-                        help="confidence level of the intervals (default: 0.95)")
-    parser.add_argument("--final-window", type=float, default=DEFAULT_FINAL_WINDOW,
-                        help="fraction of a trial's frames whose evaluations make its final return (default: 0.1)")
-    parser.add_argument("--diverged", choices=DIVERGED_RULES, default=DEFAULT_DIVERGED,
-                        help="what a diverged trial's return counts as: task_min (default) = the lowest evaluation "
-                             "return of any trial of the store on its task, since a diverged trial has no policy "
-                             "left; last = its last evaluation before divergence (the optimistic reading)")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=stats.DEFAULT_CONFIDENCE,
+        help="confidence level of the intervals (default: 0.95)",
+    )
+    parser.add_argument(
+        "--final-window",
+        type=float,
+        default=DEFAULT_FINAL_WINDOW,
+        help="fraction of a trial's frames whose evaluations make its final return (default: 0.1)",
+    )
+    parser.add_argument(
+        "--diverged",
+        choices=DIVERGED_RULES,
+        default=DEFAULT_DIVERGED,
+        help="what a diverged trial's return counts as: task_min (default) = the lowest evaluation "
+        "return of any trial of the store on its task, since a diverged trial has no policy "
+        "left; last = its last evaluation before divergence (the optimistic reading)",
+    )
 
 
 def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace, dpi: int = 150) -> Settings:
     """``Settings`` from the parsed options; a bad value exits through ``parser.error`` (status 2)."""
     if args.reps < 1 or dpi < 10 or not 0 < args.confidence < 1 or not 0 <= args.final_window <= 1:
         parser.error("--reps must be >= 1, --dpi >= 10, --confidence in (0, 1), --final-window in [0, 1]")
-    return Settings(reps=args.reps, confidence=args.confidence, seed=args.seed, final_window=args.final_window,
-                    dpi=dpi, diverged=args.diverged)
+    return Settings(
+        reps=args.reps,
+        confidence=args.confidence,
+        seed=args.seed,
+        final_window=args.final_window,
+        dpi=dpi,
+        diverged=args.diverged,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.figures", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.figures",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--results", default="results", help="result store root (default: results)")
     parser.add_argument("--out", default="figures", help="output directory (default: figures)")
-    parser.add_argument("--grid", action="append", default=None, metavar="NAME",
-                        help="only this grid (repeatable, or comma-separated); default: every grid in the store")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="only this grid (repeatable, or comma-separated); default: every grid in the store",
+    )
     add_settings_arguments(parser)
     parser.add_argument("--dpi", type=int, default=150, help="PNG resolution (default: 150; PDFs are vector)")
     return parser

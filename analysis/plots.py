@@ -96,8 +96,7 @@ class GridData:
 
     def finals(self, metric: str = EVAL_RETURN) -> pd.DataFrame:
         if metric not in self._finals:
-            self._finals[metric] = final_scores(self.store, metric, self.settings.final_window,
-                                                   self.settings.diverged)
+            self._finals[metric] = final_scores(self.store, metric, self.settings.final_window, self.settings.diverged)
         return self._finals[metric]
 
     def normalized(self) -> pd.DataFrame:
@@ -145,9 +144,11 @@ Figure = Callable[["GridData", Path], list[Path]]
 
 def figure(name: str) -> Callable[[Figure], Figure]:
     """Mark a figure function with the file stem it writes (``<out>/<grid>/<name>.png|pdf``)."""
+
     def mark(fn: Figure) -> Figure:
         fn.figure_name = name  # type: ignore[attr-defined]
         return fn
+
     return mark
 
 
@@ -191,13 +192,19 @@ def _panel_width(n_columns: int) -> float:
     return max(6.0, 3.8 * n_columns + 0.6)
 
 
-def _curve_panels(grid: GridData, metrics: list[str], out_dir: Path, name: str, what: str,
-                  zero_line: tuple[str, ...] = ()) -> list[Path]:
+def _curve_panels(
+    grid: GridData, metrics: list[str], out_dir: Path, name: str, what: str, zero_line: tuple[str, ...] = ()
+) -> list[Path]:
     """Rows = metrics, columns = tasks; one line + CI band per cell."""
     tasks = grid.tasks
     with _context(grid):
-        fig, axes = plt.subplots(len(metrics), len(tasks), figsize=(_panel_width(len(tasks)), 2.5 * len(metrics) + 1.4),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            len(metrics),
+            len(tasks),
+            figsize=(_panel_width(len(tasks)), 2.5 * len(metrics) + 1.4),
+            squeeze=False,
+            layout="constrained",
+        )
         handles: dict[str, object] = {}
         single_seed = True
         # With many cells (the 32 modes) only the paper's methods get bands; the rest are thin background lines.
@@ -219,8 +226,14 @@ def _curve_panels(grid: GridData, metrics: list[str], out_dir: Path, name: str, 
                         handles.setdefault(BACKGROUND, Line2D([], [], color="0.55", linewidth=0.8))
                         drawn = True
                         continue
-                    line, = ax.plot(x, df["point"], color=style["color"], linestyle=style["linestyle"],
-                                    marker=style["marker"] if len(x) <= 12 else None, markersize=3)
+                    (line,) = ax.plot(
+                        x,
+                        df["point"],
+                        color=style["color"],
+                        linestyle=style["linestyle"],
+                        marker=style["marker"] if len(x) <= 12 else None,
+                        markersize=3,
+                    )
                     ax.fill_between(x, df["low"], df["high"], color=style["color"], alpha=0.18, linewidth=0)
                     single_seed &= bool((df["n"] <= 1).all())
                     handles.setdefault(cell, line)
@@ -251,14 +264,21 @@ def _curve_panels(grid: GridData, metrics: list[str], out_dir: Path, name: str, 
 @figure("curves")
 def fig_curves(grid: GridData, out_dir: Path) -> list[Path]:
     """Return, Q-bias mean and Q-bias std vs frames: the training curves every grid gets."""
-    return _curve_panels(grid, [EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD], out_dir, "curves",
-                         "evaluation return and relative Q-bias vs frames", zero_line=(Q_BIAS_MEAN,))
+    return _curve_panels(
+        grid,
+        [EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD],
+        out_dir,
+        "curves",
+        "evaluation return and relative Q-bias vs frames",
+        zero_line=(Q_BIAS_MEAN,),
+    )
 
 
 @figure("bn_mismatch")
 def fig_bn_mismatch(grid: GridData, out_dir: Path) -> list[Path]:
-    return _curve_panels(grid, [BN_MISMATCH], out_dir, "bn_mismatch",
-                         "Critic-I batch vs running statistics (cells without BN have none)")
+    return _curve_panels(
+        grid, [BN_MISMATCH], out_dir, "bn_mismatch", "Critic-I batch vs running statistics (cells without BN have none)"
+    )
 
 
 @figure("coverage")
@@ -274,8 +294,9 @@ def _final_text(s: CellSummary | None) -> str:
 
 
 def _errorbar(ax, x, est: stats.Interval, color: str, **kwargs) -> None:
-    ax.errorbar([x], [est.point], yerr=[[est.point - est.low], [est.high - est.point]], color=color, capsize=3,
-                **kwargs)
+    ax.errorbar(
+        [x], [est.point], yerr=[[est.point - est.low], [est.high - est.point]], color=color, capsize=3, **kwargs
+    )
 
 
 def _series_key(grid: GridData, cell: str, axis: str) -> str:
@@ -292,16 +313,30 @@ def _is_number(x: object) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and bool(np.isfinite(float(x)))
 
 
-def _vs_axis_panels(grid: GridData, axis: str, metrics: list[str], xlabel: str, out_dir: Path, name: str,
-                    what: str, logx: bool = False, line_when: Callable[[str], bool] | None = None) -> list[Path]:
+def _vs_axis_panels(
+    grid: GridData,
+    axis: str,
+    metrics: list[str],
+    xlabel: str,
+    out_dir: Path,
+    name: str,
+    what: str,
+    logx: bool = False,
+    line_when: Callable[[str], bool] | None = None,
+) -> list[Path]:
     """Final value of each metric vs a swept config axis; cells outside the sweep become reference bands."""
     tasks = grid.tasks
     values = {c: grid.cell_value(c, axis) for c in grid.cells}
     finals = {m: grid.finals(m) for m in metrics}
     line_when = line_when or (lambda cell: True)
     with _context(grid):
-        fig, axes = plt.subplots(len(metrics), len(tasks), figsize=(_panel_width(len(tasks)), 2.8 * len(metrics) + 1.4),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            len(metrics),
+            len(tasks),
+            figsize=(_panel_width(len(tasks)), 2.8 * len(metrics) + 1.4),
+            squeeze=False,
+            layout="constrained",
+        )
         handles: dict[str, object] = {}
         for row, metric in enumerate(metrics):
             for col, task in enumerate(tasks):
@@ -314,8 +349,9 @@ def _vs_axis_panels(grid: GridData, axis: str, metrics: list[str], xlabel: str, 
                     scores = table.loc[table["cell"] == cell, "value"].to_numpy(dtype=float)
                     if not scores.size:
                         continue
-                    est = stats.interval(scores, stats.iqm, grid.settings.reps, grid.settings.confidence,
-                                         grid.settings.seed)
+                    est = stats.interval(
+                        scores, stats.iqm, grid.settings.reps, grid.settings.confidence, grid.settings.seed
+                    )
                     x = values.get(cell)
                     if line_when(cell) and _is_number(x):
                         series.setdefault(_series_key(grid, cell, axis), []).append((float(x), est, cell))
@@ -332,8 +368,9 @@ def _vs_axis_panels(grid: GridData, axis: str, metrics: list[str], xlabel: str, 
                     xs = [p[0] for p in pts]
                     ys = [p[1].point for p in pts]
                     err = [[p[1].point - p[1].low for p in pts], [p[1].high - p[1].point for p in pts]]
-                    cont = ax.errorbar(xs, ys, yerr=err, color=color, marker=style["marker"], capsize=3,
-                                       linestyle="-", markersize=4)
+                    cont = ax.errorbar(
+                        xs, ys, yerr=err, color=color, marker=style["marker"], capsize=3, linestyle="-", markersize=4
+                    )
                     handles.setdefault(key, cont)
                 for cell, est in refs:
                     color = grid.styles[cell]["color"]
@@ -373,16 +410,30 @@ def fig_buffer_mixing(grid: GridData, out_dir: Path) -> list[Path]:
         mode = grid.cell_value(cell, "bn_mode")
         return isinstance(mode, str) and len(mode) == len(STEP_NAMES) and step_is_train(mode, "critic_i")
 
-    return _vs_axis_panels(grid, "buffer_mix_ratio", [EVAL_RETURN, Q_BIAS_MEAN],
-                           "buffer-mixing ratio ρ (replay rows per policy row in Critic-I)", out_dir,
-                           "vs_mixing_ratio", "final return and Q-bias vs buffer-mixing ratio",
-                           line_when=critic_i_train)
+    return _vs_axis_panels(
+        grid,
+        "buffer_mix_ratio",
+        [EVAL_RETURN, Q_BIAS_MEAN],
+        "buffer-mixing ratio ρ (replay rows per policy row in Critic-I)",
+        out_dir,
+        "vs_mixing_ratio",
+        "final return and Q-bias vs buffer-mixing ratio",
+        line_when=critic_i_train,
+    )
 
 
 @figure("vs_learning_rate")
 def fig_learning_rate(grid: GridData, out_dir: Path) -> list[Path]:
-    return _vs_axis_panels(grid, "lr", [EVAL_RETURN], "learning rate (log scale)", out_dir, "vs_learning_rate",
-                           "final return vs learning rate per normalization", logx=True)
+    return _vs_axis_panels(
+        grid,
+        "lr",
+        [EVAL_RETURN],
+        "learning rate (log scale)",
+        out_dir,
+        "vs_learning_rate",
+        "final return vs learning rate per normalization",
+        logx=True,
+    )
 
 
 def fig_final_bars(grid: GridData, out_dir: Path, name: str = "final_bars", what: str = "final return") -> list[Path]:
@@ -390,8 +441,7 @@ def fig_final_bars(grid: GridData, out_dir: Path, name: str = "final_bars", what
     tasks = grid.tasks
     with _context(grid):
         width = max(3.8, 0.45 * len(grid.cells) + 1.5)
-        fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 4.2), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 4.2), squeeze=False, layout="constrained")
         for col, task in enumerate(tasks):
             ax = axes[0][col]
             any_bar = False
@@ -402,12 +452,26 @@ def fig_final_bars(grid: GridData, out_dir: Path, name: str = "final_bars", what
                     continue
                 est = s.estimate
                 sgd = grid.cell_value(cell, "optimizer") == "sgd"
-                ax.bar(i, est.point, color=grid.styles[cell]["color"], alpha=0.85, hatch="//" if sgd else None,
-                       edgecolor="white" if not sgd else "0.2", linewidth=0.5)
-                ax.errorbar([i], [est.point], yerr=[[est.point - est.low], [est.high - est.point]], color="black",
-                            capsize=3, linewidth=1)
-                ax.annotate(_final_text(s), (i, est.high), textcoords="offset points", xytext=(0, 3), ha="center",
-                            fontsize=6.5)
+                ax.bar(
+                    i,
+                    est.point,
+                    color=grid.styles[cell]["color"],
+                    alpha=0.85,
+                    hatch="//" if sgd else None,
+                    edgecolor="white" if not sgd else "0.2",
+                    linewidth=0.5,
+                )
+                ax.errorbar(
+                    [i],
+                    [est.point],
+                    yerr=[[est.point - est.low], [est.high - est.point]],
+                    color="black",
+                    capsize=3,
+                    linewidth=1,
+                )
+                ax.annotate(
+                    _final_text(s), (i, est.high), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=6.5
+                )
                 any_bar = True
             ax.set_xticks(range(len(grid.cells)))
             ax.set_xticklabels(grid.cells, rotation=35, ha="right")
@@ -459,8 +523,18 @@ def _reference_estimates(grid: GridData, normalized: bool) -> list[tuple[str, st
             continue
         column = "score" if normalized else "value"
         per_task = [mine.loc[mine["task"] == t, column].to_numpy(dtype=float) for t in grid.tasks]
-        refs.append((cell, stats.interval([t for t in per_task if t.size], stats.iqm, grid.settings.reps,
-                                          grid.settings.confidence, grid.settings.seed)))
+        refs.append(
+            (
+                cell,
+                stats.interval(
+                    [t for t in per_task if t.size],
+                    stats.iqm,
+                    grid.settings.reps,
+                    grid.settings.confidence,
+                    grid.settings.seed,
+                ),
+            )
+        )
     return refs
 
 
@@ -468,8 +542,10 @@ def _reference_estimates(grid: GridData, normalized: bool) -> list[tuple[str, st
 def fig_bn_modes_ranked(grid: GridData, out_dir: Path) -> list[Path]:
     """Ranked bars of the final return of every mode string, each string spelled out as five letter tiles."""
     estimates, what, normalized = _mode_estimates(grid)
-    ranked = sorted(estimates.items(), key=lambda kv: (kv[1][1] is None, -(kv[1][1].point if kv[1][1] else 0),
-                                                       grid.cells.index(kv[0])))
+    ranked = sorted(
+        estimates.items(),
+        key=lambda kv: (kv[1][1] is None, -(kv[1][1].point if kv[1][1] else 0), grid.cells.index(kv[0])),
+    )
     rows = max(len(ranked), 1)
     with _context(grid):
         fig = plt.figure(figsize=(8.0, 0.26 * rows + 1.9), layout="constrained")
@@ -488,39 +564,85 @@ def fig_bn_modes_ranked(grid: GridData, out_dir: Path) -> list[Path]:
             for j, letter in enumerate(mode):
                 train = letter == "T"
                 ax_l.add_patch(Rectangle((j + 0.06, i - 0.42), 0.88, 0.84, color="#2f5d8a" if train else "#e6e6e6"))
-                ax_l.text(j + 0.5, i, letter, ha="center", va="center", family="DejaVu Sans Mono",
-                          fontweight="bold", fontsize=8, color="white" if train else "black")
+                ax_l.text(
+                    j + 0.5,
+                    i,
+                    letter,
+                    ha="center",
+                    va="center",
+                    family="DejaVu Sans Mono",
+                    fontweight="bold",
+                    fontsize=8,
+                    color="white" if train else "black",
+                )
             if highlight:
                 for ax, x0, w in ((ax_l, 0.0, 5.0),):
-                    ax.add_patch(Rectangle((x0, i - 0.5), w, 1.0, fill=False, edgecolor=method_color("MA-BN"),
-                                           linewidth=1.8, clip_on=False))
+                    ax.add_patch(
+                        Rectangle(
+                            (x0, i - 0.5),
+                            w,
+                            1.0,
+                            fill=False,
+                            edgecolor=method_color("MA-BN"),
+                            linewidth=1.8,
+                            clip_on=False,
+                        )
+                    )
                 ax_b.axhspan(i - 0.5, i + 0.5, color=method_color("MA-BN"), alpha=0.1, linewidth=0)
             color = method_color(grid.method[cell])
             if est is None:
-                ax_b.text(0.01, i, "no finished trial", va="center", fontsize=7, color="0.4",
-                          transform=ax_b.get_yaxis_transform())
+                ax_b.text(
+                    0.01,
+                    i,
+                    "no finished trial",
+                    va="center",
+                    fontsize=7,
+                    color="0.4",
+                    transform=ax_b.get_yaxis_transform(),
+                )
                 continue
-            ax_b.barh(i, est.point, color=color if grid.method[cell] in ("MA-BN", "BN (TTTTT)") else "#8fa8c0",
-                      height=0.7)
-            ax_b.errorbar([est.point], [i], xerr=[[est.point - est.low], [est.high - est.point]], color="black",
-                          capsize=2, linewidth=0.9)
+            ax_b.barh(
+                i, est.point, color=color if grid.method[cell] in ("MA-BN", "BN (TTTTT)") else "#8fa8c0", height=0.7
+            )
+            ax_b.errorbar(
+                [est.point],
+                [i],
+                xerr=[[est.point - est.low], [est.high - est.point]],
+                color="black",
+                capsize=2,
+                linewidth=0.9,
+            )
             label = f"n={n}" + (" MA-BN" if highlight else "") + (" (TTTTT)" if mode == "TTTTT" else "")
-            ax_b.annotate(label, (est.high, i), textcoords="offset points", xytext=(4, 0), va="center", fontsize=6.5,
-                          fontweight="bold" if highlight else "normal")
+            ax_b.annotate(
+                label,
+                (est.high, i),
+                textcoords="offset points",
+                xytext=(4, 0),
+                va="center",
+                fontsize=6.5,
+                fontweight="bold" if highlight else "normal",
+            )
         for cell, est in _reference_estimates(grid, normalized):
             color = method_color(grid.method[cell])
-            ax_b.axvline(est.point, color=color, linestyle="--", linewidth=1.2,
-                         label=f"{cell} ({grid.seeds_text(cell)})")
+            ax_b.axvline(
+                est.point, color=color, linestyle="--", linewidth=1.2, label=f"{cell} ({grid.seeds_text(cell)})"
+            )
             ax_b.axvspan(est.low, est.high, color=color, alpha=0.1, linewidth=0)
         ax_b.set_yticks(range(len(ranked)))
         ax_b.set_yticklabels([f"#{i + 1}" for i in range(len(ranked))], fontsize=7)
-        ax_b.set_xlabel(("final normalized score (return / task max)" if normalized else "final " + RETURN_LABEL)
-                        + "; IQM over seeds, 95% CI")
+        ax_b.set_xlabel(
+            ("final normalized score (return / task max)" if normalized else "final " + RETURN_LABEL)
+            + "; IQM over seeds, 95% CI"
+        )
         ax_b.grid(axis="y", visible=False)
         if ax_b.get_legend_handles_labels()[0]:
             ax_b.legend(loc="lower right", fontsize=7)
-        _title(fig, grid, f"{len(ranked)} of 32 BN modes ranked by {what}\n"
-                          "tiles: step in train (T, dark) or eval (E, light) mode; red frame: MA-BN (TTETT)")
+        _title(
+            fig,
+            grid,
+            f"{len(ranked)} of 32 BN modes ranked by {what}\n"
+            "tiles: step in train (T, dark) or eval (E, light) mode; red frame: MA-BN (TTETT)",
+        )
         return save(fig, out_dir, "modes_ranked")
 
 
@@ -537,8 +659,7 @@ def fig_bn_modes_heatmap(grid: GridData, out_dir: Path) -> list[Path]:
     if len(grid.tasks) > 1:
         panels.append(("all tasks: normalized IQM", "score", None))
     with _context(grid):
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False, layout="constrained")
         for col, (title, column, task) in enumerate(panels):
             ax = axes[0][col]
             grid_values = np.full((len(ACTOR_MODES), len(CRITIC_MODES)), np.nan)
@@ -559,18 +680,30 @@ def fig_bn_modes_heatmap(grid: GridData, out_dir: Path) -> list[Path]:
             masked = np.ma.masked_invalid(grid_values)
             cmap = plt.get_cmap("viridis").with_extremes(bad="#f0f0f0")
             finite = grid_values[np.isfinite(grid_values)]
-            image = ax.imshow(masked, cmap=cmap, aspect="auto",
-                              vmin=float(finite.min()) if finite.size else 0.0,
-                              vmax=float(finite.max()) if finite.size and finite.max() > finite.min() else None)
+            image = ax.imshow(
+                masked,
+                cmap=cmap,
+                aspect="auto",
+                vmin=float(finite.min()) if finite.size else 0.0,
+                vmax=float(finite.max()) if finite.size and finite.max() > finite.min() else None,
+            )
             for r, c in itertools.product(range(len(ACTOR_MODES)), range(len(CRITIC_MODES))):
                 value = grid_values[r, c]
                 text = "-" if not np.isfinite(value) else (f"{value:.2f}" if column == "score" else f"{value:.0f}")
                 bright = np.isfinite(value) and finite.size and value > finite.min() + 0.6 * (np.ptp(finite) or 1)
-                ax.text(c, r, text + (f"\nn={counts[r, c]}" if counts[r, c] else ""), ha="center", va="center",
-                        fontsize=6.5, color="black" if bright or not np.isfinite(value) else "white")
+                ax.text(
+                    c,
+                    r,
+                    text + (f"\nn={counts[r, c]}" if counts[r, c] else ""),
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="black" if bright or not np.isfinite(value) else "white",
+                )
             r, c = ACTOR_MODES.index("TT"), CRITIC_MODES.index("ETT")
-            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=method_color("MA-BN"),
-                                   linewidth=2.2))
+            ax.add_patch(
+                Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=method_color("MA-BN"), linewidth=2.2)
+            )
             ax.set_xticks(range(len(CRITIC_MODES)))
             ax.set_xticklabels(CRITIC_MODES, family="DejaVu Sans Mono")
             ax.set_yticks(range(len(ACTOR_MODES)))
@@ -579,10 +712,17 @@ def fig_bn_modes_heatmap(grid: GridData, out_dir: Path) -> list[Path]:
             ax.set_ylabel("actor letters: Actor-I, Actor-II")
             ax.grid(False)
             ax.set_title(title)
-            fig.colorbar(image, ax=ax, shrink=0.9,
-                         label="normalized final return" if column == "score" else "final " + RETURN_LABEL)
-        _title(fig, grid, "final return of the 32 mode strings (IQM over seeds; red box: MA-BN TTETT; "
-                          "-: not run or not finished)")
+            fig.colorbar(
+                image,
+                ax=ax,
+                shrink=0.9,
+                label="normalized final return" if column == "score" else "final " + RETURN_LABEL,
+            )
+        _title(
+            fig,
+            grid,
+            "final return of the 32 mode strings (IQM over seeds; red box: MA-BN TTETT; -: not run or not finished)",
+        )
         return save(fig, out_dir, "modes_heatmap")
 
 
@@ -600,8 +740,14 @@ def fig_aggregate(grid: GridData, out_dir: Path) -> list[Path]:
     cells = [c for c in grid.cells if c in estimates]
     names = list(stats.AGGREGATES)
     with _context(grid):
-        fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 0.45 * max(len(cells), 1) + 1.9),
-                                 squeeze=False, sharey=True, layout="constrained")
+        fig, axes = plt.subplots(
+            1,
+            len(names),
+            figsize=(3.0 * len(names), 0.45 * max(len(cells), 1) + 1.9),
+            squeeze=False,
+            sharey=True,
+            layout="constrained",
+        )
         for j, name in enumerate(names):
             ax = axes[0][j]
             if not cells:
@@ -616,8 +762,12 @@ def fig_aggregate(grid: GridData, out_dir: Path) -> list[Path]:
             ax.set_ylim(len(cells) - 0.5, -0.5)
             ax.grid(axis="y", visible=False)
         tasks = ", ".join(grid.tasks)
-        _title(fig, grid, f"aggregate over {len(grid.tasks)} task(s) [{tasks}]; final return / task max "
-                          f"(DMC: 1000); bar: 95% stratified-bootstrap CI, tick: point estimate")
+        _title(
+            fig,
+            grid,
+            f"aggregate over {len(grid.tasks)} task(s) [{tasks}]; final return / task max "
+            f"(DMC: 1000); bar: 95% stratified-bootstrap CI, tick: point estimate",
+        )
         return save(fig, out_dir, "aggregate")
 
 
@@ -639,8 +789,12 @@ def fig_improvement(grid: GridData, out_dir: Path) -> list[Path]:
             ax.set_ylim(len(poi) - 0.5, -0.5)
             ax.set_xlabel("probability of improvement (0.5: no difference)")
             ax.grid(axis="y", visible=False)
-        _title(fig, grid, "probability of improvement of MA-BN over each baseline\n(per task over seed pairs, "
-                          "averaged over tasks; 95% stratified-bootstrap CI)")
+        _title(
+            fig,
+            grid,
+            "probability of improvement of MA-BN over each baseline\n(per task over seed pairs, "
+            "averaged over tasks; 95% stratified-bootstrap CI)",
+        )
         return save(fig, out_dir, "probability_of_improvement")
 
 

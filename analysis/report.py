@@ -73,8 +73,12 @@ def _notes(s: CellSummary) -> str:
     notes = []
     if s.estimate is not None and s.estimate.degenerate:
         notes.append("1 seed: no CI")
-    for count, word in ((s.n_running, RUNNING), (s.n_interrupted, INTERRUPTED), (s.n_failed, FAILED),
-                        (s.n_new, "not started")):
+    for count, word in (
+        (s.n_running, RUNNING),
+        (s.n_interrupted, INTERRUPTED),
+        (s.n_failed, FAILED),
+        (s.n_new, "not started"),
+    ):
         if count:
             notes.append(f"{count} {word}")
     return "; ".join(notes)
@@ -84,11 +88,19 @@ def _cell_rows(grid: GridData) -> list[list[object]]:
     rows = []
     for s in grid.summaries():
         est, q = s.estimate, s.q_bias
-        rows.append([
-            s.task, s.cell, f"{s.n_final}/{s.n_trials}", s.n_diverged, _frames(s),
-            _num(est.point) if est else "–", f"[{_num(est.low)}, {_num(est.high)}]" if est else "–",
-            f"{q.point:.3g}" if q else "–", _notes(s),
-        ])
+        rows.append(
+            [
+                s.task,
+                s.cell,
+                f"{s.n_final}/{s.n_trials}",
+                s.n_diverged,
+                _frames(s),
+                _num(est.point) if est else "–",
+                f"[{_num(est.low)}, {_num(est.high)}]" if est else "–",
+                f"{q.point:.3g}" if q else "–",
+                _notes(s),
+            ]
+        )
     return rows
 
 
@@ -108,30 +120,55 @@ def _figure_lines(grid: str, files: Sequence[Path], out_dir: Path) -> list[str]:
 def _aggregate_lines(grid: GridData) -> list[str]:
     finals = normalized_finals(grid.store, grid.settings)
     left_out = unnormalizable_tasks(grid.store, grid.settings)
-    note = [f"Left out of the aggregate (no positive final return to normalize by yet): {', '.join(left_out)}.",
-            ""] if left_out else []
+    note = (
+        [f"Left out of the aggregate (no positive final return to normalize by yet): {', '.join(left_out)}.", ""]
+        if left_out
+        else []
+    )
     if finals.empty:
         return [*note, "No finished trial yet: no aggregate across tasks."]
-    lines = [*note, "Across tasks (final return / task maximum; " + ", ".join(
-        f"{t}: {finals.loc[finals['task'] == t, 'task_max'].iloc[0]:g}" for t in sorted(finals["task"].unique()))
-        + "):", ""]
+    lines = [
+        *note,
+        "Across tasks (final return / task maximum; "
+        + ", ".join(
+            f"{t}: {finals.loc[finals['task'] == t, 'task_max'].iloc[0]:g}" for t in sorted(finals["task"].unique())
+        )
+        + "):",
+        "",
+    ]
     estimates = aggregate(finals, grid.settings)
     names = list(stats.AGGREGATES)
     diverged = finals[finals["status"] == "diverged"].groupby("cell").size()
     rows = []
     for cell, by_name in estimates.items():
         n_tasks = by_name["IQM"].n_tasks
-        rows.append([cell, f"{by_name['IQM'].n_runs} runs / {n_tasks} tasks", int(diverged.get(cell, 0)),
-                     *(f"{by_name[n].point:.3f} [{by_name[n].low:.3f}, {by_name[n].high:.3f}]" for n in names)])
+        rows.append(
+            [
+                cell,
+                f"{by_name['IQM'].n_runs} runs / {n_tasks} tasks",
+                int(diverged.get(cell, 0)),
+                *(f"{by_name[n].point:.3f} [{by_name[n].low:.3f}, {by_name[n].high:.3f}]" for n in names),
+            ]
+        )
     lines += _table(["cell", "runs", "diverged", *(f"{n} [95% CI]" for n in names)], rows)
     poi = improvement(finals, grid.settings)
     lines += [""]
     if poi:
         target = finals.loc[finals["method"] == "MA-BN"].sort_values("cell_rank")["cell"].iloc[0]
         lines += ["Probability of improvement of MA-BN over each baseline (0.5: no difference):", ""]
-        lines += _table(["baseline", "P(MA-BN > baseline)", "95% CI", "tasks", "diverged (MA-BN / baseline)"],
-                        [[c, f"{e.point:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", e.n_tasks,
-                          f"{int(diverged.get(target, 0))} / {int(diverged.get(c, 0))}"] for c, e in poi.items()])
+        lines += _table(
+            ["baseline", "P(MA-BN > baseline)", "95% CI", "tasks", "diverged (MA-BN / baseline)"],
+            [
+                [
+                    c,
+                    f"{e.point:.3f}",
+                    f"[{e.low:.3f}, {e.high:.3f}]",
+                    e.n_tasks,
+                    f"{int(diverged.get(target, 0))} / {int(diverged.get(c, 0))}",
+                ]
+                for c, e in poi.items()
+            ],
+        )
     else:
         lines += ["Probability of improvement: needs finished MA-BN and baseline trials on a shared task."]
     return lines
@@ -140,22 +177,29 @@ def _aggregate_lines(grid: GridData) -> list[str]:
 def claims_lines(store: Store, settings: Settings) -> list[str]:
     """The claims section: every claim of ``analysis.claims.CLAIMS`` judged on ``store``, and the rules."""
     pct = f"{settings.confidence:.0%}"
-    lines = ["## Claims of the paper", "",
-             "Each finding of the paper that a grid tests, as a comparison of its cells (definitions as data in "
-             "`analysis/claims.py`, explained in docs/analysis.md, \"Claims\"). Scores are final returns divided "
-             "by the task maximum (0.1 = 100 return points on a DMC task) unless the comparison says otherwise; "
-             f"CI: {pct} stratified bootstrap ({settings.reps} resamples, seed {settings.seed}; every cell "
-             "resampled on its own within each task); probability of improvement: over pairs of runs per task, "
-             "ties counting 1/2.", ""]
+    lines = [
+        "## Claims of the paper",
+        "",
+        "Each finding of the paper that a grid tests, as a comparison of its cells (definitions as data in "
+        '`analysis/claims.py`, explained in docs/analysis.md, "Claims"). Scores are final returns divided '
+        "by the task maximum (0.1 = 100 return points on a DMC task) unless the comparison says otherwise; "
+        f"CI: {pct} stratified bootstrap ({settings.reps} resamples, seed {settings.seed}; every cell "
+        "resampled on its own within each task); probability of improvement: over pairs of runs per task, "
+        "ties counting 1/2.",
+        "",
+    ]
     lines += _table(header(settings.confidence), table_rows(evaluate_claims(store, settings)))
-    lines += ["", f"**Verdict**: *supported* when the whole CI lies above the claim's threshold (0, or "
-              f"-{CLOSE_TOLERANCE:g} for \"close to\"), *contradicted* when it lies wholly below, *inconclusive* "
-              f"otherwise and whenever a compared cell has fewer than {MIN_SEEDS} seeds (no spread to judge by). "
-              "**Seeds needed** (inconclusive): with the CI half-width h shrinking as 1/sqrt(n), the seeds per cell "
-              "at which it falls below the distance d between the effect and the threshold, n = ceil(n0 (h/d)^2), "
-              "n0 being the seeds per cell now; an estimate from few seeds, not a promise. "
-              f"**Diverged trials** score {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`).",
-              ""]
+    lines += [
+        "",
+        f"**Verdict**: *supported* when the whole CI lies above the claim's threshold (0, or "
+        f'-{CLOSE_TOLERANCE:g} for "close to"), *contradicted* when it lies wholly below, *inconclusive* '
+        f"otherwise and whenever a compared cell has fewer than {MIN_SEEDS} seeds (no spread to judge by). "
+        "**Seeds needed** (inconclusive): with the CI half-width h shrinking as 1/sqrt(n), the seeds per cell "
+        "at which it falls below the distance d between the effect and the threshold, n = ceil(n0 (h/d)^2), "
+        "n0 being the seeds per cell now; an estimate from few seeds, not a promise. "
+        f"**Diverged trials** score {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`).",
+        "",
+    ]
     return lines
 
 
@@ -167,12 +211,18 @@ def _trouble_lines(store: Store, grids: Sequence[str], settings: Settings | None
         lines.append("None.")
     else:
         rule = DIVERGED_TEXT[(settings or Settings()).diverged]
-        lines.append(f"Diverged trials count in the final returns with {rule}; failed (crashed) trials are left "
-                     "out of all statistics.")
+        lines.append(
+            f"Diverged trials count in the final returns with {rule}; failed (crashed) trials are left "
+            "out of all statistics."
+        )
         lines.append("")
-        lines += _table(["grid", "trial", "task", "cell", "seed", "status", "frame", "error"],
-                        [[r.grid, r.trial_id, r.task, r.cell, r.seed, r.status, _frame_of(r), r.error or ""]
-                         for r in bad.itertuples()])
+        lines += _table(
+            ["grid", "trial", "task", "cell", "seed", "status", "frame", "error"],
+            [
+                [r.grid, r.trial_id, r.task, r.cell, r.seed, r.status, _frame_of(r), r.error or ""]
+                for r in bad.itertuples()
+            ],
+        )
     unfinished = trials[trials["status"].isin((RUNNING, INTERRUPTED, NEW))]
     lines += ["", "## Trials still running or not started", ""]
     if unfinished.empty:
@@ -180,10 +230,21 @@ def _trouble_lines(store: Store, grids: Sequence[str], settings: Settings | None
     else:
         lines.append("They appear in the curves up to their last logged frame but have no final return yet.")
         lines.append("")
-        lines += _table(["grid", "trial", "task", "cell", "seed", "status", "frame / planned"],
-                        [[r.grid, r.trial_id, r.task, r.cell, r.seed, r.status,
-                          f"{_frame_of(r)} / {frames_text(_int_or_none(r.planned_frames))}"]
-                         for r in unfinished.itertuples()])
+        lines += _table(
+            ["grid", "trial", "task", "cell", "seed", "status", "frame / planned"],
+            [
+                [
+                    r.grid,
+                    r.trial_id,
+                    r.task,
+                    r.cell,
+                    r.seed,
+                    r.status,
+                    f"{_frame_of(r)} / {frames_text(_int_or_none(r.planned_frames))}",
+                ]
+                for r in unfinished.itertuples()
+            ],
+        )
     return lines
 
 
@@ -202,8 +263,14 @@ def _frame_of(row) -> str:
     return "–"
 
 
-def write_report(out_dir: Path, store: Store, grids: Sequence[GridData], files: dict[str, list[Path]],
-                 results_label: str, drawn: Iterable[str] | None = None) -> Path:
+def write_report(
+    out_dir: Path,
+    store: Store,
+    grids: Sequence[GridData],
+    files: dict[str, list[Path]],
+    results_label: str,
+    drawn: Iterable[str] | None = None,
+) -> Path:
     """Write ``out_dir/report.md`` for ``grids`` and return its path.
 
     ``files``: each grid's figure files to link. ``drawn``: the grids whose figures this run drew (default: all);
@@ -212,14 +279,19 @@ def write_report(out_dir: Path, store: Store, grids: Sequence[GridData], files: 
     settings = grids[0].settings if grids else None
     names = [g.name for g in grids]
     drawn = set(names if drawn is None else drawn)
-    lines = ["# bnsweep: figures and final returns", "",
-             f"Result store `{results_label}`; grids: " + ", ".join(f"`{n}`" for n in names) + ". "
-             "Regenerate with `make figures` or `python -m analysis.figures --results "
-             f"{results_label} --out <dir>`; the same store gives the same files.", ""]
+    lines = [
+        "# bnsweep: figures and final returns",
+        "",
+        f"Result store `{results_label}`; grids: " + ", ".join(f"`{n}`" for n in names) + ". "
+        "Regenerate with `make figures` or `python -m analysis.figures --results "
+        f"{results_label} --out <dir>`; the same store gives the same files.",
+        "",
+    ]
     if settings is not None:
         pct = f"{settings.confidence:.0%}"
         lines += [
-            "## How the numbers are made", "",
+            "## How the numbers are made",
+            "",
             f"- **Final return** of a trial: the mean of its evaluation returns in the last "
             f"{settings.final_window:.0%} of its planned frames (at least its last evaluation). A diverged trial "
             f"is never dropped: it scores {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`; "
@@ -238,13 +310,31 @@ def write_report(out_dir: Path, store: Store, grids: Sequence[GridData], files: 
     for grid in grids:
         lines += [f"## Grid `{grid.name}`", ""]
         if grid.name not in drawn:
-            lines += ["Figures not redrawn in this run (`--grid` chose other grids); "
-                      + ("the files below are from an earlier run and may predate the latest trials."
-                         if files.get(grid.name) else f"none drawn yet: add `--grid {grid.name}`."), ""]
+            lines += [
+                "Figures not redrawn in this run (`--grid` chose other grids); "
+                + (
+                    "the files below are from an earlier run and may predate the latest trials."
+                    if files.get(grid.name)
+                    else f"none drawn yet: add `--grid {grid.name}`."
+                ),
+                "",
+            ]
         lines += _figure_lines(grid.name, files.get(grid.name, []), Path(out_dir))
         lines += ["", "Final return per task and cell:", ""]
-        lines += _table(["task", "cell", "seeds", "diverged", "frames", "final return IQM",
-                         f"{grid.settings.confidence:.0%} CI", "final Q-bias IQM", "notes"], _cell_rows(grid))
+        lines += _table(
+            [
+                "task",
+                "cell",
+                "seeds",
+                "diverged",
+                "frames",
+                "final return IQM",
+                f"{grid.settings.confidence:.0%} CI",
+                "final Q-bias IQM",
+                "notes",
+            ],
+            _cell_rows(grid),
+        )
         if grid.name == "normalization" or len(grid.tasks) > 1:
             lines += [""] + _aggregate_lines(grid)
         lines.append("")

@@ -55,7 +55,7 @@ def iqm(per_task: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     # which dominates when thousands of small bootstrap batches are trimmed.
     n = scores.shape[-1]
     cut = int(0.25 * n)
-    return np.sort(scores, axis=-1)[..., cut:n - cut].mean(axis=-1)
+    return np.sort(scores, axis=-1)[..., cut : n - cut].mean(axis=-1)
 
 
 def mean(per_task: Sequence[np.ndarray]) -> np.ndarray:
@@ -120,8 +120,13 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def interval(per_task: Sequence[Sequence[float]] | np.ndarray, statistic: Statistic = iqm,
-             reps: int = DEFAULT_REPS, confidence: float = DEFAULT_CONFIDENCE, seed: int = DEFAULT_SEED) -> Interval:
+def interval(
+    per_task: Sequence[Sequence[float]] | np.ndarray,
+    statistic: Statistic = iqm,
+    reps: int = DEFAULT_REPS,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
+) -> Interval:
     """Point estimate and stratified-bootstrap percentile CI of ``statistic``.
 
     ``per_task``: one array of run scores per task (a single 1-D array means one task). Non-finite scores
@@ -139,9 +144,14 @@ def interval(per_task: Sequence[Sequence[float]] | np.ndarray, statistic: Statis
     return Interval(point, low, high, n_runs, len(tasks))
 
 
-def effect_interval(groups: Sequence[Sequence[Sequence[float]]], effect: Callable[[list[np.ndarray]], np.ndarray],
-                    statistic: Statistic = iqm, reps: int = DEFAULT_REPS, confidence: float = DEFAULT_CONFIDENCE,
-                    seed: int = DEFAULT_SEED) -> Interval:
+def effect_interval(
+    groups: Sequence[Sequence[Sequence[float]]],
+    effect: Callable[[list[np.ndarray]], np.ndarray],
+    statistic: Statistic = iqm,
+    reps: int = DEFAULT_REPS,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
+) -> Interval:
     """``effect([statistic(group) for group in groups])`` with a stratified-bootstrap percentile CI.
 
     Each group (one cell: one array of run scores per task) is resampled independently, and within each of
@@ -182,8 +192,10 @@ def _paired(x_per_task, y_per_task) -> tuple[list[np.ndarray], list[np.ndarray]]
     x_per_task, y_per_task = _as_tasks(x_per_task), _as_tasks(y_per_task)
     if len(x_per_task) != len(y_per_task):
         raise ValueError(f"X has {len(x_per_task)} tasks, Y has {len(y_per_task)}: compare on the same tasks")
-    pairs = [(np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel())
-             for x, y in zip(x_per_task, y_per_task, strict=True)]
+    pairs = [
+        (np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel())
+        for x, y in zip(x_per_task, y_per_task, strict=True)
+    ]
     pairs = [(x[np.isfinite(x)], y[np.isfinite(y)]) for x, y in pairs]
     pairs = [(x, y) for x, y in pairs if x.size and y.size]
     if not pairs:
@@ -191,9 +203,13 @@ def _paired(x_per_task, y_per_task) -> tuple[list[np.ndarray], list[np.ndarray]]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def poi_interval(x_per_task: Sequence[Sequence[float]], y_per_task: Sequence[Sequence[float]],
-                 reps: int = DEFAULT_REPS, confidence: float = DEFAULT_CONFIDENCE,
-                 seed: int = DEFAULT_SEED) -> Interval:
+def poi_interval(
+    x_per_task: Sequence[Sequence[float]],
+    y_per_task: Sequence[Sequence[float]],
+    reps: int = DEFAULT_REPS,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
+) -> Interval:
     """Probability of improvement with a CI from resampling X and Y independently within each task."""
     x_tasks, y_tasks = _paired(x_per_task, y_per_task)
     point = float(_poi(x_tasks, y_tasks))

@@ -48,13 +48,29 @@ FINISHED = FINISHED_STATUSES  # trials whose last evaluation is a final result
 SKIP_DIRS = ("checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged", "wandb")
 
 # Keys that never separate cells: the seed, bookkeeping and speed options with the same learning semantics.
-NON_CELL_KEYS = ("seed", "task", *PLACEMENT_KEYS, "checkpoint_every_frames", "checkpoint_replay", "channels_last",
-                 "use_task_presets")
+NON_CELL_KEYS = (
+    "seed",
+    "task",
+    *PLACEMENT_KEYS,
+    "checkpoint_every_frames",
+    "checkpoint_replay",
+    "channels_last",
+    "use_task_presets",
+)
 # Keys set by DrQ-v2's per-task presets (SPEC §1). In a multi-task grid they differ between tasks without being
 # an experimental axis (e.g. walker batch 512, humanoid lr 8e-5), so they are dropped from the cell identity
 # when they are constant within every task.
-TASK_PRESET_KEYS = ("num_frames", "stddev_schedule", "lr", "feature_dim", "action_repeat", "frame_stack", "nstep",
-                    "batch_size", "replay_capacity")
+TASK_PRESET_KEYS = (
+    "num_frames",
+    "stddev_schedule",
+    "lr",
+    "feature_dim",
+    "action_repeat",
+    "frame_stack",
+    "nstep",
+    "batch_size",
+    "replay_capacity",
+)
 # The orchestrator's profile (trial.json), labelled like a config key when a grid holds trials of several profiles.
 PROFILE_KEY = "profile"
 # Keys that define the method label; other varying keys are appended to it.
@@ -91,9 +107,13 @@ class Store:
 
     def grid(self, name: str) -> Store:
         """The part of the store that belongs to one grid."""
-        return Store(self.root, self.data[self.data["grid"] == name].reset_index(drop=True),
-                     self.trials[self.trials["grid"] == name].reset_index(drop=True), list(self.warnings),
-                     dict(self.eval_floors))
+        return Store(
+            self.root,
+            self.data[self.data["grid"] == name].reset_index(drop=True),
+            self.trials[self.trials["grid"] == name].reset_index(drop=True),
+            list(self.warnings),
+            dict(self.eval_floors),
+        )
 
 
 # ------------------------------------------------------------------ labels
@@ -130,8 +150,13 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-AXIS_NAMES = {"buffer_mix_ratio": "ρ", "target_bn_stats": "target stats", "sgd_momentum": "momentum",
-               "actor_norm": "actor", "critic_norm": "critic"}
+AXIS_NAMES = {
+    "buffer_mix_ratio": "ρ",
+    "target_bn_stats": "target stats",
+    "sgd_momentum": "momentum",
+    "actor_norm": "actor",
+    "critic_norm": "critic",
+}
 
 
 def axis_text(key: str, value: Any) -> str:
@@ -176,7 +201,8 @@ def cell_keys(configs: list[Mapping[str, Any]]) -> list[str]:
     kept = []
     for key in varying:
         candidate = (several_tasks and key in TASK_PRESET_KEYS) or (
-            several_profiles and key not in (*METHOD_KEYS, PROFILE_KEY))
+            several_profiles and key not in (*METHOD_KEYS, PROFILE_KEY)
+        )
         if candidate:
             per_context: dict[Any, set[str]] = {}
             for context, c in zip(contexts, configs, strict=True):
@@ -261,12 +287,16 @@ def load_store(root: Path | str) -> Store:
     if not root.is_dir():
         raise StoreError(f"{root}: not a directory (expected a result store <results>/<grid>/<trial_id>/)")
     if not any(root.iterdir()):
-        raise StoreError(f"{root} is empty: run a sweep first (`make sweep`, or `python -m agent.train ... "
-                         f"out={root}/<grid>/<trial_id>`)")
+        raise StoreError(
+            f"{root} is empty: run a sweep first (`make sweep`, or `python -m agent.train ... "
+            f"out={root}/<grid>/<trial_id>`)"
+        )
     dirs = find_trial_dirs(root)
     if not dirs:
-        raise StoreError(f"{root} is not a result store: no trial directory (one holding {CONFIG_FILE}) found; "
-                         f"expected {root}/<grid>/<trial_id>/{CONFIG_FILE} with {METRICS_FILE} and {STATUS_FILE}")
+        raise StoreError(
+            f"{root} is not a result store: no trial directory (one holding {CONFIG_FILE}) found; "
+            f"expected {root}/<grid>/<trial_id>/{CONFIG_FILE} with {METRICS_FILE} and {STATUS_FILE}"
+        )
     problems: list[str] = []
     records = []
     for path in dirs:
@@ -283,8 +313,17 @@ def load_store(root: Path | str) -> Store:
         status = read_json_object(path / STATUS_FILE)
         rel = path.relative_to(root)
         grid = str(meta.get("grid") or (path.parent.name if path != root else root.parent.name) or "store")
-        records.append({"path": path, "rel": rel.as_posix() if str(rel) != "." else path.name, "grid": grid,
-                        "config": config, "meta": meta, "metrics": metrics, "status": status})
+        records.append(
+            {
+                "path": path,
+                "rel": rel.as_posix() if str(rel) != "." else path.name,
+                "grid": grid,
+                "config": config,
+                "meta": meta,
+                "metrics": metrics,
+                "status": status,
+            }
+        )
     if not records:
         raise StoreError(f"{root}: no readable trial: " + "; ".join(problems))
 
@@ -329,8 +368,11 @@ def load_store(root: Path | str) -> Store:
                 "orchestrator_cell_name": meta.get("cell_name"),
                 "path": str(record["path"]),
             }
-            cfg = {(k if k not in ident and k not in info else f"config.{k}"): v for k, v in config.items()
-                   if k not in ("task", "seed")}
+            cfg = {
+                (k if k not in ident and k not in info else f"config.{k}"): v
+                for k, v in config.items()
+                if k not in ("task", "seed")
+            }
             trial_rows.append({**ident, **info, **cfg})
             if len(metrics):
                 n = len(metrics)

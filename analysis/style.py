@@ -90,8 +90,11 @@ def cell_styles(cells: Iterable[tuple[str, str]]) -> dict[str, dict[str, str]]:
     for cell, method in cells:
         siblings = by_method[method]
         rank = siblings.index(cell)
-        styles[cell] = {"color": shade(method_color(method), rank, len(siblings)),
-                        "linestyle": LINESTYLES[rank % len(LINESTYLES)], "marker": MARKERS[rank % len(MARKERS)]}
+        styles[cell] = {
+            "color": shade(method_color(method), rank, len(siblings)),
+            "linestyle": LINESTYLES[rank % len(LINESTYLES)],
+            "marker": MARKERS[rank % len(MARKERS)],
+        }
     return styles
 
 

@@ -78,8 +78,9 @@ def diverged_value(store: Store, trial: pd.Series, last: float, rule: str) -> fl
     return last if floor is None else float(floor)  # no floor only when the task has no evaluation at all
 
 
-def final_scores(store: Store, metric: str = EVAL_RETURN, window: float = DEFAULT_FINAL_WINDOW,
-                 diverged: str = DEFAULT_DIVERGED) -> pd.DataFrame:
+def final_scores(
+    store: Store, metric: str = EVAL_RETURN, window: float = DEFAULT_FINAL_WINDOW, diverged: str = DEFAULT_DIVERGED
+) -> pd.DataFrame:
     """One row per finished trial: its final value of ``metric`` (rules in the module docstring).
 
     Columns: the trial's columns of ``store.trials`` plus ``value``, ``final_frame`` (last evaluation used:
@@ -112,8 +113,9 @@ def final_scores(store: Store, metric: str = EVAL_RETURN, window: float = DEFAUL
             if used.empty:
                 used = points.iloc[[-1]]
             value = float(used[metric].mean())
-        rows.append({**trial.to_dict(), "value": value, "final_frame": int(used[FRAME].max()),
-                     "n_points": int(len(used))})
+        rows.append(
+            {**trial.to_dict(), "value": value, "final_frame": int(used[FRAME].max()), "n_points": int(len(used))}
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -133,8 +135,9 @@ def series(store: Store, metric: str) -> pd.DataFrame:
     return part.drop_duplicates(["trial", FRAME], keep="last").reset_index(drop=True)
 
 
-def curves(store: Store, metric: str, settings: Settings,
-           hold_diverged: bool | None = None) -> dict[tuple[str, str], pd.DataFrame]:
+def curves(
+    store: Store, metric: str, settings: Settings, hold_diverged: bool | None = None
+) -> dict[tuple[str, str], pd.DataFrame]:
     """{(task, cell): IQM and CI over seeds at every frame logged for ``metric``}.
 
     Each table has columns frame, point, low, high, n (seeds with a value at that frame).
@@ -206,18 +209,35 @@ def cell_summaries(store: Store, settings: Settings) -> list[CellSummary]:
         mine = finals[(finals["task"] == task) & (finals["cell"] == cell)]
         q_mine = q_finals[(q_finals["task"] == task) & (q_finals["cell"] == cell)]
         counts = group["status"].value_counts()
-        estimate = (stats.interval(mine["value"].to_numpy(), stats.iqm, settings.reps, settings.confidence,
-                                   settings.seed) if len(mine) else None)
-        q_est = (stats.interval(q_mine["value"].to_numpy(), stats.iqm, settings.reps, settings.confidence,
-                                settings.seed) if len(q_mine) else None)
-        out.append(CellSummary(
-            grid=str(group["grid"].iloc[0]), task=str(task), cell=str(cell), method=str(method),
-            n_trials=len(group), n_final=len(mine), n_diverged=int(counts.get("diverged", 0)),
-            n_running=int(counts.get(RUNNING, 0)), n_interrupted=int(counts.get(INTERRUPTED, 0)),
-            n_failed=int(counts.get(FAILED, 0)), n_new=int(counts.get(NEW, 0)),
-            frames_min=int(mine["final_frame"].min()) if len(mine) else None,
-            frames_max=int(mine["final_frame"].max()) if len(mine) else None,
-            estimate=estimate, q_bias=q_est))
+        estimate = (
+            stats.interval(mine["value"].to_numpy(), stats.iqm, settings.reps, settings.confidence, settings.seed)
+            if len(mine)
+            else None
+        )
+        q_est = (
+            stats.interval(q_mine["value"].to_numpy(), stats.iqm, settings.reps, settings.confidence, settings.seed)
+            if len(q_mine)
+            else None
+        )
+        out.append(
+            CellSummary(
+                grid=str(group["grid"].iloc[0]),
+                task=str(task),
+                cell=str(cell),
+                method=str(method),
+                n_trials=len(group),
+                n_final=len(mine),
+                n_diverged=int(counts.get("diverged", 0)),
+                n_running=int(counts.get(RUNNING, 0)),
+                n_interrupted=int(counts.get(INTERRUPTED, 0)),
+                n_failed=int(counts.get(FAILED, 0)),
+                n_new=int(counts.get(NEW, 0)),
+                frames_min=int(mine["final_frame"].min()) if len(mine) else None,
+                frames_max=int(mine["final_frame"].max()) if len(mine) else None,
+                estimate=estimate,
+                q_bias=q_est,
+            )
+        )
     return out
 
 
@@ -262,8 +282,10 @@ def aggregate(finals: pd.DataFrame, settings: Settings) -> dict[str, dict[str, s
     order = finals.drop_duplicates("cell").sort_values("cell_rank")["cell"]
     for cell in order:
         per_task = [t for t in per_task_scores(finals, cell, tasks) if t.size]
-        out[cell] = {name: stats.interval(per_task, fn, settings.reps, settings.confidence, settings.seed)
-                     for name, fn in stats.AGGREGATES.items()}
+        out[cell] = {
+            name: stats.interval(per_task, fn, settings.reps, settings.confidence, settings.seed)
+            for name, fn in stats.AGGREGATES.items()
+        }
     return out
 
 
@@ -284,6 +306,7 @@ def improvement(finals: pd.DataFrame, settings: Settings, target: str = "MA-BN")
         shared = [(a, b) for a, b in zip(x, y, strict=True) if a.size and b.size]
         if not shared:
             continue
-        out[cell] = stats.poi_interval([a for a, _ in shared], [b for _, b in shared], settings.reps,
-                                       settings.confidence, settings.seed)
+        out[cell] = stats.poi_interval(
+            [a for a, _ in shared], [b for _, b in shared], settings.reps, settings.confidence, settings.seed
+        )
     return out

@@ -58,6 +58,7 @@ def update_server(impl: str, device: torch.device) -> None:
 
         def update() -> None:
             reference.update(batch)
+
     for _ in range(2 if device.type == "cuda" else 1):  # warm-up: first-call allocations, kernel selection
         update()
     synchronize(device)
@@ -71,9 +72,11 @@ def update_server(impl: str, device: torch.device) -> None:
         print(f"{(time.perf_counter() - start) * 1000.0:.3f}", flush=True)
 
 
-def reference_loop(seed_frames: int, measured_frames: int, log_every: int, threads: int,
-                   device: torch.device) -> dict[str, float]:
+def reference_loop(
+    seed_frames: int, measured_frames: int, log_every: int, threads: int, device: torch.device
+) -> dict[str, float]:
     """Our training loop with the reference-style update swapped in (acting, replay and env stay ours)."""
+
     def swap(trainer) -> None:
         env = trainer.members[0].env
         reference = ReferenceUpdate(trainer.config, env.obs_shape, env.action_dim, device)
@@ -86,19 +89,41 @@ def reference_loop(seed_frames: int, measured_frames: int, log_every: int, threa
 
         trainer.agent.update = update
 
-    fps, update_ms = loop_fps("pixels", seed_frames, measured_frames, log_every, prepare=swap,
-                              torch_threads=threads, device=str(device))
+    fps, update_ms = loop_fps(
+        "pixels", seed_frames, measured_frames, log_every, prepare=swap, torch_threads=threads, device=str(device)
+    )
     return {"fps": fps, "update_ms": update_ms}
 
 
-def pack_loop(members: int, obs_type: str, hidden: int, seed_frames: int, frames: int, threads: int,
-              device: str, first_seed: int, env_threads: int = 1, frame_codec: str = "none",
-              precision: str = "fp32") -> dict[str, Any]:
+def pack_loop(
+    members: int,
+    obs_type: str,
+    hidden: int,
+    seed_frames: int,
+    frames: int,
+    threads: int,
+    device: str,
+    first_seed: int,
+    env_threads: int = 1,
+    frame_codec: str = "none",
+    precision: str = "fp32",
+) -> dict[str, Any]:
     log_every = max(frames // 4, 2)
-    base = {"task": TASK, "obs_type": obs_type, "hidden_dim": hidden, "num_seed_frames": seed_frames,
-            "num_frames": seed_frames + frames, "eval_every_frames": 0, "checkpoint_every_frames": 0,
-            "log_every_frames": log_every, "torch_threads": threads, "device": device,
-            "env_threads": env_threads, "frame_codec": frame_codec, "precision": precision}
+    base = {
+        "task": TASK,
+        "obs_type": obs_type,
+        "hidden_dim": hidden,
+        "num_seed_frames": seed_frames,
+        "num_frames": seed_frames + frames,
+        "eval_every_frames": 0,
+        "checkpoint_every_frames": 0,
+        "log_every_frames": log_every,
+        "torch_threads": threads,
+        "device": device,
+        "env_threads": env_threads,
+        "frame_codec": frame_codec,
+        "precision": precision,
+    }
     configs = [build_config({**base, "seed": first_seed + i}) for i in range(members)]
     sinks = [[TimingSink()] for _ in configs]
     with tempfile.TemporaryDirectory() as out:
@@ -143,9 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "update-server":
         update_server(args.impl, device)
     elif args.role == "pack-loop":
-        print(json.dumps(pack_loop(args.members, args.obs_type, args.hidden, args.seed_frames, args.frames,
-                                   args.threads, args.device, args.first_seed, args.env_threads,
-                                   args.frame_codec, args.precision)))
+        print(
+            json.dumps(
+                pack_loop(
+                    args.members,
+                    args.obs_type,
+                    args.hidden,
+                    args.seed_frames,
+                    args.frames,
+                    args.threads,
+                    args.device,
+                    args.first_seed,
+                    args.env_threads,
+                    args.frame_codec,
+                    args.precision,
+                )
+            )
+        )
     else:
         print(json.dumps(reference_loop(args.seed_frames, args.frames, args.log_every, args.threads, device)))
     return 0

@@ -20,8 +20,9 @@ TASK = "cartpole_swingup"
 PIXEL_OBS_SHAPE = (9, 84, 84)
 
 
-def random_batch(obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels: bool,
-                 members: int | None = None) -> dict[str, np.ndarray]:
+def random_batch(
+    obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels: bool, members: int | None = None
+) -> dict[str, np.ndarray]:
     """A batch of ``rows``; with ``members`` a pack's batch (members, rows, ...)."""
     rng = np.random.default_rng(0)
     lead = (rows,) if members is None else (members, rows)
@@ -31,9 +32,13 @@ def random_batch(obs_shape: tuple[int, ...], action_dim: int, rows: int, pixels:
     else:
         obs = rng.normal(size=(*lead, *obs_shape)).astype(np.float32)
         next_obs = rng.normal(size=(*lead, *obs_shape)).astype(np.float32)
-    return {"obs": obs, "next_obs": next_obs, "action": rng.uniform(-1, 1, (*lead, action_dim)).astype(np.float32),
-            "reward": rng.uniform(0, 1, (*lead, 1)).astype(np.float32),
-            "discount": np.full((*lead, 1), 0.99**3, dtype=np.float32)}
+    return {
+        "obs": obs,
+        "next_obs": next_obs,
+        "action": rng.uniform(-1, 1, (*lead, action_dim)).astype(np.float32),
+        "reward": rng.uniform(0, 1, (*lead, 1)).astype(np.float32),
+        "discount": np.full((*lead, 1), 0.99**3, dtype=np.float32),
+    }
 
 
 class TimingSink:
@@ -56,8 +61,14 @@ class TimingSink:
         pass
 
 
-def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: int,
-             prepare: Callable[[Trainer], None] | None = None, **extra: Any) -> tuple[float, float]:
+def loop_fps(
+    obs_type: str,
+    seed_frames: int,
+    measured_frames: int,
+    log_every: int,
+    prepare: Callable[[Trainer], None] | None = None,
+    **extra: Any,
+) -> tuple[float, float]:
     """Frames per second of the whole training loop after the seed frames (eval off), and its mean update ms.
 
     The update time is the loop's own (``perf/update_ms``): inside the loop an update runs on freshly
@@ -65,9 +76,18 @@ def loop_fps(obs_type: str, seed_frames: int, measured_frames: int, log_every: i
     ``prepare`` may change the trainer before it runs (the reference-style loop swaps the update in).
     """
     sink = TimingSink()
-    config = build_config({"task": TASK, "obs_type": obs_type, "num_seed_frames": seed_frames,
-                           "num_frames": seed_frames + measured_frames, "eval_every_frames": 0,
-                           "checkpoint_every_frames": 0, "log_every_frames": log_every, **extra})
+    config = build_config(
+        {
+            "task": TASK,
+            "obs_type": obs_type,
+            "num_seed_frames": seed_frames,
+            "num_frames": seed_frames + measured_frames,
+            "eval_every_frames": 0,
+            "checkpoint_every_frames": 0,
+            "log_every_frames": log_every,
+            **extra,
+        }
+    )
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer([config], [Path(out)], [[sink]])
         try:
@@ -96,9 +116,15 @@ def machine() -> dict[str, Any]:
         pass
     flags = set(info.get("flags", "").split())
     isa = next((name for name in ("avx512f", "avx2", "avx") if name in flags), "")
-    return {"cpu": info.get("model name") or platform.processor(),
-            "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}", "isa": isa,
-            "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average_1min": os.getloadavg()[0]}
+    return {
+        "cpu": info.get("model name") or platform.processor(),
+        "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
+        "isa": isa,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_1min": os.getloadavg()[0],
+    }

@@ -39,10 +39,23 @@ def bn_step(module: nn.Module, mode: str, step: str) -> Iterator[None]:
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, norm: str) -> nn.Sequential:
     def normalization() -> nn.Module:
-        return nn.BatchNorm1d(hidden) if norm == "batch_norm" else nn.LayerNorm(hidden) \
-            if norm == "layer_norm" else nn.Identity()
-    return nn.Sequential(nn.Linear(in_dim, hidden), normalization(), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, hidden), normalization(), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+        return (
+            nn.BatchNorm1d(hidden)
+            if norm == "batch_norm"
+            else nn.LayerNorm(hidden)
+            if norm == "layer_norm"
+            else nn.Identity()
+        )
+
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        normalization(),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden),
+        normalization(),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_dim),
+    )
 
 
 def _init(module: nn.Module) -> None:
@@ -55,10 +68,16 @@ def _init(module: nn.Module) -> None:
 class Encoder(nn.Module):
     def __init__(self, obs_shape: tuple[int, ...]):
         super().__init__()
-        self.convnet = nn.Sequential(nn.Conv2d(obs_shape[0], 32, 3, stride=2), nn.ReLU(),
-                                     nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
-                                     nn.Conv2d(32, 32, 3, stride=1), nn.ReLU(),
-                                     nn.Conv2d(32, 32, 3, stride=1), nn.ReLU())
+        self.convnet = nn.Sequential(
+            nn.Conv2d(obs_shape[0], 32, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1),
+            nn.ReLU(),
+        )
         side = (obs_shape[1] - 3) // 2 + 1 - 6
         self.repr_dim = 32 * side * side
         self.apply(_init)
@@ -113,8 +132,13 @@ def grid_sample_shift(x: torch.Tensor, pad: int = 4, shift: torch.Tensor | None 
 
 
 class ReferenceUpdate:
-    def __init__(self, config: TrialConfig, obs_shape: tuple[int, ...], action_dim: int,
-                 device: torch.device = torch.device("cpu")):
+    def __init__(
+        self,
+        config: TrialConfig,
+        obs_shape: tuple[int, ...],
+        action_dim: int,
+        device: torch.device = torch.device("cpu"),
+    ):
         self.config = config
         self.device = device
         self.mode = config.resolved_bn_mode
@@ -133,8 +157,9 @@ class ReferenceUpdate:
 
     def update(self, batch: dict[str, np.ndarray], std: float = 0.2) -> None:
         obs, next_obs = (torch.as_tensor(batch[k], device=self.device).float() for k in ("obs", "next_obs"))
-        action, reward, discount = (torch.as_tensor(batch[k], device=self.device)
-                                    for k in ("action", "reward", "discount"))
+        action, reward, discount = (
+            torch.as_tensor(batch[k], device=self.device) for k in ("action", "reward", "discount")
+        )
         obs, next_obs = grid_sample_shift(obs), grid_sample_shift(next_obs)
         obs = self.encode(obs)
         with torch.no_grad():

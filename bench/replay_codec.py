@@ -48,6 +48,7 @@ def render(task: str, steps: int, seed: int = 0) -> list[tuple[np.ndarray, bool,
     except the last one, which the caller treats as ending where it was cut."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     from envs import make_env
+
     env = make_env(task, "pixels", seed, 2, 3)
     rng = np.random.default_rng(seed)
     step = env.reset()
@@ -78,9 +79,16 @@ def fill(replay: Any, steps: list[tuple[np.ndarray, bool, bool]], count: int) ->
     return total / count
 
 
-def measure(tasks: tuple[str, ...] | list[str] = TASKS, codecs: tuple[str, ...] | list[str] | None = None,
-            rendered: int = 600, capacity: int = 8000, batches: int = 50, batch_size: int = 256,
-            seed: int = 0, verbose: bool = False) -> dict[str, Any]:
+def measure(
+    tasks: tuple[str, ...] | list[str] = TASKS,
+    codecs: tuple[str, ...] | list[str] | None = None,
+    rendered: int = 600,
+    capacity: int = 8000,
+    batches: int = 50,
+    batch_size: int = 256,
+    seed: int = 0,
+    verbose: bool = False,
+) -> dict[str, Any]:
     from agent.allocator import keep_freed_memory
     from agent.replay import FRAME_CODECS, ReplayBuffer
 
@@ -88,9 +96,18 @@ def measure(tasks: tuple[str, ...] | list[str] = TASKS, codecs: tuple[str, ...] 
     codecs = ["none"] + [c for c in (codecs or FRAME_CODECS) if c != "none"]  # none: the reference
     report: dict[str, Any] = {
         "machine": machine(),
-        "settings": {"rendered_steps_per_task": rendered, "capacity": capacity, "filled": int(1.25 * capacity),
-                     "batches": batches, "batch_size": batch_size, "frame_stack": 3, "nstep": 3,
-                     "action_repeat": 2, "policy": "uniform random", "seed": seed},
+        "settings": {
+            "rendered_steps_per_task": rendered,
+            "capacity": capacity,
+            "filled": int(1.25 * capacity),
+            "batches": batches,
+            "batch_size": batch_size,
+            "frame_stack": 3,
+            "nstep": 3,
+            "action_repeat": 2,
+            "policy": "uniform random",
+            "seed": seed,
+        },
         "goals": {"ratio_max": GOAL_RATIO, "sample_ms_max": GOAL_SAMPLE_MS},
         "tasks": {},
     }
@@ -101,8 +118,9 @@ def measure(tasks: tuple[str, ...] | list[str] = TASKS, codecs: tuple[str, ...] 
             print(f"{task}: rendered {len(steps)} steps in {time.perf_counter() - start:.0f} s", flush=True)
         replays, add_s = {}, {}
         for codec in codecs:
-            replays[codec] = ReplayBuffer(capacity, (3, 84, 84), np.uint8, 3, 1, nstep=3, discount=0.99,
-                                          seed=seed, frame_codec=codec)
+            replays[codec] = ReplayBuffer(
+                capacity, (3, 84, 84), np.uint8, 3, 1, nstep=3, discount=0.99, seed=seed, frame_codec=codec
+            )
             add_s[codec] = fill(replays[codec], steps, int(1.25 * capacity))
             for _ in range(3):
                 replays[codec].sample(batch_size)  # warm-up (scratch buffers, heap, caches)
@@ -127,13 +145,19 @@ def measure(tasks: tuple[str, ...] | list[str] = TASKS, codecs: tuple[str, ...] 
                 replays[codec].sample_indices(batch_size)
             replay = replays["none"]
             n_eff = np.minimum(replay.nstep, replay.episode_end[g % replay.capacity] - g)
-            distinct.append(len(np.unique(np.concatenate([replay._stack_indices(g).ravel(),
-                                                          replay._stack_indices(g + n_eff).ravel()]))))
+            distinct.append(
+                len(
+                    np.unique(
+                        np.concatenate([replay._stack_indices(g).ravel(), replay._stack_indices(g + n_eff).ravel()])
+                    )
+                )
+            )
         rows: dict[str, Any] = {}
         for codec in codecs:
             bpt = float(replays[codec].bytes_per_transition)
             rows[codec] = {
-                "bytes_per_transition": round(bpt, 1), "ratio": round(bpt / UNCOMPRESSED_BYTES, 4),
+                "bytes_per_transition": round(bpt, 1),
+                "ratio": round(bpt / UNCOMPRESSED_BYTES, 4),
                 "gb_at_1m": round(bpt * 1e6 / 1e9, 2),
                 "sample_ms_median": round(1e3 * float(np.median(times[codec])), 2),
                 "sample_ms_min": round(1e3 * float(np.min(times[codec])), 2),
@@ -150,21 +174,29 @@ def measure(tasks: tuple[str, ...] | list[str] = TASKS, codecs: tuple[str, ...] 
 
 def print_table(report: dict[str, Any]) -> None:
     m = report["machine"]
-    print(f"\nCPU {m['cpu']} (family/model {m['cpu_family_model']}, {m['isa'] or 'no AVX'}), {m['cores']} cores, "
-          f"load {m['load_average_1min']:.2f}; lz4 {m['lz4']}, numpy {m['numpy']}")
+    print(
+        f"\nCPU {m['cpu']} (family/model {m['cpu_family_model']}, {m['isa'] or 'no AVX'}), {m['cores']} cores, "
+        f"load {m['load_average_1min']:.2f}; lz4 {m['lz4']}, numpy {m['numpy']}"
+    )
     s = report["settings"]
-    print(f"{s['rendered_steps_per_task']} rendered steps per task, replay of {s['capacity']} filled with "
-          f"{s['filled']} steps; sample({s['batch_size']}) over {s['batches']} batches; goals: ratio <= "
-          f"{GOAL_RATIO:.0%}, sample <= {GOAL_SAMPLE_MS:g} ms\n")
-    header = (f"{'task':<17} {'codec':<5} {'bytes/tr':>9} {'ratio':>6} {'GB@1M':>6} {'ms/256':>7} {'min':>6} "
-              f"{'add ms':>7} {'frames':>6} {'same':>4}")
+    print(
+        f"{s['rendered_steps_per_task']} rendered steps per task, replay of {s['capacity']} filled with "
+        f"{s['filled']} steps; sample({s['batch_size']}) over {s['batches']} batches; goals: ratio <= "
+        f"{GOAL_RATIO:.0%}, sample <= {GOAL_SAMPLE_MS:g} ms\n"
+    )
+    header = (
+        f"{'task':<17} {'codec':<5} {'bytes/tr':>9} {'ratio':>6} {'GB@1M':>6} {'ms/256':>7} {'min':>6} "
+        f"{'add ms':>7} {'frames':>6} {'same':>4}"
+    )
     print(header)
     print("-" * len(header))
     for task, rows in report["tasks"].items():
         for codec, r in rows.items():
-            print(f"{task:<17} {codec:<5} {r['bytes_per_transition']:>9.0f} {r['ratio']:>6.1%} {r['gb_at_1m']:>6.2f} "
-                  f"{r['sample_ms_median']:>7.1f} {r['sample_ms_min']:>6.1f} {r['add_ms_mean']:>7.2f} "
-                  f"{r['distinct_frames_per_batch']:>6.0f} {'yes' if r['identical_to_uncompressed'] else 'NO':>4}")
+            print(
+                f"{task:<17} {codec:<5} {r['bytes_per_transition']:>9.0f} {r['ratio']:>6.1%} {r['gb_at_1m']:>6.2f} "
+                f"{r['sample_ms_median']:>7.1f} {r['sample_ms_min']:>6.1f} {r['add_ms_mean']:>7.2f} "
+                f"{r['distinct_frames_per_batch']:>6.0f} {'yes' if r['identical_to_uncompressed'] else 'NO':>4}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

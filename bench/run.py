@@ -68,10 +68,26 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
 
 def interleaved_update_ms(repeats: int, threads: int, device: str) -> tuple[list[float], list[float]]:
     """Pixel update times of ours and of the reference-style update, each in its own process, taking turns."""
+
     def launch(impl: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "bench.child", "update-server", "--impl", impl,
-                                 "--threads", str(threads), "--device", device], cwd=REPO, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.child",
+                "update-server",
+                "--impl",
+                impl,
+                "--threads",
+                str(threads),
+                "--device",
+                device,
+            ],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     servers = {"ours": launch("ours"), "reference": launch("reference")}
     times: dict[str, list[float]] = {name: [] for name in servers}
@@ -124,13 +140,25 @@ def bench_env(steps: int) -> dict[str, float]:
     return {"env_step_ms": env_step, "render_ms": render}
 
 
-def reference_loop_fps(seed_frames: int, measured_frames: int, log_every: int, threads: int,
-                       device: str) -> dict[str, float]:
+def reference_loop_fps(
+    seed_frames: int, measured_frames: int, log_every: int, threads: int, device: str
+) -> dict[str, float]:
     """The same loop with the reference-style update, in a process of its own (default allocator)."""
-    args = ["--seed-frames", str(seed_frames), "--frames", str(measured_frames), "--log-every", str(log_every),
-            "--threads", str(threads), "--device", device]
-    done = subprocess.run([sys.executable, "-m", "bench.child", "reference-loop", *args], cwd=REPO,
-                          capture_output=True, text=True)
+    args = [
+        "--seed-frames",
+        str(seed_frames),
+        "--frames",
+        str(measured_frames),
+        "--log-every",
+        str(log_every),
+        "--threads",
+        str(threads),
+        "--device",
+        device,
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.child", "reference-loop", *args], cwd=REPO, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"reference-style loop failed:\n{done.stderr}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -139,16 +167,32 @@ def reference_loop_fps(seed_frames: int, measured_frames: int, log_every: int, t
 
 def concurrency(frames: int) -> dict[str, float]:
     """Throughput of 2 concurrent single-thread state trials over 1 (hidden 256, the local sweep setting)."""
+
     def launch(out: Path) -> subprocess.Popen:
-        args = [f"task={TASK}", "obs_type=states", "hidden_dim=256", "torch_threads=1", "eval_every_frames=0",
-                "num_seed_frames=1000", f"num_frames={1000 + frames}", "log_every_frames=250",
-                "checkpoint_every_frames=0", f"out={out}"]
+        args = [
+            f"task={TASK}",
+            "obs_type=states",
+            "hidden_dim=256",
+            "torch_threads=1",
+            "eval_every_frames=0",
+            "num_seed_frames=1000",
+            f"num_frames={1000 + frames}",
+            "log_every_frames=250",
+            "checkpoint_every_frames=0",
+            f"out={out}",
+        ]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        return subprocess.Popen([sys.executable, "-m", "agent.train", *args], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent.train", *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def fps(out: Path) -> float:
         import pandas as pd
+
         rows = pd.read_csv(out / "metrics.csv").dropna(subset=["perf/fps"])
         return float(rows[rows["frame"] > 1000]["perf/fps"].median())
 
@@ -170,9 +214,11 @@ def concurrency(frames: int) -> dict[str, float]:
 def replay_sizes() -> dict[str, float]:
     pixels = ReplayBuffer(1000, (3, 84, 84), np.uint8, 3, 1, nstep=3, discount=0.99, seed=0)
     states = ReplayBuffer(1000, (5,), np.float32, 1, 1, nstep=3, discount=0.99, seed=0)
-    return {"replay_bytes_per_transition_pixels": pixels.bytes_per_transition,
-            "replay_bytes_per_transition_states": states.bytes_per_transition,
-            "stacked_store_bytes_per_transition_pixels": 9 * 84 * 84 + 4 * 3}
+    return {
+        "replay_bytes_per_transition_pixels": pixels.bytes_per_transition,
+        "replay_bytes_per_transition_states": states.bytes_per_transition,
+        "stacked_store_bytes_per_transition_pixels": 9 * 84 * 84 + 4 * 3,
+    }
 
 
 def packed_sections(args: argparse.Namespace, results: dict[str, Any], quick: bool) -> dict[str, Any]:
@@ -180,8 +226,9 @@ def packed_sections(args: argparse.Namespace, results: dict[str, Any], quick: bo
     out: dict[str, Any] = {}
     print("replay frame store (real frames of five tasks) ...", flush=True)
     tasks = replay_codec.TASKS[:1] if quick else replay_codec.TASKS
-    report = replay_codec.measure(tasks, ("lz4",), rendered=60 if quick else 600, capacity=400 if quick else 8000,
-                                  batches=5 if quick else 50)
+    report = replay_codec.measure(
+        tasks, ("lz4",), rendered=60 if quick else 600, capacity=400 if quick else 8000, batches=5 if quick else 50
+    )
     for task, rows in report["tasks"].items():
         out[f"replay_lz4_bytes_per_transition_{task}"] = rows["lz4"]["bytes_per_transition"]
         out[f"replay_lz4_sample_ms_{task}"] = rows["lz4"]["sample_ms_median"]
@@ -200,12 +247,14 @@ def packed_sections(args: argparse.Namespace, results: dict[str, Any], quick: bo
         out.update(packed.states_section((1, 2, 4, 8), (1024,), 1000, 1000, cores))
     if args.baseline:
         print(f"a pack of one against the worker at {args.baseline} ...", flush=True)
-        out.update(packed.baseline_section(args.baseline, rounds=1 if quick else 3, threads=args.threads,
-                                           quick=quick))
+        out.update(packed.baseline_section(args.baseline, rounds=1 if quick else 3, threads=args.threads, quick=quick))
     if args.device == "cuda":
         print("pixel packs on the GPU ...", flush=True)
-        out.update(packed.gpu_section((1, 4) if quick else (1, 4, 8, 16, 32), 1000, 200 if quick else 2000,
-                                      threads=args.threads))
+        out.update(
+            packed.gpu_section(
+                (1, 4) if quick else (1, 4, 8, 16, 32), 1000, 200 if quick else 2000, threads=args.threads
+            )
+        )
     return out
 
 
@@ -225,11 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke version: tiny repeats and loops (~1 min)")
     parser.add_argument("--out", default=str(REPO / "bench" / "latest.json"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the single-process parts")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                        help="where the learners run (env, rendering, replay and the concurrency check stay on CPU)")
-    parser.add_argument("--baseline", metavar="REV", default=None,
-                        help="also time a pack of one against the worker at git revision REV (e.g. the commit "
-                             "before packing), states and pixels, taking turns")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="where the learners run (env, rendering, replay and the concurrency check stay on CPU)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        default=None,
+        help="also time a pack of one against the worker at git revision REV (e.g. the commit "
+        "before packing), states and pixels, taking turns",
+    )
     parser.add_argument("--skip-packed", action="store_true", help="leave out the packed-trials sections")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -246,8 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     results.update(bench_env(steps=50 if quick else 500))
     print("state loop ...", flush=True)
     results["state_fps"], results["state_loop_update_ms"] = loop_fps(
-        "states", 1000 if quick else 4000, 200 if quick else 2000, 100 if quick else 500, torch_threads=args.threads,
-        device=args.device)
+        "states",
+        1000 if quick else 4000,
+        200 if quick else 2000,
+        100 if quick else 500,
+        torch_threads=args.threads,
+        device=args.device,
+    )
     # Loop time per agent step over the sum of its parts, each part as it runs in the loop
     # (env step + act + update / update_every; states render nothing).
     parts_per_step = results["env_step_ms"] + results["state_act_ms"] + results["state_loop_update_ms"] / 2
@@ -255,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     results["loop_overhead_pct"] = 100.0 * (loop_per_step - parts_per_step) / parts_per_step
     print("pixel loop ...", flush=True)
     pixel_loop = (400 if quick else 1000, 8 if quick else 80, 4 if quick else 8)
-    results["pixel_fps"], results["pixel_loop_update_ms"] = loop_fps("pixels", *pixel_loop,
-                                                                     torch_threads=args.threads, device=args.device)
+    results["pixel_fps"], results["pixel_loop_update_ms"] = loop_fps(
+        "pixels", *pixel_loop, torch_threads=args.threads, device=args.device
+    )
     print("pixel loop, reference-style update ...", flush=True)
     results.update(reference_loop_fps(*pixel_loop, threads=args.threads, device=args.device))
     results["pixel_fps_speedup_vs_reference"] = results["pixel_fps"] / results["reference_pixel_fps"]
@@ -266,9 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_packed:
         results.update(packed_sections(args, results, quick))
     flags = " ".join((["--quick"] if quick else []) + ([f"--device {args.device}"] if args.device != "cpu" else []))
-    report = {"quick": quick, "device": args.device, "machine": machine(), "results": results,
-              "goals": goals(results), "seconds": time.perf_counter() - started,
-              "command": "make bench" + (f' ARGS="{flags}"' if flags else "")}
+    report = {
+        "quick": quick,
+        "device": args.device,
+        "machine": machine(),
+        "results": results,
+        "goals": goals(results),
+        "seconds": time.perf_counter() - started,
+        "command": "make bench" + (f' ARGS="{flags}"' if flags else ""),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -279,9 +348,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(report: dict[str, Any]) -> None:
     m = report["machine"]
-    print(f"\nmachine: {m['cpu']} (family/model {m['cpu_family_model']}, {m['isa']}), {m['cores']} cores, "
-          f"torch {m['torch']}, {m['torch_threads']} threads"
-          f"{'  (QUICK: smoke numbers only)' if report['quick'] else ''}")
+    print(
+        f"\nmachine: {m['cpu']} (family/model {m['cpu_family_model']}, {m['isa']}), {m['cores']} cores, "
+        f"torch {m['torch']}, {m['torch_threads']} threads"
+        f"{'  (QUICK: smoke numbers only)' if report['quick'] else ''}"
+    )
     print(f"{'metric':40s} {'value':>12s}  goal")
     for name, value in report["results"].items():
         goal = report["goals"].get(name)

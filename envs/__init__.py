@@ -29,6 +29,7 @@ def is_gym_task(task: str) -> bool:
 
 def dmc_task_names() -> dict[str, tuple[str, str]]:
     from dm_control import suite
+
     names = {f"{domain}_{task}": (domain, task) for domain, task in suite.ALL_TASKS}
     names.update(DMC_ALIASES)
     return names
@@ -36,6 +37,7 @@ def dmc_task_names() -> dict[str, tuple[str, str]]:
 
 def gym_task_names() -> list[str]:
     import gymnasium
+
     mujoco_ids = []
     for env_id, spec in gymnasium.envs.registry.items():
         entry = str(spec.entry_point)
@@ -55,16 +57,19 @@ def check_task_name(task: str) -> None:
         return
     close = difflib.get_close_matches(task, all_task_names(), n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown task{hint} (dm_control tasks are domain_task, e.g. cartpole_swingup; "
-                     f"Gymnasium MuJoCo ids are e.g. Hopper-v5)")
+    raise ValueError(
+        f"unknown task{hint} (dm_control tasks are domain_task, e.g. cartpole_swingup; "
+        f"Gymnasium MuJoCo ids are e.g. Hopper-v5)"
+    )
 
 
-def make_env(task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int,
-             image_size: int = 84) -> Env:
+def make_env(task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int, image_size: int = 84) -> Env:
     check_task_name(task)
     if is_gym_task(task):
         from envs.gym_mujoco import GymMujocoEnv
+
         return GymMujocoEnv(task, obs_type, seed, action_repeat, frame_stack, image_size)
     from envs.dmc import DMCEnv
+
     domain, task_name = dmc_task_names()[task]
     return DMCEnv(domain, task_name, obs_type, seed, action_repeat, frame_stack, image_size)

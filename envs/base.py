@@ -17,6 +17,7 @@ class Step:
     the newest part of it, which is what the replay stores; ``state`` is the
     proprioceptive vector, available in pixel mode too (coverage, Q-bias).
     """
+
     obs: np.ndarray
     frame: np.ndarray
     state: np.ndarray

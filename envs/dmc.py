@@ -15,10 +15,19 @@ def _flatten(observation: dict[str, Any]) -> np.ndarray:
 
 
 class DMCEnv(Env):
-    def __init__(self, domain: str, task: str, obs_type: str, seed: int, action_repeat: int,
-                 frame_stack: int, image_size: int = 84):
-        self._env = suite.load(domain, task, task_kwargs={"random": seed},
-                               environment_kwargs={"flat_observation": False})
+    def __init__(
+        self,
+        domain: str,
+        task: str,
+        obs_type: str,
+        seed: int,
+        action_repeat: int,
+        frame_stack: int,
+        image_size: int = 84,
+    ):
+        self._env = suite.load(
+            domain, task, task_kwargs={"random": seed}, environment_kwargs={"flat_observation": False}
+        )
         self.obs_type = obs_type
         self.action_repeat = action_repeat
         self.image_size = image_size
@@ -54,7 +63,7 @@ class DMCEnv(Env):
         reward, discount = 0.0, 1.0
         for _ in range(self.action_repeat):
             time_step = self._env.step(scaled)
-            reward += (time_step.reward or 0.0)
+            reward += time_step.reward or 0.0
             discount *= time_step.discount if time_step.discount is not None else 1.0
             if time_step.last():
                 break

@@ -12,8 +12,7 @@ from envs.base import Env, FrameStacker, Step
 
 
 class GymMujocoEnv(Env):
-    def __init__(self, task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int,
-                 image_size: int = 84):
+    def __init__(self, task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int, image_size: int = 84):
         kwargs: dict[str, Any] = {}
         if obs_type == "pixels":
             kwargs = {"render_mode": "rgb_array", "width": image_size, "height": image_size}
@@ -57,8 +56,15 @@ class GymMujocoEnv(Env):
         state = np.asarray(observation, dtype=np.float32)
         frame = self._frame(state)
         # Only a true termination cuts the bootstrap; a time limit does not.
-        return Step(self._stack.push(frame), frame, state, reward, 0.0 if terminated else 1.0, False,
-                    bool(terminated or truncated))
+        return Step(
+            self._stack.push(frame),
+            frame,
+            state,
+            reward,
+            0.0 if terminated else 1.0,
+            False,
+            bool(terminated or truncated),
+        )
 
     def get_rng_state(self) -> Any:
         return {"np_random": copy.deepcopy(self._env.unwrapped.np_random.bit_generator.state), "seed": self._seed}

@@ -18,8 +18,10 @@ PROG = "bnsweep"
 # command: (module whose main(argv) -> int runs it, one line for the overview)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("agent.train", "one trial: key=value ... [config=FILE.yaml] [out=DIR]"),
-    "sweep": ("orchestrator.sweep", "run a grid of sweeps/ on a profile through Ray Tune, then draw its figures "
-                                    "(--dry-run: the plan only)"),
+    "sweep": (
+        "orchestrator.sweep",
+        "run a grid of sweeps/ on a profile through Ray Tune, then draw its figures (--dry-run: the plan only)",
+    ),
     "figures": ("analysis.figures", "redraw every figure and figures/report.md from the result store"),
     "bench": ("bench.run", "the benchmark suite -> bench/latest.json (--quick: smoke)"),
     "claims": ("analysis.claims", "print the claims table of the paper's findings from the result store"),
@@ -47,8 +49,11 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Batch-normalization mode study of DrQ-v2: trials, sweeps, figures, benchmarks.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=PROG,
+        description="Batch-normalization mode study of DrQ-v2: trials, sweeps, figures, benchmarks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, (module, summary) in COMMANDS.items():
@@ -65,10 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if position is None:
         parser.parse_args(argv)  # -h / --version exit here; an unknown option is an error (exit 2)
         parser.error(f"a command is required: one of {', '.join(COMMANDS)} (bnsweep --help)")
-    name, rest = argv[position], argv[position + 1:]
+    name, rest = argv[position], argv[position + 1 :]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}: expected one of {', '.join(COMMANDS)} (bnsweep --help)")
-    parser.parse_args(argv[:position + 1])  # bnsweep's own options before the command (-h, --version, typos)
+    parser.parse_args(argv[: position + 1])  # bnsweep's own options before the command (-h, --version, typos)
     module, _ = COMMANDS[name]
     command_main = importlib.import_module(module).main
     # argparse takes its program name from sys.argv[0] where a main sets none (bench): "usage: bnsweep bench".

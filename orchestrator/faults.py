@@ -72,8 +72,10 @@ def full_disk(results: Path) -> str | None:
         return None
     if free >= FULL_DISK_BYTES:
         return None
-    return f"could not write {results} (Ray's experiment state and checkpoint copies): No space left on device " \
-           f"({free:,} bytes free)"
+    return (
+        f"could not write {results} (Ray's experiment state and checkpoint copies): No space left on device "
+        f"({free:,} bytes free)"
+    )
 
 
 class QuietStoreErrors:
@@ -84,7 +86,11 @@ class QuietStoreErrors:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, OSError) and exc.errno in STORE_ERRNOS:
             record.msg, record.args, record.exc_info, record.exc_text = (
-                f"{record.getMessage().splitlines()[0]}: {exc.strerror or exc}", None, None, None)
+                f"{record.getMessage().splitlines()[0]}: {exc.strerror or exc}",
+                None,
+                None,
+                None,
+            )
         return True
 
 

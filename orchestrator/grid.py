@@ -28,8 +28,23 @@ from agent.store import cell_id, trial_id
 from orchestrator import SWEEPS_DIR
 
 # ------------------------------------------------------------------ the format
-TOP_KEYS = ("name", "description", "base", "frames", "axes", "cells", "tasks", "seeds", "resources", "pack",
-            "max_concurrent", "max_failures", "ray_checkpoints", "wandb", "profiles")
+TOP_KEYS = (
+    "name",
+    "description",
+    "base",
+    "frames",
+    "axes",
+    "cells",
+    "tasks",
+    "seeds",
+    "resources",
+    "pack",
+    "max_concurrent",
+    "max_failures",
+    "ray_checkpoints",
+    "wandb",
+    "profiles",
+)
 PROFILE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "profiles"))
 RESOURCE_KEYS = ("cpu", "gpu")
 WANDB_KEYS = ("project", "entity", "tags", "mode")
@@ -37,9 +52,13 @@ WANDB_MODES = ("online", "offline", "disabled")
 TASK_GROUPS = ("easy", "medium", "hard", "gym_mujoco")
 # Keys a grid must not set through `base`/axes/cells: they have their own grid key,
 # and the placement keys are derived from `resources` so they never change a trial's id.
-MANAGED_KEYS = {"seed": "seeds", "task": "tasks", "device": "resources.gpu (cuda when gpu > 0)",
-                "torch_threads": "resources.cpu (torch threads = the trial's CPUs)",
-                "env_threads": "resources.cpu (a pack steps its members' environments on its CPUs)"}
+MANAGED_KEYS = {
+    "seed": "seeds",
+    "task": "tasks",
+    "device": "resources.gpu (cuda when gpu > 0)",
+    "torch_threads": "resources.cpu (torch threads = the trial's CPUs)",
+    "env_threads": "resources.cpu (a pack steps its members' environments on its CPUs)",
+}
 DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
 DEFAULT_MAX_FAILURES = 2
 DEFAULT_PACK = 1  # members per pack (issue #9): 1 = every trial is its own process, as before packing
@@ -49,16 +68,26 @@ GRID_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # allowed set (norms, optimizers, target_bn_stats, obs_type) also accepts `all`.
 AXIS_PRESETS: dict[str, dict[str, tuple]] = {
     "bn_mode": {"all": ALL_BN_MODES},
-    "lr": {"paper": (5e-5, 7.5e-5, 1e-4, 2e-4, 5e-4, 1e-3),  # SPEC §6
-           "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)},  # SPEC §6 choice: SGD needs larger steps
+    "lr": {
+        "paper": (5e-5, 7.5e-5, 1e-4, 2e-4, 5e-4, 1e-3),  # SPEC §6
+        "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+    },  # SPEC §6 choice: SGD needs larger steps
     "buffer_mix_ratio": {"paper": (0.0, 0.25, 0.5, 1.0)},  # SPEC §8
 }
 TASK_PRESETS: dict[str, tuple[str, ...]] = {
     "easy": EASY_TASKS,
     "medium": MEDIUM_TASKS,
     # choice: the DMC tasks the normalization comparison runs on in the paper profile
-    "paper": ("hopper_hop", "cheetah_run", "walker_run", "quadruped_walk", "finger_turn_hard",
-              "reacher_hard", "acrobot_swingup", "cartpole_swingup"),
+    "paper": (
+        "hopper_hop",
+        "cheetah_run",
+        "walker_run",
+        "quadruped_walk",
+        "finger_turn_hard",
+        "reacher_hard",
+        "acrobot_swingup",
+        "cartpole_swingup",
+    ),
 }
 
 
@@ -92,9 +121,17 @@ class TrialSpec:
 
     def meta(self) -> dict[str, Any]:
         """The ``trial.json`` contract read by the analysis package."""
-        return {"grid": self.grid, "trial_id": self.trial_id, "cell_id": self.cell_id, "cell_name": self.cell_name,
-                "seed": self.seed, "task": self.task, "axes": self.axes, "variant": self.variant,
-                "profile": self.profile}
+        return {
+            "grid": self.grid,
+            "trial_id": self.trial_id,
+            "cell_id": self.cell_id,
+            "cell_name": self.cell_name,
+            "seed": self.seed,
+            "task": self.task,
+            "axes": self.axes,
+            "variant": self.variant,
+            "profile": self.profile,
+        }
 
 
 @dataclass
@@ -139,7 +176,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+            )
         seen[key] = key_node.start_mark.line
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -164,8 +202,12 @@ def resolve_grid_path(ref: str) -> Path:
     names = available_grids()
     close = difflib.get_close_matches(ref, names, n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise GridError([f"--grid {ref}: no grid named {ref!r}{hint}; grids in {SWEEPS_DIR}: {', '.join(names)}; "
-                     f"or give a path to a YAML file"])
+    raise GridError(
+        [
+            f"--grid {ref}: no grid named {ref!r}{hint}; grids in {SWEEPS_DIR}: {', '.join(names)}; "
+            f"or give a path to a YAML file"
+        ]
+    )
 
 
 def load_grid(ref: str | Path, profile: str) -> Grid:
@@ -207,11 +249,13 @@ class _GridBuilder:
     # -------------------------------------------------------------- top level
     def build(self, data: Any, profile: str) -> Grid:
         if data is None:
-            raise GridError([f"{self.path}: the file is empty; a grid needs at least `base` or `axes` "
-                             f"(see sweeps/README.md)"])
+            raise GridError(
+                [f"{self.path}: the file is empty; a grid needs at least `base` or `axes` (see sweeps/README.md)"]
+            )
         if not isinstance(data, Mapping):
-            raise GridError([f"{self.path}: expected a mapping of grid keys ({', '.join(TOP_KEYS)}), "
-                             f"got {type(data).__name__}"])
+            raise GridError(
+                [f"{self.path}: expected a mapping of grid keys ({', '.join(TOP_KEYS)}), got {type(data).__name__}"]
+            )
         top = self.check_level(data, "", TOP_KEYS)
         name = data.get("name", self.path.stem)
         if not isinstance(name, str) or not GRID_NAME_RE.fullmatch(name):
@@ -223,8 +267,10 @@ class _GridBuilder:
         else:
             for pname, pdata in profiles_raw.items():
                 if not isinstance(pdata, Mapping):
-                    self.error(f"profiles.{pname}", f"expected a mapping of grid keys ({', '.join(PROFILE_KEYS)}), "
-                                                    f"got {type(pdata).__name__}")
+                    self.error(
+                        f"profiles.{pname}",
+                        f"expected a mapping of grid keys ({', '.join(PROFILE_KEYS)}), got {type(pdata).__name__}",
+                    )
                     continue
                 profiles[str(pname)] = self.check_level(pdata, f"profiles.{pname}.", PROFILE_KEYS)
         if profiles and profile not in profiles:
@@ -233,7 +279,7 @@ class _GridBuilder:
         # Expand every profile, not only the requested one: a broken paper profile is
         # reported while the local one is being tried, not after days on a cluster.
         chosen: Grid | None = None
-        for pname in (profiles or {profile: {}}):
+        for pname in profiles or {profile: {}}:
             merged = self.merge(top, profiles.get(pname, {}), pname if profiles else None)
             grid = self.expand(str(name), pname, merged, tuple(profiles))
             if pname == profile:
@@ -252,8 +298,7 @@ class _GridBuilder:
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 where = "a profile" if prefix else "a grid"
                 extra = " (trial config keys go under `base`)" if key in FIELDS else ""
-                self.error(key_path, f"unknown key {key!r}{hint}{extra}; allowed in {where}: "
-                                     f"{', '.join(allowed_keys)}")
+                self.error(key_path, f"unknown key {key!r}{hint}{extra}; allowed in {where}: {', '.join(allowed_keys)}")
                 continue
             checker = getattr(self, f"check_{key}", None)
             out[key] = checker(value, key_path) if checker else value
@@ -319,8 +364,10 @@ class _GridBuilder:
             for key, frames in value.items():
                 key = str(key)
                 if key not in TASK_GROUPS and not self.task_ok(key):
-                    self.error(f"{key_path}.{key}", f"{key!r} is neither a task group ({', '.join(TASK_GROUPS)}) "
-                                                    f"nor a known task")
+                    self.error(
+                        f"{key_path}.{key}",
+                        f"{key!r} is neither a task group ({', '.join(TASK_GROUPS)}) nor a known task",
+                    )
                     continue
                 out[key] = self.positive_int(frames, f"{key_path}.{key}")
             return out
@@ -340,8 +387,11 @@ class _GridBuilder:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            self.error(key_path, "expected a mapping: config key -> list of values, or axis name -> "
-                                 "{variant name: {config key: value, ...}}")
+            self.error(
+                key_path,
+                "expected a mapping: config key -> list of values, or axis name -> "
+                "{variant name: {config key: value, ...}}",
+            )
             return {}
         out: dict[str, Any] = {}
         for axis, values in value.items():
@@ -362,8 +412,11 @@ class _GridBuilder:
             else:
                 close = difflib.get_close_matches(axis, list(FIELDS), n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                self.error(path, f"{axis!r} is not a trial config key{hint}; an axis is either a config key with "
-                                 f"a list of values, or a named axis mapping variant names to config values")
+                self.error(
+                    path,
+                    f"{axis!r} is not a trial config key{hint}; an axis is either a config key with "
+                    f"a list of values, or a named axis mapping variant names to config values",
+                )
         return out
 
     def check_value_axis(self, key: str, values: Any, path: str) -> tuple | object:
@@ -377,9 +430,12 @@ class _GridBuilder:
             self.error(path, f"{values!r}: expected a list of values or a preset name (presets: {named})")
             return _MISSING
         if isinstance(values, Mapping):
-            self.error(path, f"{key!r} is a trial config key, so this axis takes a list of values; a named axis "
-                             f"(variant name -> config values) needs a name that is not a config key, e.g. "
-                             f"'{key}_choice'")
+            self.error(
+                path,
+                f"{key!r} is a trial config key, so this axis takes a list of values; a named axis "
+                f"(variant name -> config values) needs a name that is not a config key, e.g. "
+                f"'{key}_choice'",
+            )
             return _MISSING
         if not isinstance(values, list):
             self.error(path, f"{values!r}: expected a list of values")
@@ -393,8 +449,10 @@ class _GridBuilder:
             if coerced is _MISSING:
                 continue
             if coerced in out:
-                self.error(f"{path}[{i}]", f"{item!r}: duplicate value (already at [{out.index(coerced)}]); "
-                                           f"each axis value must be distinct")
+                self.error(
+                    f"{path}[{i}]",
+                    f"{item!r}: duplicate value (already at [{out.index(coerced)}]); each axis value must be distinct",
+                )
                 continue
             out.append(coerced)
         return tuple(out)
@@ -432,8 +490,11 @@ class _GridBuilder:
                 self.error(f"{path}.name", f"{name!r}: expected text")
                 name = None
             if not cell:
-                self.error(path, "a cell needs at least one config key (a cell equal to `base` alone is "
-                                 "written `cells: [{name: ..., <key>: <base value>}]`)")
+                self.error(
+                    path,
+                    "a cell needs at least one config key (a cell equal to `base` alone is "
+                    "written `cells: [{name: ..., <key>: <base value>}]`)",
+                )
                 continue
             out.append({"name": name, "overrides": self.check_overrides(cell, path), "origin": path})
         return out
@@ -451,8 +512,7 @@ class _GridBuilder:
                 return TASK_PRESETS[value]
             value = [value]  # one task; checked (with suggestions) below
         if not isinstance(value, list):
-            self.error(key_path, f"{value!r}: expected a list of task names or a preset "
-                                 f"({', '.join(TASK_PRESETS)})")
+            self.error(key_path, f"{value!r}: expected a list of task names or a preset ({', '.join(TASK_PRESETS)})")
             return _MISSING
         if not value:
             self.error(key_path, "empty list: give at least one task")
@@ -481,8 +541,9 @@ class _GridBuilder:
                 return _MISSING
             return tuple(range(1, value + 1))
         if not isinstance(value, list) or not value:
-            self.error(key_path, f"{value!r}: expected a non-empty list of integer seeds, or a count N "
-                                 f"meaning seeds 1..N")
+            self.error(
+                key_path, f"{value!r}: expected a non-empty list of integer seeds, or a count N meaning seeds 1..N"
+            )
             return _MISSING
         out: list[int] = []
         for i, seed in enumerate(value):
@@ -518,8 +579,11 @@ class _GridBuilder:
 
     def check_pack(self, value: Any, key_path: str) -> int | object:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.error(key_path, f"{value!r}: expected a positive integer, the most trials one pack trains "
-                                 f"together in one process (allowed: 1, 2, 3, ...; 1 = no packing)")
+            self.error(
+                key_path,
+                f"{value!r}: expected a positive integer, the most trials one pack trains "
+                f"together in one process (allowed: 1, 2, 3, ...; 1 = no packing)",
+            )
             return _MISSING
         return value
 
@@ -572,8 +636,11 @@ class _GridBuilder:
         """A profile is a partial grid over the top level: mappings merge key by key, the rest replaces."""
         merged = {k: v for k, v in top.items() if k not in ("name", "profiles")}
         for key, value in profile.items():
-            if key in ("base", "resources", "wandb", "axes") and isinstance(value, Mapping) \
-                    and isinstance(merged.get(key), Mapping):
+            if (
+                key in ("base", "resources", "wandb", "axes")
+                and isinstance(value, Mapping)
+                and isinstance(merged.get(key), Mapping)
+            ):
                 combined = {**merged[key], **value}
                 merged[key] = {k: v for k, v in combined.items() if v is not None} if key == "axes" else combined
             else:
@@ -615,9 +682,12 @@ class _GridBuilder:
                 for axis, label, ov in combo:
                     for key, value in ov.items():
                         if key in overrides and overrides[key] != value:
-                            self.error("axes", f"{where}axes {axis!r} and another axis both set {key!r} "
-                                               f"({overrides[key]!r} vs {value!r}); an axis key may come from one "
-                                               f"axis only")
+                            self.error(
+                                "axes",
+                                f"{where}axes {axis!r} and another axis both set {key!r} "
+                                f"({overrides[key]!r} vs {value!r}); an axis key may come from one "
+                                f"axis only",
+                            )
                     overrides.update(ov)
                     labels[axis] = label
                 variant = ", ".join(f"{axis}={_fmt(label)}" for axis, label in labels.items())
@@ -632,14 +702,20 @@ class _GridBuilder:
         seen_names: dict[str, str] = {}
         for variant, _, _, origin in cells:
             if variant in seen_names:
-                self.error("cells", f"{where}{origin}: cell name {variant!r} is used twice (also "
-                                    f"{seen_names[variant]}); cell names must be unique")
+                self.error(
+                    "cells",
+                    f"{where}{origin}: cell name {variant!r} is used twice (also "
+                    f"{seen_names[variant]}); cell names must be unique",
+                )
             seen_names.setdefault(variant, origin)
 
         trials: list[TrialSpec] = []
         cpu, gpu = float(resources["cpu"]), float(resources["gpu"])
-        placement = {"device": "cuda" if gpu > 0 else "cpu", "torch_threads": max(1, int(cpu)),
-                     "env_threads": max(1, int(cpu))}
+        placement = {
+            "device": "cuda" if gpu > 0 else "cpu",
+            "torch_threads": max(1, int(cpu)),
+            "env_threads": max(1, int(cpu)),
+        }
         by_cell: dict[str, str] = {}
         failed_cells: set[tuple[str, str]] = set()
         for seed in seeds:  # seed-major: a partial sweep already has one seed of every cell
@@ -668,24 +744,50 @@ class _GridBuilder:
                     cid = cell_id(config)
                     cell_key = f"{origin} with task={task}"
                     if by_cell.get(cid, cell_key) != cell_key:
-                        self.error("", f"{where}duplicate cells: {cell_key} and {by_cell[cid]} resolve to the same "
-                                       f"trial config (cell id {cid}); remove one")
+                        self.error(
+                            "",
+                            f"{where}duplicate cells: {cell_key} and {by_cell[cid]} resolve to the same "
+                            f"trial config (cell id {cid}); remove one",
+                        )
                         failed_cells.add((variant, task))
                         continue
                     by_cell[cid] = cell_key
                     cell_name = variant if len(tasks) == 1 else f"{variant} @ {task}"
-                    trials.append(TrialSpec(grid=name, profile=profile, trial_id=trial_id(config), cell_id=cid,
-                                            cell_name=cell_name, variant=variant, task=task, seed=seed,
-                                            config=config, axes=dict(labels), origin=origin))
+                    trials.append(
+                        TrialSpec(
+                            grid=name,
+                            profile=profile,
+                            trial_id=trial_id(config),
+                            cell_id=cid,
+                            cell_name=cell_name,
+                            variant=variant,
+                            task=task,
+                            seed=seed,
+                            config=config,
+                            axes=dict(labels),
+                            origin=origin,
+                        )
+                    )
         _fill_axes(trials, cells)
-        return Grid(name=name, path=self.path, profile=profile, profiles=profiles,
-                    description=str(spec.get("description", "")).strip(), trials=trials, tasks=tasks, seeds=seeds,
-                    cells=tuple(c[0] for c in cells), resources=resources,
-                    max_concurrent=spec.get("max_concurrent"),
-                    max_failures=spec.get("max_failures", DEFAULT_MAX_FAILURES),
-                    ray_checkpoints=spec.get("ray_checkpoints", True),
-                    wandb=dict(spec.get("wandb") or {}), source_text=self.text,
-                    pack=spec.get("pack", DEFAULT_PACK), pack_source=spec.get("_pack_source", ""))
+        return Grid(
+            name=name,
+            path=self.path,
+            profile=profile,
+            profiles=profiles,
+            description=str(spec.get("description", "")).strip(),
+            trials=trials,
+            tasks=tasks,
+            seeds=seeds,
+            cells=tuple(c[0] for c in cells),
+            resources=resources,
+            max_concurrent=spec.get("max_concurrent"),
+            max_failures=spec.get("max_failures", DEFAULT_MAX_FAILURES),
+            ray_checkpoints=spec.get("ray_checkpoints", True),
+            wandb=dict(spec.get("wandb") or {}),
+            source_text=self.text,
+            pack=spec.get("pack", DEFAULT_PACK),
+            pack_source=spec.get("_pack_source", ""),
+        )
 
     def frames_for(self, frames: Any, task: str, where: str) -> int | None:
         if not isinstance(frames, Mapping):
@@ -732,6 +834,7 @@ def _coerce(key: str, value: Any) -> Any:
 
 def agent_config_check_task(task: str) -> None:
     from envs import check_task_name  # local: imports dm_control, only needed when tasks are checked
+
     check_task_name(task)
 
 

@@ -43,8 +43,13 @@ TRANSITION_FIXED_BYTES = 4 + 4 + 8 + 8
 # 8,287), times COMPRESSED_MARGIN: a trained policy moves the tracking camera more than a random one, which
 # makes differences larger, and that has not been measured.  Other tasks: half a raw frame, unmeasured.
 COMPRESSED_MARGIN = 1.5
-COMPRESSED_PIXEL_BYTES_MEASURED = {"cartpole_swingup": 1_288, "walker_walk": 7_046, "cheetah_run": 3_560,
-                                   "hopper_hop": 2_827, "quadruped_run": 8_287}
+COMPRESSED_PIXEL_BYTES_MEASURED = {
+    "cartpole_swingup": 1_288,
+    "walker_walk": 7_046,
+    "cheetah_run": 3_560,
+    "hopper_hop": 2_827,
+    "quadruped_run": 8_287,
+}
 COMPRESSED_PIXEL_BYTES_UNMEASURED = PIXEL_FRAME_BYTES // 2
 
 
@@ -55,27 +60,73 @@ def compressed_pixel_bytes(task: str) -> int:
         return COMPRESSED_PIXEL_BYTES_UNMEASURED
     return min(PIXEL_FRAME_BYTES, math.ceil(measured * COMPRESSED_MARGIN))
 
+
 # (state_dim, action_dim) of every dm_control suite task and Gymnasium MuJoCo v5 task, read from
 # their specs (dm_control 1.0.50, gymnasium 1.x); the estimate must not build environments.
 TASK_DIMS: dict[str, tuple[int, int]] = {
-    "acrobot_swingup": (6, 1), "acrobot_swingup_sparse": (6, 1), "ball_in_cup_catch": (8, 2), "cup_catch": (8, 2),
-    "cartpole_balance": (5, 1), "cartpole_balance_sparse": (5, 1), "cartpole_swingup": (5, 1),
-    "cartpole_swingup_sparse": (5, 1), "cartpole_three_poles": (11, 1), "cartpole_two_poles": (8, 1),
-    "cheetah_run": (17, 6), "dog_fetch": (232, 38), "dog_run": (223, 38), "dog_stand": (223, 38),
-    "dog_trot": (223, 38), "dog_walk": (223, 38), "finger_spin": (9, 2), "finger_turn_easy": (12, 2),
-    "finger_turn_hard": (12, 2), "fish_swim": (24, 5), "fish_upright": (21, 5), "hopper_hop": (15, 4),
-    "hopper_stand": (15, 4), "humanoid_CMU_run": (137, 56), "humanoid_CMU_stand": (137, 56),
-    "humanoid_CMU_walk": (137, 56), "humanoid_run": (67, 21), "humanoid_run_pure_state": (55, 21),
-    "humanoid_stand": (67, 21), "humanoid_walk": (67, 21), "lqr_lqr_2_1": (4, 1), "lqr_lqr_6_2": (12, 2),
-    "manipulator_bring_ball": (44, 5), "manipulator_bring_peg": (44, 5), "manipulator_insert_ball": (44, 5),
-    "manipulator_insert_peg": (44, 5), "pendulum_swingup": (3, 1), "point_mass_easy": (4, 2),
-    "point_mass_hard": (4, 2), "quadruped_escape": (101, 12), "quadruped_fetch": (90, 12),
-    "quadruped_run": (78, 12), "quadruped_walk": (78, 12), "reacher_easy": (6, 2), "reacher_hard": (6, 2),
-    "stacker_stack_2": (49, 5), "stacker_stack_4": (63, 5), "swimmer_swimmer15": (61, 14),
-    "swimmer_swimmer6": (25, 5), "walker_run": (24, 6), "walker_stand": (24, 6), "walker_walk": (24, 6),
-    "Ant-v5": (105, 8), "HalfCheetah-v5": (17, 6), "Hopper-v5": (11, 3), "Humanoid-v5": (348, 17),
-    "HumanoidStandup-v5": (348, 17), "InvertedDoublePendulum-v5": (9, 1), "InvertedPendulum-v5": (4, 1),
-    "Pusher-v5": (23, 7), "Reacher-v5": (10, 2), "Swimmer-v5": (8, 2), "Walker2d-v5": (17, 6),
+    "acrobot_swingup": (6, 1),
+    "acrobot_swingup_sparse": (6, 1),
+    "ball_in_cup_catch": (8, 2),
+    "cup_catch": (8, 2),
+    "cartpole_balance": (5, 1),
+    "cartpole_balance_sparse": (5, 1),
+    "cartpole_swingup": (5, 1),
+    "cartpole_swingup_sparse": (5, 1),
+    "cartpole_three_poles": (11, 1),
+    "cartpole_two_poles": (8, 1),
+    "cheetah_run": (17, 6),
+    "dog_fetch": (232, 38),
+    "dog_run": (223, 38),
+    "dog_stand": (223, 38),
+    "dog_trot": (223, 38),
+    "dog_walk": (223, 38),
+    "finger_spin": (9, 2),
+    "finger_turn_easy": (12, 2),
+    "finger_turn_hard": (12, 2),
+    "fish_swim": (24, 5),
+    "fish_upright": (21, 5),
+    "hopper_hop": (15, 4),
+    "hopper_stand": (15, 4),
+    "humanoid_CMU_run": (137, 56),
+    "humanoid_CMU_stand": (137, 56),
+    "humanoid_CMU_walk": (137, 56),
+    "humanoid_run": (67, 21),
+    "humanoid_run_pure_state": (55, 21),
+    "humanoid_stand": (67, 21),
+    "humanoid_walk": (67, 21),
+    "lqr_lqr_2_1": (4, 1),
+    "lqr_lqr_6_2": (12, 2),
+    "manipulator_bring_ball": (44, 5),
+    "manipulator_bring_peg": (44, 5),
+    "manipulator_insert_ball": (44, 5),
+    "manipulator_insert_peg": (44, 5),
+    "pendulum_swingup": (3, 1),
+    "point_mass_easy": (4, 2),
+    "point_mass_hard": (4, 2),
+    "quadruped_escape": (101, 12),
+    "quadruped_fetch": (90, 12),
+    "quadruped_run": (78, 12),
+    "quadruped_walk": (78, 12),
+    "reacher_easy": (6, 2),
+    "reacher_hard": (6, 2),
+    "stacker_stack_2": (49, 5),
+    "stacker_stack_4": (63, 5),
+    "swimmer_swimmer15": (61, 14),
+    "swimmer_swimmer6": (25, 5),
+    "walker_run": (24, 6),
+    "walker_stand": (24, 6),
+    "walker_walk": (24, 6),
+    "Ant-v5": (105, 8),
+    "HalfCheetah-v5": (17, 6),
+    "Hopper-v5": (11, 3),
+    "Humanoid-v5": (348, 17),
+    "HumanoidStandup-v5": (348, 17),
+    "InvertedDoublePendulum-v5": (9, 1),
+    "InvertedPendulum-v5": (4, 1),
+    "Pusher-v5": (23, 7),
+    "Reacher-v5": (10, 2),
+    "Swimmer-v5": (8, 2),
+    "Walker2d-v5": (17, 6),
 }
 # Safe upper bounds for a task missing above (the largest above: 348 and 56).
 STATE_DIM_BOUND, ACTION_DIM_BOUND = 512, 64
@@ -260,13 +311,18 @@ class DiskPlan:
         return self.kept + self.writing + self.ray + self.metrics
 
     def breakdown(self) -> str:
-        ray = (f" + Ray's copies {fmt_bytes(self.ray)} (one per pack, kept, + one being persisted per running pack)"
-               if self.ray else " (no Ray copies: ray_checkpoints false)")
-        return (f"{self.trials} trials x {KEPT_CHECKPOINTS} kept checkpoint (the latest) + {self.running_trials} "
-                f"running trials x {RUNNING_EXTRA_CHECKPOINTS} previous {fmt_bytes(self.kept)} + "
-                f"{self.running_trials} running trials x 1 being written "
-                f"{fmt_bytes(self.writing)}{ray} + metrics {fmt_bytes(self.metrics)}; "
-                f"the largest checkpoint {fmt_bytes(self.largest_checkpoint)}")
+        ray = (
+            f" + Ray's copies {fmt_bytes(self.ray)} (one per pack, kept, + one being persisted per running pack)"
+            if self.ray
+            else " (no Ray copies: ray_checkpoints false)"
+        )
+        return (
+            f"{self.trials} trials x {KEPT_CHECKPOINTS} kept checkpoint (the latest) + {self.running_trials} "
+            f"running trials x {RUNNING_EXTRA_CHECKPOINTS} previous {fmt_bytes(self.kept)} + "
+            f"{self.running_trials} running trials x 1 being written "
+            f"{fmt_bytes(self.writing)}{ray} + metrics {fmt_bytes(self.metrics)}; "
+            f"the largest checkpoint {fmt_bytes(self.largest_checkpoint)}"
+        )
 
 
 def store_disk_plan(packs: Sequence[Pack], running_packs: int, ray_checkpoints: bool = True) -> DiskPlan:
@@ -278,15 +334,19 @@ def store_disk_plan(packs: Sequence[Pack], running_packs: int, ray_checkpoints: 
     Checkpoints are counted at their largest (full replay), also for trials that resume (their current
     checkpoints are already on disk and smaller): an upper bound."""
     sizes = [[checkpoint_bytes(c) for c in p.configs] for p in packs]
-    running = sorted(sizes, key=sum, reverse=True)[:max(0, running_packs)]
+    running = sorted(sizes, key=sum, reverse=True)[: max(0, running_packs)]
     every = sum(sum(s) for s in sizes)
     in_flight = sum(sum(s) for s in running)
-    return DiskPlan(trials=sum(len(s) for s in sizes), running_trials=sum(len(s) for s in running),
-                    running_packs=len(running), largest_checkpoint=max((max(s) for s in sizes if s), default=0),
-                    kept=KEPT_CHECKPOINTS * every + RUNNING_EXTRA_CHECKPOINTS * in_flight,
-                    writing=WRITING_CHECKPOINTS * in_flight,
-                    ray=(every + in_flight) if ray_checkpoints else 0,
-                    metrics=sum(metrics_bytes(c) for p in packs for c in p.configs))
+    return DiskPlan(
+        trials=sum(len(s) for s in sizes),
+        running_trials=sum(len(s) for s in running),
+        running_packs=len(running),
+        largest_checkpoint=max((max(s) for s in sizes if s), default=0),
+        kept=KEPT_CHECKPOINTS * every + RUNNING_EXTRA_CHECKPOINTS * in_flight,
+        writing=WRITING_CHECKPOINTS * in_flight,
+        ray=(every + in_flight) if ray_checkpoints else 0,
+        metrics=sum(metrics_bytes(c) for p in packs for c in p.configs),
+    )
 
 
 def free_disk_bytes(path: Path) -> tuple[int, Path]:
@@ -311,12 +371,15 @@ def free_disk_bytes(path: Path) -> tuple[int, Path]:
 #   update is 2.4x faster per member than one trial's, but the loop is bound by the CPU side (environment
 #   steps, rendering and, with lz4, replay decoding) of all members in one Python process.
 PACKED_SPEEDUPS: dict[tuple[str, int, str, int, str], float] = {
-    ("states", 256, "cpu", 2, "none"): 1.35, ("states", 256, "cpu", 4, "none"): 1.35,
+    ("states", 256, "cpu", 2, "none"): 1.35,
+    ("states", 256, "cpu", 4, "none"): 1.35,
     ("states", 256, "cpu", 8, "none"): 1.52,
-    ("states", 1024, "cpu", 2, "none"): 1.08, ("states", 1024, "cpu", 4, "none"): 1.00,
+    ("states", 1024, "cpu", 2, "none"): 1.08,
+    ("states", 1024, "cpu", 4, "none"): 1.00,
     ("states", 1024, "cpu", 8, "none"): 1.04,
     ("pixels", 1024, "cuda", 16, "lz4"): 0.89,
-    ("pixels", 1024, "cuda", 4, "none"): 1.38, ("pixels", 1024, "cuda", 16, "none"): 1.78,
+    ("pixels", 1024, "cuda", 4, "none"): 1.38,
+    ("pixels", 1024, "cuda", 16, "none"): 1.78,
 }
 
 
@@ -328,14 +391,21 @@ def packed_speedup(config: Mapping[str, Any], size: int) -> tuple[float, str | N
     """(aggregate speed-up of a pack of ``size``, a note when it is assumed rather than measured)."""
     if size <= 1:
         return 1.0, None
-    key = (str(config.get("obs_type")), int(config.get("hidden_dim", 0)), device_kind(config), int(size),
-           str(config.get("frame_codec", "none")))
+    key = (
+        str(config.get("obs_type")),
+        int(config.get("hidden_dim", 0)),
+        device_kind(config),
+        int(size),
+        str(config.get("frame_codec", "none")),
+    )
     if key in PACKED_SPEEDUPS:
         return PACKED_SPEEDUPS[key], None
     where = "GPU" if key[2] == "cuda" else "CPU"
     codec = "" if key[4] == "none" else f", frame_codec {key[4]}"
-    return 1.0, (f"no packed measurement for K={size} on {where} ({key[0]}, hidden {key[1]}{codec}): assuming "
-                 f"aggregate rate = per-trial rate x 1, i.e. no gain (each member at 1/{size} of a trial's rate)")
+    return 1.0, (
+        f"no packed measurement for K={size} on {where} ({key[0]}, hidden {key[1]}{codec}): assuming "
+        f"aggregate rate = per-trial rate x 1, i.e. no gain (each member at 1/{size} of a trial's rate)"
+    )
 
 
 # ------------------------------------------------------------------ grouping
@@ -400,9 +470,11 @@ def make_packs(pending: Sequence[Any], size: int, resume_frame: Callable[[Any], 
         start = 0
         for i in range(count):
             n = base + (1 if i < extra else 0)
-            chunk = members[start:start + n]
+            chunk = members[start : start + n]
             start += n
             chunks.append((chunk[0][0], frame, [t for _, t in chunk]))
     chunks.sort(key=lambda c: c[0])
-    return [Pack(number=i, pack_id=pack_id([t.trial_id for t in chunk]), members=tuple(chunk), resume_frame=frame)
-            for i, (_, frame, chunk) in enumerate(chunks, 1)]
+    return [
+        Pack(number=i, pack_id=pack_id([t.trial_id for t in chunk]), members=tuple(chunk), resume_frame=frame)
+        for i, (_, frame, chunk) in enumerate(chunks, 1)
+    ]

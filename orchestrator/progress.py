@@ -41,9 +41,15 @@ class ProgressView(tune.Callback):
         for pid, pack in packs.items():
             self.packs[pid] = [m["trial_id"] for m in pack["members"]]
             for m in pack["members"]:
-                self.specs[m["trial_id"]] = {"cell": m["meta"]["cell_name"], "task": m["meta"]["task"],
-                                             "seed": m["meta"]["seed"], "frames": int(m["config"]["num_frames"]),
-                                             "out_dir": m["out_dir"], "pack": pid, "pack_size": len(pack["members"])}
+                self.specs[m["trial_id"]] = {
+                    "cell": m["meta"]["cell_name"],
+                    "task": m["meta"]["task"],
+                    "seed": m["meta"]["seed"],
+                    "frames": int(m["config"]["num_frames"]),
+                    "out_dir": m["out_dir"],
+                    "pack": pid,
+                    "pack_size": len(pack["members"]),
+                }
         self.every_s = every_s
         self.reset()
 
@@ -148,22 +154,31 @@ class ProgressView(tune.Callback):
             return
         self.last_table = now
         # Ray creates trials lazily (max_concurrent), so count against the full list of this experiment
-        rows = [tid for t in trials if t.status == "RUNNING" for tid in self._members(t)
-                if tid in self.attempted and tid not in self.final]
+        rows = [
+            tid
+            for t in trials
+            if t.status == "RUNNING"
+            for tid in self._members(t)
+            if tid in self.attempted and tid not in self.final
+        ]
         waiting = max(0, len(self.specs) - len(rows) - self.finished)
         packs = sum(1 for t in trials if t.status == "RUNNING" and self._members(t))
         in_packs = f" in {packs} packs" if any(s["pack_size"] > 1 for s in self.specs.values()) else ""
-        _out(f"[{time.strftime('%H:%M:%S')}] {len(rows)} running{in_packs}, {waiting} waiting, {self.finished} "
-             f"finished of {len(self.specs)} | elapsed {fmt_duration(now - self.started_at)}")
+        _out(
+            f"[{time.strftime('%H:%M:%S')}] {len(rows)} running{in_packs}, {waiting} waiting, {self.finished} "
+            f"finished of {len(self.specs)} | elapsed {fmt_duration(now - self.started_at)}"
+        )
         for tid in rows:
             entry, spec = self.state.get(tid, {}), self.specs.get(tid, {})
             frame, total = entry.get("frame", 0), spec.get("frames", 0) or 1
             fps = entry.get("fps")
             eta = fmt_duration((total - frame) / fps) if fps else "?"
             eval_text = f"{entry['eval']:8.1f}" if entry.get("eval") is not None else "       -"
-            _out(f"    {spec.get('cell', tid)[:34]:34s} {spec.get('task', '')[:18]:18s} s{spec.get('seed', '')!s:<3} "
-                 f"{frame:>9,}/{total:<9,} {100 * frame / total:3.0f}%  eval {eval_text}  "
-                 f"{(f'{fps:.0f}' if fps else '-'):>5} fps  eta {eta}")
+            _out(
+                f"    {spec.get('cell', tid)[:34]:34s} {spec.get('task', '')[:18]:18s} s{spec.get('seed', '')!s:<3} "
+                f"{frame:>9,}/{total:<9,} {100 * frame / total:3.0f}%  eval {eval_text}  "
+                f"{(f'{fps:.0f}' if fps else '-'):>5} fps  eta {eta}"
+            )
 
 
 def record_process_death(out_dir: Path, trial: Any) -> str:
@@ -182,7 +197,10 @@ def record_process_death(out_dir: Path, trial: Any) -> str:
     if error_file and Path(error_file).exists():
         lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
         ray_error = lines[-1] if lines else ""
-    status.update(status="failed", error=f"the trial process died: {ray_error or 'no error report'}"
-                                         + (f" (Ray's report: {error_file})" if error_file else ""))
+    status.update(
+        status="failed",
+        error=f"the trial process died: {ray_error or 'no error report'}"
+        + (f" (Ray's report: {error_file})" if error_file else ""),
+    )
     write_status(out_dir, status)
     return status["error"]

@@ -18,8 +18,13 @@ from agent.store import CONFIG_FILE, FINISHED_STATUSES, STATUS_FILE, read_trial_
 def rate_key(config: Mapping[str, Any]) -> tuple:
     """What a frame rate depends on most: observation type, network width, batch, device, threads."""
     device = "cuda" if str(config.get("device", "cpu")).startswith("cuda") else "cpu"
-    return (config.get("obs_type"), config.get("hidden_dim"), config.get("batch_size"), device,
-            config.get("torch_threads"))
+    return (
+        config.get("obs_type"),
+        config.get("hidden_dim"),
+        config.get("batch_size"),
+        device,
+        config.get("torch_threads"),
+    )
 
 
 def pack_size_of(out_dir: Path, status: Mapping[str, Any] | None = None) -> int:

@@ -62,8 +62,9 @@ class NotLaunched(Exception):
 
 # ---------------------------------------------------------------------- CLI
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--grid", default=DEFAULT_GRID, help="a grid name from sweeps/ or a path to a YAML file")
     parser.add_argument("--profile", default="local", help="profile of the grid: local (CPU, minutes) or paper")
     parser.add_argument("--results", default="results", help="result store root (results/<grid>/<trial_id>/)")
@@ -71,20 +72,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the trial table and estimate; launch nothing")
     parser.add_argument("--max-concurrent", type=int, default=None, help="at most N trials at a time")
     parser.add_argument("--max-failures", type=int, default=None, help="retries of a crashed trial (grid default)")
-    parser.add_argument("--no-wandb", action="store_true",
-                        help="no W&B runs (the store is written as always). Online, a trial waits at most "
-                             f"{WANDB_INIT_TIMEOUT_S:g} s for the W&B server, then logs offline (same run id); "
-                             "the summary prints the `wandb sync` command")
+    parser.add_argument(
+        "--no-wandb",
+        action="store_true",
+        help="no W&B runs (the store is written as always). Online, a trial waits at most "
+        f"{WANDB_INIT_TIMEOUT_S:g} s for the W&B server, then logs offline (same run id); "
+        "the summary prints the `wandb sync` command",
+    )
     parser.add_argument("--no-figures", action="store_true", help="do not draw figures at the end")
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None,
-                        help="Ray cluster address host:port (default: $RAY_ADDRESS; unset: a local Ray instance)")
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS") or None,
+        help="Ray cluster address host:port (default: $RAY_ADDRESS; unset: a local Ray instance)",
+    )
     parser.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress tables")
-    parser.add_argument("--pack", type=int, default=None, metavar="K",
-                        help="train up to K trials together in one process (one Ray trial); overrides the grid's "
-                             "`pack` (default 1); never changes trial ids")
-    parser.add_argument("--host-memory", default=None, metavar="SIZE",
-                        help="dry run only: check that a pack fits a host with this much memory (e.g. 128GiB) "
-                             "instead of this machine")
+    parser.add_argument(
+        "--pack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train up to K trials together in one process (one Ray trial); overrides the grid's "
+        "`pack` (default 1); never changes trial ids",
+    )
+    parser.add_argument(
+        "--host-memory",
+        default=None,
+        metavar="SIZE",
+        help="dry run only: check that a pack fits a host with this much memory (e.g. 128GiB) instead of this machine",
+    )
     args = parser.parse_args(argv)
     if args.pack is not None and args.pack < 1:
         parser.error(f"--pack {args.pack}: expected a positive integer (allowed: 1, 2, 3, ...; 1 = no packing)")
@@ -96,8 +111,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         except ValueError as err:
             parser.error(f"--host-memory {err}")
         if not args.dry_run:
-            parser.error("--host-memory plans a dry run for another host; a real sweep checks the memory of the "
-                         "machines it runs on (add --dry-run)")
+            parser.error(
+                "--host-memory plans a dry run for another host; a real sweep checks the memory of the "
+                "machines it runs on (add --dry-run)"
+            )
     if args.max_concurrent is not None and args.max_concurrent < 1:
         parser.error("--max-concurrent must be >= 1")
     if args.max_failures is not None and args.max_failures < 0:
@@ -136,8 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}; nothing was launched", file=sys.stderr)
         return EXIT_NOT_LAUNCHED
     except KeyboardInterrupt:  # a second Ctrl-C skips Ray's graceful stop; the store is still consistent
-        print("\ninterrupted: finished trials are in the store, the others continue from their checkpoints "
-              "when you run the same command again", file=sys.stderr)
+        print(
+            "\ninterrupted: finished trials are in the store, the others continue from their checkpoints "
+            "when you run the same command again",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
 
 
@@ -190,8 +210,9 @@ def _local_gpus() -> int:
         return 0
 
 
-def estimate(grid: Grid, results: Path, packs: Sequence[Pack], host_memory: int | None = None
-             ) -> tuple[float, list[str]]:
+def estimate(
+    grid: Grid, results: Path, packs: Sequence[Pack], host_memory: int | None = None
+) -> tuple[float, list[str]]:
     """Wall seconds for ``packs`` (greedy schedule over the slots) and the lines explaining the rates used.
 
     A member of a pack of k trains at (per-trial rate) x speedup(k) / k: the per-trial rate is the
@@ -216,14 +237,17 @@ def estimate(grid: Grid, results: Path, packs: Sequence[Pack], host_memory: int 
                 source = f"median of {n} finished trials in {results}"
             else:
                 base = rates.reference_rate(config)
-                source = (f"reference measurement ({config['obs_type']}, hidden {config['hidden_dim']}, "
-                          f"{'GPU' if config['device'] != 'cpu' else 'CPU'}; see docs/orchestrator.md)")
+                source = (
+                    f"reference measurement ({config['obs_type']}, hidden {config['hidden_dim']}, "
+                    f"{'GPU' if config['device'] != 'cpu' else 'CPU'}; see docs/orchestrator.md)"
+                )
             speedup, assumed = packed_speedup(config, k)
             rate = base * speedup / k
             used.setdefault((key, 1), f"{base:.0f} frames/s per trial, {source}")
             if k > 1:
-                used[(key, k)] = (f"packs of {k}: {rate:.0f} frames/s per member "
-                                  + (f"({assumed})" if assumed else f"(measured aggregate speed-up x{speedup:g})"))
+                used[(key, k)] = f"packs of {k}: {rate:.0f} frames/s per member " + (
+                    f"({assumed})" if assumed else f"(measured aggregate speed-up x{speedup:g})"
+                )
         remaining = max(0, pack.members[0].num_frames - pack.resume_frame)
         durations.append(remaining / rate + TRIAL_OVERHEAD_S)
     memory = max((p.memory_bytes for p in packs), default=0)
@@ -235,8 +259,10 @@ def estimate(grid: Grid, results: Path, packs: Sequence[Pack], host_memory: int 
     for text in used.values():
         notes.append(f"  rate: {text}")
     unit = "pack(s)" if grid.pack > 1 else "trial(s)"
-    notes.append(f"  {slots} {unit} at a time ({why}); total {unit[:-3]} time {fmt_duration(sum(durations))} "
-                 f"(divide by the {unit[:-3]}s a cluster runs at once)")
+    notes.append(
+        f"  {slots} {unit} at a time ({why}); total {unit[:-3]} time {fmt_duration(sum(durations))} "
+        f"(divide by the {unit[:-3]}s a cluster runs at once)"
+    )
     return (max(finish) if durations else 0.0), notes
 
 
@@ -254,9 +280,11 @@ def memory_breakdown(pack: Pack) -> str:
     per_member = member_bytes(first)
     replay = replay_bytes(first)
     overhead = per_member - replay
-    return (f"{pack.size} x ({fmt_bytes(replay)} replay: {replay_transitions(first):,} transitions x "
-            f"{replay_bytes_per_transition(first):,} B, + {fmt_bytes(overhead)}) + {fmt_bytes(PROCESS_OVERHEAD_BYTES)} "
-            f"process")
+    return (
+        f"{pack.size} x ({fmt_bytes(replay)} replay: {replay_transitions(first):,} transitions x "
+        f"{replay_bytes_per_transition(first):,} B, + {fmt_bytes(overhead)}) + {fmt_bytes(PROCESS_OVERHEAD_BYTES)} "
+        f"process"
+    )
 
 
 def check_memory_fit(grid: Grid, packs: Sequence[Pack], memory: int, machine: str) -> None:
@@ -270,17 +298,21 @@ def check_memory_fit(grid: Grid, packs: Sequence[Pack], memory: int, machine: st
     fits = min(max_members(p.members[0].config, memory) for p in packs)
     unit = f"a pack of {largest.size} trials" if largest.size > 1 else "one trial"
     if fits < 1:
-        advice = ("not even one of these trials fits: lower replay_capacity or num_frames, or use a host with more "
-                  "memory")
+        advice = (
+            "not even one of these trials fits: lower replay_capacity or num_frames, or use a host with more memory"
+        )
     elif grid.pack_source == "--pack":
         advice = f"at most {fits} of these trials fit one process: pass --pack {fits}"
     else:
         key = grid.pack_source or (f"profiles.{grid.profile}.pack" if grid.profiles else "pack")
-        advice = (f"at most {fits} of these trials fit one process: set `{key}: {fits}` in {grid.path} or pass "
-                  f"--pack {fits}")
-    raise NotLaunched(f"grid {grid.path}, profile {grid.profile}: {pack_key_text(grid)} does not fit: {unit} "
-                      f"needs an estimated {fmt_bytes(need)} ({need:,} bytes = {memory_breakdown(largest)}) but "
-                      f"{machine} has {fmt_bytes(memory)} of memory ({memory:,} bytes); {advice}")
+        advice = (
+            f"at most {fits} of these trials fit one process: set `{key}: {fits}` in {grid.path} or pass --pack {fits}"
+        )
+    raise NotLaunched(
+        f"grid {grid.path}, profile {grid.profile}: {pack_key_text(grid)} does not fit: {unit} "
+        f"needs an estimated {fmt_bytes(need)} ({need:,} bytes = {memory_breakdown(largest)}) but "
+        f"{machine} has {fmt_bytes(memory)} of memory ({memory:,} bytes); {advice}"
+    )
 
 
 def dry_run_memory_target(grid: Grid, address: str | None, host_memory: int | None) -> tuple[int | None, str]:
@@ -288,11 +320,15 @@ def dry_run_memory_target(grid: Grid, address: str | None, host_memory: int | No
     if host_memory:
         return host_memory, "the host given by --host-memory"
     if address:
-        return None, ("not checked in a dry run for a cluster (its nodes are checked when the sweep launches); "
-                      "pass --host-memory SIZE to check a node size now")
+        return None, (
+            "not checked in a dry run for a cluster (its nodes are checked when the sweep launches); "
+            "pass --host-memory SIZE to check a node size now"
+        )
     if grid.gpus_per_trial > 0 and not _local_gpus():
-        return None, ("not checked: this profile needs a GPU and this machine has none, so it runs on another "
-                      "host; pass --host-memory SIZE (e.g. 128GiB) to check that host")
+        return None, (
+            "not checked: this profile needs a GPU and this machine has none, so it runs on another "
+            "host; pass --host-memory SIZE (e.g. 128GiB) to check that host"
+        )
     return local_memory_bytes(), "this machine"
 
 
@@ -306,12 +342,16 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
     if memory is not None:
         check_memory_fit(grid, packs, memory, machine)  # before printing anything: exit 2 with one message
     pack_of = {m.trial_id: p.number for p in packs for m in p.members}
-    print(f"grid {grid.name} ({grid.path}), profile {grid.profile}"
-          + (f" (profiles: {', '.join(grid.profiles)})" if grid.profiles else " (no profiles: the grid as written)"))
+    print(
+        f"grid {grid.name} ({grid.path}), profile {grid.profile}"
+        + (f" (profiles: {', '.join(grid.profiles)})" if grid.profiles else " (no profiles: the grid as written)")
+    )
     if grid.description:
         print(f"  {grid.description}")
-    header = (f"{'#':>4}  {'trial_id':12}  {'cell':38} {'task':20} {'seed':>4} {'frames':>11} {'pack':>5}  "
-              f"{'resources':14} state")
+    header = (
+        f"{'#':>4}  {'trial_id':12}  {'cell':38} {'task':20} {'seed':>4} {'frames':>11} {'pack':>5}  "
+        f"{'resources':14} state"
+    )
     print(header)
     print("-" * len(header))
     resources = f"cpu {grid.cpus_per_trial:g}" + (f" gpu {grid.gpus_per_trial:g}" if grid.gpus_per_trial else "")
@@ -320,34 +360,44 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
         if state in ("running", "failed"):
             state += f" @ {_done_frame(results, t):,}"
         pack = str(pack_of.get(t.trial_id, "-"))
-        print(f"{i:>4}  {t.trial_id:12}  {t.cell_name[:38]:38} {t.task[:20]:20} {t.seed:>4} {t.num_frames:>11,} "
-              f"{pack:>5}  {resources:14} {state}")
+        print(
+            f"{i:>4}  {t.trial_id:12}  {t.cell_name[:38]:38} {t.task[:20]:20} {t.seed:>4} {t.num_frames:>11,} "
+            f"{pack:>5}  {resources:14} {state}"
+        )
     for line in schedule_lines(grid):
         print(line)
     started = [t for t in pending if states[t.trial_id] != "new"]
-    print(f"cells: {len(grid.cells)}, tasks: {len(grid.tasks)}, seeds: {len(grid.seeds)} -> {len(grid.trials)} trials; "
-          f"{len(done)} done, {len(pending)} to run ({len(started)} of them resume from a checkpoint)")
+    print(
+        f"cells: {len(grid.cells)}, tasks: {len(grid.tasks)}, seeds: {len(grid.seeds)} -> {len(grid.trials)} trials; "
+        f"{len(done)} done, {len(pending)} to run ({len(started)} of them resume from a checkpoint)"
+    )
     if grid.pack > 1 and packs:
         sizes = Counter(p.size for p in packs)
-        print(f"packs: {len(pending)} trials to run in {len(packs)} pack{'s' if len(packs) != 1 else ''} "
-              f"of at most {grid.pack} "
-              f"({', '.join(f'{n} x {k}' for k, n in sorted(sizes.items(), reverse=True))} members; "
-              f"{pack_key_text(grid)}); one Ray trial and one process per pack, {resources} each")
+        print(
+            f"packs: {len(pending)} trials to run in {len(packs)} pack{'s' if len(packs) != 1 else ''} "
+            f"of at most {grid.pack} "
+            f"({', '.join(f'{n} x {k}' for k, n in sorted(sizes.items(), reverse=True))} members; "
+            f"{pack_key_text(grid)}); one Ray trial and one process per pack, {resources} each"
+        )
         print(f"  {'pack':>4}  {'pack_id':17} {'size':>4} {'from frame':>11} {'memory':>10}  members")
         for p in packs:
-            print(f"  {p.number:>4}  {p.pack_id:17} {p.size:>4} {p.resume_frame:>11,} {fmt_bytes(p.memory_bytes):>10}  "
-                  f"{' '.join(p.trial_ids)}")
+            print(
+                f"  {p.number:>4}  {p.pack_id:17} {p.size:>4} {p.resume_frame:>11,} {fmt_bytes(p.memory_bytes):>10}  "
+                f"{' '.join(p.trial_ids)}"
+            )
     total = sum(t.num_frames for t in grid.trials)
     to_run = sum(max(0, t.num_frames - _done_frame(results, t)) for t in pending)
     print(f"frames: {to_run:,} to run (grid total {total:,})")
     if packs:
         largest = max(packs, key=lambda p: p.memory_bytes)
         unit = f"a pack of {largest.size}" if largest.size > 1 else "a trial"
-        verdict = (f"fits {machine} ({fmt_bytes(memory)}; at most "
-                   f"{min(max_members(p.members[0].config, memory) for p in packs)} such trials per process)"
-                   if memory is not None else machine)
-        print(f"memory: {unit} needs up to {fmt_bytes(largest.memory_bytes)} ({memory_breakdown(largest)}); "
-              f"{verdict}")
+        verdict = (
+            f"fits {machine} ({fmt_bytes(memory)}; at most "
+            f"{min(max_members(p.members[0].config, memory) for p in packs)} such trials per process)"
+            if memory is not None
+            else machine
+        )
+        print(f"memory: {unit} needs up to {fmt_bytes(largest.memory_bytes)} ({memory_breakdown(largest)}); {verdict}")
         for line in disk_lines(grid, results, packs, address, memory):
             print(line)
     wall, notes = estimate(grid, results, packs, memory)
@@ -358,8 +408,9 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
     print(f"would run on {target}; results in {store.grid_dir(results, grid.name)}")
 
 
-def disk_lines(grid: Grid, results: Path, packs: Sequence[Pack], address: str | None,
-               host_memory: int | None) -> list[str]:
+def disk_lines(
+    grid: Grid, results: Path, packs: Sequence[Pack], address: str | None, host_memory: int | None
+) -> list[str]:
     """The dry run's ``disk:`` line (the store's planned peak) and a ``warning:`` when the results
     filesystem has less free space than that."""
     if address:  # a cluster runs as many packs at once as it has room for, unless max_concurrent says otherwise
@@ -370,15 +421,19 @@ def disk_lines(grid: Grid, results: Path, packs: Sequence[Pack], address: str | 
     plan = store_disk_plan(packs, at_once, grid.ray_checkpoints)
     free, measured = free_disk_bytes(results)
     unit = "pack(s)" if grid.pack > 1 else "trial(s)"
-    lines = [f"disk: the store grows by up to {fmt_bytes(plan.total)} ({plan.total:,} bytes) at its peak with "
-             f"{plan.running_packs} {unit} at a time ({why}): {plan.breakdown()}; "
-             f"{fmt_bytes(free)} free on the results filesystem ({measured})"]
+    lines = [
+        f"disk: the store grows by up to {fmt_bytes(plan.total)} ({plan.total:,} bytes) at its peak with "
+        f"{plan.running_packs} {unit} at a time ({why}): {plan.breakdown()}; "
+        f"{fmt_bytes(free)} free on the results filesystem ({measured})"
+    ]
     if plan.total > free:
-        lines.append(f"warning: the planned store does not fit: {results} needs up to {plan.total:,} bytes "
-                     f"({fmt_bytes(plan.total)}) but its filesystem has {free:,} bytes free ({fmt_bytes(free)}, "
-                     f"measured at {measured}); trials would fail when the disk fills: free space, choose another "
-                     f"--results, or shrink the checkpoints (fewer frames or a smaller replay_capacity, "
-                     f"checkpoint_replay: false, ray_checkpoints: false on a shared store)")
+        lines.append(
+            f"warning: the planned store does not fit: {results} needs up to {plan.total:,} bytes "
+            f"({fmt_bytes(plan.total)}) but its filesystem has {free:,} bytes free ({fmt_bytes(free)}, "
+            f"measured at {measured}); trials would fail when the disk fills: free space, choose another "
+            f"--results, or shrink the checkpoints (fewer frames or a smaller replay_capacity, "
+            f"checkpoint_replay: false, ray_checkpoints: false on a shared store)"
+        )
     return lines
 
 
@@ -424,27 +479,46 @@ def grid_lock(directory: Path) -> Iterator[None]:
 
 def member_payload(trial: TrialSpec, results: Path, grid: Grid) -> dict:
     """One member of a pack: plain data only (it is stored in Ray's experiment state)."""
-    return {"trial_id": trial.trial_id, "out_dir": str(store.trial_dir(results, grid.name, trial.trial_id)),
-            "config": trial.config, "meta": trial.meta()}
+    return {
+        "trial_id": trial.trial_id,
+        "out_dir": str(store.trial_dir(results, grid.name, trial.trial_id)),
+        "config": trial.config,
+        "meta": trial.meta(),
+    }
 
 
 def pack_payload(pack: Pack, results: Path, grid: Grid, wandb_settings: Mapping[str, Any] | None) -> dict:
     """What one Ray trial (a pack) receives; ``memory_bytes`` is what it asks Ray for besides CPUs and GPUs."""
-    return {"pack_id": pack.pack_id, "members": [member_payload(m, results, grid) for m in pack.members],
-            "wandb": dict(wandb_settings) if wandb_settings else None, "resources": dict(grid.resources),
-            "memory_bytes": pack.memory_bytes, "ray_checkpoints": grid.ray_checkpoints}
+    return {
+        "pack_id": pack.pack_id,
+        "members": [member_payload(m, results, grid) for m in pack.members],
+        "wandb": dict(wandb_settings) if wandb_settings else None,
+        "resources": dict(grid.resources),
+        "memory_bytes": pack.memory_bytes,
+        "ray_checkpoints": grid.ray_checkpoints,
+    }
 
 
 def write_sweep_record(grid: Grid, results: Path) -> None:
     """results/<grid>/_sweep/<profile>.json: the trials this grid file asks for now (for analysis and audits)."""
     from agent.store import atomic_write_text
 
-    record = {"grid": grid.name, "profile": grid.profile, "source": str(grid.path),
-              "updated_at": datetime.now().isoformat(timespec="seconds"),
-              "trials": [t.trial_id for t in grid.trials], "cells": list(grid.cells),
-              "tasks": list(grid.tasks), "seeds": list(grid.seeds), "pack": grid.pack, "grid_text": grid.source_text}
-    atomic_write_text(store.grid_dir(results, grid.name) / store.SWEEP_DIR / f"{grid.profile}.json",
-                      json.dumps(record, indent=2) + "\n")
+    record = {
+        "grid": grid.name,
+        "profile": grid.profile,
+        "source": str(grid.path),
+        "updated_at": datetime.now().isoformat(timespec="seconds"),
+        "trials": [t.trial_id for t in grid.trials],
+        "cells": list(grid.cells),
+        "tasks": list(grid.tasks),
+        "seeds": list(grid.seeds),
+        "pack": grid.pack,
+        "grid_text": grid.source_text,
+    }
+    atomic_write_text(
+        store.grid_dir(results, grid.name) / store.SWEEP_DIR / f"{grid.profile}.json",
+        json.dumps(record, indent=2) + "\n",
+    )
 
 
 def pending_trials(grid: Grid, results: Path) -> list[TrialSpec]:
@@ -457,8 +531,9 @@ def run_sweep(grid: Grid, results: Path, figures: Path | None, args: argparse.Na
     wandb_settings = resolve_settings(grid.wandb, enabled=not args.no_wandb)
     gdir = store.grid_dir(results, grid.name)
     if not args.address:  # a pack this machine cannot hold starts nothing, not even Ray or the grid directory
-        check_memory_fit(grid, plan_packs(grid, results, pending_trials(grid, results)), local_memory_bytes(),
-                         "this machine")
+        check_memory_fit(
+            grid, plan_packs(grid, results, pending_trials(grid, results)), local_memory_bytes(), "this machine"
+        )
     try:
         return _run_locked(grid, results, figures, args, started, wandb_settings, gdir)
     except Exception as err:
@@ -466,25 +541,39 @@ def run_sweep(grid: Grid, results: Path, figures: Path | None, args: argparse.Na
         if fault is None:
             raise
         marked, unwritable = faults.mark_interrupted(
-            (store.trial_dir(results, grid.name, t.trial_id) for t in grid.trials), f"the sweep stopped: {fault}")
+            (store.trial_dir(results, grid.name, t.trial_id) for t in grid.trials), f"the sweep stopped: {fault}"
+        )
         marked_note = f"; {marked} trial(s) left running marked interrupted" if marked else ""
         left = f"; could not mark {len(unwritable)} ({unwritable[0]} ...)" if unwritable else ""
-        print(f"error: the result store refused a write: {fault}{marked_note}{left}; results written before are "
-              f"intact: free space (or make {results} writable) and run the same command again to resume",
-              file=sys.stderr)
+        print(
+            f"error: the result store refused a write: {fault}{marked_note}{left}; results written before are "
+            f"intact: free space (or make {results} writable) and run the same command again to resume",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 
-def _run_locked(grid: Grid, results: Path, figures: Path | None, args: argparse.Namespace, started: float,
-                wandb_settings: Mapping[str, Any] | None, gdir: Path) -> int:
+def _run_locked(
+    grid: Grid,
+    results: Path,
+    figures: Path | None,
+    args: argparse.Namespace,
+    started: float,
+    wandb_settings: Mapping[str, Any] | None,
+    gdir: Path,
+) -> int:
     with grid_lock(gdir):
         # Under the lock no other driver runs this grid: a "running" status is left from one that was killed.
-        faults.mark_interrupted((store.trial_dir(results, grid.name, t.trial_id) for t in grid.trials),
-                                "its process ended without writing a final status (a killed driver or machine)")
+        faults.mark_interrupted(
+            (store.trial_dir(results, grid.name, t.trial_id) for t in grid.trials),
+            "its process ended without writing a final status (a killed driver or machine)",
+        )
         pending = pending_trials(grid, results)
         skipped = len(grid.trials) - len(pending)
-        print(f"grid {grid.name}, profile {grid.profile}: {len(grid.trials)} trials, {skipped} already done, "
-              f"{len(pending)} to run -> {gdir}")
+        print(
+            f"grid {grid.name}, profile {grid.profile}: {len(grid.trials)} trials, {skipped} already done, "
+            f"{len(pending)} to run -> {gdir}"
+        )
         launched = 0
         if pending:
             import ray
@@ -501,8 +590,18 @@ def _run_locked(grid: Grid, results: Path, figures: Path | None, args: argparse.
         else:
             write_sweep_record(grid, results)
     figure_note = draw_figures(grid.name, results, figures) if figures is not None else None
-    for line in summary_lines(grid.name, grid.profile, grid.trials, results, figures, launched, skipped,
-                              time.time() - started, wandb_settings, figure_note):
+    for line in summary_lines(
+        grid.name,
+        grid.profile,
+        grid.trials,
+        results,
+        figures,
+        launched,
+        skipped,
+        time.time() - started,
+        wandb_settings,
+        figure_note,
+    ):
         print(line)
     final = trial_states(grid, results)
     return EXIT_OK if all(s in store.FINISHED_STATUSES for s in final.values()) else EXIT_FAILED
@@ -526,8 +625,13 @@ def connect_ray(address: str | None) -> bool:
         # Ray runs workers at nice 15, which on a shared workstation lets any other process
         # starve the trials; a local sweep is the user's foreground work (override: RAY_worker_niceness).
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env,
-                 object_store_memory=256 * 1024 * 1024, log_to_driver=True)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            object_store_memory=256 * 1024 * 1024,
+            log_to_driver=True,
+        )
     return True
 
 
@@ -540,23 +644,41 @@ def check_resources(grid: Grid, packs: Sequence[Pack] = ()) -> None:
     unit = "pack" if grid.pack > 1 else "trial"
     fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= need_cpu and n["Resources"].get("GPU", 0) >= need_gpu]
     if not fits:
-        have = "; ".join(f"{n.get('NodeManagerAddress')}: {n['Resources'].get('CPU', 0):g} CPU, "
-                         f"{n['Resources'].get('GPU', 0):g} GPU" for n in nodes)
-        raise NotLaunched(f"each {unit} of profile {grid.profile} needs {need_cpu:g} CPU and {need_gpu:g} GPU, "
-                          f"and no node of this Ray cluster has that ({have or 'no nodes'}); use a profile that "
-                          f"fits (PROFILE=local on CPU machines) or change `resources` in {grid.path}")
+        have = "; ".join(
+            f"{n.get('NodeManagerAddress')}: {n['Resources'].get('CPU', 0):g} CPU, {n['Resources'].get('GPU', 0):g} GPU"
+            for n in nodes
+        )
+        raise NotLaunched(
+            f"each {unit} of profile {grid.profile} needs {need_cpu:g} CPU and {need_gpu:g} GPU, "
+            f"and no node of this Ray cluster has that ({have or 'no nodes'}); use a profile that "
+            f"fits (PROFILE=local on CPU machines) or change `resources` in {grid.path}"
+        )
     largest = max(fits, key=lambda n: n["Resources"].get("memory", 0))
     memory = int(largest["Resources"].get("memory", 0))
     if memory:
-        check_memory_fit(grid, packs, memory, f"the largest node of this Ray cluster that has the CPUs and GPUs "
-                                              f"({largest.get('NodeManagerAddress')}, Ray's memory resource)")
+        check_memory_fit(
+            grid,
+            packs,
+            memory,
+            f"the largest node of this Ray cluster that has the CPUs and GPUs "
+            f"({largest.get('NodeManagerAddress')}, Ray's memory resource)",
+        )
 
 
 def _fingerprint(grid: Grid, results: Path, wandb_settings: Mapping[str, Any] | None) -> str:
     """What a restored Ray experiment must share with this invocation besides its trials."""
-    blob = json.dumps({"results": str(results), "wandb": wandb_settings, "resources": grid.resources,
-                       "max_concurrent": grid.max_concurrent, "max_failures": grid.max_failures,
-                       "pack": grid.pack, "payload": "packs-v1"}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "results": str(results),
+            "wandb": wandb_settings,
+            "resources": grid.resources,
+            "max_concurrent": grid.max_concurrent,
+            "max_failures": grid.max_failures,
+            "pack": grid.pack,
+            "payload": "packs-v1",
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -571,14 +693,22 @@ def find_restorable(ray_root: Path, pending: Sequence[TrialSpec], fingerprint: s
         except (OSError, ValueError):
             continue
         path = ray_root / launch_info.get("experiment", "")
-        if launch_info.get("fingerprint") == fingerprint and wanted <= set(launch_info.get("trials", [])) \
-                and tune.Tuner.can_restore(str(path)):
+        if (
+            launch_info.get("fingerprint") == fingerprint
+            and wanted <= set(launch_info.get("trials", []))
+            and tune.Tuner.can_restore(str(path))
+        ):
             return path
     return None
 
 
-def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settings: Mapping[str, Any] | None,
-           args: argparse.Namespace) -> int:
+def launch(
+    grid: Grid,
+    pending: Sequence[TrialSpec],
+    results: Path,
+    wandb_settings: Mapping[str, Any] | None,
+    args: argparse.Namespace,
+) -> int:
     """Run ``pending`` on Ray, one Ray trial per pack; returns how many (member) trials Ray started."""
     # Small trials checkpoint often; Ray's "snapshotting may become a bottleneck" warning is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -602,30 +732,54 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
         view = ProgressView(payloads, every_s=args.progress_every)
         if restore_path is not None:
             print(f"resuming the Ray experiment {restore_path} (unfinished and errored trials continue)")
-            tuner = tune.Tuner.restore(str(restore_path), trainable=runnable, resume_unfinished=True,
-                                       resume_errored=True)
+            tuner = tune.Tuner.restore(
+                str(restore_path), trainable=runnable, resume_unfinished=True, resume_errored=True
+            )
             _replace_callbacks(tuner, view, stopper)
         else:
             name = f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-            (ray_root / f"{name}.launch.json").write_text(json.dumps(
-                {"experiment": name, "fingerprint": fingerprint, "trials": sorted(t.trial_id for t in todo),
-                 "packs": {p.pack_id: p.trial_ids for p in packs}, "pack": grid.pack,
-                 "profile": grid.profile}, indent=2) + "\n")
-            unit = (f"{len(packs)} pack{'s' if len(packs) != 1 else ''} of at most {grid.pack} trials "
-                    f"({len(todo)} trials)" if grid.pack > 1 else f"{len(todo)} trials")
-            print(f"starting Ray experiment {ray_root / name}: {unit}, "
-                  f"{grid.cpus_per_trial:g} CPU / {grid.gpus_per_trial:g} GPU each"
-                  + (f", at most {grid.max_concurrent} at a time" if grid.max_concurrent else ""))
+            (ray_root / f"{name}.launch.json").write_text(
+                json.dumps(
+                    {
+                        "experiment": name,
+                        "fingerprint": fingerprint,
+                        "trials": sorted(t.trial_id for t in todo),
+                        "packs": {p.pack_id: p.trial_ids for p in packs},
+                        "pack": grid.pack,
+                        "profile": grid.profile,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
+            unit = (
+                f"{len(packs)} pack{'s' if len(packs) != 1 else ''} of at most {grid.pack} trials ({len(todo)} trials)"
+                if grid.pack > 1
+                else f"{len(todo)} trials"
+            )
+            print(
+                f"starting Ray experiment {ray_root / name}: {unit}, "
+                f"{grid.cpus_per_trial:g} CPU / {grid.gpus_per_trial:g} GPU each"
+                + (f", at most {grid.max_concurrent} at a time" if grid.max_concurrent else "")
+            )
             tuner = tune.Tuner(
                 runnable,
                 param_space={"pack": tune.grid_search([payloads[p.pack_id] for p in packs])},
-                tune_config=tune.TuneConfig(max_concurrent_trials=grid.max_concurrent, reuse_actors=False,
-                                            trial_name_creator=trainable.trial_name,
-                                            trial_dirname_creator=trainable.trial_dirname),
+                tune_config=tune.TuneConfig(
+                    max_concurrent_trials=grid.max_concurrent,
+                    reuse_actors=False,
+                    trial_name_creator=trainable.trial_name,
+                    trial_dirname_creator=trainable.trial_dirname,
+                ),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=str(ray_root), verbose=0, callbacks=[view], stop=stopper,
+                    name=name,
+                    storage_path=str(ray_root),
+                    verbose=0,
+                    callbacks=[view],
+                    stop=stopper,
                     failure_config=tune.FailureConfig(max_failures=grid.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                ),
             )
         try:
             result_grid = tuner.fit()
@@ -635,8 +789,11 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
                 raise
             raise faults.StoreFaultError(fault) from err
         attempted |= set(view.attempted)
-        fault = stopper.fault or (faults.full_disk(results) if not all(
-            store.is_done(store.trial_dir(results, grid.name, t.trial_id)) for t in todo) else None)
+        fault = stopper.fault or (
+            faults.full_disk(results)
+            if not all(store.is_done(store.trial_dir(results, grid.name, t.trial_id)) for t in todo)
+            else None
+        )
         if fault is not None:
             raise faults.StoreFaultError(fault)
         # a restored experiment has its own packs (grouped when it started): only their states count
@@ -646,24 +803,32 @@ def launch(grid: Grid, pending: Sequence[TrialSpec], results: Path, wandb_settin
             break
         # A restored experiment runs only what Ray itself still had open; anything else the store
         # says is unfinished (e.g. Ray marked it finished but its directory was removed) runs fresh.
-        todo = [t for t in todo if t.trial_id not in attempted
-                and not store.is_done(store.trial_dir(results, grid.name, t.trial_id))]
+        todo = [
+            t
+            for t in todo
+            if t.trial_id not in attempted and not store.is_done(store.trial_dir(results, grid.name, t.trial_id))
+        ]
         restore_path = None
     return len(attempted)
 
 
-def interrupted(result_grid: Any, n_packs: int | None, todo: Sequence[TrialSpec], attempted: set[str],
-                results: Path, grid_name: str) -> bool:
+def interrupted(
+    result_grid: Any, n_packs: int | None, todo: Sequence[TrialSpec], attempted: set[str], results: Path, grid_name: str
+) -> bool:
     """Did this fit stop early (Ctrl-C, SIGTERM)?  Ray's ResultGrid lists only the trials it created."""
     trials = getattr(getattr(result_grid, "_experiment_analysis", None), "trials", None)
     if trials is not None:
-        if (n_packs is not None and len(trials) < n_packs) or any(t.status not in ("TERMINATED", "ERROR")
-                                                                   for t in trials):
+        if (n_packs is not None and len(trials) < n_packs) or any(
+            t.status not in ("TERMINATED", "ERROR") for t in trials
+        ):
             return True
     # The trainable always records a final status before it returns: "running" or "interrupted" means
     # it was stopped.
-    return any(store.trial_state(store.trial_dir(results, grid_name, t.trial_id)) in (RUNNING, INTERRUPTED)
-               for t in todo if t.trial_id in attempted)
+    return any(
+        store.trial_state(store.trial_dir(results, grid_name, t.trial_id)) in (RUNNING, INTERRUPTED)
+        for t in todo
+        if t.trial_id in attempted
+    )
 
 
 def _replace_callbacks(tuner: Any, view: Any, stopper: Any) -> None:

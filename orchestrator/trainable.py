@@ -106,8 +106,9 @@ class PackCheckpointer:
             checkpoint.set_metadata({"pack_id": self.pack_id, "frames": frames})
             # Ray copies the directory into its storage before report() returns
             with _ray_store_writes(self.staging, "Ray's copy of the pack's checkpoint"):
-                tune.report({"checkpoint_frame": min(frames.values()), "checkpoint_members": len(frames)},
-                            checkpoint=checkpoint)
+                tune.report(
+                    {"checkpoint_frame": min(frames.values()), "checkpoint_members": len(frames)}, checkpoint=checkpoint
+                )
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
 
@@ -145,8 +146,13 @@ class TuneSink:
 
     def log(self, frame: int, metrics: Mapping[str, float]) -> None:
         with _ray_store_writes(self.checkpointer.staging.parent, "Ray's copy of the results"):
-            tune.report({MEMBER_KEY: self.trial_id, "frame": int(frame),
-                         **{k: float(v) for k, v in metrics.items() if v is not None}})
+            tune.report(
+                {
+                    MEMBER_KEY: self.trial_id,
+                    "frame": int(frame),
+                    **{k: float(v) for k, v in metrics.items() if v is not None},
+                }
+            )
 
     def checkpoint(self, frame: int, path: Path) -> None:
         self.checkpointer.member_checkpoint(self.trial_id, frame, Path(path))
@@ -240,8 +246,14 @@ def run(param: dict[str, Any]) -> None:
         if state in store.FINISHED_STATUSES:
             # A restored Ray experiment or a retried pack lists members the store already has: the
             # store decides, nothing is recomputed.
-            tune.report({MEMBER_KEY: member["trial_id"], MEMBER_STATUS_KEY: state, "skipped": 1,
-                         "frame": int(member["config"]["num_frames"])})
+            tune.report(
+                {
+                    MEMBER_KEY: member["trial_id"],
+                    MEMBER_STATUS_KEY: state,
+                    "skipped": 1,
+                    "frame": int(member["config"]["num_frames"]),
+                }
+            )
         else:
             todo.append(member)
     if not todo:
@@ -255,9 +267,15 @@ def run(param: dict[str, Any]) -> None:
         note = restore_ray_checkpoint(out_dir, member["trial_id"], checkpoint, single=len(members) == 1)
         if note:
             record_fallback(out_dir, note)
-        meta = {**member["meta"], "resources": spec.get("resources"), "node": socket.gethostname(),
-                "started_at": started_at, "pack_id": spec["pack_id"], "pack_size": len(todo),
-                "pack_members": [m["trial_id"] for m in todo]}
+        meta = {
+            **member["meta"],
+            "resources": spec.get("resources"),
+            "node": socket.gethostname(),
+            "started_at": started_at,
+            "pack_id": spec["pack_id"],
+            "pack_size": len(todo),
+            "pack_members": [m["trial_id"] for m in todo],
+        }
         store.write_trial_meta(out_dir, meta)
         out_dirs.append(out_dir)
     run_members(spec, todo, out_dirs)
@@ -269,9 +287,12 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
     from agent.train import run_pack
 
     grid_dir = out_dirs[0].parent
-    checkpointer = PackCheckpointer(spec["pack_id"], {m["trial_id"]: d for m, d in zip(todo, out_dirs)},
-                                    grid_dir / store.RAY_DIR / ".staging" / f"{spec['pack_id']}-{os.getpid()}",
-                                    enabled=spec.get("ray_checkpoints", True))
+    checkpointer = PackCheckpointer(
+        spec["pack_id"],
+        {m["trial_id"]: d for m, d in zip(todo, out_dirs)},
+        grid_dir / store.RAY_DIR / ".staging" / f"{spec['pack_id']}-{os.getpid()}",
+        enabled=spec.get("ray_checkpoints", True),
+    )
     configs = [build_config(m["config"]) for m in todo]
     sinks: list[list[Any]] = []
     for member, out_dir in zip(todo, out_dirs):
@@ -287,8 +308,14 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
         tid = todo[index]["trial_id"]
         finals[index] = dict(status)
         checkpointer.member_ended(tid, str(status.get("status")))
-        tune.report({MEMBER_KEY: tid, MEMBER_STATUS_KEY: str(status.get("status")),
-                     "frame": int(status.get("frame", 0)), "wall_time_s": float(status.get("wall_time_s", 0.0))})
+        tune.report(
+            {
+                MEMBER_KEY: tid,
+                MEMBER_STATUS_KEY: str(status.get("status")),
+                "frame": int(status.get("frame", 0)),
+                "wall_time_s": float(status.get("wall_time_s", 0.0)),
+            }
+        )
 
     try:
         # Ray stops a trial (Ctrl-C, a stopped sweep) by raising SystemExit out of tune.report: the
@@ -304,8 +331,12 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
             if isinstance(err, StoreWriteError):
                 status = {**previous, "status": INTERRUPTED, "error": str(err), "store_error": True}
             else:
-                status = {**previous, "status": FAILED, "error": f"{type(err).__name__}: {err}",
-                          "traceback": traceback.format_exc()}
+                status = {
+                    **previous,
+                    "status": FAILED,
+                    "error": f"{type(err).__name__}: {err}",
+                    "traceback": traceback.format_exc(),
+                }
             try:
                 write_status(out_dir, status)
             except StoreWriteError:
@@ -333,10 +364,15 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
         raise StoreFault(str(store_errors[0].get("error")))
     failed = [(m, s) for m, s in zip(todo, statuses) if s.get("status") == FAILED]
     if failed:
-        detail = "; ".join(f"trial {m['trial_id']} failed: {s.get('error')} (see {Path(m['out_dir']) / 'status.json'})"
-                           for m, s in failed)
-        raise TrialFailed(f"pack {spec['pack_id']}: {len(failed)} of {len(todo)} members failed: {detail}"
-                          if len(todo) > 1 else detail)
+        detail = "; ".join(
+            f"trial {m['trial_id']} failed: {s.get('error')} (see {Path(m['out_dir']) / 'status.json'})"
+            for m, s in failed
+        )
+        raise TrialFailed(
+            f"pack {spec['pack_id']}: {len(failed)} of {len(todo)} members failed: {detail}"
+            if len(todo) > 1
+            else detail
+        )
 
 
 def _wandb_teardown() -> None:

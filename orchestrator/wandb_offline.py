@@ -33,7 +33,7 @@ def _records(data: bytes) -> list[bytes]:
             continue
         _crc, length, kind = RECORD_HEADER.unpack_from(data, pos)
         pos += RECORD_HEADER.size
-        chunk = data[pos:pos + length]
+        chunk = data[pos : pos + length]
         pos += length
         if kind == 0 and length == 0:  # zero padding up to the next block
             pos += BLOCK - pos % BLOCK if pos % BLOCK else 0
@@ -79,14 +79,23 @@ def read_run(path: Path | str) -> dict[str, Any]:
                 result["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "run":
             run = record.run
-            result["run"] = {"run_id": run.run_id, "project": run.project, "entity": run.entity,
-                             "group": run.run_group, "job_type": run.job_type, "tags": list(run.tags),
-                             "display_name": run.display_name}
+            result["run"] = {
+                "run_id": run.run_id,
+                "project": run.project,
+                "entity": run.entity,
+                "group": run.run_group,
+                "job_type": run.job_type,
+                "tags": list(run.tags),
+                "display_name": run.display_name,
+            }
             for item in run.config.update:
                 result["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     # W&B stores config values as {"value": v} (plus internal "_wandb" bookkeeping)
-    result["config"] = {k: (v.get("value") if isinstance(v, dict) and "value" in v else v)
-                        for k, v in result["config"].items() if k != "_wandb"}
+    result["config"] = {
+        k: (v.get("value") if isinstance(v, dict) and "value" in v else v)
+        for k, v in result["config"].items()
+        if k != "_wandb"
+    }
     return result
 
 
@@ -94,8 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     for arg in args:
         run = read_run(arg)
-        print(json.dumps({"run": run["run"], "rows": len(run["history"]), "config_keys": sorted(run["config"]),
-                          "last_row": run["history"][-1] if run["history"] else None}, indent=2, default=str))
+        print(
+            json.dumps(
+                {
+                    "run": run["run"],
+                    "rows": len(run["history"]),
+                    "config_keys": sorted(run["config"]),
+                    "last_row": run["history"][-1] if run["history"] else None,
+                },
+                indent=2,
+                default=str,
+            )
+        )
     return 0
 
 

@@ -65,14 +65,17 @@ def _init_timeout(env: Mapping[str, str]) -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        print(f"warning: {INIT_TIMEOUT_ENV}={raw!r} is not a number of seconds > 0; "
-              f"W&B waits {WANDB_INIT_TIMEOUT_S:g} s", file=sys.stderr)
+        print(
+            f"warning: {INIT_TIMEOUT_ENV}={raw!r} is not a number of seconds > 0; W&B waits {WANDB_INIT_TIMEOUT_S:g} s",
+            file=sys.stderr,
+        )
         return WANDB_INIT_TIMEOUT_S
     return value
 
 
-def resolve_settings(grid_wandb: Mapping[str, Any], enabled: bool = True,
-                     env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+def resolve_settings(
+    grid_wandb: Mapping[str, Any], enabled: bool = True, env: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
     """W&B settings for every trial of a sweep, or None when W&B is off.
 
     Offline unless the user asked for online use: WANDB_MODE, then the grid's
@@ -154,10 +157,16 @@ class _Process:
 
 def _run_settings(wandb: Any, **extra: Any) -> Any:
     return wandb.Settings(
-        console="off", silent=True,
+        console="off",
+        silent=True,
         # Two trials share two cores: system-metric sampling would take time from training.
-        x_disable_stats=True, x_disable_machine_info=True, disable_git=True, save_code=False,
-        x_save_requirements=False, **extra)
+        x_disable_stats=True,
+        x_disable_machine_info=True,
+        disable_git=True,
+        save_code=False,
+        x_save_requirements=False,
+        **extra,
+    )
 
 
 def teardown_wandb(warn: Callable[[str], None] | None = None) -> None:
@@ -190,8 +199,14 @@ class WandbSink:
     started offline with the same id (``offline_dir``), recorded in ``wandb_offline.json``.
     """
 
-    def __init__(self, settings: Mapping[str, Any], meta: Mapping[str, Any], config: Mapping[str, Any],
-                 out_dir: Path, teardown: bool = True):
+    def __init__(
+        self,
+        settings: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        config: Mapping[str, Any],
+        out_dir: Path,
+        teardown: bool = True,
+    ):
         self.run = None
         self.warned = False
         self.teardown = teardown
@@ -204,24 +219,36 @@ class WandbSink:
             directory.mkdir(parents=True, exist_ok=True)
             tags = [meta["grid"], str(meta.get("profile", "")), meta["task"], *settings.get("tags", [])]
             init = {
-                "project": settings["project"], "entity": settings.get("entity"), "dir": str(directory),
-                "id": run_id(meta["grid"], meta["trial_id"]), "resume": "allow",
+                "project": settings["project"],
+                "entity": settings.get("entity"),
+                "dir": str(directory),
+                "id": run_id(meta["grid"], meta["trial_id"]),
+                "resume": "allow",
                 "reinit": "create_new",  # one run per pack member, side by side in this process
-                "name": f"{meta['cell_name']} | seed {meta['seed']}", "group": meta["cell_name"],
-                "job_type": meta["grid"], "tags": sorted({t[:64] for t in tags if t}),
+                "name": f"{meta['cell_name']} | seed {meta['seed']}",
+                "group": meta["cell_name"],
+                "job_type": meta["grid"],
+                "tags": sorted({t[:64] for t in tags if t}),
                 "config": flat_config(meta, config),
             }
             if settings["mode"] != "online":
                 self.run = wandb.init(mode=settings["mode"], settings=_run_settings(wandb), **init)
             elif _Process.offline_reason is not None:
-                self._start_offline(wandb, init, Path(out_dir), _Process.offline_reason, waited_s=0.0,
-                                    timeout_s=None, timed_out=_Process.offline_timed_out, earlier=True)
+                self._start_offline(
+                    wandb,
+                    init,
+                    Path(out_dir),
+                    _Process.offline_reason,
+                    waited_s=0.0,
+                    timeout_s=None,
+                    timed_out=_Process.offline_timed_out,
+                    earlier=True,
+                )
             else:
                 timeout_s = float(settings.get("init_timeout_s") or WANDB_INIT_TIMEOUT_S)
                 started = time.monotonic()
                 try:
-                    self.run = wandb.init(mode="online", settings=_run_settings(wandb, init_timeout=timeout_s),
-                                          **init)
+                    self.run = wandb.init(mode="online", settings=_run_settings(wandb, init_timeout=timeout_s), **init)
                 except Exception as err:  # noqa: BLE001 - no server, a refused key, ...: log offline instead
                     waited_s = time.monotonic() - started
                     self._fall_back(wandb, init, Path(out_dir), err, waited_s, timeout_s)
@@ -234,20 +261,24 @@ class WandbSink:
             self.warn(f"could not start the W&B run: {_one_line(err)}")
             self._drop_run()
 
-    def _fall_back(self, wandb: Any, init: Mapping[str, Any], out_dir: Path, err: BaseException,
-                   waited_s: float, timeout_s: float) -> None:
+    def _fall_back(
+        self, wandb: Any, init: Mapping[str, Any], out_dir: Path, err: BaseException, waited_s: float, timeout_s: float
+    ) -> None:
         """The online start failed: the same run, offline, in a fresh W&B service."""
         text = str(err).lower()
-        timed_out = (isinstance(err, TimeoutError) or "deadline exceeded" in text or "timed out" in text
-                     or waited_s >= timeout_s)
-        reason = (f"the server did not answer within {timeout_s:g} s" if timed_out else "the online start failed") \
-            + f" ({_one_line(err)})"
+        timed_out = (
+            isinstance(err, TimeoutError) or "deadline exceeded" in text or "timed out" in text or waited_s >= timeout_s
+        )
+        reason = (
+            f"the server did not answer within {timeout_s:g} s" if timed_out else "the online start failed"
+        ) + f" ({_one_line(err)})"
         _Process.offline_reason, _Process.offline_timed_out = reason, timed_out
         if _Process.open_runs:
             # The failed start left its run id registered in this process's W&B service, which only a teardown
             # releases, and a teardown would end the other members' open runs: this member goes without W&B.
-            self.warn(f"{reason}; no offline run either while {_Process.open_runs} other W&B run(s) of this "
-                      f"process are open")
+            self.warn(
+                f"{reason}; no offline run either while {_Process.open_runs} other W&B run(s) of this process are open"
+            )
             return
         teardown_wandb(lambda line: None)  # a fresh service for the offline run; a failure shows at the next init
         try:
@@ -256,16 +287,35 @@ class WandbSink:
             self.warn(f"{reason}; the offline run could not start either: {_one_line(offline_err)}")
             self._drop_run()
 
-    def _start_offline(self, wandb: Any, init: Mapping[str, Any], out_dir: Path, reason: str, waited_s: float,
-                       timeout_s: float | None, timed_out: bool = False, earlier: bool = False) -> None:
+    def _start_offline(
+        self,
+        wandb: Any,
+        init: Mapping[str, Any],
+        out_dir: Path,
+        reason: str,
+        waited_s: float,
+        timeout_s: float | None,
+        timed_out: bool = False,
+        earlier: bool = False,
+    ) -> None:
         self.run = wandb.init(mode="offline", settings=_run_settings(wandb), **init)
         offline_dir = Path(self.run.settings.sync_dir)
         self.offline_dir = offline_dir
         try:
-            _record_fallback(out_dir, {
-                "run_id": init["id"], "offline_dir": str(offline_dir), "reason": reason, "timed_out": timed_out,
-                "timeout_s": timeout_s, "waited_s": round(waited_s, 1), "earlier_run_failed": earlier,
-                "at": datetime.now(UTC).isoformat(timespec="seconds"), "sync": f"wandb sync {offline_dir}"})
+            _record_fallback(
+                out_dir,
+                {
+                    "run_id": init["id"],
+                    "offline_dir": str(offline_dir),
+                    "reason": reason,
+                    "timed_out": timed_out,
+                    "timeout_s": timeout_s,
+                    "waited_s": round(waited_s, 1),
+                    "earlier_run_failed": earlier,
+                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "sync": f"wandb sync {offline_dir}",
+                },
+            )
             unrecorded = ""
         except Exception as err:  # noqa: BLE001 - the summary will not list it; the warning still names it
             unrecorded = f"; {OFFLINE_FALLBACK_FILE} not written: {_one_line(err)}"
@@ -302,8 +352,9 @@ class WandbSink:
         self._drop_run()
         try:
             state = status.get("status")
-            run.summary.update({"status": state, "final_frame": status.get("frame"),
-                                "wall_time_s": status.get("wall_time_s")})
+            run.summary.update(
+                {"status": state, "final_frame": status.get("frame"), "wall_time_s": status.get("wall_time_s")}
+            )
             if state in ("diverged", "failed"):
                 run.tags = tuple(run.tags or ()) + (str(state),)
             run.finish(exit_code=0 if state in ("completed", "diverged") else 1)

@@ -11,9 +11,19 @@ from agent.drqv2 import DrQV2Agent
 from agent.replay import ReplayBuffer
 from envs import make_env
 
-TINY = dict(task="cartpole_swingup", obs_type="states", hidden_dim=16, feature_dim=8, batch_size=8,
-            num_seed_frames=200, num_expl_steps=100, eval_every_frames=0, log_every_frames=200,
-            checkpoint_every_frames=0, torch_threads=1)
+TINY = dict(
+    task="cartpole_swingup",
+    obs_type="states",
+    hidden_dim=16,
+    feature_dim=8,
+    batch_size=8,
+    num_seed_frames=200,
+    num_expl_steps=100,
+    eval_every_frames=0,
+    log_every_frames=200,
+    checkpoint_every_frames=0,
+    torch_threads=1,
+)
 
 
 def _tiny_config(**overrides):
@@ -61,7 +71,6 @@ def state_batch() -> dict[str, np.ndarray]:
         step = env.step(action)
         replay.add(step.frame, action, step.reward, step.discount, False, step.last)
     return replay.sample(64)
-
 
 
 @pytest.fixture

@@ -19,5 +19,5 @@ def test_crop_matches_bilinear_shift_for_every_offset():
         shift = torch.randint(0, 9, size=(81, 2), generator=torch.Generator().manual_seed(seed))  # the same draw
         assert len({tuple(s) for s in shift.tolist()}) > 40  # many of the 81 offsets exercised
         reference = grid_sample_shift(images[k].float(), 4, shift)
-        member = ours[:, 9 * k:9 * (k + 1)]
+        member = ours[:, 9 * k : 9 * (k + 1)]
         assert (member.float() - reference).abs().max() < 1e-2  # exact up to float rounding in the bilinear weights

@@ -40,6 +40,7 @@ class BNRecorder:
         def hook(layer, inputs, output):
             moved = tuple(not torch.equal(saved, now) for saved, now in zip(layer._saved_mean, layer.running_mean))
             self.events[name].append((tuple(layer.member_train), moved))
+
         return hook
 
     def calls(self, name: str, member: int) -> list[tuple[set[bool], set[bool]]]:
@@ -47,8 +48,10 @@ class BNRecorder:
         per_call = len(self.layers[name])
         events = self.events[name]
         assert len(events) % per_call == 0
-        return [({t[member] for t, _ in events[i:i + per_call]}, {mv[member] for _, mv in events[i:i + per_call]})
-                for i in range(0, len(events), per_call)]
+        return [
+            ({t[member] for t, _ in events[i : i + per_call]}, {mv[member] for _, mv in events[i : i + per_call]})
+            for i in range(0, len(events), per_call)
+        ]
 
     def clear(self):
         for events in self.events.values():
@@ -88,7 +91,7 @@ def _check_modes(agent, modes, state_batch):
     before = [layer.running_mean.clone() for layer in bn_layers(agent.critic)]
     agent.q_values([state_batch["obs"][:16]] * len(modes), [state_batch["action"][:16]] * len(modes))
     for member, mode in enumerate(modes):
-        (training, _), = recorder.calls("critic", member)
+        ((training, _),) = recorder.calls("critic", member)
         # Q-bias reads Q as Critic-I normalizes: a T member on its own batch's statistics under eval_batch; under
         # update on the statistics saved from the update's Critic-I forward, applied by the eval-mode formula
         # (values checked by hand in test_q_bias_stats) ...
@@ -108,13 +111,15 @@ def test_each_step_runs_in_its_mode_and_only_train_steps_move_statistics(mode, s
 
 
 @pytest.mark.parametrize("rotation, q_bias_bn_stats", [(0, "update"), (7, "update"), (13, "eval_batch")])
-def test_every_mode_runs_its_own_steps_inside_one_mixed_pack(rotation, q_bias_bn_stats, state_batch, make_agent,
-                                                             tiny_config):
+def test_every_mode_runs_its_own_steps_inside_one_mixed_pack(
+    rotation, q_bias_bn_stats, state_batch, make_agent, tiny_config
+):
     """All 32 strings as the 32 members of one pack (in three member orders): each member's BN layers follow
     its own string in every step, whatever its neighbours run."""
     modes = list(ALL_BN_MODES[rotation:] + ALL_BN_MODES[:rotation])
-    agent = make_agent([tiny_config(bn_mode=mode, seed=i + 1, q_bias_bn_stats=q_bias_bn_stats)
-                        for i, mode in enumerate(modes)])
+    agent = make_agent(
+        [tiny_config(bn_mode=mode, seed=i + 1, q_bias_bn_stats=q_bias_bn_stats) for i, mode in enumerate(modes)]
+    )
     _check_modes(agent, modes, state_batch)
 
 

@@ -32,8 +32,10 @@ BAD = [
     ({"encoder_norm": "layer_norm"}, ["encoder_norm", "layer_norm", "none, batch_norm"]),
     ({"encoder_bn_passes": "by_step"}, ["encoder_bn_passes", "by_step", "encoder_norm=batch_norm"]),
     ({"encoder_bn_passes": "eval", "encoder_norm": "batch_norm"}, ["encoder_bn_passes", "eval", "train, by_step"]),
-    ({"bn_mode": "TTETT", "actor_norm": "none", "critic_norm": "none", "encoder_norm": "batch_norm"},
-     ["bn_mode", "encoder_bn_passes=by_step", "absent"]),
+    (
+        {"bn_mode": "TTETT", "actor_norm": "none", "critic_norm": "none", "encoder_norm": "batch_norm"},
+        ["bn_mode", "encoder_bn_passes=by_step", "absent"],
+    ),
     ({"q_bias_bn_stats": "running"}, ["q_bias_bn_stats", "running", "update, eval_batch"]),
     ({"q_bias_augment": True, "obs_type": "states"}, ["q_bias_augment", "pixel", "obs_type=states"]),
     ({"q_bias_every_frames": -2}, ["q_bias_every_frames", "-2", ">= 0"]),
@@ -83,8 +85,7 @@ def test_ma_bn_presets_follow_the_authors_task_configs():
     easy = build_config({"task": "cartpole_swingup", "task_presets": "ma_bn"})
     assert (easy.num_frames, easy.stddev_schedule) == (5_100_000, "linear(1.0,0.1,100000)")
     humanoid = build_config({"task": "humanoid_run", "task_presets": "ma_bn"})
-    assert (humanoid.num_frames, humanoid.stddev_schedule, humanoid.lr) == (10_100_000, "linear(1.0,0.1,1000000)",
-                                                                           8e-5)
+    assert (humanoid.num_frames, humanoid.stddev_schedule, humanoid.lr) == (10_100_000, "linear(1.0,0.1,1000000)", 8e-5)
     walker = build_config({"task": "walker_run", "task_presets": "ma_bn"})
     assert (walker.num_frames, walker.nstep, walker.batch_size) == (10_100_000, 1, 512)
     assert build_config({"task": "hopper_hop", "task_presets": "ma_bn", "num_frames": 50_000}).num_frames == 50_000
@@ -94,11 +95,19 @@ def test_ma_bn_presets_follow_the_authors_task_configs():
 
 def test_new_keys_leave_ids_alone_only_where_they_reproduce_the_old_trial():
     """A stored trial's id survives a new key only at the value that computes and measures what it did."""
+
     def keys(**overrides):
         return set(identity_config(build_config(overrides).to_dict()))
 
-    new_keys = {"task_presets", "encoder_norm", "encoder_bn_passes", "q_bias_bn_stats", "q_bias_every_frames",
-                "q_bias_episodes", "q_bias_augment"}
+    new_keys = {
+        "task_presets",
+        "encoder_norm",
+        "encoder_bn_passes",
+        "q_bias_bn_stats",
+        "q_bias_every_frames",
+        "q_bias_episodes",
+        "q_bias_augment",
+    }
     assert not keys() & new_keys  # the default (MA-BN: Critic-I = E reads running statistics either way)
     assert not keys(critic_norm="none", actor_norm="none") & new_keys  # Origin
     assert not keys(bn_mode="TTTTT", q_bias_bn_stats="eval_batch") & new_keys  # Critic-I = T, measured as before
@@ -111,8 +120,9 @@ def test_new_keys_leave_ids_alone_only_where_they_reproduce_the_old_trial():
 def test_origin_has_no_mode_and_cli_values_are_typed():
     origin = build_config({"critic_norm": "none", "actor_norm": "none"})
     assert origin.bn_mode is None
-    overrides, out = train.parse_cli(["lr=1e-3", "batch_size=64", "checkpoint_replay=false", "bn_mode=TTTTT",
-                                      "stddev_schedule=0.2", "out=runs/x"])
+    overrides, out = train.parse_cli(
+        ["lr=1e-3", "batch_size=64", "checkpoint_replay=false", "bn_mode=TTTTT", "stddev_schedule=0.2", "out=runs/x"]
+    )
     config = build_config(overrides)
     assert (config.lr, config.batch_size, config.checkpoint_replay) == (1e-3, 64, False)
     assert config.stddev_schedule == "0.2" and str(out) == "runs/x"

@@ -26,8 +26,10 @@ MODES = ["TTETT", "TTEET", "TTETE", "TTEEE", "EEEEE"]
 
 
 def _agent(tiny_config, modes: list[str], rule: str) -> DrQV2Agent:
-    configs = [tiny_config(obs_type="pixels", encoder_norm="batch_norm", encoder_bn_passes=rule, bn_mode=mode,
-                           seed=k + 1) for k, mode in enumerate(modes)]
+    configs = [
+        tiny_config(obs_type="pixels", encoder_norm="batch_norm", encoder_bn_passes=rule, bn_mode=mode, seed=k + 1)
+        for k, mode in enumerate(modes)
+    ]
     return DrQV2Agent(configs, PIXELS, 1, torch.device("cpu"))
 
 
@@ -37,8 +39,11 @@ class EncoderRecorder:
     def __init__(self, agent: DrQV2Agent):
         self.layers = bn_layers(agent.encoder)
         self.events: list[tuple[tuple[bool, ...], tuple[bool, ...]]] = []
-        self.handles = [h for layer in self.layers for h in (layer.register_forward_pre_hook(self._before),
-                                                              layer.register_forward_hook(self._after))]
+        self.handles = [
+            h
+            for layer in self.layers
+            for h in (layer.register_forward_pre_hook(self._before), layer.register_forward_hook(self._after))
+        ]
 
     @staticmethod
     def _before(layer, inputs):
@@ -51,8 +56,10 @@ class EncoderRecorder:
     def calls(self, member: int) -> list[tuple[set[bool], set[bool]]]:
         n = len(self.layers)
         assert len(self.events) % n == 0
-        return [({t[member] for t, _ in self.events[i:i + n]}, {m[member] for _, m in self.events[i:i + n]})
-                for i in range(0, len(self.events), n)]
+        return [
+            ({t[member] for t, _ in self.events[i : i + n]}, {m[member] for _, m in self.events[i : i + n]})
+            for i in range(0, len(self.events), n)
+        ]
 
     def remove(self):
         for handle in self.handles:
@@ -93,7 +100,7 @@ def test_each_encoder_pass_runs_in_its_mode_per_member(modes, rule, tiny_config)
     agent.q_values(list(obs), [np.zeros((5, 1), np.float32)] * len(modes))
     for member, mode in enumerate(modes):
         on_s = rule == "train" or mode[3] == "T"
-        (training, _), = recorder.calls(member)
+        ((training, _),) = recorder.calls(member)
         assert training == {on_s}  # the Q-bias pass runs as the pass on s ...
     for (mean, var), layer in zip(before, recorder.layers):  # ... and leaves the statistics as they were
         assert torch.equal(mean, layer.running_mean) and torch.equal(var, layer.running_var)
@@ -122,7 +129,7 @@ def test_packed_batchnorm2d_is_each_members_batchnorm2d():
         out = packed(x)
         out.square().sum().backward()
         for member, (single, train) in enumerate(zip(singles, flags)):
-            xs = x.detach()[:, member * c:(member + 1) * c].clone().requires_grad_(True)
+            xs = x.detach()[:, member * c : (member + 1) * c].clone().requires_grad_(True)
             single.train(train)
             expected = single(xs)
             expected.square().sum().backward()

@@ -37,10 +37,13 @@ def test_chw_order_checkpoint_loads_as_the_same_function(tiny_config):
     agent = DrQV2Agent(config, OBS_SHAPE, 1, torch.device("cpu"))
     rng = np.random.default_rng(0)
     rows = config.batch_size
-    batch = {"obs": rng.integers(0, 256, (1, rows, *OBS_SHAPE), dtype=np.uint8),
-             "next_obs": rng.integers(0, 256, (1, rows, *OBS_SHAPE), dtype=np.uint8),
-             "action": rng.uniform(-1, 1, (1, rows, 1)).astype(np.float32),
-             "reward": np.ones((1, rows, 1), np.float32), "discount": np.full((1, rows, 1), 0.97, np.float32)}
+    batch = {
+        "obs": rng.integers(0, 256, (1, rows, *OBS_SHAPE), dtype=np.uint8),
+        "next_obs": rng.integers(0, 256, (1, rows, *OBS_SHAPE), dtype=np.uint8),
+        "action": rng.uniform(-1, 1, (1, rows, 1)).astype(np.float32),
+        "reward": np.ones((1, rows, 1), np.float32),
+        "discount": np.full((1, rows, 1), 0.97, np.float32),
+    }
     agent.update(batch, step=10).read()  # optimizer moments exist
     state = agent.member_state_dict(0)
     assert state["feature_order"] == FEATURE_ORDER
@@ -60,9 +63,12 @@ def test_chw_order_checkpoint_loads_as_the_same_function(tiny_config):
             torch.testing.assert_close(getattr(resumed, name).state_dict()[key], value, msg=f"{name}.{key}")
     for name in ("actor_opt", "critic_opt"):
         for key in ("exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(getattr(resumed, name).member_state_dict(0)["state"][0][key],
-                                       getattr(agent, name).member_state_dict(0)["state"][0][key])
+            torch.testing.assert_close(
+                getattr(resumed, name).member_state_dict(0)["state"][0][key],
+                getattr(agent, name).member_state_dict(0)["state"][0][key],
+            )
     obs, action = batch["obs"][0, :4], batch["action"][0, :4]
     np.testing.assert_allclose(resumed.q_values([obs], [action])[0], agent.q_values([obs], [action])[0], rtol=1e-6)
-    np.testing.assert_allclose(resumed.act(obs[None, 0], 10**6, eval_mode=True),
-                               agent.act(obs[None, 0], 10**6, eval_mode=True))
+    np.testing.assert_allclose(
+        resumed.act(obs[None, 0], 10**6, eval_mode=True), agent.act(obs[None, 0], 10**6, eval_mode=True)
+    )

@@ -31,9 +31,11 @@ from tests.agent.test_train import TINY_STATES, comparable, read_metrics
 REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-6
 # Three members that differ in everything a member may differ in.
-MEMBERS = [dict(seed=1, bn_mode="TTETT", lr=1e-3, target_bn_stats="independent"),
-           dict(seed=2, bn_mode="TTTTT", lr=3e-3, critic_lr=1e-3, target_bn_stats="copy"),
-           dict(seed=3, bn_mode="EEEEE", lr=2e-3, actor_lr=5e-4, target_bn_stats="soft")]
+MEMBERS = [
+    dict(seed=1, bn_mode="TTETT", lr=1e-3, target_bn_stats="independent"),
+    dict(seed=2, bn_mode="TTTTT", lr=3e-3, critic_lr=1e-3, target_bn_stats="copy"),
+    dict(seed=3, bn_mode="EEEEE", lr=2e-3, actor_lr=5e-4, target_bn_stats="soft"),
+]
 SHAPES = {"states": (5,), "pixels": (9, 24, 24)}
 
 
@@ -46,17 +48,27 @@ def _batches(obs_type: str, k: int, rows: int, count: int) -> list[dict[str, np.
             return rng.integers(0, 256, (k, rows, *shape), dtype=np.uint8)
         return rng.normal(size=(k, rows, *shape)).astype(np.float32)
 
-    return [{"obs": obs(), "next_obs": obs(), "action": rng.uniform(-1, 1, (k, rows, 1)).astype(np.float32),
-             "reward": rng.normal(size=(k, rows, 1)).astype(np.float32),
-             "discount": np.full((k, rows, 1), 0.97, np.float32)} for _ in range(count)]
+    return [
+        {
+            "obs": obs(),
+            "next_obs": obs(),
+            "action": rng.uniform(-1, 1, (k, rows, 1)).astype(np.float32),
+            "reward": rng.normal(size=(k, rows, 1)).astype(np.float32),
+            "discount": np.full((k, rows, 1), 0.97, np.float32),
+        }
+        for _ in range(count)
+    ]
 
 
 # Encoder BN under by_step runs the members' encoder passes in mixed modes (Critic-II/III: T, T, E).
 ENCODER_BN = {"encoder_norm": "batch_norm", "encoder_bn_passes": "by_step"}
 
 
-@pytest.mark.parametrize("obs_type, extra", [("states", {}), ("pixels", {}), ("pixels", ENCODER_BN)],
-                         ids=["states", "pixels", "pixels-encoder-bn"])
+@pytest.mark.parametrize(
+    "obs_type, extra",
+    [("states", {}), ("pixels", {}), ("pixels", ENCODER_BN)],
+    ids=["states", "pixels", "pixels-encoder-bn"],
+)
 def test_pack_of_three_mixed_modes_equals_each_member_alone(obs_type, extra, float64, tiny_config):
     configs = [tiny_config(obs_type=obs_type, **m, **extra) for m in MEMBERS]
     shape, cpu = SHAPES[obs_type], torch.device("cpu")
@@ -65,23 +77,26 @@ def test_pack_of_three_mixed_modes_equals_each_member_alone(obs_type, extra, flo
     for i, batch in enumerate(_batches(obs_type, 3, 8, 20)):
         packed_metrics = pack.update(batch, step=1000 + i).read()
         for k, agent in enumerate(alone):
-            single = agent.update({key: value[k:k + 1] for key, value in batch.items()}, step=1000 + i).read()
+            single = agent.update({key: value[k : k + 1] for key, value in batch.items()}, step=1000 + i).read()
             for name, values in single.items():
                 if not name.startswith("perf/"):
-                    assert packed_metrics[name][k] == pytest.approx(values[0], rel=TOLERANCE, abs=TOLERANCE), \
-                        (i, k, name)
+                    assert packed_metrics[name][k] == pytest.approx(values[0], rel=TOLERANCE, abs=TOLERANCE), (
+                        i,
+                        k,
+                        name,
+                    )
     for k, agent in enumerate(alone):
         in_pack, by_itself = pack.member_state_dict(k), agent.member_state_dict(0)
         for net in ("encoder", "actor", "critic", "critic_target"):  # parameters and BN running statistics
             assert set(in_pack[net]) == set(by_itself[net])
             for key, value in by_itself[net].items():
-                torch.testing.assert_close(in_pack[net][key], value, rtol=TOLERANCE, atol=TOLERANCE,
-                                           msg=f"member {k} {net}.{key}")
+                torch.testing.assert_close(
+                    in_pack[net][key], value, rtol=TOLERANCE, atol=TOLERANCE, msg=f"member {k} {net}.{key}"
+                )
         for opt in ("actor_opt", "critic_opt", "encoder_opt"):
             for index, entry in by_itself.get(opt, {"state": {}})["state"].items():
                 for key, value in entry.items():
-                    torch.testing.assert_close(in_pack[opt]["state"][index][key], value, rtol=TOLERANCE,
-                                               atol=TOLERANCE)
+                    torch.testing.assert_close(in_pack[opt]["state"][index][key], value, rtol=TOLERANCE, atol=TOLERANCE)
         assert torch.equal(in_pack["generator"], by_itself["generator"])  # the same random draws
     # The T members' statistics moved, each its own way; the EEEEE member's never did.
     means = bn_layers(pack.critic)[0].running_mean
@@ -114,8 +129,13 @@ def test_killed_pack_resumes_every_member_exactly(tmp_path):
     overrides = _pack_overrides(4000)
     killed = [tmp_path / f"killed{k}" for k in range(3)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-c", PACK_SCRIPT, repr(overrides), *map(str, killed)], cwd=REPO,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PACK_SCRIPT, repr(overrides), *map(str, killed)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     checkpoints = [out / "checkpoint" / "state.pt" for out in killed]
     deadline = time.time() + 240
     while not all(c.exists() for c in checkpoints) and process.poll() is None and time.time() < deadline:
@@ -154,10 +174,21 @@ class FailingSink:
 
 
 def test_a_diverged_and_a_failed_member_end_while_the_others_go_on(tmp_path):
-    base = {**TINY_STATES, "num_frames": 3000, "eval_every_frames": 0, "log_every_frames": 200,
-            "optimizer": "sgd", "actor_norm": "none", "critic_norm": "none", "checkpoint_every_frames": 0}
-    configs = [build_config({**base, "seed": 1, "lr": 1e-4}), build_config({**base, "seed": 2, "lr": 1e4}),
-               build_config({**base, "seed": 3, "lr": 1e-4})]
+    base = {
+        **TINY_STATES,
+        "num_frames": 3000,
+        "eval_every_frames": 0,
+        "log_every_frames": 200,
+        "optimizer": "sgd",
+        "actor_norm": "none",
+        "critic_norm": "none",
+        "checkpoint_every_frames": 0,
+    }
+    configs = [
+        build_config({**base, "seed": 1, "lr": 1e-4}),
+        build_config({**base, "seed": 2, "lr": 1e4}),
+        build_config({**base, "seed": 3, "lr": 1e-4}),
+    ]
     outs = [tmp_path / name for name in ("healthy", "diverging", "failing")]
     statuses = run_pack(configs, outs, sinks=[[], [], [FailingSink(frame=1000)]])
     assert [s["status"] for s in statuses] == ["completed", "diverged", "failed"]
@@ -173,10 +204,22 @@ def test_a_diverged_and_a_failed_member_end_while_the_others_go_on(tmp_path):
     pd.testing.assert_frame_equal(got, expected, rtol=1e-3, atol=1e-3)
 
 
-PIXELS_TINY = dict(task="cartpole_swingup", obs_type="pixels", hidden_dim=16, feature_dim=8, batch_size=4,
-                   num_seed_frames=80, num_expl_steps=40, eval_every_frames=120, num_eval_episodes=1,
-                   log_every_frames=40, checkpoint_every_frames=0, q_bias_max_states=20, torch_threads=1,
-                   num_frames=120)
+PIXELS_TINY = dict(
+    task="cartpole_swingup",
+    obs_type="pixels",
+    hidden_dim=16,
+    feature_dim=8,
+    batch_size=4,
+    num_seed_frames=80,
+    num_expl_steps=40,
+    eval_every_frames=120,
+    num_eval_episodes=1,
+    log_every_frames=40,
+    checkpoint_every_frames=0,
+    q_bias_max_states=20,
+    torch_threads=1,
+    num_frames=120,
+)
 
 
 def test_member_threads_and_compressed_replay_change_nothing(tmp_path):
@@ -187,8 +230,9 @@ def test_member_threads_and_compressed_replay_change_nothing(tmp_path):
     assert [s["status"] for s in run_pack(plain, [tmp_path / "p1", tmp_path / "p2"])] == ["completed"] * 2
     assert [s["status"] for s in run_pack(threaded, [tmp_path / "t1", tmp_path / "t2"])] == ["completed"] * 2
     for k in (1, 2):
-        pd.testing.assert_frame_equal(comparable(read_metrics(tmp_path / f"t{k}")),
-                                      comparable(read_metrics(tmp_path / f"p{k}")))
+        pd.testing.assert_frame_equal(
+            comparable(read_metrics(tmp_path / f"t{k}")), comparable(read_metrics(tmp_path / f"p{k}"))
+        )
 
 
 def test_bf16_precision_trains_and_tf32_needs_cuda(tmp_path):

@@ -27,8 +27,18 @@ EPS = 1e-5
 
 
 def _agent(tiny_config, modes: list[str], how: str) -> DrQV2Agent:
-    configs = [tiny_config(actor_norm="none", critic_norm="batch_norm", bn_mode=mode, seed=k + 1, hidden_dim=HIDDEN,
-                           feature_dim=FEATURES, q_bias_bn_stats=how) for k, mode in enumerate(modes)]
+    configs = [
+        tiny_config(
+            actor_norm="none",
+            critic_norm="batch_norm",
+            bn_mode=mode,
+            seed=k + 1,
+            hidden_dim=HIDDEN,
+            feature_dim=FEATURES,
+            q_bias_bn_stats=how,
+        )
+        for k, mode in enumerate(modes)
+    ]
     return DrQV2Agent(configs, (OBS_DIM,), ACTION_DIM, torch.device("cpu"))
 
 
@@ -43,17 +53,24 @@ def _set_by_hand(agent: DrQV2Agent) -> list[tuple[torch.Tensor, torch.Tensor]]:
         for layer in bn_layers(agent.critic):
             layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=g))
             layer.running_var.copy_(0.5 + 2 * torch.rand(layer.running_var.shape, generator=g))
-    saved = [(torch.randn(layer.running_mean.shape, generator=g), 0.5 + 2 * torch.rand(layer.running_var.shape,
-                                                                                      generator=g))
-             for layer in bn_layers(agent.critic)]
+    saved = [
+        (torch.randn(layer.running_mean.shape, generator=g), 0.5 + 2 * torch.rand(layer.running_var.shape, generator=g))
+        for layer in bn_layers(agent.critic)
+    ]
     for k in range(agent.k):
         agent.load_member_state_dict(k, {"critic_i_stats": [(mean[k], var[k]) for mean, var in saved]})
     return saved
 
 
 @torch.no_grad()
-def _hand_q(agent: DrQV2Agent, k: int, obs: torch.Tensor, action: torch.Tensor, reading: str,
-            saved: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def _hand_q(
+    agent: DrQV2Agent,
+    k: int,
+    obs: torch.Tensor,
+    action: torch.Tensor,
+    reading: str,
+    saved: list[tuple[torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
     """min(Q1, Q2) of member k written out with plain ops; ``reading``: update | eval_batch | running."""
     critic = agent.critic
     y = obs @ critic.trunk[0].weight[k].T + critic.trunk[0].bias[k]
@@ -80,8 +97,9 @@ def _hand_q(agent: DrQV2Agent, k: int, obs: torch.Tensor, action: torch.Tensor, 
 
 
 @pytest.mark.parametrize("how", ["update", "eval_batch"])
-@pytest.mark.parametrize("modes", [["TTTTT"], ["TTETT"], ["TTTTT", "TTETT", "ETTEE"]],
-                         ids=["alone-T", "alone-E", "mixed-pack"])
+@pytest.mark.parametrize(
+    "modes", [["TTTTT"], ["TTETT"], ["TTTTT", "TTETT", "ETTEE"]], ids=["alone-T", "alone-E", "mixed-pack"]
+)
 def test_q_bias_reads_update_eval_batch_or_running_statistics(modes, how, float64, tiny_config):
     agent = _agent(tiny_config, modes, how)
     saved = _set_by_hand(agent)
@@ -93,14 +111,26 @@ def test_q_bias_reads_update_eval_batch_or_running_statistics(modes, how, float6
     got = agent.q_values([o.numpy() for o in obs], [a.numpy() for a in actions])
 
     for k, mode in enumerate(modes):
-        expected = {reading: _hand_q(agent, k, obs[k], actions[k], reading, saved)
-                    for reading in ("update", "eval_batch", "running")}
+        expected = {
+            reading: _hand_q(agent, k, obs[k], actions[k], reading, saved)
+            for reading in ("update", "eval_batch", "running")
+        }
         # The three readings really differ here, so matching one of them means something.
-        assert min((expected[a] - expected[b]).abs().max() for a, b in
-                   (("update", "eval_batch"), ("update", "running"), ("eval_batch", "running"))) > 1e-3
+        assert (
+            min(
+                (expected[a] - expected[b]).abs().max()
+                for a, b in (("update", "eval_batch"), ("update", "running"), ("eval_batch", "running"))
+            )
+            > 1e-3
+        )
         reading = "running" if mode[2] == "E" else how
-        np.testing.assert_allclose(got[k], expected[reading].numpy(), rtol=1e-10, atol=1e-10,
-                                   err_msg=f"member {k} ({mode}, q_bias_bn_stats={how}) should read {reading}")
+        np.testing.assert_allclose(
+            got[k],
+            expected[reading].numpy(),
+            rtol=1e-10,
+            atol=1e-10,
+            err_msg=f"member {k} ({mode}, q_bias_bn_stats={how}) should read {reading}",
+        )
     # A measurement never moves running statistics, and the saved ones stay what they were.
     assert all(torch.equal(b, layer.running_mean) for b, layer in zip(running_before, bn_layers(agent.critic)))
     assert all(torch.equal(s[0], a[0]) for s, a in zip(saved, agent.critic_i_statistics()))
@@ -110,8 +140,10 @@ def test_q_bias_reads_update_eval_batch_or_running_statistics(modes, how, float6
 def test_an_update_saves_the_statistics_of_its_critic_i_forward(modes, state_batch, tiny_config):
     """The saved statistics are the batch mean and biased variance each critic BN layer saw in Critic-I (the
     forward that records them), replay rows of buffer mixing included; a checkpoint carries them."""
-    configs = [tiny_config(bn_mode=mode, seed=k + 1, buffer_mix_ratio=0.5, allow_mix_in_eval_mode=True)
-               for k, mode in enumerate(modes)]
+    configs = [
+        tiny_config(bn_mode=mode, seed=k + 1, buffer_mix_ratio=0.5, allow_mix_in_eval_mode=True)
+        for k, mode in enumerate(modes)
+    ]
     agent = DrQV2Agent(configs, (5,), 1, torch.device("cpu"))
     seen: dict[int, torch.Tensor] = {}
 
@@ -138,13 +170,25 @@ def test_an_update_saves_the_statistics_of_its_critic_i_forward(modes, state_bat
         torch.testing.assert_close(mean_r[0], mean[0])
         torch.testing.assert_close(var_r[0], var[0])
     obs, action = state_batch["obs"][:6], state_batch["action"][:6]
-    np.testing.assert_allclose(resumed.q_values([obs], [action])[0],
-                               agent.q_values([obs] * len(modes), [action] * len(modes))[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        resumed.q_values([obs], [action])[0],
+        agent.q_values([obs] * len(modes), [action] * len(modes))[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_no_update_statistics_yet_leaves_only_those_members_unmeasured(state_batch, tiny_config):
-    agent = DrQV2Agent([tiny_config(bn_mode="TTTTT"), tiny_config(bn_mode="TTETT", seed=2),
-                        tiny_config(bn_mode="TTTTT", seed=3, q_bias_bn_stats="update")], (5,), 1, torch.device("cpu"))
+    agent = DrQV2Agent(
+        [
+            tiny_config(bn_mode="TTTTT"),
+            tiny_config(bn_mode="TTETT", seed=2),
+            tiny_config(bn_mode="TTTTT", seed=3, q_bias_bn_stats="update"),
+        ],
+        (5,),
+        1,
+        torch.device("cpu"),
+    )
     obs, action = state_batch["obs"][:6], state_batch["action"][:6]
     before = agent.q_values([obs] * 3, [action] * 3)
     assert before[0] is None and before[2] is None and before[1] is not None  # Critic-I = E: running statistics
@@ -177,8 +221,16 @@ def test_own_measurements_are_averaged_into_each_evaluation_row(tmp_path, monkey
         return measured[-1]
 
     monkeypatch.setattr(metrics, "q_bias", spy)
-    config = build_config({**TINY_STATES, "num_frames": 2000, "bn_mode": "TTTTT", "q_bias_every_frames": 500,
-                           "q_bias_episodes": 3, "checkpoint_every_frames": 0})
+    config = build_config(
+        {
+            **TINY_STATES,
+            "num_frames": 2000,
+            "bn_mode": "TTTTT",
+            "q_bias_every_frames": 500,
+            "q_bias_episodes": 3,
+            "checkpoint_every_frames": 0,
+        }
+    )
     assert run_trial(config, tmp_path)["status"] == "completed"
     evals = read_metrics(tmp_path).dropna(subset=["eval/episode_return"])
     assert list(evals["frame"]) == [0, 1000, 2000]
@@ -204,8 +256,9 @@ class _StopAtFirstCheckpoint:
 
 def test_a_trial_stopped_between_measurement_and_report_resumes_exactly(tmp_path):
     """The measurements awaiting their evaluation row and the update's Critic-I statistics are in the checkpoint."""
-    config = build_config({**TINY_STATES, "num_frames": 2000, "bn_mode": "TTTTT", "q_bias_every_frames": 500,
-                           "q_bias_episodes": 2})
+    config = build_config(
+        {**TINY_STATES, "num_frames": 2000, "bn_mode": "TTTTT", "q_bias_every_frames": 500, "q_bias_episodes": 2}
+    )
     run_trial(config, tmp_path / "whole")
     with pytest.raises(SystemExit):  # at frame 1000: the measurement of frame 500 is not reported yet
         run_trial(config, tmp_path / "stopped", sinks=[_StopAtFirstCheckpoint()])

@@ -71,8 +71,7 @@ def test_frame_stack_rebuilt_and_clamped_at_episode_start():
     out = replay.transitions(np.array([0, 2, 5, 6]))
     stacks = out["obs"][:, :, 0, 0]
     np.testing.assert_array_equal(stacks, [[10, 10, 10], [10, 11, 12], [50, 50, 50], [50, 50, 51]])
-    np.testing.assert_array_equal(out["next_obs"][:, :, 0, 0], [[10, 10, 11], [11, 12, 13], [50, 50, 51],
-                                                                   [50, 51, 52]])
+    np.testing.assert_array_equal(out["next_obs"][:, :, 0, 0], [[10, 10, 11], [11, 12, 13], [50, 50, 51], [50, 51, 52]])
 
 
 def test_ring_overwrites_oldest_and_stays_consistent():
@@ -112,6 +111,7 @@ def steps():
     """Real cartpole pixel frames (random actions) cut into EPISODES: (frame, action, reward, discount, first,
     last) per step, the last episode left running, one episode ending in a termination (discount 0)."""
     from envs import make_env
+
     env = make_env("cartpole_swingup", "pixels", 3, 2, 3)
     rng = np.random.default_rng(0)
     out = []
@@ -129,8 +129,7 @@ def steps():
 
 
 def make_replay(codec, capacity=96, nstep=3):
-    return ReplayBuffer(capacity, (3, 84, 84), np.uint8, 3, 1, nstep=nstep, discount=0.99, seed=7,
-                        frame_codec=codec)
+    return ReplayBuffer(capacity, (3, 84, 84), np.uint8, 3, 1, nstep=nstep, discount=0.99, seed=7, frame_codec=codec)
 
 
 def assert_same_batches(a, b):

@@ -20,9 +20,21 @@ from agent.train import run_trial
 from envs import check_task_name, make_env
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_STATES = dict(task="cartpole_swingup", obs_type="states", hidden_dim=16, feature_dim=8, batch_size=8,
-                   num_seed_frames=400, num_expl_steps=200, eval_every_frames=1000, num_eval_episodes=1,
-                   log_every_frames=500, checkpoint_every_frames=1000, q_bias_max_states=200, torch_threads=1)
+TINY_STATES = dict(
+    task="cartpole_swingup",
+    obs_type="states",
+    hidden_dim=16,
+    feature_dim=8,
+    batch_size=8,
+    num_seed_frames=400,
+    num_expl_steps=200,
+    eval_every_frames=1000,
+    num_eval_episodes=1,
+    log_every_frames=500,
+    checkpoint_every_frames=1000,
+    q_bias_max_states=200,
+    torch_threads=1,
+)
 
 
 def read_metrics(out: Path) -> pd.DataFrame:
@@ -72,8 +84,13 @@ def test_killed_trial_resumes_from_its_checkpoint_exactly(tmp_path):
     killed = tmp_path / "killed"
     args = [f"{k}={v}" for k, v in overrides.items()] + [f"out={killed}"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "agent.train", *args], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     checkpoint = killed / "checkpoint" / "state.pt"
     deadline = time.time() + 240
     while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
@@ -94,10 +111,22 @@ def test_killed_trial_resumes_from_its_checkpoint_exactly(tmp_path):
 
 
 def test_pixels_trial_runs_updates_headless(tmp_path):
-    config = build_config({"task": "cartpole_swingup", "obs_type": "pixels", "num_frames": 120, "hidden_dim": 16,
-                           "feature_dim": 8, "batch_size": 4, "num_seed_frames": 80, "num_expl_steps": 40,
-                           "eval_every_frames": 0, "log_every_frames": 40, "checkpoint_every_frames": 0,
-                           "torch_threads": 1})
+    config = build_config(
+        {
+            "task": "cartpole_swingup",
+            "obs_type": "pixels",
+            "num_frames": 120,
+            "hidden_dim": 16,
+            "feature_dim": 8,
+            "batch_size": 4,
+            "num_seed_frames": 80,
+            "num_expl_steps": 40,
+            "eval_every_frames": 0,
+            "log_every_frames": 40,
+            "checkpoint_every_frames": 0,
+            "torch_threads": 1,
+        }
+    )
     status = run_trial(config, tmp_path)
     assert status["status"] == "completed", status.get("traceback")
     trained = read_metrics(tmp_path).dropna(subset=["losses/critic"])
@@ -117,8 +146,18 @@ def test_pixel_env_renders_stacked_frames_and_exposes_state():
 
 
 def test_diverging_trial_stops_as_diverged_and_keeps_its_metrics(tmp_path):
-    config = build_config({**TINY_STATES, "num_frames": 3000, "optimizer": "sgd", "lr": 1e4, "critic_norm": "none",
-                           "actor_norm": "none", "eval_every_frames": 0, "log_every_frames": 200})
+    config = build_config(
+        {
+            **TINY_STATES,
+            "num_frames": 3000,
+            "optimizer": "sgd",
+            "lr": 1e4,
+            "critic_norm": "none",
+            "actor_norm": "none",
+            "eval_every_frames": 0,
+            "log_every_frames": 200,
+        }
+    )
     status = run_trial(config, tmp_path)
     assert status["status"] == "diverged" and "non-finite" in status["error"]
     assert status["frame"] < 3000
@@ -143,10 +182,27 @@ def test_unknown_task_lists_close_names():
 
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "agent.train", "task=cartpole_swingup", "obs_type=states",
-                             "num_frames=600", "seed=1", "hidden_dim=16", "batch_size=8", "num_seed_frames=400",
-                             "eval_every_frames=0", "torch_threads=1", f"out={out}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.train",
+            "task=cartpole_swingup",
+            "obs_type=states",
+            "num_frames=600",
+            "seed=1",
+            "hidden_dim=16",
+            "batch_size=8",
+            "num_seed_frames=400",
+            "eval_every_frames=0",
+            "torch_threads=1",
+            f"out={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "completed: 600 frames" in result.stdout
     for name in ("config.yaml", "metrics.csv", "status.json"):

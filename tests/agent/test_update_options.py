@@ -26,7 +26,7 @@ def critic_i_rows(agent, batch) -> int:
 def test_mixing_adds_floor_rho_b_replay_rows(rho, expected_extra, state_batch, make_agent, tiny_config):
     config = tiny_config(bn_mode="TTTTT", buffer_mix_ratio=rho)
     assert config.mix_rows == expected_extra == int(np.floor(rho * 8))
-    batch = {k: v[:config.replay_rows_per_update] for k, v in state_batch.items()}
+    batch = {k: v[: config.replay_rows_per_update] for k, v in state_batch.items()}
     assert len(batch["obs"]) == max(8, expected_extra)  # rho > 1 needs further sampled rows
     assert critic_i_rows(make_agent(config), batch) == 8 + expected_extra
 
@@ -115,8 +115,10 @@ def test_packed_optimizer_steps_each_member_as_torch_does(optimizer):
     stacked = [torch.nn.Parameter(torch.randn(3, 4, 5)), torch.nn.Parameter(torch.randn(3, 7))]
     members = [[torch.nn.Parameter(p[k].detach().clone()) for p in stacked] for k in range(3)]
     packed_opt = PackedOptimizer(optimizer, stacked, lrs, momenta)
-    reference = [torch.optim.Adam(ps, lr=lr) if optimizer == "adam" else
-                 torch.optim.SGD(ps, lr=lr, momentum=momenta[k]) for k, (ps, lr) in enumerate(zip(members, lrs))]
+    reference = [
+        torch.optim.Adam(ps, lr=lr) if optimizer == "adam" else torch.optim.SGD(ps, lr=lr, momentum=momenta[k])
+        for k, (ps, lr) in enumerate(zip(members, lrs))
+    ]
     for _ in range(5):
         grads = [torch.randn_like(p) for p in stacked]
         packed_opt.zero_grad()

@@ -49,8 +49,15 @@ def store(tmp_path_factory):
 
 
 def test_claims_are_data_with_a_row_per_finding():
-    assert [c.grid for c in CLAIMS] == ["critic_i_mode", "buffer_mixing", "learning_rate", "optimizer",
-                                        "exploration", "normalization", "normalization"]
+    assert [c.grid for c in CLAIMS] == [
+        "critic_i_mode",
+        "buffer_mixing",
+        "learning_rate",
+        "optimizer",
+        "exploration",
+        "normalization",
+        "normalization",
+    ]
     optimizer = next(c for c in CLAIMS if c.grid == "optimizer")
     assert optimizer.threshold == -claims.CLOSE_TOLERANCE and optimizer.x == {"method": "MA-BN", "optimizer": "sgd"}
     assert "IQM(MA-BN, SGD) - IQM(MA-BN, Adam) of final return / task max; needs > -0.1" in optimizer.definition()
@@ -116,13 +123,21 @@ def test_missing_and_ambiguous_cells_say_why(store, tmp_path):
 def test_diverged_rule_changes_the_verdict_and_is_counted(tmp_path):
     root = tmp_path / "results"
     for seed, (e, t) in enumerate(((700, 600), (720, 620), (760, 640)), start=1):
-        _trial(root, "critic_i_mode", f"E-{seed}", e, seed=seed, bn_mode="TTETT",
-               status="diverged" if seed == 3 else "completed")
+        _trial(
+            root,
+            "critic_i_mode",
+            f"E-{seed}",
+            e,
+            seed=seed,
+            bn_mode="TTETT",
+            status="diverged" if seed == 3 else "completed",
+        )
         _trial(root, "critic_i_mode", f"T-{seed}", t, seed=seed, bn_mode="TTTTT")
     write_trial(root, "smoke", "low", [-5.0, 10.0])  # another grid, same task: the store-wide floor is -5
     store = load_store(root)
     assert store.eval_floors == {"cartpole_swingup": -5.0} and store.grid("critic_i_mode").eval_floors == {
-        "cartpole_swingup": -5.0}
+        "cartpole_swingup": -5.0
+    }
     diverged = final_scores(store.grid("critic_i_mode")).set_index("trial_id").at["E-3", "value"]
     assert diverged == -5.0  # task_min, the default
     # --diverged last: the seed that diverged after reaching 760 counts with 760 and E wins on every seed ...
@@ -148,8 +163,10 @@ def test_profiles_are_judged_apart(tmp_path):
                 meta = {"grid": "critic_i_mode", "trial_id": f"{profile}-{name}-{seed}", "profile": profile}
                 _trial(root, "critic_i_mode", f"{profile}-{name}-{seed}", final, seed=seed, bn_mode=mode, meta=meta)
     results = [r for r in evaluate_claims(load_store(root), FAST) if r.claim.grid == "critic_i_mode"]
-    assert [(r.grid_label, r.verdict) for r in results] == [("critic_i_mode (local)", "supported"),
-                                                            ("critic_i_mode (paper)", "contradicted")]
+    assert [(r.grid_label, r.verdict) for r in results] == [
+        ("critic_i_mode (local)", "supported"),
+        ("critic_i_mode (paper)", "contradicted"),
+    ]
 
 
 def test_effect_interval_and_seeds_needed_rule():
@@ -160,8 +177,9 @@ def test_effect_interval_and_seeds_needed_rule():
     # one run per group and task: nothing to resample, the CI is the point
     assert stats.effect_interval([[[1.0], [2.0]], [[0.0], [1.0]]], lambda v: v[0] - v[1]).low == 1.0
     # stratified within each task, group by group: task means never mix, so the difference stays at 10
-    est = stats.effect_interval([[[0.0, 0.0], [20.0, 20.0]], [[0.0, 0.0], [0.0, 0.0]]], lambda v: v[0] - v[1],
-                                stats.mean)
+    est = stats.effect_interval(
+        [[[0.0, 0.0], [20.0, 20.0]], [[0.0, 0.0], [0.0, 0.0]]], lambda v: v[0] - v[1], stats.mean
+    )
     assert (est.point, est.low, est.high) == (10.0, 10.0, 10.0)
     with pytest.raises(ValueError, match="finite"):
         stats.effect_interval([[[1.0]], [[np.nan]]], lambda v: v[0] - v[1])

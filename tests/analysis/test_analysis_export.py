@@ -106,12 +106,22 @@ def test_final_csv_has_the_summary_numbers(all_grids_store, all_grids_figures, g
     assert len(table) == len(summaries) > 0
     for row, s in zip(table.itertuples(index=False), summaries, strict=True):
         assert (row.grid, row.task, row.cell, row.method) == (grid, s.task, s.cell, s.method)
-        assert (row.n_seeds, row.n_trials, row.n_diverged, row.n_running, row.n_interrupted, row.n_failed,
-                row.n_new) == (s.n_final, s.n_trials, s.n_diverged, s.n_running, s.n_interrupted, s.n_failed, s.n_new)
+        assert (
+            row.n_seeds,
+            row.n_trials,
+            row.n_diverged,
+            row.n_running,
+            row.n_interrupted,
+            row.n_failed,
+            row.n_new,
+        ) == (s.n_final, s.n_trials, s.n_diverged, s.n_running, s.n_interrupted, s.n_failed, s.n_new)
         est = s.estimate
-        for got, want in ((row.iqm, est.point if est else None), (row.ci_low, est.low if est else None),
-                          (row.ci_high, est.high if est else None),
-                          (row.q_bias_iqm, s.q_bias.point if s.q_bias else None)):
+        for got, want in (
+            (row.iqm, est.point if est else None),
+            (row.ci_low, est.low if est else None),
+            (row.ci_high, est.high if est else None),
+            (row.q_bias_iqm, s.q_bias.point if s.q_bias else None),
+        ):
             assert _same(got, want), (row, s)
         values = finals.loc[(finals["task"] == s.task) & (finals["cell"] == s.cell), "value"]
         assert _same(row.mean, float(values.mean()) if len(values) else None)
@@ -179,11 +189,26 @@ def test_final_tex_is_a_booktabs_tabular(all_grids_figures, grid):
 
 
 def test_latex_escape():
-    assert latex_escape("a_b&c%d$e#f{g}h~i^j\\k") == (r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i"
-                                                      r"\textasciicircum{}j\textbackslash{}k")
+    assert latex_escape("a_b&c%d$e#f{g}h~i^j\\k") == (
+        r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i"
+        r"\textasciicircum{}j\textbackslash{}k"
+    )
     assert latex_escape("MA-BN, ρ=0.5 – x") == r"MA-BN, \ensuremath{\rho}=0.5 -- x"
-    table = pd.DataFrame([{"grid": "g", "task": "t_1", "cell": "c", "n_seeds": 2, "n_diverged": 0, "iqm": -1.25,
-                           "ci_low": -3.0, "ci_high": 0.5, "mean": -1.0}])
+    table = pd.DataFrame(
+        [
+            {
+                "grid": "g",
+                "task": "t_1",
+                "cell": "c",
+                "n_seeds": 2,
+                "n_diverged": 0,
+                "iqm": -1.25,
+                "ci_low": -3.0,
+                "ci_high": 0.5,
+                "mean": -1.0,
+            }
+        ]
+    )
     tex = final_latex(table, SETTINGS)
     assert r"t\_1 & c & 2 & 0 & \ensuremath{-}1.2 & [\ensuremath{-}3.0, 0.5] & \ensuremath{-}1.0 \\" in tex
     assert _braces_balanced("\n".join(_body(tex)))

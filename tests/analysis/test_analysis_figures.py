@@ -13,8 +13,16 @@ from analysis.report import write_report
 from analysis.store import load_store
 from analysis.summary import Settings
 
-SPEC_GRIDS = ("critic_i_mode", "bn_modes", "buffer_mixing", "target_bn_stats", "learning_rate", "optimizer",
-              "exploration", "normalization")
+SPEC_GRIDS = (
+    "critic_i_mode",
+    "bn_modes",
+    "buffer_mixing",
+    "target_bn_stats",
+    "learning_rate",
+    "optimizer",
+    "exploration",
+    "normalization",
+)
 
 
 def test_every_spec_grid_has_its_figures():
@@ -62,9 +70,12 @@ def test_report_lists_figures_tables_and_troubled_trials(all_grids_store, all_gr
     assert re.search(r"\| MA-BN \| 4 runs / 2 tasks \| 0 \| ", report)  # aggregate: runs and diverged runs
     # the claims table: critic_i_mode (E 610/620 vs T 310/320) supported at 2 seeds, every claim has a row
     claims = report.split("## Claims of the paper")[1].split("\n## ")[0]
-    assert re.search(r"\| critic_i_mode \| Critic-I in eval mode .* \| \+0\.300 \[\+0\.290, \+0\.310\] \| "
-                     r"P\(MA-BN > BN \(TTTTT\)\) = 1\.00 \[1\.00, 1\.00\] \| 4 \(0 diverged\) \| "
-                     r"supported at 2 seeds \|", claims)
+    assert re.search(
+        r"\| critic_i_mode \| Critic-I in eval mode .* \| \+0\.300 \[\+0\.290, \+0\.310\] \| "
+        r"P\(MA-BN > BN \(TTTTT\)\) = 1\.00 \[1\.00, 1\.00\] \| 4 \(0 diverged\) \| "
+        r"supported at 2 seeds \|",
+        claims,
+    )
     assert claims.count("\n| ") == 1 + 7  # the header and the seven claims (the rule line starts "|-")
     assert "Final return" in report and f"{FIGURE_REPS} resamples, seed 0" in report
 
@@ -86,10 +97,10 @@ def test_rerun_is_byte_identical(all_grids_store, all_grids_figures, tmp_path):
     settings = Settings(reps=FIGURE_REPS, dpi=FIGURE_DPI)
     grids = [GridData(store.grid(g), settings) for g in store.grids]
     again = tmp_path / "report"
-    files = {g: [again / g / f"{name}.{ext}" for name in figure_names(g) for ext in ("png", "pdf")]
-             for g in store.grids}
-    assert write_report(again, store, grids, files, str(all_grids_store)).read_text() == \
-        (out / "report.md").read_text()
+    files = {
+        g: [again / g / f"{name}.{ext}" for name in figure_names(g) for ext in ("png", "pdf")] for g in store.grids
+    }
+    assert write_report(again, store, grids, files, str(all_grids_store)).read_text() == (out / "report.md").read_text()
 
 
 def test_cli_errors(tmp_path, all_grids_store, capsys):

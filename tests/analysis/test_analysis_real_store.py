@@ -17,9 +17,22 @@ from analysis.store import load_store
 
 # The smallest trial that still trains: 500 random seed frames, then 125 updates; evals at 0 and 1000 frames,
 # training rows at 500 and 1000.
-TINY = {"task": "cartpole_swingup", "obs_type": "states", "num_frames": 1000, "num_seed_frames": 500,
-        "num_expl_steps": 250, "hidden_dim": 32, "feature_dim": 16, "batch_size": 32, "eval_every_frames": 1000,
-        "num_eval_episodes": 1, "log_every_frames": 500, "checkpoint_every_frames": 0, "torch_threads": 1, "seed": 1}
+TINY = {
+    "task": "cartpole_swingup",
+    "obs_type": "states",
+    "num_frames": 1000,
+    "num_seed_frames": 500,
+    "num_expl_steps": 250,
+    "hidden_dim": 32,
+    "feature_dim": 16,
+    "batch_size": 32,
+    "eval_every_frames": 1000,
+    "num_eval_episodes": 1,
+    "log_every_frames": 500,
+    "checkpoint_every_frames": 0,
+    "torch_threads": 1,
+    "seed": 1,
+}
 TRIALS = {"mabn": {}, "origin": {"actor_norm": "none", "critic_norm": "none"}}
 
 

@@ -10,13 +10,16 @@ from analysis import stats
 
 
 # ------------------------------------------------------------------ point estimates
-@pytest.mark.parametrize("scores, expected", [
-    ([1, 2, 3, 4], 2.5),  # 4 runs: one trimmed each side -> mean(2, 3)
-    ([1, 2, 3, 4, 100], 3.0),  # 5 runs: int(0.25 * 5) = 1 trimmed each side -> mean(2, 3, 4); the outlier is gone
-    (list(range(8)), 3.5),  # mean(2, 3, 4, 5)
-    ([0, 0, 3], 1.0),  # 3 runs: int(0.75) = 0 trimmed -> the plain mean, as scipy (and so rliable) does
-    ([7.0], 7.0),
-])
+@pytest.mark.parametrize(
+    "scores, expected",
+    [
+        ([1, 2, 3, 4], 2.5),  # 4 runs: one trimmed each side -> mean(2, 3)
+        ([1, 2, 3, 4, 100], 3.0),  # 5 runs: int(0.25 * 5) = 1 trimmed each side -> mean(2, 3, 4); the outlier is gone
+        (list(range(8)), 3.5),  # mean(2, 3, 4, 5)
+        ([0, 0, 3], 1.0),  # 3 runs: int(0.75) = 0 trimmed -> the plain mean, as scipy (and so rliable) does
+        ([7.0], 7.0),
+    ],
+)
 def test_iqm_hand_checked(scores, expected):
     assert stats.iqm(np.array(scores, dtype=float)) == pytest.approx(expected)
 
@@ -143,8 +146,10 @@ def test_point_estimates_match_rliables_where_it_installs():
     try:
         from rliable import metrics as rliable_metrics
     except Exception as err:  # noqa: BLE001 - ImportError, or arch failing under pandas 3 at import
-        pytest.skip(f"rliable is not importable here ({type(err).__name__}: {err}); no arch release works with "
-                    f"rliable beside pandas 3 (docs/analysis.md)")
+        pytest.skip(
+            f"rliable is not importable here ({type(err).__name__}: {err}); no arch release works with "
+            f"rliable beside pandas 3 (docs/analysis.md)"
+        )
     scores = np.random.default_rng(7).normal(0.6, 0.3, size=(10, 4))  # 10 runs x 4 tasks, rliable's layout
     per_task = [scores[:, j] for j in range(scores.shape[1])]
     assert np.isclose(float(stats.iqm(per_task)), rliable_metrics.aggregate_iqm(scores))

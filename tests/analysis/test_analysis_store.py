@@ -18,22 +18,32 @@ FAST = Settings(reps=500)
 
 
 # ------------------------------------------------------------------ labels
-@pytest.mark.parametrize("overrides, label", [
-    (ORIGIN, "Origin"),
-    (LAYER_NORM, "LayerNorm"),
-    ({"actor_norm": "none", "critic_norm": "layer_norm", "bn_mode": None}, "LayerNorm"),
-    ({"bn_mode": "TTETT"}, "MA-BN"),
-    ({"bn_mode": None}, "MA-BN"),  # the worker resolves an absent mode with batch_norm to MA-BN
-    ({"bn_mode": "TTTTT"}, "BN (TTTTT)"),
-    ({"bn_mode": "TEETT", "actor_norm": "none"}, "BN TEETT"),
-])
+@pytest.mark.parametrize(
+    "overrides, label",
+    [
+        (ORIGIN, "Origin"),
+        (LAYER_NORM, "LayerNorm"),
+        ({"actor_norm": "none", "critic_norm": "layer_norm", "bn_mode": None}, "LayerNorm"),
+        ({"bn_mode": "TTETT"}, "MA-BN"),
+        ({"bn_mode": None}, "MA-BN"),  # the worker resolves an absent mode with batch_norm to MA-BN
+        ({"bn_mode": "TTTTT"}, "BN (TTTTT)"),
+        ({"bn_mode": "TEETT", "actor_norm": "none"}, "BN TEETT"),
+    ],
+)
 def test_method_label(overrides, label):
     assert method_label({**BASE_CONFIG, **overrides}) == label
 
 
 def test_format_value():
-    assert [format_value(v) for v in (1e-4, 7.5e-5, 0.25, 1.0, 0.01, "adam", None)] == \
-        ["1e-4", "7.5e-5", "0.25", "1", "0.01", "adam", "none"]
+    assert [format_value(v) for v in (1e-4, 7.5e-5, 0.25, 1.0, 0.01, "adam", None)] == [
+        "1e-4",
+        "7.5e-5",
+        "0.25",
+        "1",
+        "0.01",
+        "adam",
+        "none",
+    ]
 
 
 def test_cell_keys_ignore_seed_placement_and_task_presets():
@@ -57,8 +67,22 @@ def test_tidy_table(tmp_path, trial_writer):
     data = store.data
     # one row per trial x log point: 3 eval rows + 2 training rows per trial, kept separate as written
     assert len(data) == 10
-    assert {"grid", "trial", "trial_id", "cell", "method", "cell_id", "task", "seed", "status", FRAME,
-            *METRIC_NAMES, "lr", "bn_mode", "optimizer"} <= set(data.columns)
+    assert {
+        "grid",
+        "trial",
+        "trial_id",
+        "cell",
+        "method",
+        "cell_id",
+        "task",
+        "seed",
+        "status",
+        FRAME,
+        *METRIC_NAMES,
+        "lr",
+        "bn_mode",
+        "optimizer",
+    } <= set(data.columns)
     assert set(data["grid"]) == {"critic_i_mode"}
     assert data.groupby("trial")[EVAL_RETURN].count().to_dict() == {"critic_i_mode/a": 3, "critic_i_mode/b": 3}
     assert list(store.trials["cell"]) == ["BN (TTTTT)", "MA-BN"]  # the paper's order, not alphabetical
@@ -84,21 +108,35 @@ def test_profiles_in_one_grid_become_the_axis(tmp_path, trial_writer):
     # are told apart by the profile, not by a list of every setting the profiles differ in.
     root = tmp_path / "results"
     for seed in (1, 2):
-        for profile, extra in (("local", {"obs_type": "states", "hidden_dim": 256}),
-                               ("paper", {"obs_type": "pixels", "hidden_dim": 1024, "num_frames": 10_000})):
+        for profile, extra in (
+            ("local", {"obs_type": "states", "hidden_dim": 256}),
+            ("paper", {"obs_type": "pixels", "hidden_dim": 1024, "num_frames": 10_000}),
+        ):
             for name, norm in (("mabn", {}), ("origin", ORIGIN)):
                 meta = {"grid": "critic_i_mode", "trial_id": f"{profile}-{name}-{seed}", "profile": profile}
-                trial_writer(root, "critic_i_mode", f"{profile}-{name}-{seed}", [0, 1], seed=seed, meta=meta,
-                             **extra, **norm)
+                trial_writer(
+                    root, "critic_i_mode", f"{profile}-{name}-{seed}", [0, 1], seed=seed, meta=meta, **extra, **norm
+                )
     trials = load_store(root).trials
-    assert trials.groupby("cell").size().to_dict() == {"MA-BN, profile=local": 2, "MA-BN, profile=paper": 2,
-                                                       "Origin, profile=local": 2, "Origin, profile=paper": 2}
+    assert trials.groupby("cell").size().to_dict() == {
+        "MA-BN, profile=local": 2,
+        "MA-BN, profile=paper": 2,
+        "Origin, profile=local": 2,
+        "Origin, profile=paper": 2,
+    }
 
 
 def test_trial_json_names_grid_and_trial(tmp_path, trial_writer):
     root = tmp_path / "results"
-    meta = {"grid": "bn_modes", "trial_id": "abc123", "cell_id": "cell9", "cell_name": "TTETT", "seed": 1,
-            "task": "cartpole_swingup", "axes": {"bn_mode": "TTETT"}}
+    meta = {
+        "grid": "bn_modes",
+        "trial_id": "abc123",
+        "cell_id": "cell9",
+        "cell_name": "TTETT",
+        "seed": 1,
+        "task": "cartpole_swingup",
+        "axes": {"bn_mode": "TTETT"},
+    }
     trial_writer(root, "some_dir", "abc123", [0, 5], meta=meta)
     trials = load_store(root).trials
     assert (trials.at[0, "grid"], trials.at[0, "trial_id"], trials.at[0, "cell_id"]) == ("bn_modes", "abc123", "cell9")
@@ -125,8 +163,13 @@ def test_tolerates_running_failed_pending_partial_and_foreign_entries(tmp_path, 
     (root / "README.txt").write_text("hello")
     store = load_store(root)
     status = dict(zip(store.trials["trial_id"], store.trials["status"], strict=True))
-    assert status == {"done": "completed", "running": "running", "crashed": "failed", "pending": "new",
-                      "header-only": "running"}
+    assert status == {
+        "done": "completed",
+        "running": "running",
+        "crashed": "failed",
+        "pending": "new",
+        "header-only": "running",
+    }
     running_rows = store.data[store.data["trial_id"] == "running"]
     assert list(running_rows[FRAME]) == [0, 1000, 1000]  # the half line was dropped, nothing else
     assert store.trials.set_index("trial_id").at["crashed", "error"] == "RuntimeError: boom"
@@ -156,11 +199,14 @@ def _no_trials(root):
     return root
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda root: root / "missing", "no such directory"),
-    (lambda root: root, "is empty"),
-    (_no_trials, "not a result store"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda root: root / "missing", "no such directory"),
+        (lambda root: root, "is empty"),
+        (_no_trials, "not a result store"),
+    ],
+)
 def test_store_errors(tmp_path, make, message):
     root = tmp_path / "store"
     root.mkdir()

@@ -26,10 +26,22 @@ from agent.config import build_config
 from agent.train import run_trial
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(task="cartpole_swingup", obs_type="states", hidden_dim=16, feature_dim=8, batch_size=8,
-            num_seed_frames=400, num_expl_steps=200, eval_every_frames=1000, num_eval_episodes=1,
-            log_every_frames=500, checkpoint_every_frames=1000, q_bias_max_states=200, torch_threads=1,
-            num_frames=4000)
+TINY = dict(
+    task="cartpole_swingup",
+    obs_type="states",
+    hidden_dim=16,
+    feature_dim=8,
+    batch_size=8,
+    num_seed_frames=400,
+    num_expl_steps=200,
+    eval_every_frames=1000,
+    num_eval_episodes=1,
+    log_every_frames=500,
+    checkpoint_every_frames=1000,
+    q_bias_max_states=200,
+    torch_threads=1,
+    num_frames=4000,
+)
 
 
 class StopAt:
@@ -81,15 +93,24 @@ def damage(directory: Path) -> None:
 
 def test_round_trip_keeps_types_and_reads_without_unpickling(tmp_path: Path) -> None:
     rng = np.random.RandomState(3)
-    state = {"frame": 5, "replay": {"frames": np.arange(12, dtype=np.uint8).reshape(3, 4),
-                                    "read_only": np.frombuffer(b"abc", dtype=np.uint8), "next": np.int64(7)},
-             "rng": rng.get_state(), "bits": np.random.default_rng(1).bit_generator.state,
-             "generator": torch.Generator().manual_seed(2).get_state(), "pending": {"x": [1.5, 2.5]},
-             "pairs": [(torch.zeros(2), torch.ones(2))]}
+    state = {
+        "frame": 5,
+        "replay": {
+            "frames": np.arange(12, dtype=np.uint8).reshape(3, 4),
+            "read_only": np.frombuffer(b"abc", dtype=np.uint8),
+            "next": np.int64(7),
+        },
+        "rng": rng.get_state(),
+        "bits": np.random.default_rng(1).bit_generator.state,
+        "generator": torch.Generator().manual_seed(2).get_state(),
+        "pending": {"x": [1.5, 2.5]},
+        "pairs": [(torch.zeros(2), torch.ones(2))],
+    }
     checkpoint.save(tmp_path, state, frame=5, step=2)
     loaded = checkpoint.load(tmp_path / checkpoint.LATEST)
-    assert loaded["replay"]["frames"].dtype == np.uint8 and np.array_equal(loaded["replay"]["frames"],
-                                                                           state["replay"]["frames"])
+    assert loaded["replay"]["frames"].dtype == np.uint8 and np.array_equal(
+        loaded["replay"]["frames"], state["replay"]["frames"]
+    )
     assert loaded["replay"]["read_only"].tobytes() == b"abc"
     assert isinstance(loaded["replay"]["next"], np.int64) and loaded["replay"]["next"] == 7
     restored = np.random.RandomState()
@@ -112,9 +133,16 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     data = pickle.dumps({"frame": 1000, "step": 500, "x": Payload()})
     torch.save({"frame": 1000}, directory / checkpoint.STATE_FILE)  # a zip torch.load would open...
     (directory / checkpoint.STATE_FILE).write_bytes(data)  # ...replaced by a bare malicious pickle
-    (directory / checkpoint.MANIFEST_FILE).write_text(json.dumps(
-        {"format": checkpoint.FORMAT, "frame": 1000, "step": 500,
-         "files": {checkpoint.STATE_FILE: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}}))
+    (directory / checkpoint.MANIFEST_FILE).write_text(
+        json.dumps(
+            {
+                "format": checkpoint.FORMAT,
+                "frame": 1000,
+                "step": 500,
+                "files": {checkpoint.STATE_FILE: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}},
+            }
+        )
+    )
     with pytest.raises(checkpoint.CheckpointError, match="unreadable"):
         checkpoint.load(directory)
     found = checkpoint.load_latest(tmp_path)
@@ -160,9 +188,13 @@ def test_sigkill_during_a_checkpoint_write_loses_nothing(tmp_path: Path, referen
     checkpoint; the rerun resumes from an intact checkpoint and ends with the uninterrupted numbers."""
     out = tmp_path / "trial"
     args = [f"{k}={v}" for k, v in TINY.items()] + [f"out={out}"]
-    process = subprocess.Popen([sys.executable, "-m", "agent.train", *args], cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent.train", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 240
     while not (out / checkpoint.LATEST).exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -190,7 +222,12 @@ def test_old_format_is_refused_with_a_message_and_converted_on_request(tmp_path:
     assert found.state is None and "python -m agent.checkpoint upgrade" in found.notes[0]
     assert (legacy / checkpoint.DAMAGED / checkpoint.STATE_FILE).exists()  # set aside, not deleted
     (legacy / checkpoint.DAMAGED).rename(legacy / checkpoint.LATEST)
-    upgrade = subprocess.run([sys.executable, "-m", "agent.checkpoint", "upgrade", str(legacy)], cwd=REPO,
-                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "agent.checkpoint", "upgrade", str(legacy)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert upgrade.returncode == 0 and "1 checkpoint(s) converted" in upgrade.stdout, upgrade.stderr
     assert checkpoint.load_latest(legacy).state["frame"] == state["frame"] == 1000

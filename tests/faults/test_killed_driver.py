@@ -67,11 +67,26 @@ FRAMES = 6000  # per member: still training when killed (after its first checkpo
 # The smallest trial that checkpoints, logs and evaluates (tests/orchestrator/orch_helpers.py TINY_BASE).
 GRID: dict[str, Any] = {
     "name": "killed",
-    "base": {"obs_type": "states", "hidden_dim": 32, "feature_dim": 16, "batch_size": 32, "num_seed_frames": 1000,
-             "num_expl_steps": 500, "eval_every_frames": 2000, "num_eval_episodes": 1, "log_every_frames": 500,
-             "checkpoint_every_frames": 1000, "q_bias_max_states": 100},
-    "axes": {"bn_mode": ["TTTTT", "TTETT"]}, "tasks": ["cartpole_swingup"], "seeds": [1], "frames": FRAMES,
-    "resources": {"cpu": 1}, "max_failures": 0, "pack": 2,
+    "base": {
+        "obs_type": "states",
+        "hidden_dim": 32,
+        "feature_dim": 16,
+        "batch_size": 32,
+        "num_seed_frames": 1000,
+        "num_expl_steps": 500,
+        "eval_every_frames": 2000,
+        "num_eval_episodes": 1,
+        "log_every_frames": 500,
+        "checkpoint_every_frames": 1000,
+        "q_bias_max_states": 100,
+    },
+    "axes": {"bn_mode": ["TTTTT", "TTETT"]},
+    "tasks": ["cartpole_swingup"],
+    "seeds": [1],
+    "frames": FRAMES,
+    "resources": {"cpu": 1},
+    "max_failures": 0,
+    "pack": 2,
 }
 
 
@@ -94,13 +109,22 @@ def _read(pid: int, name: str) -> str:
 
 def kind(command: str) -> str:
     """What a process of a Ray session is, from its command line."""
-    for needle, name in (("wandb-core", "wandb-core"), ("DashboardAgent", "dashboard agent"),
-                         ("dashboard/agent.py", "dashboard agent"), ("RuntimeEnvAgent", "runtime env agent"),
-                         ("runtime_env/agent", "runtime env agent"), ("gcs_server", "gcs_server"),
-                         ("log_monitor.py", "log monitor"), ("dashboard.py", "dashboard"),
-                         ("autoscaler/_private/monitor.py", "autoscaler monitor"), ("ImplicitFunc", "pack worker"),
-                         ("/raylet/raylet", "raylet"), ("default_worker.py", "ray worker"), ("ray::", "ray worker"),
-                         ("orchestrator.sweep", "driver")):
+    for needle, name in (
+        ("wandb-core", "wandb-core"),
+        ("DashboardAgent", "dashboard agent"),
+        ("dashboard/agent.py", "dashboard agent"),
+        ("RuntimeEnvAgent", "runtime env agent"),
+        ("runtime_env/agent", "runtime env agent"),
+        ("gcs_server", "gcs_server"),
+        ("log_monitor.py", "log monitor"),
+        ("dashboard.py", "dashboard"),
+        ("autoscaler/_private/monitor.py", "autoscaler monitor"),
+        ("ImplicitFunc", "pack worker"),
+        ("/raylet/raylet", "raylet"),
+        ("default_worker.py", "ray worker"),
+        ("ray::", "ray worker"),
+        ("orchestrator.sweep", "driver"),
+    ):
         if needle in command:
             return name
     return "other"
@@ -160,8 +184,18 @@ def _env(root: Path, ray_tmp: str) -> dict[str, str]:
 
 
 def _sweep_command(grid_path: Path, results: Path) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.sweep", "--grid", str(grid_path), "--results", str(results),
-            "--no-figures", "--progress-every", "5"]
+    return [
+        sys.executable,
+        "-m",
+        "orchestrator.sweep",
+        "--grid",
+        str(grid_path),
+        "--results",
+        str(results),
+        "--no-figures",
+        "--progress-every",
+        "5",
+    ]
 
 
 def _status(directory: Path) -> dict[str, Any]:
@@ -214,12 +248,20 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     log_path = root / "driver.log"
     try:
         with log_path.open("w") as log:
-            driver = subprocess.Popen(_sweep_command(grid_path, results), cwd=REPO_ROOT, env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+            driver = subprocess.Popen(
+                _sweep_command(grid_path, results),
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.time() + 300
         while True:  # every member training, with a metrics row and a checkpoint to resume from
-            ready = all(_status(d).get("status") == "running" and _metric_frames(d)
-                        and store.resume_frame(d) >= 1000 for d in members)
+            ready = all(
+                _status(d).get("status") == "running" and _metric_frames(d) and store.resume_frame(d) >= 1000
+                for d in members
+            )
             if ready:
                 break
             assert driver.poll() is None, f"the driver ended early:\n{log_path.read_text()}"
@@ -241,9 +283,18 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             if len(ended) == len(seen):
                 break
             time.sleep(0.2)
-        yield {"root": root, "ray_tmp": ray_tmp, "grid_path": grid_path, "results": results, "members": members,
-               "seen": seen, "ended": ended, "frames_at_kill": frames_at_kill, "log": log_path.read_text(),
-               "env": env}
+        yield {
+            "root": root,
+            "ray_tmp": ray_tmp,
+            "grid_path": grid_path,
+            "results": results,
+            "members": members,
+            "seen": seen,
+            "ended": ended,
+            "frames_at_kill": frames_at_kill,
+            "log": log_path.read_text(),
+            "env": env,
+        }
     finally:
         kill_leftovers(iter(list(seen) + list(session_processes(None, ray_tmp))))
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -252,11 +303,16 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 def test_a_killed_driver_leaves_no_process_behind(killed: dict[str, Any]) -> None:
     seen, ended = killed["seen"], killed["ended"]
     kinds = {key: kind(command) for key, command in seen.items()}
-    report = "\n".join(f"  {kinds[key]:20} pid {key[0]:>7}: "
-                       + (f"ended after {ended[key]:5.1f} s" if key in ended else "STILL ALIVE")
-                       + f"  {seen[key][:100]}" for key in sorted(seen, key=lambda k: ended.get(k, 1e9)))
-    print(f"\nprocesses of the killed driver's Ray session (last metrics row of each member at the kill: "
-          f"{killed['frames_at_kill']}):\n{report}")
+    report = "\n".join(
+        f"  {kinds[key]:20} pid {key[0]:>7}: "
+        + (f"ended after {ended[key]:5.1f} s" if key in ended else "STILL ALIVE")
+        + f"  {seen[key][:100]}"
+        for key in sorted(seen, key=lambda k: ended.get(k, 1e9))
+    )
+    print(
+        f"\nprocesses of the killed driver's Ray session (last metrics row of each member at the kill: "
+        f"{killed['frames_at_kill']}):\n{report}"
+    )
     # the session really was there: the pack's worker, its W&B service and Ray's own processes
     assert {"pack worker", "wandb-core", "raylet", "gcs_server"} <= set(kinds.values()), report
     for key, what in kinds.items():
@@ -278,11 +334,24 @@ def test_a_rerun_resumes_on_its_own_ray_and_never_joins_another(killed: dict[str
     (root / "home").mkdir(exist_ok=True)
     cluster_env = {**env, "HOME": str(root / "home"), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     # a cluster left running on this machine, in the very temp dir the rerun's Ray uses
-    head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             f"--temp-dir={cluster_dir}", "--num-cpus=1", "--include-dashboard=false",
-                             "--disable-usage-stats", "--block"],
-                            env=cluster_env, stdout=head_log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={cluster_dir}",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--block",
+        ],
+        env=cluster_env,
+        stdout=head_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         address_file = cluster_dir / "ray_current_cluster"
@@ -299,7 +368,11 @@ def test_a_rerun_resumes_on_its_own_ray_and_never_joins_another(killed: dict[str
         # control: the trap is armed, a plain ray.init() in this temp dir joins that cluster
         control = subprocess.run(
             [sys.executable, "-c", "import ray; ray.init(); print('GCS', ray.get_runtime_context().gcs_address)"],
-            env=cluster_env, capture_output=True, text=True, timeout=120)
+            env=cluster_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert f"GCS 127.0.0.1:{port}" in control.stdout, control.stdout + control.stderr
         (head_session,) = _session_dirs(ray_tmp) - before
         deadline = time.time() + 30
@@ -308,8 +381,15 @@ def test_a_rerun_resumes_on_its_own_ray_and_never_joins_another(killed: dict[str
             time.sleep(0.5)
         assert len(jobs_on_head) == 1, jobs_on_head
 
-        rerun = subprocess.Popen(_sweep_command(killed["grid_path"], killed["results"]), cwd=REPO_ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        rerun = subprocess.Popen(
+            _sweep_command(killed["grid_path"], killed["results"]),
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             output, _ = rerun.communicate(timeout=400)
         finally:
@@ -346,4 +426,3 @@ def test_a_rerun_resumes_on_its_own_ray_and_never_joins_another(killed: dict[str
             head.kill()
             head.wait(timeout=10)
         head_log.close()
-

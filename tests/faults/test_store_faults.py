@@ -18,14 +18,33 @@ import yaml
 from agent import checkpoint
 from orchestrator import REPO_ROOT
 
-TINY_BASE = {"obs_type": "states", "hidden_dim": 32, "feature_dim": 16, "batch_size": 32, "num_seed_frames": 1000,
-             "num_expl_steps": 500, "eval_every_frames": 2000, "num_eval_episodes": 1, "log_every_frames": 500,
-             "checkpoint_every_frames": 1000, "q_bias_max_states": 100}
+TINY_BASE = {
+    "obs_type": "states",
+    "hidden_dim": 32,
+    "feature_dim": 16,
+    "batch_size": 32,
+    "num_seed_frames": 1000,
+    "num_expl_steps": 500,
+    "eval_every_frames": 2000,
+    "num_eval_episodes": 1,
+    "log_every_frames": 500,
+    "checkpoint_every_frames": 1000,
+    "q_bias_max_states": 100,
+}
 
 
 def write_grid(directory: Path, name: str, frames: int) -> Path:
-    grid = {"name": name, "base": TINY_BASE, "axes": {"bn_mode": ["TTTTT", "TTETT"]}, "tasks": ["cartpole_swingup"],
-            "seeds": [1], "frames": frames, "resources": {"cpu": 1}, "max_concurrent": 2, "max_failures": 0}
+    grid = {
+        "name": name,
+        "base": TINY_BASE,
+        "axes": {"bn_mode": ["TTTTT", "TTETT"]},
+        "tasks": ["cartpole_swingup"],
+        "seeds": [1],
+        "frames": frames,
+        "resources": {"cpu": 1},
+        "max_concurrent": 2,
+        "max_failures": 0,
+    }
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return path
@@ -34,9 +53,25 @@ def write_grid(directory: Path, name: str, frames: int) -> Path:
 def sweep(grid: Path, results: Path, tmp: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "orchestrator.sweep", "--grid", str(grid), "--results", str(results),
-                           "--no-figures", "--progress-every", "0"], cwd=tmp, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.sweep",
+            "--grid",
+            str(grid),
+            "--results",
+            str(results),
+            "--no-figures",
+            "--progress-every",
+            "0",
+        ],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture
@@ -49,11 +84,13 @@ def mount(tmp_path: Path) -> Iterator[callable]:
         point = tmp_path / f"fs{len(mounted)}"
         point.mkdir()
         options = f"size={size}" + (",ro" if read_only else "")
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True, text=True
+        )
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the store-fault tests need root "
-                        f"with mount rights")
+            pytest.skip(
+                f"cannot mount a tmpfs here ({done.stderr.strip()}): the store-fault tests need root with mount rights"
+            )
         mounted.append(point)
         return point
 
@@ -71,8 +108,11 @@ def fill(directory: Path, leave_bytes: int) -> Path:
 
 
 def statuses(results: Path, grid: str) -> dict[str, dict]:
-    return {d.name: json.loads((d / "status.json").read_text())
-            for d in (results / grid).iterdir() if (d / "status.json").exists()}
+    return {
+        d.name: json.loads((d / "status.json").read_text())
+        for d in (results / grid).iterdir()
+        if (d / "status.json").exists()
+    }
 
 
 def no_traceback(done: subprocess.CompletedProcess) -> None:
@@ -107,7 +147,7 @@ def test_full_disk_stops_the_sweep_in_one_line_and_a_rerun_finishes(tmp_path: Pa
         kept = before.get(name, "").splitlines()
         resumed_at = status.get("resumed_from_frame") or 0
         old = [line for line in kept[1:] if int(float(line.split(",")[0])) <= resumed_at]
-        assert (results / "full" / name / "metrics.csv").read_text().splitlines()[1:len(old) + 1] == old
+        assert (results / "full" / name / "metrics.csv").read_text().splitlines()[1 : len(old) + 1] == old
 
     # an unreadable trial.json of a finished trial: the rerun still skips it, analysis still reads the store
     first = sorted((results / "full").glob("*/trial.json"))[0]

@@ -45,14 +45,33 @@ def test_unreachable_server_costs_a_bounded_wait_and_the_run_goes_offline(tmp_pa
         env = subprocess_env(tmp_path)
         for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
             env.pop(key, None)
-        env.update({"WANDB_MODE": "online", "WANDB_API_KEY": "0123456789abcdef" * 2 + "01234567",
-                    "WANDB_BASE_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
-                    INIT_TIMEOUT_ENV: str(TIMEOUT_S)})
+        env.update(
+            {
+                "WANDB_MODE": "online",
+                "WANDB_API_KEY": "0123456789abcdef" * 2 + "01234567",
+                "WANDB_BASE_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+                INIT_TIMEOUT_ENV: str(TIMEOUT_S),
+            }
+        )
         assert len(env["WANDB_API_KEY"]) == 40
         started = time.time()
-        driver = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "--grid", str(grid_path), "--results",
-                                 str(results), "--no-figures"], cwd=REPO_ROOT, env=env, capture_output=True,
-                                text=True, timeout=540)
+        driver = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.sweep",
+                "--grid",
+                str(grid_path),
+                "--results",
+                str(results),
+                "--no-figures",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=540,
+        )
         sweep_s = time.time() - started
     finally:
         silent.close()

@@ -32,8 +32,13 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         for key, value in wandb_env(tmp_path_factory.mktemp("wandb_home")).items():
             patch.setenv(key, value)
         patch.setenv("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024,
-                 runtime_env={"env_vars": worker_env()})
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=256 * 1024 * 1024,
+            runtime_env={"env_vars": worker_env()},
+        )
         try:
             yield
         finally:

@@ -18,17 +18,33 @@ from orchestrator import REPO_ROOT
 # The smallest trial that still exercises every part of the worker: a seed phase, updates,
 # two evaluations with Q-bias, log rows and two checkpoints (cartpole episodes are 1000 frames).
 TINY_BASE: dict[str, Any] = {
-    "obs_type": "states", "hidden_dim": 32, "feature_dim": 16, "batch_size": 32, "num_seed_frames": 1000,
-    "num_expl_steps": 500, "eval_every_frames": 2000, "num_eval_episodes": 1, "log_every_frames": 500,
-    "checkpoint_every_frames": 1000, "q_bias_max_states": 100,
+    "obs_type": "states",
+    "hidden_dim": 32,
+    "feature_dim": 16,
+    "batch_size": 32,
+    "num_seed_frames": 1000,
+    "num_expl_steps": 500,
+    "eval_every_frames": 2000,
+    "num_eval_episodes": 1,
+    "log_every_frames": 500,
+    "checkpoint_every_frames": 1000,
+    "q_bias_max_states": 100,
 }
 
 
-def grid_dict(name: str, modes: Sequence[str] = ("TTTTT", "TTETT"), seeds: Sequence[int] = (1,),
-              frames: int = 2000, **extra: Any) -> dict[str, Any]:
-    grid: dict[str, Any] = {"name": name, "base": dict(TINY_BASE), "axes": {"bn_mode": list(modes)},
-                            "tasks": ["cartpole_swingup"], "seeds": list(seeds), "frames": frames,
-                            "resources": {"cpu": 1}, "max_failures": 0}
+def grid_dict(
+    name: str, modes: Sequence[str] = ("TTTTT", "TTETT"), seeds: Sequence[int] = (1,), frames: int = 2000, **extra: Any
+) -> dict[str, Any]:
+    grid: dict[str, Any] = {
+        "name": name,
+        "base": dict(TINY_BASE),
+        "axes": {"bn_mode": list(modes)},
+        "tasks": ["cartpole_swingup"],
+        "seeds": list(seeds),
+        "frames": frames,
+        "resources": {"cpu": 1},
+        "max_failures": 0,
+    }
     grid.update(extra)
     return grid
 

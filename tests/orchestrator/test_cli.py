@@ -16,12 +16,15 @@ from orchestrator.cli import COMMANDS, main
 
 FOUR = ("train", "sweep", "figures", "bench")
 # A line of each command's own help: proof that `bnsweep COMMAND --help` is the underlying main's.
-OWN_HELP = {"train": "bn_mode", "sweep": "--dry-run", "figures": "--dpi", "bench": "--quick",
-            "claims": "claims table"}
+OWN_HELP = {"train": "bn_mode", "sweep": "--dry-run", "figures": "--dpi", "bench": "--quick", "claims": "claims table"}
 
 
-def _run(*args: str, command: tuple[str, ...] = (sys.executable, "-m", "orchestrator.cli"),
-         cwd: Path = REPO_ROOT, checkout_on_path: bool = True) -> subprocess.CompletedProcess:
+def _run(
+    *args: str,
+    command: tuple[str, ...] = (sys.executable, "-m", "orchestrator.cli"),
+    cwd: Path = REPO_ROOT,
+    checkout_on_path: bool = True,
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if checkout_on_path:
         env["PYTHONPATH"] = str(REPO_ROOT)
@@ -37,9 +40,11 @@ def _assert_overview(done: subprocess.CompletedProcess) -> None:
 
 def test_help_lists_the_subcommands_without_importing_torch_or_ray() -> None:
     _assert_overview(_run("--help"))
-    probe = ("import sys; from orchestrator.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
-             "heavy = sorted({'torch', 'ray', 'pandas', 'agent', 'analysis'} & set(sys.modules))\n"
-             "print('HEAVY', heavy)")
+    probe = (
+        "import sys; from orchestrator.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+        "heavy = sorted({'torch', 'ray', 'pandas', 'agent', 'analysis'} & set(sys.modules))\n"
+        "print('HEAVY', heavy)"
+    )
     done = _run(command=(sys.executable, "-c", probe))
     assert "HEAVY []" in done.stdout, done.stdout + done.stderr
 
@@ -49,8 +54,11 @@ def test_the_installed_console_script_when_this_checkout_is_installed() -> None:
     if not script.exists():
         pytest.skip(f"{script} not installed (make install creates it)")
     # The .venv may hold another checkout's editable install (a worktree's `make install`): test only this one's.
-    probe = _run(command=(sys.executable, "-c", "import orchestrator.cli as m; print(m.__file__)"), cwd=Path("/"),
-                 checkout_on_path=False)
+    probe = _run(
+        command=(sys.executable, "-c", "import orchestrator.cli as m; print(m.__file__)"),
+        cwd=Path("/"),
+        checkout_on_path=False,
+    )
     if Path(probe.stdout.strip() or "/").resolve() != REPO_ROOT / "orchestrator" / "cli.py":
         pytest.skip(f"the installed bnsweep is another checkout's ({probe.stdout.strip() or probe.stderr.strip()})")
     _assert_overview(_run("--help", command=(str(script),), cwd=Path("/"), checkout_on_path=False))
@@ -89,8 +97,9 @@ def test_exit_codes_and_arguments_pass_through(tmp_path: Path, capsys: pytest.Ca
 def test_sweep_dry_run_prints_the_plan(tmp_path: Path) -> None:
     """End to end in a process of its own, as `make sweep DRY_RUN=1` runs it: exit 0, the plan, nothing run."""
     results = tmp_path / "results"
-    done = _run("sweep", "--grid", "smoke", "--dry-run", "--results", str(results), "--figures",
-                str(tmp_path / "figures"))
+    done = _run(
+        "sweep", "--grid", "smoke", "--dry-run", "--results", str(results), "--figures", str(tmp_path / "figures")
+    )
     assert done.returncode == 0, done.stderr
     assert "grid smoke" in done.stdout and "2 trials" in done.stdout and "dry run: nothing launched" in done.stdout
     assert not results.exists()

@@ -83,10 +83,24 @@ def test_smoke_grid_on_a_ray_cluster(tmp_path: Path) -> None:
     env.update(HOME=str(home), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token")
     subprocess.run([RAY, "get-auth-token", "--generate"], env=env, check=True, capture_output=True, timeout=60)
     log = (tmp_path / "ray_head.log").open("w")
-    head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             f"--temp-dir={temp_dir}", "--num-cpus=2", "--include-dashboard=false",
-                             "--disable-usage-stats", "--block"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp_dir}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--block",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while True:  # the head is up when its GCS port accepts connections
@@ -99,9 +113,13 @@ def test_smoke_grid_on_a_ray_cluster(tmp_path: Path) -> None:
                 time.sleep(0.5)
         results = tmp_path / "results"
         driver = subprocess.run(
-            [sys.executable, "-m", "orchestrator.sweep", "--grid", "smoke", "--results", str(results),
-             "--no-figures"], cwd=REPO_ROOT, env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
-            capture_output=True, text=True, timeout=400)
+            [sys.executable, "-m", "orchestrator.sweep", "--grid", "smoke", "--results", str(results), "--no-figures"],
+            cwd=REPO_ROOT,
+            env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         output = driver.stdout + driver.stderr
         assert driver.returncode == 0, output
         assert f"connecting to the Ray cluster at 127.0.0.1:{port}" in output

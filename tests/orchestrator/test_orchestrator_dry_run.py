@@ -23,8 +23,9 @@ def _fake_finished(results: Path, trial, frames_per_s: float) -> Path:
     directory = store.trial_dir(results, trial.grid, trial.trial_id)
     directory.mkdir(parents=True)
     (directory / "config.yaml").write_text(yaml.safe_dump(trial.config))
-    write_status(directory, {"status": "completed", "frame": trial.num_frames,
-                             "wall_time_s": trial.num_frames / frames_per_s})
+    write_status(
+        directory, {"status": "completed", "frame": trial.num_frames, "wall_time_s": trial.num_frames / frames_per_s}
+    )
     return directory
 
 
@@ -59,8 +60,7 @@ def test_dry_run_reads_the_store_and_its_measured_rate(tmp_path: Path, capsys: p
     assert row.rstrip().endswith("completed")
 
 
-def test_dry_run_of_an_extended_grid_plans_only_the_new_trials(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture) -> None:
+def test_dry_run_of_an_extended_grid_plans_only_the_new_trials(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     results = tmp_path / "results"
     original = load_grid(str(write_grid(tmp_path, "a.yaml", grid_dict("plan", seeds=[1]))), "local")
     for trial in original.trials:
@@ -70,14 +70,12 @@ def test_dry_run_of_an_extended_grid_plans_only_the_new_trials(tmp_path: Path,
     code, out, _ = run_cli(capsys, "--grid", str(extended), "--results", str(results), "--dry-run")
     assert code == 0
     assert "6 trials; 2 done, 4 to run" in out
-    planned_new = {t.trial_id for t in load_grid(str(extended), "local").trials} - {t.trial_id for t in
-                                                                                   original.trials}
+    planned_new = {t.trial_id for t in load_grid(str(extended), "local").trials} - {t.trial_id for t in original.trials}
     new_rows = [line for line in out.splitlines() if any(tid in line for tid in planned_new)]
     assert len(new_rows) == 4 and all(line.rstrip().endswith("new") for line in new_rows)
 
 
-def test_dry_run_of_an_unfinished_trial_shows_where_it_resumes(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture) -> None:
+def test_dry_run_of_an_unfinished_trial_shows_where_it_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_grid(tmp_path, "g.yaml", grid_dict("plan", modes=["TTETT"], frames=5000))
     results = tmp_path / "results"
     trial = load_grid(str(path), "local").trials[0]
@@ -92,8 +90,9 @@ def test_dry_run_of_an_unfinished_trial_shows_where_it_resumes(tmp_path: Path,
 
 
 def test_dry_run_of_the_paper_profile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, out, _ = run_cli(capsys, "--grid", "critic_i_mode", "--profile", "paper", "--results",
-                           str(tmp_path / "results"), "--dry-run")
+    code, out, _ = run_cli(
+        capsys, "--grid", "critic_i_mode", "--profile", "paper", "--results", str(tmp_path / "results"), "--dry-run"
+    )
     assert code == 0
     assert "hopper_hop" in out and "cpu 16 gpu 1" in out and "10,100,000" in out
     assert "cells: 3, tasks: 1, seeds: 5 -> 15 trials" in out
@@ -113,13 +112,25 @@ def test_paper_profiles_follow_the_authors_task_configs(tmp_path: Path, capsys: 
         assert {t.config["stddev_schedule"] for t in trials} == {"linear(1.0,0.1,1000000)"}, grid_name
     local = load_grid("critic_i_mode", "local").trials
     assert {(t.num_frames, t.config["stddev_schedule"]) for t in local} == {(40_000, "linear(1.0,0.1,20000)")}
-    code, out, _ = run_cli(capsys, "--grid", "normalization", "--profile", "paper", "--results",
-                           str(tmp_path / "results"), "--dry-run", "--host-memory", "128GiB")
+    code, out, _ = run_cli(
+        capsys,
+        "--grid",
+        "normalization",
+        "--profile",
+        "paper",
+        "--results",
+        str(tmp_path / "results"),
+        "--dry-run",
+        "--host-memory",
+        "128GiB",
+    )
     assert code == 0
     assert "hopper_hop (medium, ma_bn): frames 10,100,000, stddev_schedule linear(1.0,0.1,1000000)" in out
     assert "cartpole_swingup (easy, ma_bn): frames 5,100,000, stddev_schedule linear(1.0,0.1,100000)" in out
-    assert ("walker_run (medium, ma_bn): frames 10,100,000, stddev_schedule linear(1.0,0.1,1000000), nstep 1, "
-            "batch_size 512") in out
+    assert (
+        "walker_run (medium, ma_bn): frames 10,100,000, stddev_schedule linear(1.0,0.1,1000000), nstep 1, "
+        "batch_size 512"
+    ) in out
 
 
 def test_dry_run_plans_the_store_disk_and_it_fits(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -134,8 +145,9 @@ def test_dry_run_plans_the_store_disk_and_it_fits(tmp_path: Path, capsys: pytest
     one = packing.checkpoint_bytes(grid.trials[0].config)  # full replay (2,500 steps + 2 x 3 + 2 slots) + the rest
     assert one == 2508 * 48 + packing.network_state_bytes(grid.trials[0].config) + packing.CHECKPOINT_FIXED_BYTES
     running = min(at_once, 2) * 2
-    assert plan.total == (4 * one + running * one + running * one + (4 + running) * one
-                          + 4 * packing.metrics_bytes(grid.trials[0].config))
+    assert plan.total == (
+        4 * one + running * one + running * one + (4 + running) * one + 4 * packing.metrics_bytes(grid.trials[0].config)
+    )
     line = next(line for line in out.splitlines() if line.startswith("disk:"))
     assert f"up to {packing.fmt_bytes(plan.total)} ({plan.total:,} bytes) at its peak" in line
     assert f"4 trials x 1 kept checkpoint (the latest) + {running} running trials x 1 previous" in line
@@ -148,15 +160,24 @@ def test_dry_run_plans_the_store_disk_and_it_fits(tmp_path: Path, capsys: pytest
 def test_dry_run_warns_when_the_store_exceeds_the_free_disk(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Paper-like pixel trials (raw frames, replay and checkpoints kept) with so many frames that no filesystem
     holds their checkpoints: a warning with the results path, the planned and the free bytes; still exit 0."""
-    huge = grid_dict("huge", frames=2 * 10**12, base={**grid_dict("x")["base"], "obs_type": "pixels",
-                                                      "hidden_dim": 1024, "feature_dim": 50,
-                                                      "replay_capacity": 10**12})
+    huge = grid_dict(
+        "huge",
+        frames=2 * 10**12,
+        base={
+            **grid_dict("x")["base"],
+            "obs_type": "pixels",
+            "hidden_dim": 1024,
+            "feature_dim": 50,
+            "replay_capacity": 10**12,
+        },
+    )
     huge["tasks"] = ["hopper_hop"]
     path = write_grid(tmp_path, "huge.yaml", huge)
     results = tmp_path / "results"
     # the host's memory is not what this test is about: say it is large enough
-    code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run",
-                           "--host-memory", "10000000T")
+    code, out, _ = run_cli(
+        capsys, "--grid", str(path), "--results", str(results), "--dry-run", "--host-memory", "10000000T"
+    )
     assert code == 0, out
     grid = load_grid(str(path), "local")
     config = grid.trials[0].config
@@ -173,13 +194,29 @@ def test_dry_run_warns_when_the_store_exceeds_the_free_disk(tmp_path: Path, caps
     assert "dry run: nothing launched" in out and not results.exists()
 
 
-@pytest.mark.parametrize("overrides", [
-    {"task": "cartpole_swingup", "obs_type": "states", "hidden_dim": 32, "feature_dim": 16,
-     "actor_norm": "layer_norm", "critic_norm": "layer_norm"},
-    {"task": "walker_walk", "obs_type": "states", "hidden_dim": 256},
-    {"task": "hopper_hop", "obs_type": "pixels", "hidden_dim": 256, "encoder_norm": "batch_norm",
-     "actor_norm": "batch_norm", "critic_norm": "batch_norm"},
-], ids=["states-ln", "states-bn", "pixels-encoder-bn"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {
+            "task": "cartpole_swingup",
+            "obs_type": "states",
+            "hidden_dim": 32,
+            "feature_dim": 16,
+            "actor_norm": "layer_norm",
+            "critic_norm": "layer_norm",
+        },
+        {"task": "walker_walk", "obs_type": "states", "hidden_dim": 256},
+        {
+            "task": "hopper_hop",
+            "obs_type": "pixels",
+            "hidden_dim": 256,
+            "encoder_norm": "batch_norm",
+            "actor_norm": "batch_norm",
+            "critic_norm": "batch_norm",
+        },
+    ],
+    ids=["states-ln", "states-bn", "pixels-encoder-bn"],
+)
 def test_planned_network_state_is_the_agents(overrides: dict) -> None:
     """The disk plan counts the networks from the architecture; the real agent has exactly those numbers."""
     import torch

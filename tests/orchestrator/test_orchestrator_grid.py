@@ -15,8 +15,17 @@ from agent.bn_modes import ALL_BN_MODES
 from orchestrator import REPO_ROOT, SWEEPS_DIR
 from orchestrator.grid import GridError, available_grids, load_grid
 
-SPEC_GRIDS = ("critic_i_mode", "bn_modes", "buffer_mixing", "target_bn_stats", "learning_rate", "optimizer",
-              "exploration", "normalization", "smoke")
+SPEC_GRIDS = (
+    "critic_i_mode",
+    "bn_modes",
+    "buffer_mixing",
+    "target_bn_stats",
+    "learning_rate",
+    "optimizer",
+    "exploration",
+    "normalization",
+    "smoke",
+)
 
 
 # ------------------------------------------------------------------ shipped grids
@@ -44,8 +53,12 @@ def test_default_grid_cells() -> None:
     assert all(t.config["torch_threads"] == 1 for t in grid.trials)
     # the keys the grid varies, with resolved values (Origin's mode is null, not absent)
     assert by_cell["Origin"].axes == {"critic_i": None, "bn_mode": None, "actor_norm": "none", "critic_norm": "none"}
-    assert by_cell["critic_i=E"].axes == {"critic_i": "E", "bn_mode": "TTETT", "actor_norm": "batch_norm",
-                                          "critic_norm": "batch_norm"}
+    assert by_cell["critic_i=E"].axes == {
+        "critic_i": "E",
+        "bn_mode": "TTETT",
+        "actor_norm": "batch_norm",
+        "critic_norm": "batch_norm",
+    }
 
 
 def test_paper_profile_is_the_papers_protocol() -> None:
@@ -87,17 +100,19 @@ def test_yaml_number_strings_resolve_to_the_same_trial(tmp_path: Path) -> None:
     text = yaml.safe_dump(grid_dict("g", modes=["TTETT"])).replace("batch_size: 32", "batch_size: 32\n  lr: 1e-4")
     as_text = tmp_path / "text.yaml"
     as_text.write_text(text)
-    as_float = write_grid(tmp_path, "float.yaml", grid_dict("g", modes=["TTETT"], base={**grid_dict("g")["base"],
-                                                                                         "lr": 0.0001}))
+    as_float = write_grid(
+        tmp_path, "float.yaml", grid_dict("g", modes=["TTETT"], base={**grid_dict("g")["base"], "lr": 0.0001})
+    )
     assert load_grid(str(as_text), "local").trials[0].trial_id == load_grid(str(as_float), "local").trials[0].trial_id
 
 
 def test_profiles_merge_base_axes_and_frames(tmp_path: Path) -> None:
     grid = grid_dict("g", modes=list(ALL_BN_MODES[:4]))
     grid.pop("frames")
-    grid["profiles"] = {"local": {"frames": 3000, "axes": {"bn_mode": ["TTETT"]}, "base": {"hidden_dim": 64}},
-                        "paper": {"frames": {"easy": 5000, "medium": 9000},
-                                  "tasks": ["cartpole_swingup", "hopper_hop"]}}
+    grid["profiles"] = {
+        "local": {"frames": 3000, "axes": {"bn_mode": ["TTETT"]}, "base": {"hidden_dim": 64}},
+        "paper": {"frames": {"easy": 5000, "medium": 9000}, "tasks": ["cartpole_swingup", "hopper_hop"]},
+    }
     path = write_grid(tmp_path, "p.yaml", grid)
     local = load_grid(str(path), "local")
     assert [t.config["bn_mode"] for t in local.trials] == ["TTETT"]
@@ -117,38 +132,102 @@ def test_seed_major_order(tmp_path: Path) -> None:
 BAD_GRIDS = [
     # (id, change to the tiny grid, expected key path, expected value text, expected "allowed" text)
     ("unknown-top-key", lambda g: g.update(axis=g.pop("axes")), "axis", "'axis'", "did you mean axes"),
-    ("unknown-config-key", lambda g: g["base"].update(hiden_dim=64), "base.hiden_dim", "'hiden_dim'",
-     "did you mean hidden_dim"),
+    (
+        "unknown-config-key",
+        lambda g: g["base"].update(hiden_dim=64),
+        "base.hiden_dim",
+        "'hiden_dim'",
+        "did you mean hidden_dim",
+    ),
     ("wrong-type", lambda g: g["base"].update(hidden_dim="wide"), "base.hidden_dim", "'wide'", "expected int"),
-    ("mode-letters", lambda g: g["axes"].update(bn_mode=["TTXTT"]), "axes.bn_mode[0]", "'TTXTT'",
-     "T (train) or E (eval)"),
-    ("mode-length", lambda g: g["axes"].update(bn_mode=["TTETT", "TTTT"]), "axes.bn_mode[1]", "'TTTT'",
-     "must be 5 letters"),
-    ("bad-norm", lambda g: g.update(cells=[{"name": "X", "critic_norm": "batch"}]), "cells[0].critic_norm",
-     "'batch'", "allowed: none, layer_norm, batch_norm"),
-    ("bad-optimizer", lambda g: g["axes"].update(optim={"SGD": {"optimizer": "rmsprop"}}),
-     "axes.optim.SGD.optimizer", "'rmsprop'", "allowed: adam, sgd"),
-    ("unknown-task", lambda g: g.update(tasks=["cartpole_swingupp"]), "tasks[0]", "'cartpole_swingupp'",
-     "did you mean cartpole_swingup"),
+    (
+        "mode-letters",
+        lambda g: g["axes"].update(bn_mode=["TTXTT"]),
+        "axes.bn_mode[0]",
+        "'TTXTT'",
+        "T (train) or E (eval)",
+    ),
+    (
+        "mode-length",
+        lambda g: g["axes"].update(bn_mode=["TTETT", "TTTT"]),
+        "axes.bn_mode[1]",
+        "'TTTT'",
+        "must be 5 letters",
+    ),
+    (
+        "bad-norm",
+        lambda g: g.update(cells=[{"name": "X", "critic_norm": "batch"}]),
+        "cells[0].critic_norm",
+        "'batch'",
+        "allowed: none, layer_norm, batch_norm",
+    ),
+    (
+        "bad-optimizer",
+        lambda g: g["axes"].update(optim={"SGD": {"optimizer": "rmsprop"}}),
+        "axes.optim.SGD.optimizer",
+        "'rmsprop'",
+        "allowed: adam, sgd",
+    ),
+    (
+        "unknown-task",
+        lambda g: g.update(tasks=["cartpole_swingupp"]),
+        "tasks[0]",
+        "'cartpole_swingupp'",
+        "did you mean cartpole_swingup",
+    ),
     ("empty-axis", lambda g: g["axes"].update(bn_mode=[]), "axes.bn_mode", "empty axis", "at least one value"),
-    ("duplicate-cells", lambda g: g.update(cells=[{"name": "again", "bn_mode": "TTETT"}]), "duplicate cells",
-     "cells[0] (again)", "same trial config"),
-    ("duplicate-axis-value", lambda g: g["axes"].update(bn_mode=["TTETT", "TTETT"]), "axes.bn_mode[1]", "'TTETT'",
-     "duplicate value"),
-    ("cross-key-rule", lambda g: g.update(cells=[{"name": "O", "actor_norm": "none", "critic_norm": "none",
-                                                  "bn_mode": "TTETT"}]), "cells[0] (O)", "bn_mode='TTETT'",
-     "needs actor_norm or critic_norm = batch_norm"),
-    ("mix-in-eval-mode", lambda g: g["base"].update(buffer_mix_ratio=0.5), "axes (bn_mode=TTETT)",
-     "buffer_mix_ratio=0.5", "Critic-I = E"),
+    (
+        "duplicate-cells",
+        lambda g: g.update(cells=[{"name": "again", "bn_mode": "TTETT"}]),
+        "duplicate cells",
+        "cells[0] (again)",
+        "same trial config",
+    ),
+    (
+        "duplicate-axis-value",
+        lambda g: g["axes"].update(bn_mode=["TTETT", "TTETT"]),
+        "axes.bn_mode[1]",
+        "'TTETT'",
+        "duplicate value",
+    ),
+    (
+        "cross-key-rule",
+        lambda g: g.update(cells=[{"name": "O", "actor_norm": "none", "critic_norm": "none", "bn_mode": "TTETT"}]),
+        "cells[0] (O)",
+        "bn_mode='TTETT'",
+        "needs actor_norm or critic_norm = batch_norm",
+    ),
+    (
+        "mix-in-eval-mode",
+        lambda g: g["base"].update(buffer_mix_ratio=0.5),
+        "axes (bn_mode=TTETT)",
+        "buffer_mix_ratio=0.5",
+        "Critic-I = E",
+    ),
     ("managed-key", lambda g: g["base"].update(seed=3), "base.seed", "'seed'", "`seeds`"),
     ("duplicate-seed", lambda g: g.update(seeds=[1, 2, 1]), "seeds[2]", "1", "duplicate seed"),
-    ("bad-resources", lambda g: g.update(resources={"cpu": 1, "gpu": -1, "ram": 4}), "resources.gpu", "-1",
-     "allowed: cpu, gpu"),
-    ("bad-wandb-mode", lambda g: g.update(wandb={"mode": "sometimes"}), "wandb.mode", "'sometimes'",
-     "allowed: online, offline, disabled"),
+    (
+        "bad-resources",
+        lambda g: g.update(resources={"cpu": 1, "gpu": -1, "ram": 4}),
+        "resources.gpu",
+        "-1",
+        "allowed: cpu, gpu",
+    ),
+    (
+        "bad-wandb-mode",
+        lambda g: g.update(wandb={"mode": "sometimes"}),
+        "wandb.mode",
+        "'sometimes'",
+        "allowed: online, offline, disabled",
+    ),
     ("unknown-preset", lambda g: g["axes"].update(bn_mode="most"), "axes.bn_mode", "'most'", "presets: all"),
-    ("out-of-range", lambda g: g["base"].update(discount=1.5), "base.discount", "discount=1.5",
-     "allowed range is [0.0, 1.0]"),
+    (
+        "out-of-range",
+        lambda g: g["base"].update(discount=1.5),
+        "base.discount",
+        "discount=1.5",
+        "allowed range is [0.0, 1.0]",
+    ),
     ("frames-conflict", lambda g: g["base"].update(num_frames=5000), "frames", "num_frames", "use one"),
 ]
 
@@ -160,8 +239,9 @@ def test_bad_grid_is_rejected_before_anything_starts(case, tmp_path: Path, capsy
     change(grid)
     path = write_grid(tmp_path, "bad.yaml", grid)
     results = tmp_path / "results"
-    code, out, err = run_cli(capsys, "--grid", str(path), "--results", str(results), "--figures",
-                             str(tmp_path / "figures"))
+    code, out, err = run_cli(
+        capsys, "--grid", str(path), "--results", str(results), "--figures", str(tmp_path / "figures")
+    )
     assert code == 2, out + err
     assert str(path) in err and key_path in err and value_text in err and allowed_text in err, err
     assert "nothing was launched" in err
@@ -194,8 +274,21 @@ def test_unknown_grid_name_lists_the_grids(capsys: pytest.CaptureFixture, tmp_pa
 
 def test_exit_code_of_the_real_command(tmp_path: Path) -> None:
     path = write_grid(tmp_path, "bad.yaml", grid_dict("bad", tasks=["nope"]))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "--grid", str(path), "--dry-run",
-                           "--results", str(tmp_path / "r")], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.sweep",
+            "--grid",
+            str(path),
+            "--dry-run",
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "tasks[0]: 'nope'" in proc.stderr

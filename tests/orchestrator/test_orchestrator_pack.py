@@ -57,9 +57,14 @@ def _files(directory: Path) -> set[str]:
 
 
 # ------------------------------------------------------------------ the grid key
-BAD_PACKS = [("top-zero", "pack", 0), ("top-negative", "pack", -1), ("top-text", "pack", "x"),
-             ("top-float", "pack", 2.5), ("profile-zero", "profiles.local.pack", 0),
-             ("profile-text", "profiles.paper.pack", "x")]
+BAD_PACKS = [
+    ("top-zero", "pack", 0),
+    ("top-negative", "pack", -1),
+    ("top-text", "pack", "x"),
+    ("top-float", "pack", 2.5),
+    ("profile-zero", "profiles.local.pack", 0),
+    ("profile-text", "profiles.paper.pack", "x"),
+]
 
 
 @pytest.mark.parametrize("case", BAD_PACKS, ids=[c[0] for c in BAD_PACKS])
@@ -102,8 +107,16 @@ def test_pack_never_changes_trial_or_cell_ids(tmp_path: Path) -> None:
 
 
 def test_every_paper_profile_sets_a_pack_that_fits_128_gib() -> None:
-    for name in ("critic_i_mode", "bn_modes", "buffer_mixing", "target_bn_stats", "learning_rate", "optimizer",
-                 "exploration", "normalization"):
+    for name in (
+        "critic_i_mode",
+        "bn_modes",
+        "buffer_mixing",
+        "target_bn_stats",
+        "learning_rate",
+        "optimizer",
+        "exploration",
+        "normalization",
+    ):
         grid = load_grid(name, "paper")
         assert grid.pack > 1, name
         configs = [t.config for t in grid.trials]
@@ -115,8 +128,12 @@ def test_every_paper_profile_sets_a_pack_that_fits_128_gib() -> None:
 
 # ------------------------------------------------------------------ grouping and memory
 def test_packs_group_by_signature_and_resume_frame(tmp_path: Path) -> None:
-    grid = grid_dict("g", modes=["TTTTT", "TTETT", "ETETT"], seeds=[1, 2],
-                     cells=[{"name": "Origin", "actor_norm": "none", "critic_norm": "none"}])
+    grid = grid_dict(
+        "g",
+        modes=["TTTTT", "TTETT", "ETETT"],
+        seeds=[1, 2],
+        cells=[{"name": "Origin", "actor_norm": "none", "critic_norm": "none"}],
+    )
     loaded = load_grid(str(write_grid(tmp_path, "g.yaml", grid)), "local")
     results = tmp_path / "results"
     resuming = loaded.trials[1]  # TTETT seed 1 has a checkpoint at frame 1000
@@ -166,8 +183,14 @@ def test_planned_compressed_replay_covers_a_real_one() -> None:
 
 
 def test_replay_bytes_per_transition() -> None:
-    pixels = {"task": "cartpole_swingup", "obs_type": "pixels", "num_frames": 10_000_000, "action_repeat": 2,
-              "frame_stack": 3, "replay_capacity": 1_000_000}
+    pixels = {
+        "task": "cartpole_swingup",
+        "obs_type": "pixels",
+        "num_frames": 10_000_000,
+        "action_repeat": 2,
+        "frame_stack": 3,
+        "replay_capacity": 1_000_000,
+    }
     assert packing.replay_bytes_per_transition(pixels) == 21_196  # 3x84x84 + 1 action + reward etc.
     assert packing.replay_bytes_per_transition({**pixels, "task": "hopper_hop"}) == 21_208
     planned = packing.replay_bytes_per_transition({**pixels, "frame_codec": "lz4"})
@@ -183,10 +206,12 @@ def test_replay_bytes_per_transition() -> None:
 
 
 # ------------------------------------------------------------------ dry runs
-def test_dry_run_shows_the_packs_and_the_packed_estimate(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_grid(tmp_path, "g.yaml", grid_dict("plan", modes=["TTTTT", "TTETT", "ETETT"], seeds=[1, 2],
-                                                    frames=5000, pack=4))
+def test_dry_run_shows_the_packs_and_the_packed_estimate(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_grid(
+        tmp_path, "g.yaml", grid_dict("plan", modes=["TTTTT", "TTETT", "ETETT"], seeds=[1, 2], frames=5000, pack=4)
+    )
     results = tmp_path / "results"
     code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run")
     assert code == 0, out
@@ -195,8 +220,10 @@ def test_dry_run_shows_the_packs_and_the_packed_estimate(tmp_path: Path, capsys:
     assert sorted(_pack_column(r) for r in rows.values()) == ["1", "1", "1", "2", "2", "2"]  # 6 -> 3 + 3
     assert f"6 trials to run in 2 packs of at most 4 (2 x 3 members; `pack: 4` in {path})" in out
     assert "pack_id" in out and out.count("pack-") == 2  # the pack table
-    assert "no packed measurement for K=3 on CPU (states, hidden 32): assuming aggregate rate = per-trial rate " \
-           "x 1, i.e. no gain" in out
+    assert (
+        "no packed measurement for K=3 on CPU (states, hidden 32): assuming aggregate rate = per-trial rate "
+        "x 1, i.e. no gain" in out
+    )
     assert "2 pack(s) at a time" in out and "total pack time" in out
     assert "memory: a pack of 3 needs up to" in out and "fits this machine" in out
     assert not results.exists()
@@ -219,10 +246,18 @@ def test_dry_run_uses_rates_measured_in_packs(tmp_path: Path, capsys: pytest.Cap
         directory = store.trial_dir(results, trial.grid, trial.trial_id)
         directory.mkdir(parents=True)
         (directory / "config.yaml").write_text(yaml.safe_dump(trial.config))
-        write_status(directory, {"status": "completed", "frame": trial.num_frames,
-                                 "wall_time_s": trial.num_frames / 150.0})
-        store.write_trial_meta(directory, {**trial.meta(), "pack_id": packing.pack_id([t.trial_id for t in done]),
-                                           "pack_size": 2, "pack_members": [t.trial_id for t in done]})
+        write_status(
+            directory, {"status": "completed", "frame": trial.num_frames, "wall_time_s": trial.num_frames / 150.0}
+        )
+        store.write_trial_meta(
+            directory,
+            {
+                **trial.meta(),
+                "pack_id": packing.pack_id([t.trial_id for t in done]),
+                "pack_size": 2,
+                "pack_members": [t.trial_id for t in done],
+            },
+        )
     code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run")
     assert code == 0
     assert "6 trials; 2 done, 4 to run" in out
@@ -241,8 +276,10 @@ def test_dry_run_refuses_a_pack_that_does_not_fit(tmp_path: Path, capsys: pytest
     message = err.strip()
     assert message.count("\n") == 0  # one message
     need = packing.pack_bytes([t.config for t in load_grid(str(path), "local").trials])
-    assert f"grid {path}, profile local: `pack: 2` in {path} does not fit: a pack of 2 trials needs an estimated " \
-           f"{packing.fmt_bytes(need)} ({need:,} bytes" in message
+    assert (
+        f"grid {path}, profile local: `pack: 2` in {path} does not fit: a pack of 2 trials needs an estimated "
+        f"{packing.fmt_bytes(need)} ({need:,} bytes" in message
+    )
     memory = packing.local_memory_bytes()
     assert f"but this machine has {packing.fmt_bytes(memory)} of memory ({memory:,} bytes)" in message
     assert "not even one of these trials fits" in message and "nothing was launched" in message
@@ -254,8 +291,9 @@ def test_dry_run_refuses_a_pack_that_does_not_fit(tmp_path: Path, capsys: pytest
     path = write_grid(tmp_path, "small.yaml", small)
     code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run")
     assert code == 0 and "fits this machine" in out
-    code, _, err = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run",
-                           "--host-memory", "10GiB")
+    code, _, err = run_cli(
+        capsys, "--grid", str(path), "--results", str(results), "--dry-run", "--host-memory", "10GiB"
+    )
     assert code == 2
     assert "but the host given by --host-memory has 10.0 GiB of memory" in err
     assert f"at most 1 of these trials fit one process: set `pack: 1` in {path} or pass --pack 1" in err
@@ -286,10 +324,17 @@ def packed_run(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> dic
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
         patch.setenv("WANDB_MODE", "offline")
         patch.setenv("WANDB_DIR", str(wandb_dir))
-        code = main(["--grid", str(grid_path), "--results", str(root / "results"), "--no-figures",
-                     "--progress-every", "5"])
-    return {"root": root, "results": root / "results", "grid_path": grid_path, "wandb_dir": wandb_dir,
-            "code": code, "out": out.getvalue()}
+        code = main(
+            ["--grid", str(grid_path), "--results", str(root / "results"), "--no-figures", "--progress-every", "5"]
+        )
+    return {
+        "root": root,
+        "results": root / "results",
+        "grid_path": grid_path,
+        "wandb_dir": wandb_dir,
+        "code": code,
+        "out": out.getvalue(),
+    }
 
 
 def test_packed_sweep_completes_every_member(packed_run: dict[str, Any]) -> None:
@@ -334,26 +379,39 @@ def test_packed_members_have_one_wandb_run_each(packed_run: dict[str, Any]) -> N
         assert logged == _metric_frames(directory)  # this member's rows only, all of them
 
 
-def test_rerun_with_another_pack_size_launches_nothing(packed_run: dict[str, Any],
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_rerun_with_another_pack_size_launches_nothing(
+    packed_run: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
     dirs = trial_dirs(packed_run["results"], "packed")
     before = {d.name: (d / "status.json").stat().st_mtime_ns for d in dirs}
     for pack in ("1", "3"):
-        code, out, _ = run_cli(capsys, "--grid", str(packed_run["grid_path"]), "--results",
-                               str(packed_run["results"]), "--no-figures", "--no-wandb", "--pack", pack)
+        code, out, _ = run_cli(
+            capsys,
+            "--grid",
+            str(packed_run["grid_path"]),
+            "--results",
+            str(packed_run["results"]),
+            "--no-figures",
+            "--no-wandb",
+            "--pack",
+            pack,
+        )
         assert code == 0
         assert "4 already done, 0 to run" in out and "0 launched, 4 already done and skipped" in out
         assert "starting Ray experiment" not in out
     assert {d.name: (d / "status.json").stat().st_mtime_ns for d in dirs} == before
 
 
-def test_unpacked_extension_matches_the_packed_members(packed_run: dict[str, Any],
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_unpacked_extension_matches_the_packed_members(
+    packed_run: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
     packed = trial_dirs(packed_run["results"], "packed")
-    extended = write_grid(packed_run["root"], "extended.yaml",
-                          grid_dict("packed", modes=["TTTTT", "TTETT", "ETETT"], seeds=[1, 2]))  # pack 1
-    code, out, _ = run_cli(capsys, "--grid", str(extended), "--results", str(packed_run["results"]),
-                           "--no-figures", "--no-wandb")
+    extended = write_grid(
+        packed_run["root"], "extended.yaml", grid_dict("packed", modes=["TTTTT", "TTETT", "ETETT"], seeds=[1, 2])
+    )  # pack 1
+    code, out, _ = run_cli(
+        capsys, "--grid", str(extended), "--results", str(packed_run["results"]), "--no-figures", "--no-wandb"
+    )
     assert code == 0, out
     assert "6 trials, 4 already done, 2 to run" in out and "2 launched" in out
     new = [d for d in trial_dirs(packed_run["results"], "packed") if d not in packed]
@@ -367,8 +425,9 @@ def test_unpacked_extension_matches_the_packed_members(packed_run: dict[str, Any
                 assert a.readline() == b.readline()  # same columns
 
 
-def test_partly_done_pack_reruns_only_its_unfinished_member(local_ray: None, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture) -> None:
+def test_partly_done_pack_reruns_only_its_unfinished_member(
+    local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = write_grid(tmp_path, "part.yaml", grid_dict("part", pack=2))
     results = tmp_path / "results"
     code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--no-figures", "--no-wandb")
@@ -379,8 +438,9 @@ def test_partly_done_pack_reruns_only_its_unfinished_member(local_ray: None, tmp
     write_status(first, {**status, "status": "running", "frame": 1000})
     kept = [f for f in _metric_frames(first) if f <= 1000]
     before = (second / "status.json").stat().st_mtime_ns
-    code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--no-figures", "--no-wandb",
-                           "--dry-run")
+    code, out, _ = run_cli(
+        capsys, "--grid", str(path), "--results", str(results), "--no-figures", "--no-wandb", "--dry-run"
+    )
     assert code == 0 and "running @ 1,000" in out and "1 to run (1 of them resume from a checkpoint)" in out
     code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--no-figures", "--no-wandb")
     assert code == 0, out
@@ -391,7 +451,7 @@ def test_partly_done_pack_reruns_only_its_unfinished_member(local_ray: None, tmp
     meta = json.loads((first / "trial.json").read_text())
     assert meta["pack_size"] == 1 and meta["pack_members"] == [first.name]
     frames = _metric_frames(first)
-    assert frames[:len(kept)] == kept and frames == sorted(frames) and frames[-1] == 2000
+    assert frames[: len(kept)] == kept and frames == sorted(frames) and frames[-1] == 2000
 
 
 def _write_checkpoint(directory: Path, label: str, frame: int) -> None:
@@ -420,8 +480,7 @@ def test_a_members_copy_is_taken_from_the_packs_ray_checkpoint(tmp_path: Path) -
     ray_copy.mkdir()
     for tid, frame in (("aaaaaaaaaaaa", 3000), ("bbbbbbbbbbbb", 1000)):
         _write_checkpoint(ray_copy / tid, f"{tid} at {frame}", frame)
-    (ray_copy / PACK_CHECKPOINT_FILE).write_text(json.dumps({"frames": {"aaaaaaaaaaaa": 3000,
-                                                                        "bbbbbbbbbbbb": 1000}}))
+    (ray_copy / PACK_CHECKPOINT_FILE).write_text(json.dumps({"frames": {"aaaaaaaaaaaa": 3000, "bbbbbbbbbbbb": 1000}}))
     checkpoint = tune.Checkpoint.from_directory(str(ray_copy))
     missing, newer, absent = tmp_path / "aaaaaaaaaaaa", tmp_path / "bbbbbbbbbbbb", tmp_path / "cccccccccccc"
     for directory in (missing, newer, absent):

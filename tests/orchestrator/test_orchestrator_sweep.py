@@ -49,8 +49,7 @@ def first_run(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> dict
     root = tmp_path_factory.mktemp("e2e")
     wandb_dir = root / "wandb_dir"
     wandb_dir.mkdir()
-    grid_path = write_grid(root, "e2e.yaml", grid_dict("e2e", wandb={"project": "bnsweep-tests",
-                                                                     "tags": ["e2e-test"]}))
+    grid_path = write_grid(root, "e2e.yaml", grid_dict("e2e", wandb={"project": "bnsweep-tests", "tags": ["e2e-test"]}))
     from orchestrator.sweep import main
 
     out = io.StringIO()
@@ -58,10 +57,27 @@ def first_run(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> dict
         patch.setenv("WANDB_MODE", "offline")
         patch.setenv("WANDB_DIR", str(wandb_dir))
         started = time.time()
-        code = main(["--grid", str(grid_path), "--results", str(root / "results"), "--figures",
-                     str(root / "figures"), "--progress-every", "5"])
-    return {"root": root, "results": root / "results", "grid_path": grid_path, "wandb_dir": wandb_dir,
-            "code": code, "out": out.getvalue(), "wall": time.time() - started}
+        code = main(
+            [
+                "--grid",
+                str(grid_path),
+                "--results",
+                str(root / "results"),
+                "--figures",
+                str(root / "figures"),
+                "--progress-every",
+                "5",
+            ]
+        )
+    return {
+        "root": root,
+        "results": root / "results",
+        "grid_path": grid_path,
+        "wandb_dir": wandb_dir,
+        "code": code,
+        "out": out.getvalue(),
+        "wall": time.time() - started,
+    }
 
 
 def test_two_trial_grid_end_to_end(first_run: dict[str, Any]) -> None:
@@ -107,28 +123,29 @@ def test_wandb_offline_runs_read_back(first_run: dict[str, Any]) -> None:
         assert run["run"]["group"] == meta["cell_name"] and run["run"]["job_type"] == "e2e"
         assert run["run"]["project"] == "bnsweep-tests" and "e2e-test" in run["run"]["tags"]
         mode = config["bn_mode"]
-        assert [config[f"bn_mode.{step}"] for step in ("actor_i", "actor_ii", "critic_i", "critic_ii",
-                                                        "critic_iii")] == list(mode)
+        assert [
+            config[f"bn_mode.{step}"] for step in ("actor_i", "actor_ii", "critic_i", "critic_ii", "critic_iii")
+        ] == list(mode)
         assert config["axes.bn_mode"] == mode and config["cell_id"] == meta["cell_id"] and config["seed"] == 1
         # every logged row is there, with the frame as its x value
-        disk = [(int(r["frame"]), float(r["eval/episode_return"])) for r in _metrics(directory)
-                if r["eval/episode_return"]]
-        logged = [(row["frame"], row["eval/episode_return"]) for row in run["history"]
-                  if "eval/episode_return" in row]
+        disk = [
+            (int(r["frame"]), float(r["eval/episode_return"])) for r in _metrics(directory) if r["eval/episode_return"]
+        ]
+        logged = [(row["frame"], row["eval/episode_return"]) for row in run["history"] if "eval/episode_return" in row]
         assert [f for f, _ in logged] == [f for f, _ in disk]
         assert [v for _, v in logged] == pytest.approx([v for _, v in disk])
         assert any("losses/critic" in row for row in run["history"])
         assert run["summary"]["status"] == "completed"
 
 
-def test_rerun_launches_nothing(first_run: dict[str, Any], capsys: pytest.CaptureFixture,
-                                isolated_wandb: Path) -> None:
+def test_rerun_launches_nothing(first_run: dict[str, Any], capsys: pytest.CaptureFixture, isolated_wandb: Path) -> None:
     dirs = trial_dirs(first_run["results"], "e2e")
     before = _mtimes(dirs)
     ray_dir = first_run["results"] / "e2e" / store.RAY_DIR
     launches = sorted(ray_dir.glob("*.launch.json"))
-    code, out, _ = run_cli(capsys, "--grid", str(first_run["grid_path"]), "--results", str(first_run["results"]),
-                           "--no-figures")
+    code, out, _ = run_cli(
+        capsys, "--grid", str(first_run["grid_path"]), "--results", str(first_run["results"]), "--no-figures"
+    )
     assert code == 0
     assert "2 already done, 0 to run" in out and "0 launched, 2 already done and skipped" in out
     assert "starting Ray experiment" not in out and "resuming" not in out
@@ -136,12 +153,14 @@ def test_rerun_launches_nothing(first_run: dict[str, Any], capsys: pytest.Captur
     assert not list(isolated_wandb.rglob("offline-run-*"))  # no W&B run either
 
 
-def test_extended_grid_runs_only_the_new_trial(first_run: dict[str, Any], capsys: pytest.CaptureFixture,
-                                               isolated_wandb: Path) -> None:
+def test_extended_grid_runs_only_the_new_trial(
+    first_run: dict[str, Any], capsys: pytest.CaptureFixture, isolated_wandb: Path
+) -> None:
     old = trial_dirs(first_run["results"], "e2e")
     before = _mtimes(old)
-    extended = write_grid(first_run["root"], "e2e_extended.yaml",
-                          grid_dict("e2e", modes=["TTTTT", "TTETT", "ETETT"]))  # same grid name, one more value
+    extended = write_grid(
+        first_run["root"], "e2e_extended.yaml", grid_dict("e2e", modes=["TTTTT", "TTETT", "ETETT"])
+    )  # same grid name, one more value
     code, out, _ = run_cli(capsys, "--grid", str(extended), "--results", str(first_run["results"]), "--no-figures")
     assert code == 0, out
     assert "3 trials, 2 already done, 1 to run" in out and "1 launched" in out
@@ -154,8 +173,9 @@ def test_extended_grid_runs_only_the_new_trial(first_run: dict[str, Any], capsys
     assert json.loads(launches[-1].read_text())["trials"] == [new[0].name]
 
 
-def test_failed_trial_is_reported_and_the_sweep_goes_on(local_ray: None, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_failed_trial_is_reported_and_the_sweep_goes_on(
+    local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     grid_path = write_grid(tmp_path, "fails.yaml", grid_dict("fails"))
     broken = next(t for t in load_grid(str(grid_path), "local").trials if t.config["bn_mode"] == "TTTTT")
     from agent import checkpoint as checkpoints
@@ -165,8 +185,17 @@ def test_failed_trial_is_reported_and_the_sweep_goes_on(local_ray: None, tmp_pat
     # one no longer fails a trial: it falls back, issue #11.)
     checkpoints.save(trial_dir, {"frame": 1000, "step": 500}, 1000, 500)
     checkpoint = trial_dir / checkpoints.LATEST
-    code, out, _ = run_cli(capsys, "--grid", str(grid_path), "--results", str(tmp_path / "results"),
-                           "--no-wandb", "--no-figures", "--max-failures", "0")
+    code, out, _ = run_cli(
+        capsys,
+        "--grid",
+        str(grid_path),
+        "--results",
+        str(tmp_path / "results"),
+        "--no-wandb",
+        "--no-figures",
+        "--max-failures",
+        "0",
+    )
     assert code == 1
     assert "1 completed, 0 diverged, 1 failed" in out and "failed: bn_mode=TTTTT seed 1" in out
     assert "FAILED" in out  # the live view says so when it happens
@@ -176,16 +205,31 @@ def test_failed_trial_is_reported_and_the_sweep_goes_on(local_ray: None, tmp_pat
     assert _status(other[0])["status"] == "completed"
 
 
-def test_interrupted_sweep_continues_from_checkpoints(local_ray: None, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_interrupted_sweep_continues_from_checkpoints(
+    local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     grid_path = write_grid(tmp_path, "long.yaml", grid_dict("long", modes=["TTETT"], frames=8000))
     results = tmp_path / "results"
     trial = load_grid(str(grid_path), "local").trials[0]
     directory = store.trial_dir(results, "long", trial.trial_id)
-    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", "--grid", str(grid_path), "--results",
-                               str(results), "--no-wandb", "--no-figures"], cwd=REPO_ROOT,
-                              env=subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.sweep",
+            "--grid",
+            str(grid_path),
+            "--results",
+            str(results),
+            "--no-wandb",
+            "--no-figures",
+        ],
+        cwd=REPO_ROOT,
+        env=subprocess_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # interrupt once a checkpoint beyond the first episode exists
@@ -206,8 +250,7 @@ def test_interrupted_sweep_continues_from_checkpoints(local_ray: None, tmp_path:
     assert "interrupted" in output and "0 completed" in output and "1 unfinished" in output
     assert _status(directory)["status"] in ("running", "interrupted")
 
-    code, out, _ = run_cli(capsys, "--grid", str(grid_path), "--results", str(results), "--no-wandb",
-                           "--no-figures")
+    code, out, _ = run_cli(capsys, "--grid", str(grid_path), "--results", str(results), "--no-wandb", "--no-figures")
     assert code == 0, out
     assert "1 to run" in out and "resuming the Ray experiment" in out
     status = _status(directory)
@@ -216,8 +259,9 @@ def test_interrupted_sweep_continues_from_checkpoints(local_ray: None, tmp_path:
     assert frames == sorted(frames) and frames[-1] == 8000
 
 
-def test_profile_the_cluster_cannot_run_launches_nothing(local_ray: None, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture) -> None:
+def test_profile_the_cluster_cannot_run_launches_nothing(
+    local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     path = write_grid(tmp_path, "gpu.yaml", grid_dict("gpu", resources={"cpu": 1, "gpu": 0.5}))
     results = tmp_path / "results"
     code, _, err = run_cli(capsys, "--grid", str(path), "--results", str(results), "--no-wandb", "--no-figures")

@@ -8,11 +8,22 @@ from agent.config import build_config
 from agent.store import cell_id, trial_id
 
 # Ids the store computed before packing, frame codecs, member threads and precision existed (commit 393e91f).
-STORED = [({}, "ad1ae725bdf8", "0f709f3b7f84"),
-          # Critic-I = T: Q-bias measured as before (eval-batch statistics) keeps the stored id; the new default
-          # (the update's statistics) measures something else, so it is a new trial.
-          ({"task": "cartpole_swingup", "obs_type": "states", "seed": 3, "bn_mode": "TTTTT",
-            "q_bias_bn_stats": "eval_batch"}, "626964e6c4dd", "d21098c2a13a")]
+STORED = [
+    ({}, "ad1ae725bdf8", "0f709f3b7f84"),
+    # Critic-I = T: Q-bias measured as before (eval-batch statistics) keeps the stored id; the new default
+    # (the update's statistics) measures something else, so it is a new trial.
+    (
+        {
+            "task": "cartpole_swingup",
+            "obs_type": "states",
+            "seed": 3,
+            "bn_mode": "TTTTT",
+            "q_bias_bn_stats": "eval_batch",
+        },
+        "626964e6c4dd",
+        "d21098c2a13a",
+    ),
+]
 
 
 @pytest.mark.parametrize("overrides, stored_trial, stored_cell", STORED)
