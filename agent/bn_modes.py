@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:  # the mode strings are data: the store and analysis read them without torch (issue #12)
     import torch
@@ -36,10 +36,12 @@ ALL_BN_MODES = tuple("".join(letters) for letters in itertools.product("TE", rep
 ENCODER_PASS_STEPS = {"obs": "critic_ii", "next_obs": "critic_iii"}
 # train: the authors' code (drqv2/drqv2.py, DrQV2AgentOni.update) calls `self.encoder.train()` before both passes,
 # whatever the mode string, so both run on batch statistics and move the running ones; by_step: ENCODER_PASS_STEPS.
-ENCODER_BN_PASSES = ("train", "by_step")
+EncoderBnPasses = Literal["train", "by_step"]
+ENCODER_BN_PASSES: tuple[str, ...] = get_args(EncoderBnPasses)
 # How a Critic-I = T member's BN layers normalize in the Q-bias pass: with the batch statistics the latest update's
 # Critic-I forward computed (update: the authors' cal_est_bias), or with those of the evaluation batch itself.
-Q_BIAS_BN_STATS = ("update", "eval_batch")
+QBiasBnStats = Literal["update", "eval_batch"]
+Q_BIAS_BN_STATS: tuple[str, ...] = get_args(QBiasBnStats)
 
 
 def validate_bn_mode(mode: str) -> str:

@@ -1,31 +1,30 @@
-"""The one typed trial configuration, built from plain dicts in one place.
+"""The one typed trial configuration, declared once as a pydantic model (issue #12).
 
-Resolution order for a trial: dataclass defaults -> the task group's preset
-(SPEC §1, only when ``use_task_presets``) -> the caller's overrides.  Every
-value is type-checked and range-checked here, before any environment or
-network is built, and every error names the key, the value and what is allowed.
+Resolution order for a trial: field defaults -> the task group's preset (SPEC §1, only when ``use_task_presets``)
+-> the caller's overrides. The model's declaration gives each key its coercion from YAML and command-line text,
+its range and allowed values, its ``--help`` line and its JSON Schema (the grid format's ``base`` and cells use
+it); the cross-key rules below are the worker's. Every error names the key, the value and what is allowed, before
+any environment or network is built.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJsonSchema, model_validator
 
 from agent.bn_modes import (
     DEFAULT_BN_MODE,
-    ENCODER_BN_PASSES,
-    Q_BIAS_BN_STATS,
     STEP_NAMES,
+    EncoderBnPasses,
+    QBiasBnStats,
     step_is_train,
     validate_bn_mode,
 )
-from agent.replay import FRAME_CODECS
+from agent.replay import FrameCodec
+from agent.schema import MODEL_CONFIG, Float, Int, Nullable, allowed_text, did_you_mean, error_text, model_bounds
 from agent.store import (  # noqa: F401 - the store owns the ids; these names are the config's interface too
     ID_NEUTRAL_DEFAULTS,
     ID_NEUTRAL_WHEN,
@@ -37,16 +36,23 @@ from agent.store import (  # noqa: F401 - the store owns the ids; these names ar
 )
 from envs import check_task_name, is_gym_task
 
-NORMS = ("none", "layer_norm", "batch_norm")
-ENCODER_NORMS = ("none", "batch_norm")
-OBS_TYPES = ("pixels", "states")
-# Keys that say where or how a trial runs, not what it computes (frame_codec is lossless):
-# trial and cell identities leave them out.
-PRECISIONS = ("fp32", "tf32", "bf16")
+Norm = Literal["none", "layer_norm", "batch_norm"]
+EncoderNorm = Literal["none", "batch_norm"]
+ObsType = Literal["pixels", "states"]
+Precision = Literal["fp32", "tf32", "bf16"]
+Optimizer = Literal["adam", "sgd"]
+TargetBnStats = Literal["independent", "copy", "soft"]
+TaskPresets = Literal["drqv2", "ma_bn"]
+NORMS: tuple[str, ...] = get_args(Norm)
+ENCODER_NORMS: tuple[str, ...] = get_args(EncoderNorm)
+OBS_TYPES: tuple[str, ...] = get_args(ObsType)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+TARGET_BN_STATS: tuple[str, ...] = get_args(TargetBnStats)
+TASK_PRESETS: tuple[str, ...] = get_args(TaskPresets)
 # What members of one pack may differ in (issue #9): everything else fixes tensor shapes or the
 # loop's schedule, so members must share it.
 PACK_MEMBER_KEYS = ("seed", "bn_mode", "lr", "actor_lr", "critic_lr", "target_bn_stats", "sgd_momentum")
-OPTIMIZERS = ("adam", "sgd")
 # (frames, exploration std schedule) per DMC task group. drqv2: DrQ-v2's cfgs/task/{easy,medium,hard}.yaml.
 # ma_bn: the MA-BN authors' cfgs/task/easy.yaml and medhard.yaml (monster476/ma-bn, drqv2/cfgs/task); their
 # per-task files (fish_swim, quadruped_fetch, ...) only pick medhard and set task_name, nothing else.
@@ -62,8 +68,6 @@ GROUP_BUDGETS: dict[str, dict[str, tuple[int, str]]] = {
         "hard": (10_100_000, "linear(1.0,0.1,1000000)"),
     },
 }
-TASK_PRESETS = tuple(GROUP_BUDGETS)
-TARGET_BN_STATS = ("independent", "copy", "soft")
 MAX_BUFFER_MIX_RATIO = 4.0
 
 
@@ -71,190 +75,231 @@ class ConfigError(ValueError):
     """A trial config that cannot run; the message names key, value and what is allowed."""
 
 
-def _doc(help_text: str, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-    return {"help": help_text, "allowed": allowed}
+def _known_task(task: str) -> str:
+    check_task_name(task)
+    return task
 
 
-@dataclass(frozen=True)
-class TrialConfig:
-    # --- what is trained ---
-    task: str = field(
-        default="hopper_hop",
-        metadata=_doc("dm_control `domain_task` (e.g. cartpole_swingup) or Gymnasium MuJoCo id (e.g. Hopper-v5)"),
+def _device(device: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+        raise ValueError("allowed: cpu, cuda, cuda:N")
+    return device
+
+
+def _schedule(text: str) -> str:
+    from agent.schedules import parse_schedule  # local: keeps this module free of torch at import
+
+    parse_schedule(text)
+    return text
+
+
+TaskName = Annotated[str, AfterValidator(_known_task)]
+# The JSON Schema of a check written as a function (editors see the pattern; the function words the message).
+Device = Annotated[
+    str, AfterValidator(_device), WithJsonSchema({"type": "string", "pattern": r"^(cpu|cuda(:\d+)?|mps)$"})
+]
+Schedule = Annotated[str, AfterValidator(_schedule)]
+BnMode = Annotated[
+    str, AfterValidator(validate_bn_mode), WithJsonSchema({"type": "string", "pattern": f"^[TE]{{{len(STEP_NAMES)}}}$"})
+]
+OptionalBnMode = Annotated[BnMode | None, Nullable]
+OptionalRate = Annotated[Annotated[float, Field(gt=0)] | None, Nullable]
+
+
+class TrialFields(BaseModel):
+    """Every trial config key, each on its own: types, ranges, allowed values, defaults and help.
+
+    Validating a partial mapping against it checks the given keys alone (``model_fields_set`` says which were
+    given); ``TrialConfig`` adds the presets' resolution and the rules that tie keys together.
+    """
+
+    model_config = MODEL_CONFIG
+
+    task: TaskName = Field(
+        "hopper_hop",
+        description="dm_control `domain_task` (e.g. cartpole_swingup) or Gymnasium MuJoCo id (e.g. Hopper-v5)",
     )
-    obs_type: str = field(default="pixels", metadata=_doc("observation type", OBS_TYPES))
-    num_frames: int = field(
-        default=3_100_000,
-        metadata=_doc("environment frames to train for (action repeat included); the task preset sets it"),
+    obs_type: ObsType = Field("pixels", description="observation type")
+    num_frames: Int = Field(
+        3_100_000, ge=1, description="environment frames to train for (action repeat included); the task preset sets it"
     )
-    seed: int = field(default=1, metadata=_doc("seed for torch, numpy, replay sampling and the environment"))
-    device: str = field(default="cpu", metadata=_doc("torch device: cpu, cuda or cuda:N"))
-    torch_threads: int = field(
-        default=0,
-        metadata=_doc(
-            "torch intra-op threads; 0 leaves torch's default (the orchestrator sets it to the trial's CPUs)"
-        ),
+    seed: Int = Field(1, description="seed for torch, numpy, replay sampling and the environment")
+    device: Device = Field("cpu", description="torch device: cpu, cuda or cuda:N")
+    torch_threads: Int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads; 0 leaves torch's default (the orchestrator sets it to the trial's CPUs)",
     )
-    use_task_presets: bool = field(
-        default=True,
-        metadata=_doc(
+    use_task_presets: bool = Field(
+        True,
+        description=(
             "apply the DrQ-v2 task-group preset (frames, std schedule, walker n-step/batch, ...) before overrides"
         ),
     )
-    task_presets: str = field(
-        default="drqv2",
-        metadata=_doc(
+    task_presets: TaskPresets = Field(
+        "drqv2",
+        description=(
             "the task-group frame budgets and std schedules: drqv2 (DrQ-v2's cfgs/task: easy 1.1M frames, std over "
             "100k agent steps; medium 3.1M, 500k; hard 30.1M, 2M) or ma_bn (the MA-BN authors' cfgs/task: easy 5.1M, "
             "100k; medium and hard 10.1M, 1M, their `medhard`); per-task keys (walker, quadruped_run, humanoid) are "
-            "DrQ-v2's under both",
-            TASK_PRESETS,
+            "DrQ-v2's under both"
         ),
     )
     # --- normalization (SPEC §2-5) ---
-    actor_norm: str = field(
-        default="batch_norm", metadata=_doc("normalization after each hidden Linear of the actor MLP", NORMS)
-    )
-    critic_norm: str = field(
-        default="batch_norm", metadata=_doc("normalization after each hidden Linear of each Q head", NORMS)
-    )
-    encoder_norm: str = field(
-        default="none",
-        metadata=_doc(
-            "normalization after each convolution of the pixel encoder, before its ReLU (the authors' EncoderBN)",
-            ENCODER_NORMS,
+    actor_norm: Norm = Field("batch_norm", description="normalization after each hidden Linear of the actor MLP")
+    critic_norm: Norm = Field("batch_norm", description="normalization after each hidden Linear of each Q head")
+    encoder_norm: EncoderNorm = Field(
+        "none",
+        description=(
+            "normalization after each convolution of the pixel encoder, before its ReLU (the authors' EncoderBN)"
         ),
     )
-    encoder_bn_passes: str = field(
-        default="train",
-        metadata=_doc(
-            "mode of the encoder's BN in the update's two passes: train (the authors' code: batch statistics in both, "
-            "whatever bn_mode) or by_step (the pass on s in Critic-II's mode, the pass on s' in Critic-III's); acting "
-            "and evaluation use running statistics",
-            ENCODER_BN_PASSES,
+    encoder_bn_passes: EncoderBnPasses = Field(
+        "train",
+        description=(
+            "mode of the encoder's BN in the update's two passes: train (the authors' code: batch statistics in both,"
+            " whatever bn_mode) or by_step (the pass on s in Critic-II's mode, the pass on s' in Critic-III's); "
+            "acting and evaluation use running statistics"
         ),
     )
-    bn_mode: str | None = field(
-        default=None,
-        metadata=_doc(
-            "5 letters T/E for " + ", ".join(STEP_NAMES) + f"; defaults to {DEFAULT_BN_MODE} (MA-BN) when "
-            "a BN layer follows it (actor or critic batch_norm; the encoder's under encoder_bn_passes=by_step), "
-            "must be absent otherwise"
+    bn_mode: OptionalBnMode = Field(
+        None,
+        description=(
+            "5 letters T/E for " + ", ".join(STEP_NAMES) + f"; defaults to {DEFAULT_BN_MODE} (MA-BN) when a BN layer "
+            "follows it (actor or critic batch_norm; the encoder's under encoder_bn_passes=by_step), must be absent "
+            "otherwise"
         ),
     )
-    bn_momentum: float = field(default=0.1, metadata=_doc("BatchNorm momentum (PyTorch convention)"))
-    bn_eps: float = field(default=1e-5, metadata=_doc("BatchNorm epsilon"))
-    buffer_mix_ratio: float = field(
-        default=0.0, metadata=_doc("rho in [0, 4]: floor(rho*B) replay (s, a) rows join the Critic-I forward (SPEC §4)")
+    bn_momentum: Float = Field(0.1, ge=0.0, le=1.0, description="BatchNorm momentum (PyTorch convention)")
+    bn_eps: Float = Field(1e-05, gt=0, description="BatchNorm epsilon")
+    buffer_mix_ratio: Float = Field(
+        0.0,
+        ge=0,
+        le=MAX_BUFFER_MIX_RATIO,
+        description="rho in [0, 4]: floor(rho*B) replay (s, a) rows join the Critic-I forward (SPEC §4)",
     )
-    allow_mix_in_eval_mode: bool = field(
-        default=False,
-        metadata=_doc(
-            "permit buffer_mix_ratio > 0 with Critic-I in eval mode (a control; mixing then changes nothing)"
-        ),
+    allow_mix_in_eval_mode: bool = Field(
+        False,
+        description="permit buffer_mix_ratio > 0 with Critic-I in eval mode (a control; mixing then changes nothing)",
     )
-    target_bn_stats: str = field(
-        default="independent",
-        metadata=_doc(
-            "how the target critic's BN running statistics follow the online ones (SPEC §5)", TARGET_BN_STATS
-        ),
+    target_bn_stats: TargetBnStats = Field(
+        "independent", description="how the target critic's BN running statistics follow the online ones (SPEC §5)"
     )
     # --- optimization (SPEC §6) ---
-    optimizer: str = field(default="adam", metadata=_doc("optimizer for all networks", OPTIMIZERS))
-    lr: float = field(default=1e-4, metadata=_doc("learning rate for all networks"))
-    actor_lr: float | None = field(default=None, metadata=_doc("actor learning rate (default: lr)"))
-    critic_lr: float | None = field(default=None, metadata=_doc("critic and encoder learning rate (default: lr)"))
-    sgd_momentum: float = field(default=0.0, metadata=_doc("SGD momentum (only with optimizer=sgd)"))
+    optimizer: Optimizer = Field("adam", description="optimizer for all networks")
+    lr: Float = Field(1e-4, gt=0, description="learning rate for all networks")
+    actor_lr: OptionalRate = Field(None, description="actor learning rate (default: lr)")
+    critic_lr: OptionalRate = Field(None, description="critic and encoder learning rate (default: lr)")
+    sgd_momentum: Float = Field(0.0, ge=0, description="SGD momentum (only with optimizer=sgd)")
     # --- DrQ-v2 hyper-parameters (SPEC §1) ---
-    batch_size: int = field(default=256, metadata=_doc("replay batch size B"))
-    nstep: int = field(default=3, metadata=_doc("n of the n-step TD target"))
-    discount: float = field(default=0.99, metadata=_doc("discount gamma per agent step"))
-    hidden_dim: int = field(default=1024, metadata=_doc("width of the actor and Q-head MLPs"))
-    feature_dim: int = field(default=50, metadata=_doc("trunk output width"))
-    critic_target_tau: float = field(default=0.01, metadata=_doc("soft target update rate tau"))
-    update_every_steps: int = field(default=2, metadata=_doc("agent steps between updates"))
-    num_seed_frames: int = field(default=4000, metadata=_doc("frames of uniform-random actions before updates"))
-    num_expl_steps: int = field(default=2000, metadata=_doc("agent steps of uniform-random exploration in act()"))
-    stddev_schedule: str = field(
-        default="linear(1.0,0.1,500000)", metadata=_doc("actor std: a constant or linear(init,final,agent_steps)")
+    batch_size: Int = Field(256, ge=1, description="replay batch size B")
+    nstep: Int = Field(3, ge=1, description="n of the n-step TD target")
+    discount: Float = Field(0.99, ge=0.0, le=1.0, description="discount gamma per agent step")
+    hidden_dim: Int = Field(1024, ge=1, description="width of the actor and Q-head MLPs")
+    feature_dim: Int = Field(50, ge=1, description="trunk output width")
+    critic_target_tau: Float = Field(0.01, ge=0.0, le=1.0, description="soft target update rate tau")
+    update_every_steps: Int = Field(2, ge=1, description="agent steps between updates")
+    num_seed_frames: Int = Field(4000, ge=0, description="frames of uniform-random actions before updates")
+    num_expl_steps: Int = Field(2000, ge=0, description="agent steps of uniform-random exploration in act()")
+    stddev_schedule: Schedule = Field(
+        "linear(1.0,0.1,500000)", description="actor std: a constant or linear(init,final,agent_steps)"
     )
-    stddev_clip: float = field(default=0.3, metadata=_doc("noise clip for target actions"))
-    action_repeat: int = field(default=2, metadata=_doc("physics steps per agent step"))
-    frame_stack: int = field(default=3, metadata=_doc("stacked frames per pixel observation"))
-    replay_capacity: int = field(default=1_000_000, metadata=_doc("replay capacity in transitions"))
-    eval_every_frames: int = field(default=10_000, metadata=_doc("frames between evaluations (0: never)"))
-    num_eval_episodes: int = field(default=10, metadata=_doc("deterministic episodes per evaluation"))
+    stddev_clip: Float = Field(0.3, ge=0, description="noise clip for target actions")
+    action_repeat: Int = Field(2, ge=1, description="physics steps per agent step")
+    frame_stack: Int = Field(3, ge=1, description="stacked frames per pixel observation")
+    replay_capacity: Int = Field(1_000_000, ge=1, description="replay capacity in transitions")
+    eval_every_frames: Int = Field(10_000, ge=0, description="frames between evaluations (0: never)")
+    num_eval_episodes: Int = Field(10, ge=0, description="deterministic episodes per evaluation")
     # --- metrics, logging, checkpoints (SPEC §7) ---
-    log_every_frames: int = field(default=5000, metadata=_doc("frames between training log rows"))
-    q_bias_max_states: int = field(
-        default=1000,
-        metadata=_doc(
-            "states per Q-bias measurement (the first N of its episodes; the authors use all of 20 episodes)"
-        ),
+    log_every_frames: Int = Field(5000, ge=1, description="frames between training log rows")
+    q_bias_max_states: Int = Field(
+        1000,
+        ge=1,
+        description="states per Q-bias measurement (the first N of its episodes; the authors use all of 20 episodes)",
     )
-    q_bias_bn_stats: str = field(
-        default="update",
-        metadata=_doc(
+    q_bias_bn_stats: QBiasBnStats = Field(
+        "update",
+        description=(
             "BN statistics of a Critic-I = T member in the Q-bias pass: update (those the latest update's Critic-I "
             "forward computed, the authors' cal_est_bias) or eval_batch (the evaluated states' own); Critic-I = E "
-            "uses running statistics under both",
-            Q_BIAS_BN_STATS,
+            "uses running statistics under both"
         ),
     )
-    q_bias_every_frames: int = field(
-        default=0,
-        metadata=_doc(
+    q_bias_every_frames: Int = Field(
+        0,
+        ge=0,
+        description=(
             "0: measure Q-bias at each evaluation, on its episodes; N > 0: a measurement of its own every N frames "
             "(the authors: 2000, every 1000 agent steps) on q_bias_episodes deterministic episodes, each evaluation "
             "row reporting the mean over the measurements since the previous row (as the authors average)"
         ),
     )
-    q_bias_episodes: int = field(
-        default=20,
-        metadata=_doc(
+    q_bias_episodes: Int = Field(
+        20,
+        ge=1,
+        description=(
             "deterministic episodes per measurement when q_bias_every_frames > 0 (the authors: 20); fewer run when "
             "q_bias_max_states is reached first"
         ),
     )
-    q_bias_augment: bool = field(
-        default=False,
-        metadata=_doc(
-            "random-shift the pixel observations of the Q-bias pass (pad 4, as in the update; the authors do), from "
-            "a stream of its own so training draws the same numbers"
+    q_bias_augment: bool = Field(
+        False,
+        description=(
+            "random-shift the pixel observations of the Q-bias pass (pad 4, as in the update; the authors do), from a"
+            " stream of its own so training draws the same numbers"
         ),
     )
-    coverage_cell_size: float = field(default=0.5, metadata=_doc("cell width h of coverage/cells"))
-    coverage_dims: int = field(default=4, metadata=_doc("random-projection dimensions of coverage/cells"))
-    checkpoint_every_frames: int = field(
-        default=100_000, metadata=_doc("frames between checkpoints, written at the next episode end (0: none)")
+    coverage_cell_size: Float = Field(0.5, gt=0, description="cell width h of coverage/cells")
+    coverage_dims: Int = Field(4, ge=1, description="random-projection dimensions of coverage/cells")
+    checkpoint_every_frames: Int = Field(
+        100_000, ge=0, description="frames between checkpoints, written at the next episode end (0: none)"
     )
-    checkpoint_replay: bool = field(
-        default=True, metadata=_doc("include the replay buffer in checkpoints, so a resumed trial continues exactly")
+    checkpoint_replay: bool = Field(
+        True, description="include the replay buffer in checkpoints, so a resumed trial continues exactly"
     )
     # --- speed (same learning semantics) ---
-    channels_last: bool = field(default=True, metadata=_doc("run the conv encoder in channels_last memory format"))
-    frame_codec: str = field(
-        default="none",
-        metadata=_doc(
+    channels_last: bool = Field(True, description="run the conv encoder in channels_last memory format")
+    frame_codec: FrameCodec = Field(
+        "none",
+        description=(
             "how the replay keeps pixel frames: none (raw), or lz4 (lossless, delta to the previous frame; same "
-            "batches, a fraction of the memory)",
-            FRAME_CODECS,
+            "batches, a fraction of the memory)"
         ),
     )
-    env_threads: int = field(
-        default=1,
-        metadata=_doc(
+    env_threads: Int = Field(
+        1,
+        ge=1,
+        description=(
             "threads that step a pack's environments and sample its replays in parallel (GPU boxes: the pack's CPUs)"
         ),
     )
-    precision: str = field(
-        default="fp32",
-        metadata=_doc(
+    precision: Precision = Field(
+        "fp32",
+        description=(
             "learner arithmetic: fp32; tf32 (CUDA matmuls/convolutions in TF32); bf16 (update forward passes under "
-            "bfloat16 autocast). Not measured harmless for learning: keep fp32 for results",
-            PRECISIONS,
+            "bfloat16 autocast). Not measured harmless for learning: keep fp32 for results"
         ),
     )
+
+
+class TrialConfig(TrialFields):
+    """A resolved trial config: every key set, the cross-key rules checked."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_bn_mode(cls, data: Any) -> Any:
+        """A BN network without a mode string trains as MA-BN (``DEFAULT_BN_MODE``); without BN none is implied."""
+        if isinstance(data, Mapping) and data.get("bn_mode") in (None, "none", "null"):
+            if mode_string_applies({**FIELD_DEFAULTS, **data}):
+                return {**data, "bn_mode": DEFAULT_BN_MODE}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_key_rules(self) -> TrialConfig:
+        problem = cross_key_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @property
     def uses_batch_norm(self) -> bool:
@@ -281,7 +326,80 @@ class TrialConfig:
         return not is_gym_task(self.task)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
+
+
+FIELDS = TrialFields.model_fields
+FIELD_DEFAULTS: dict[str, Any] = {name: info.default for name, info in FIELDS.items()}
+DESCRIPTIONS: dict[str, str] = {name: info.description or "" for name, info in FIELDS.items()}
+
+
+def field_allowed(name: str) -> tuple[str, ...] | None:
+    """The allowed values of a key with a fixed set (its Literal type), else None."""
+    annotation = FIELDS[name].annotation
+    return tuple(get_args(annotation)) if getattr(annotation, "__origin__", None) is Literal else None
+
+
+def cross_key_problem(c: TrialConfig) -> str | None:
+    """The first rule tying keys together that ``c`` breaks, as a message; None when it breaks none."""
+    if c.bn_mode is not None and not c.uses_batch_norm:
+        return (
+            f"bn_mode={c.bn_mode!r}: a BN mode needs actor_norm or critic_norm = batch_norm, or "
+            f"encoder_norm=batch_norm with encoder_bn_passes=by_step (got actor_norm={c.actor_norm}, "
+            f"critic_norm={c.critic_norm}, encoder_norm={c.encoder_norm}, encoder_bn_passes="
+            f"{c.encoder_bn_passes}); leave bn_mode absent"
+        )
+    if c.buffer_mix_ratio > 0:
+        if c.critic_norm != "batch_norm":
+            return (
+                f"buffer_mix_ratio={c.buffer_mix_ratio}: mixing only acts on batch statistics, "
+                f"so it needs critic_norm=batch_norm (got {c.critic_norm})"
+            )
+        if not step_is_train(c.resolved_bn_mode, "critic_i") and not c.allow_mix_in_eval_mode:
+            return (
+                f"buffer_mix_ratio={c.buffer_mix_ratio} with bn_mode={c.resolved_bn_mode} "
+                "(Critic-I = E): mixing changes nothing in eval mode; set Critic-I to T, "
+                "buffer_mix_ratio=0, or allow_mix_in_eval_mode=true for a control run"
+            )
+    rules = [
+        (
+            c.frame_codec != "none" and c.obs_type != "pixels",
+            f"frame_codec={c.frame_codec!r}: compresses pixel frames only; use none with obs_type={c.obs_type}",
+        ),
+        (
+            c.encoder_norm != "none" and c.obs_type != "pixels",
+            f"encoder_norm={c.encoder_norm!r}: only a pixel agent has an encoder; use encoder_norm=none "
+            f"with obs_type={c.obs_type}",
+        ),
+        (
+            c.encoder_bn_passes != "train" and c.encoder_norm != "batch_norm",
+            f"encoder_bn_passes={c.encoder_bn_passes!r}: sets the mode of the encoder's BatchNorm, so "
+            f"it needs encoder_norm=batch_norm (got {c.encoder_norm}); leave it at train",
+        ),
+        (
+            bool(c.q_bias_every_frames) and not c.eval_every_frames,
+            f"q_bias_every_frames={c.q_bias_every_frames}: its measurements are reported in the "
+            "evaluation rows, so it needs eval_every_frames > 0 (got 0)",
+        ),
+        (
+            c.q_bias_augment and c.obs_type != "pixels",
+            "q_bias_augment=true: random shifts apply to pixel observations only; use false with "
+            f"obs_type={c.obs_type}",
+        ),
+        (
+            c.precision == "tf32" and not c.device.startswith("cuda"),
+            f"precision=tf32 is a CUDA setting (device={c.device}); use fp32 or bf16",
+        ),
+        (
+            c.sgd_momentum > 0 and c.optimizer != "sgd",
+            f"sgd_momentum={c.sgd_momentum}: only used with optimizer=sgd (got {c.optimizer})",
+        ),
+        (
+            c.obs_type == "states" and c.frame_stack != 1 and not c.is_dmc,
+            f"frame_stack={c.frame_stack}: Gymnasium state observations are not stacked; use 1",
+        ),
+    ]
+    return next((message for broken, message in rules if broken), None)
 
 
 # ---------------------------------------------------------------- task presets
@@ -326,7 +444,7 @@ def task_preset(task: str, presets: str = "drqv2") -> dict[str, Any]:
     """The task-group settings (SPEC §1) of ``presets`` (TASK_PRESETS); the Gymnasium values are this project's
     choice under both. Raises ConfigError for an unknown ``presets``."""
     if presets not in GROUP_BUDGETS:
-        raise ConfigError(f"task_presets={presets!r}: allowed values are {', '.join(TASK_PRESETS)}")
+        raise ConfigError(f"task_presets={presets!r}: allowed: {allowed_text(TASK_PRESETS)}")
     group = task_group(task)
     if group == "gym_mujoco":
         # choice: Gymnasium MuJoCo from states, no repeat/stack, medium-length schedule, 1M frames
@@ -349,222 +467,45 @@ def task_preset(task: str, presets: str = "drqv2") -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- building
-FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
-DEFAULTS = TrialConfig()
+_BOUNDS = model_bounds(TrialFields)
 
 
-def field_allowed(name: str) -> tuple[str, ...] | None:
-    return FIELDS[name].metadata.get("allowed")
-
-
-def _field_types(name: str) -> tuple[type, ...]:
-    hint = typing.get_type_hints(TrialConfig)[name]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return tuple(t for t in typing.get_args(hint))
-    return (hint,)
-
-
-def coerce_value(name: str, value: Any) -> Any:
-    """Turn a YAML/CLI value into the field's type, or raise ConfigError."""
-    kinds = _field_types(name)
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and type(None) in kinds):
-        if type(None) in kinds:
-            return None
-        raise ConfigError(f"{name}: null is not allowed (expected {_type_name(kinds)})")
-    for kind in kinds:
-        if kind is type(None):
+def config_messages(err: ValidationError, where: str = "") -> list[str]:
+    """One line per problem: ``key=value: what is allowed``; unknown keys with their closest names."""
+    messages = []
+    for error in err.errors():
+        key = next((part for part in reversed(error["loc"]) if isinstance(part, str)), "")
+        if error["type"] == "extra_forbidden":
+            messages.append(
+                f"{where}unknown config key {key!r}{did_you_mean(key, list(FIELDS), DESCRIPTIONS)}; "
+                "run `bnsweep train --help` for all keys"
+            )
             continue
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
-        elif kind is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                try:
-                    as_float = float(value.replace("_", ""))
-                except ValueError:
-                    continue
-                if as_float.is_integer():
-                    return int(as_float)
-        elif kind is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    continue
-        elif kind is str:
-            if isinstance(value, str):
-                return value
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return str(value)  # e.g. stddev_schedule=0.2 from YAML
-    raise ConfigError(f"{name}={value!r}: expected {_type_name(kinds)}")
+        text, _ = error_text(error, _BOUNDS)
+        messages.append(f"{where}{key}={error['input']!r}: {text}" if key else f"{where}{text}")
+    return messages
 
 
-def _type_name(kinds: tuple[type, ...]) -> str:
-    return " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-
-
-def unknown_key_error(key: str, where: str = "") -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return ConfigError(f"{where}unknown config key {key!r}{hint}; run `python -m agent.train --help` for all keys")
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Each key of ``overrides`` on its own, coerced (``"1e-4"`` -> 1e-4); raises ConfigError naming every problem."""
+    try:
+        checked = TrialFields.model_validate(dict(overrides))
+    except ValidationError as err:
+        raise ConfigError("; ".join(config_messages(err))) from None
+    return checked.model_dump(include=checked.model_fields_set)
 
 
 def build_config(overrides: Mapping[str, Any] | None = None) -> TrialConfig:
     """Defaults -> task preset -> overrides, then validate. Raises ConfigError."""
-    overrides = dict(overrides or {})
-    for key in overrides:
-        if key not in FIELDS:
-            raise unknown_key_error(key)
-    values = {key: coerce_value(key, value) for key, value in overrides.items()}
-    task = values.get("task", DEFAULTS.task)
-    use_presets = values.get("use_task_presets", DEFAULTS.use_task_presets)
-    merged: dict[str, Any] = DEFAULTS.to_dict()
-    if use_presets and isinstance(task, str):
-        merged.update(task_preset(task, values.get("task_presets", DEFAULTS.task_presets)))
+    values = check_overrides(overrides or {})
+    merged: dict[str, Any] = dict(FIELD_DEFAULTS)
+    if values.get("use_task_presets", merged["use_task_presets"]):
+        merged.update(task_preset(values.get("task", merged["task"]), values.get("task_presets", "drqv2")))
     merged.update(values)
-    if merged["bn_mode"] is None and mode_string_applies(merged):
-        merged["bn_mode"] = DEFAULT_BN_MODE
-    config = TrialConfig(**merged)
-    validate(config)
-    return config
-
-
-def validate(config: TrialConfig) -> None:
-    c = config
-    for name in (
-        "obs_type",
-        "actor_norm",
-        "critic_norm",
-        "encoder_norm",
-        "encoder_bn_passes",
-        "target_bn_stats",
-        "optimizer",
-        "frame_codec",
-        "precision",
-        "task_presets",
-        "q_bias_bn_stats",
-    ):
-        allowed = field_allowed(name)
-        if getattr(c, name) not in allowed:
-            raise ConfigError(f"{name}={getattr(c, name)!r}: allowed values are {', '.join(allowed)}")
-    if c.bn_mode is not None:
-        if not c.uses_batch_norm:
-            raise ConfigError(
-                f"bn_mode={c.bn_mode!r}: a BN mode needs actor_norm or critic_norm = batch_norm, or "
-                f"encoder_norm=batch_norm with encoder_bn_passes=by_step (got actor_norm={c.actor_norm}, "
-                f"critic_norm={c.critic_norm}, encoder_norm={c.encoder_norm}, encoder_bn_passes="
-                f"{c.encoder_bn_passes}); leave bn_mode absent"
-            )
-        try:
-            validate_bn_mode(c.bn_mode)
-        except ValueError as err:
-            raise ConfigError(f"bn_mode={c.bn_mode!r}: {err}") from None
-    if not 0.0 <= c.buffer_mix_ratio <= MAX_BUFFER_MIX_RATIO:
-        raise ConfigError(f"buffer_mix_ratio={c.buffer_mix_ratio}: allowed range is [0, {MAX_BUFFER_MIX_RATIO}]")
-    if c.buffer_mix_ratio > 0:
-        if c.critic_norm != "batch_norm":
-            raise ConfigError(
-                f"buffer_mix_ratio={c.buffer_mix_ratio}: mixing only acts on batch statistics, "
-                f"so it needs critic_norm=batch_norm (got {c.critic_norm})"
-            )
-        if not step_is_train(c.resolved_bn_mode, "critic_i") and not c.allow_mix_in_eval_mode:
-            raise ConfigError(
-                f"buffer_mix_ratio={c.buffer_mix_ratio} with bn_mode={c.resolved_bn_mode} "
-                "(Critic-I = E): mixing changes nothing in eval mode; set Critic-I to T, "
-                "buffer_mix_ratio=0, or allow_mix_in_eval_mode=true for a control run"
-            )
-    for name in ("lr", "actor_lr", "critic_lr"):
-        value = getattr(c, name)
-        if value is not None and not value > 0:
-            raise ConfigError(f"{name}={value}: must be > 0")
-    positive_ints = (
-        "num_frames",
-        "batch_size",
-        "nstep",
-        "hidden_dim",
-        "feature_dim",
-        "update_every_steps",
-        "action_repeat",
-        "frame_stack",
-        "replay_capacity",
-        "log_every_frames",
-        "q_bias_max_states",
-        "q_bias_episodes",
-        "coverage_dims",
-    )
-    for name in positive_ints:
-        if getattr(c, name) < 1:
-            raise ConfigError(f"{name}={getattr(c, name)}: must be >= 1")
-    non_negative = (
-        "num_seed_frames",
-        "num_expl_steps",
-        "eval_every_frames",
-        "num_eval_episodes",
-        "checkpoint_every_frames",
-        "torch_threads",
-        "sgd_momentum",
-        "stddev_clip",
-        "q_bias_every_frames",
-    )
-    for name in non_negative:
-        if getattr(c, name) < 0:
-            raise ConfigError(f"{name}={getattr(c, name)}: must be >= 0")
-    for name, low, high in (("discount", 0.0, 1.0), ("critic_target_tau", 0.0, 1.0), ("bn_momentum", 0.0, 1.0)):
-        if not low <= getattr(c, name) <= high:
-            raise ConfigError(f"{name}={getattr(c, name)}: allowed range is [{low}, {high}]")
-    if c.bn_eps <= 0 or c.coverage_cell_size <= 0:
-        raise ConfigError("bn_eps and coverage_cell_size must be > 0")
-    if c.frame_codec != "none" and c.obs_type != "pixels":
-        raise ConfigError(
-            f"frame_codec={c.frame_codec!r}: compresses pixel frames only; use none with obs_type={c.obs_type}"
-        )
-    if c.encoder_norm != "none" and c.obs_type != "pixels":
-        raise ConfigError(
-            f"encoder_norm={c.encoder_norm!r}: only a pixel agent has an encoder; use encoder_norm=none "
-            f"with obs_type={c.obs_type}"
-        )
-    if c.encoder_bn_passes != "train" and c.encoder_norm != "batch_norm":
-        raise ConfigError(
-            f"encoder_bn_passes={c.encoder_bn_passes!r}: sets the mode of the encoder's BatchNorm, so "
-            f"it needs encoder_norm=batch_norm (got {c.encoder_norm}); leave it at train"
-        )
-    if c.q_bias_every_frames and not c.eval_every_frames:
-        raise ConfigError(
-            f"q_bias_every_frames={c.q_bias_every_frames}: its measurements are reported in the "
-            "evaluation rows, so it needs eval_every_frames > 0 (got 0)"
-        )
-    if c.q_bias_augment and c.obs_type != "pixels":
-        raise ConfigError(
-            f"q_bias_augment=true: random shifts apply to pixel observations only; use false with obs_type={c.obs_type}"
-        )
-    if c.env_threads < 1:
-        raise ConfigError(f"env_threads={c.env_threads}: must be >= 1")
-    if c.precision == "tf32" and not c.device.startswith("cuda"):
-        raise ConfigError(f"precision=tf32 is a CUDA setting (device={c.device}); use fp32 or bf16")
-    if c.sgd_momentum > 0 and c.optimizer != "sgd":
-        raise ConfigError(f"sgd_momentum={c.sgd_momentum}: only used with optimizer=sgd (got {c.optimizer})")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", c.device):
-        raise ConfigError(f"device={c.device!r}: allowed values are cpu, cuda, cuda:N")
-    if c.obs_type == "states" and c.frame_stack != 1 and not c.is_dmc:
-        raise ConfigError(f"frame_stack={c.frame_stack}: Gymnasium state observations are not stacked; use 1")
-    from agent.schedules import parse_schedule  # local: keeps this module free of torch at import
-
     try:
-        parse_schedule(c.stddev_schedule)
-    except ValueError as err:
-        raise ConfigError(f"stddev_schedule={c.stddev_schedule!r}: {err}") from None
-    try:
-        check_task_name(c.task)
-    except ValueError as err:
-        raise ConfigError(f"task={c.task!r}: {err}") from None
+        return TrialConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError("; ".join(config_messages(err))) from None
 
 
 def mode_string_applies(config: Mapping[str, Any]) -> bool:
@@ -598,11 +539,11 @@ def check_packable(configs: Sequence[TrialConfig]) -> None:
 
 def help_text() -> str:
     lines = ["Trial config keys (key=value on the command line; task presets apply before overrides):", ""]
-    for f in dataclasses.fields(TrialConfig):
-        allowed = f.metadata.get("allowed")
-        allowed_text = f"  allowed: {', '.join(allowed)}" if allowed else ""
-        lines.append(f"  {f.name} = {f.default!r}{allowed_text}")
-        lines.append(f"      {f.metadata.get('help', '')}")
+    for name, info in FIELDS.items():
+        allowed = field_allowed(name)
+        allowed_line = f"  allowed: {allowed_text(allowed)}" if allowed else ""
+        lines.append(f"  {name} = {info.default!r}{allowed_line}")
+        lines.append(f"      {info.description or ''}")
     lines += [
         "",
         "Task-group presets (SPEC §1): easy " + ", ".join(EASY_TASKS) + "; medium: every other DMC task "

@@ -28,13 +28,14 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 _OPEN = np.iinfo(np.int64).max  # episode_end of an episode still running
 
-FRAME_CODECS = ("none", "lz4")
+FrameCodec = Literal["none", "lz4"]
+FRAME_CODECS: tuple[str, ...] = get_args(FrameCodec)
 KEYFRAME_INTERVAL = 16  # a compressed store starts a keyframe at every multiple of this global index
 LZ4_LEVEL = 10  # lz4 high-compression level of the "lz4" codec
 
@@ -134,7 +135,7 @@ class ReplayBuffer:
         self.next_index = g + 1
 
     def can_sample(self) -> bool:
-        return self._valid(np.arange(self._low(), max(self._low(), self.next_index - 1))).any()
+        return bool(self._valid(np.arange(self._low(), max(self._low(), self.next_index - 1))).any())
 
     def _low(self) -> int:
         # The oldest index whose whole frame stack is still in the ring.
@@ -328,7 +329,9 @@ class _DeltaFrameStore:
         if i == 0:
             if c > 0:
                 before = (c - 1) % len(self.chunks)
-                self.chunks[before] = bytes(self.chunks[before])  # frozen at its exact size
+                previous_chunk = self.chunks[before]
+                assert previous_chunk is not None  # the chunk just finished: held until the ring passes it
+                self.chunks[before] = bytes(previous_chunk)  # frozen at its exact size
             self._drop_overwritten(g + 1)
             assert self.chunks[row] is None
             self.chunks[row] = bytearray()
@@ -343,10 +346,10 @@ class _DeltaFrameStore:
         else:
             depth = int(self.depth[row, i - 1]) + 1  # i > 0: a chunk starts with a keyframe
             payload = np.subtract(flat, self.previous)
-        payload = payload.tobytes()
-        blob = self._compress(payload)
+        raw = payload.tobytes()
+        blob = self._compress(raw)
         if len(blob) >= self.frame_bytes:
-            blob = payload
+            blob = raw
         chunk = self.chunks[row]
         chunk += blob
         self.offsets[row, i + 1] = len(chunk)
@@ -421,6 +424,11 @@ class _DeltaFrameStore:
         """The chunks held, concatenated, with their sizes, offsets and depths; all numpy (codec: a str)."""
         held = range(self.first_chunk, -(-self.next_index // self.chunk_frames))
         rows = [c % len(self.chunks) for c in held]
+        chunks: list[bytes | bytearray] = []
+        for r in rows:
+            chunk = self.chunks[r]
+            assert chunk is not None  # rows of held chunks
+            chunks.append(chunk)
         return {
             "codec": self.codec,
             "capacity": np.int64(self.capacity),
@@ -428,8 +436,8 @@ class _DeltaFrameStore:
             "chunk_frames": np.int64(self.chunk_frames),
             "first_chunk": np.int64(self.first_chunk),
             "next_index": np.int64(self.next_index),
-            "chunk_sizes": np.array([len(self.chunks[r]) for r in rows], dtype=np.int64),
-            "data": np.frombuffer(b"".join(self.chunks[r] for r in rows), dtype=np.uint8),
+            "chunk_sizes": np.array([len(chunk) for chunk in chunks], dtype=np.int64),
+            "data": np.frombuffer(b"".join(chunks), dtype=np.uint8),
             "offsets": self.offsets[rows],
             "depth": self.depth[rows],
             "previous": self.previous.copy(),

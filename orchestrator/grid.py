@@ -1,18 +1,15 @@
 """YAML grid -> validated list of trials (format reference: ``sweeps/README.md``).
 
-Everything is checked here, before Ray starts or a result directory is created:
-unknown keys, wrong types, values outside the allowed sets, empty axes,
-duplicate cells, and finally every trial's full config through the worker's
-own ``build_config`` (so cross-key rules such as "bn_mode needs batch_norm" are
-the worker's, not a copy).  All problems are collected and reported together,
-each naming the file, the key path, the value and what is allowed.
+Everything is checked before Ray starts or a result directory is created: the file against the grid schema
+(``orchestrator.grid_schema``: unknown keys, types, allowed values, empty axes), then, as the grid expands, duplicate
+cells and every trial's full config through the worker's own ``build_config`` (so cross-key rules such as "bn_mode
+needs batch_norm" are the worker's, not a copy). All problems are reported together, each naming the file, the key
+path, the value and what is allowed.
 """
 
 from __future__ import annotations
 
-import difflib
 import itertools
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,75 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from agent import config as agent_config
-from agent.bn_modes import ALL_BN_MODES, STEP_NAMES, validate_bn_mode
-from agent.config import DEFAULTS, EASY_TASKS, FIELDS, MEDIUM_TASKS, ConfigError, build_config, field_allowed
+from agent.bn_modes import STEP_NAMES
+from agent.config import FIELD_DEFAULTS, FIELDS, ConfigError, build_config
+from agent.schema import did_you_mean
 from agent.store import cell_id, trial_id
 from orchestrator import SWEEPS_DIR
+from orchestrator.grid_schema import DEFAULT_MAX_FAILURES, DEFAULT_PACK, GridLevel, grid_messages, validate_grid
 
-# ------------------------------------------------------------------ the format
-TOP_KEYS = (
-    "name",
-    "description",
-    "base",
-    "frames",
-    "axes",
-    "cells",
-    "tasks",
-    "seeds",
-    "resources",
-    "pack",
-    "max_concurrent",
-    "max_failures",
-    "ray_checkpoints",
-    "wandb",
-    "profiles",
-)
-PROFILE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "profiles"))
-RESOURCE_KEYS = ("cpu", "gpu")
-WANDB_KEYS = ("project", "entity", "tags", "mode")
-WANDB_MODES = ("online", "offline", "disabled")
-TASK_GROUPS = ("easy", "medium", "hard", "gym_mujoco")
-# Keys a grid must not set through `base`/axes/cells: they have their own grid key,
-# and the placement keys are derived from `resources` so they never change a trial's id.
-MANAGED_KEYS = {
-    "seed": "seeds",
-    "task": "tasks",
-    "device": "resources.gpu (cuda when gpu > 0)",
-    "torch_threads": "resources.cpu (torch threads = the trial's CPUs)",
-    "env_threads": "resources.cpu (a pack steps its members' environments on its CPUs)",
-}
 DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
-DEFAULT_MAX_FAILURES = 2
-DEFAULT_PACK = 1  # members per pack (issue #9): 1 = every trial is its own process, as before packing
-GRID_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-# Named value lists usable in place of an axis list (`bn_mode: all`).  Every key with an
-# allowed set (norms, optimizers, target_bn_stats, obs_type) also accepts `all`.
-AXIS_PRESETS: dict[str, dict[str, tuple]] = {
-    "bn_mode": {"all": ALL_BN_MODES},
-    "lr": {
-        "paper": (5e-5, 7.5e-5, 1e-4, 2e-4, 5e-4, 1e-3),  # SPEC §6
-        "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
-    },  # SPEC §6 choice: SGD needs larger steps
-    "buffer_mix_ratio": {"paper": (0.0, 0.25, 0.5, 1.0)},  # SPEC §8
-}
-TASK_PRESETS: dict[str, tuple[str, ...]] = {
-    "easy": EASY_TASKS,
-    "medium": MEDIUM_TASKS,
-    # choice: the DMC tasks the normalization comparison runs on in the paper profile
-    "paper": (
-        "hopper_hop",
-        "cheetah_run",
-        "walker_run",
-        "quadruped_walk",
-        "finger_turn_hard",
-        "reacher_hard",
-        "acrobot_swingup",
-        "cartpole_swingup",
-    ),
-}
 
 
 class GridError(Exception):
@@ -200,8 +139,7 @@ def resolve_grid_path(ref: str) -> Path:
     if named.is_file():
         return named
     names = available_grids()
-    close = difflib.get_close_matches(ref, names, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    hint = did_you_mean(ref, names)
     raise GridError(
         [
             f"--grid {ref}: no grid named {ref!r}{hint}; grids in {SWEEPS_DIR}: {', '.join(names)}; "
@@ -227,9 +165,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-_MISSING = object()
-
-
 class _GridBuilder:
     def __init__(self, path: Path, text: str):
         self.path = path
@@ -253,383 +188,28 @@ class _GridBuilder:
                 [f"{self.path}: the file is empty; a grid needs at least `base` or `axes` (see sweeps/README.md)"]
             )
         if not isinstance(data, Mapping):
-            raise GridError(
-                [f"{self.path}: expected a mapping of grid keys ({', '.join(TOP_KEYS)}), got {type(data).__name__}"]
-            )
-        top = self.check_level(data, "", TOP_KEYS)
-        name = data.get("name", self.path.stem)
-        if not isinstance(name, str) or not GRID_NAME_RE.fullmatch(name):
-            self.error("name", f"{name!r}: must be a directory-safe name (letters, digits, _ . -)")
-        profiles_raw = data.get("profiles", {}) or {}
-        profiles: dict[str, dict] = {}
-        if not isinstance(profiles_raw, Mapping):
-            self.error("profiles", f"expected a mapping of profile name -> settings, got {type(profiles_raw).__name__}")
-        else:
-            for pname, pdata in profiles_raw.items():
-                if not isinstance(pdata, Mapping):
-                    self.error(
-                        f"profiles.{pname}",
-                        f"expected a mapping of grid keys ({', '.join(PROFILE_KEYS)}), got {type(pdata).__name__}",
-                    )
-                    continue
-                profiles[str(pname)] = self.check_level(pdata, f"profiles.{pname}.", PROFILE_KEYS)
+            raise GridError([f"{self.path}: expected a mapping of grid keys, got {type(data).__name__}"])
+        try:
+            spec = validate_grid(data)
+        except ValidationError as err:
+            raise GridError([f"{self.path}: {message}" for message in grid_messages(err)]) from None
+        profiles = {name: _level(level, f"profiles.{name}.") for name, level in spec.profiles.items()}
         if profiles and profile not in profiles:
             self.error("profiles", f"no profile {profile!r} in this grid; its profiles: {', '.join(profiles)}")
         self.fail_if_errors()
         # Expand every profile, not only the requested one: a broken paper profile is
         # reported while the local one is being tried, not after days on a cluster.
+        top = _level(spec, "")
+        name = spec.name if "name" in spec.model_fields_set else self.path.stem
         chosen: Grid | None = None
         for pname in profiles or {profile: {}}:
             merged = self.merge(top, profiles.get(pname, {}), pname if profiles else None)
-            grid = self.expand(str(name), pname, merged, tuple(profiles))
+            grid = self.expand(name, pname, merged, tuple(profiles))
             if pname == profile:
                 chosen = grid
         self.fail_if_errors()
         assert chosen is not None
         return chosen
-
-    def check_level(self, data: Mapping, prefix: str, allowed_keys: Sequence[str]) -> dict[str, Any]:
-        """Type-check one level (the top or a profile); return its values with config values coerced."""
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            key_path = f"{prefix}{key}"
-            if key not in allowed_keys:
-                close = difflib.get_close_matches(str(key), allowed_keys, n=2)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                where = "a profile" if prefix else "a grid"
-                extra = " (trial config keys go under `base`)" if key in FIELDS else ""
-                self.error(key_path, f"unknown key {key!r}{hint}{extra}; allowed in {where}: {', '.join(allowed_keys)}")
-                continue
-            checker = getattr(self, f"check_{key}", None)
-            out[key] = checker(value, key_path) if checker else value
-        return out
-
-    def check_name(self, value: Any, key_path: str) -> Any:
-        return value
-
-    def check_description(self, value: Any, key_path: str) -> Any:
-        if not isinstance(value, str):
-            self.error(key_path, f"{value!r}: expected text")
-        return value
-
-    def check_base(self, value: Any, key_path: str) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.error(key_path, f"expected a mapping of trial config keys, got {type(value).__name__}")
-            return {}
-        return self.check_overrides(value, key_path)
-
-    def check_overrides(self, value: Mapping, key_path: str) -> dict[str, Any]:
-        out = {}
-        for key, item in value.items():
-            coerced = self.check_config_value(f"{key_path}.{key}", str(key), item)
-            if coerced is not _MISSING:
-                out[str(key)] = coerced
-        return out
-
-    def check_config_value(self, key_path: str, key: str, value: Any) -> Any:
-        """One trial config key=value on its own; cross-key rules are checked per trial later."""
-        if key in MANAGED_KEYS:
-            self.error(key_path, f"{key!r} is set by the grid key `{MANAGED_KEYS[key]}`, not as a config value")
-            return _MISSING
-        if key not in FIELDS:
-            close = difflib.get_close_matches(key, list(FIELDS), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            self.error(key_path, f"unknown trial config key {key!r}{hint}; all keys: `python -m agent.train --help`")
-            return _MISSING
-        try:
-            coerced = _coerce(key, value)
-        except ConfigError as err:
-            self.error(key_path, str(err))  # the worker's message names key, value and expected type
-            return _MISSING
-        allowed = field_allowed(key)
-        if allowed and coerced is not None and coerced not in allowed:
-            self.error(key_path, f"{value!r} is not allowed; allowed: {', '.join(allowed)}")
-            return _MISSING
-        if key == "bn_mode" and coerced is not None:
-            try:
-                validate_bn_mode(coerced)
-            except ValueError as err:
-                self.error(key_path, f"{value!r}: {err}; or use `bn_mode: all` in axes for all 32")
-                return _MISSING
-        if isinstance(coerced, float) and not math.isfinite(coerced):
-            self.error(key_path, f"{value!r}: must be a finite number")
-            return _MISSING
-        return coerced
-
-    def check_frames(self, value: Any, key_path: str) -> Any:
-        if isinstance(value, Mapping):
-            out = {}
-            for key, frames in value.items():
-                key = str(key)
-                if key not in TASK_GROUPS and not self.task_ok(key):
-                    self.error(
-                        f"{key_path}.{key}",
-                        f"{key!r} is neither a task group ({', '.join(TASK_GROUPS)}) nor a known task",
-                    )
-                    continue
-                out[key] = self.positive_int(frames, f"{key_path}.{key}")
-            return out
-        return self.positive_int(value, key_path)
-
-    def positive_int(self, value: Any, key_path: str, minimum: int = 1) -> Any:
-        try:
-            coerced = _coerce("num_frames", value)  # int coercion incl. "1e6"-style YAML strings
-        except ConfigError:
-            coerced = None
-        if coerced is None or coerced < minimum:
-            self.error(key_path, f"{value!r}: expected an integer >= {minimum}")
-            return _MISSING
-        return coerced
-
-    def check_axes(self, value: Any, key_path: str) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.error(
-                key_path,
-                "expected a mapping: config key -> list of values, or axis name -> "
-                "{variant name: {config key: value, ...}}",
-            )
-            return {}
-        out: dict[str, Any] = {}
-        for axis, values in value.items():
-            axis = str(axis)
-            path = f"{key_path}.{axis}"
-            if values is None:
-                if key_path.startswith("profiles."):
-                    out[axis] = None  # a profile removes this axis
-                else:
-                    self.error(path, "empty axis: give at least one value (or remove the axis)")
-                continue
-            if axis in MANAGED_KEYS:
-                self.error(path, f"{axis!r} is set by the grid key `{MANAGED_KEYS[axis]}`, not as an axis")
-            elif axis in FIELDS:
-                out[axis] = self.check_value_axis(axis, values, path)
-            elif isinstance(values, Mapping):
-                out[axis] = self.check_bundle_axis(values, path)
-            else:
-                close = difflib.get_close_matches(axis, list(FIELDS), n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                self.error(
-                    path,
-                    f"{axis!r} is not a trial config key{hint}; an axis is either a config key with "
-                    f"a list of values, or a named axis mapping variant names to config values",
-                )
-        return out
-
-    def check_value_axis(self, key: str, values: Any, path: str) -> tuple | object:
-        if isinstance(values, str):
-            presets = dict(AXIS_PRESETS.get(key, {}))
-            if field_allowed(key):
-                presets.setdefault("all", tuple(field_allowed(key)))
-            if values in presets:
-                return tuple(presets[values])
-            named = ", ".join(presets) if presets else "none for this key"
-            self.error(path, f"{values!r}: expected a list of values or a preset name (presets: {named})")
-            return _MISSING
-        if isinstance(values, Mapping):
-            self.error(
-                path,
-                f"{key!r} is a trial config key, so this axis takes a list of values; a named axis "
-                f"(variant name -> config values) needs a name that is not a config key, e.g. "
-                f"'{key}_choice'",
-            )
-            return _MISSING
-        if not isinstance(values, list):
-            self.error(path, f"{values!r}: expected a list of values")
-            return _MISSING
-        if not values:
-            self.error(path, "empty axis: give at least one value (or remove the axis)")
-            return _MISSING
-        out = []
-        for i, item in enumerate(values):
-            coerced = self.check_config_value(f"{path}[{i}]", key, item)
-            if coerced is _MISSING:
-                continue
-            if coerced in out:
-                self.error(
-                    f"{path}[{i}]",
-                    f"{item!r}: duplicate value (already at [{out.index(coerced)}]); each axis value must be distinct",
-                )
-                continue
-            out.append(coerced)
-        return tuple(out)
-
-    def check_bundle_axis(self, variants: Mapping, path: str) -> dict[str, dict] | object:
-        if not variants:
-            self.error(path, "empty axis: give at least one variant (name: {config key: value})")
-            return _MISSING
-        out = {}
-        for vname, overrides in variants.items():
-            vpath = f"{path}.{vname}"
-            if overrides is None:
-                overrides = {}
-            if not isinstance(overrides, Mapping):
-                self.error(vpath, f"{overrides!r}: expected a mapping of trial config keys for variant {vname!r}")
-                continue
-            out[str(vname)] = self.check_overrides(overrides, vpath)
-        return out
-
-    def check_cells(self, value: Any, key_path: str) -> list[dict] | object:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.error(key_path, "expected a list of cells, each a mapping with an optional `name` and config keys")
-            return _MISSING
-        out = []
-        for i, cell in enumerate(value):
-            path = f"{key_path}[{i}]"
-            if not isinstance(cell, Mapping):
-                self.error(path, f"{cell!r}: expected a mapping (name: ..., config keys)")
-                continue
-            cell = dict(cell)
-            name = cell.pop("name", None)
-            if name is not None and not isinstance(name, str):
-                self.error(f"{path}.name", f"{name!r}: expected text")
-                name = None
-            if not cell:
-                self.error(
-                    path,
-                    "a cell needs at least one config key (a cell equal to `base` alone is "
-                    "written `cells: [{name: ..., <key>: <base value>}]`)",
-                )
-                continue
-            out.append({"name": name, "overrides": self.check_overrides(cell, path), "origin": path})
-        return out
-
-    def task_ok(self, task: str) -> bool:
-        try:
-            agent_config_check_task(task)
-        except ValueError:
-            return False
-        return True
-
-    def check_tasks(self, value: Any, key_path: str) -> tuple[str, ...] | object:
-        if isinstance(value, str):
-            if value in TASK_PRESETS:
-                return TASK_PRESETS[value]
-            value = [value]  # one task; checked (with suggestions) below
-        if not isinstance(value, list):
-            self.error(key_path, f"{value!r}: expected a list of task names or a preset ({', '.join(TASK_PRESETS)})")
-            return _MISSING
-        if not value:
-            self.error(key_path, "empty list: give at least one task")
-            return _MISSING
-        out: list[str] = []
-        for i, task in enumerate(value):
-            path = f"{key_path}[{i}]"
-            if not isinstance(task, str):
-                self.error(path, f"{task!r}: expected a task name such as cartpole_swingup or Hopper-v5")
-                continue
-            try:
-                agent_config_check_task(task)
-            except ValueError as err:
-                self.error(path, f"{task!r}: {err}")
-                continue
-            if task in out:
-                self.error(path, f"{task!r}: duplicate task")
-                continue
-            out.append(task)
-        return tuple(out)
-
-    def check_seeds(self, value: Any, key_path: str) -> tuple[int, ...] | object:
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 1:
-                self.error(key_path, f"{value!r}: a seed count must be >= 1 (or give a list of seeds)")
-                return _MISSING
-            return tuple(range(1, value + 1))
-        if not isinstance(value, list) or not value:
-            self.error(
-                key_path, f"{value!r}: expected a non-empty list of integer seeds, or a count N meaning seeds 1..N"
-            )
-            return _MISSING
-        out: list[int] = []
-        for i, seed in enumerate(value):
-            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                self.error(f"{key_path}[{i}]", f"{seed!r}: a seed must be an integer >= 0")
-            elif seed in out:
-                self.error(f"{key_path}[{i}]", f"{seed!r}: duplicate seed")
-            else:
-                out.append(seed)
-        return tuple(out)
-
-    def check_resources(self, value: Any, key_path: str) -> dict[str, float] | object:
-        if not isinstance(value, Mapping):
-            self.error(key_path, f"{value!r}: expected a mapping like {{cpu: 1, gpu: 0.25}}")
-            return _MISSING
-        out = {}
-        for key, amount in value.items():
-            path = f"{key_path}.{key}"
-            if key not in RESOURCE_KEYS:
-                self.error(path, f"unknown resource {key!r}; allowed: {', '.join(RESOURCE_KEYS)}")
-                continue
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
-                self.error(path, f"{amount!r}: expected a number")
-                continue
-            if key == "cpu" and amount <= 0:
-                self.error(path, f"{amount!r}: a trial needs cpu > 0")
-                continue
-            if key == "gpu" and (amount < 0 or (amount > 1 and amount != int(amount))):
-                self.error(path, f"{amount!r}: gpu must be >= 0, a fraction of one GPU or a whole number")
-                continue
-            out[key] = amount
-        return out
-
-    def check_pack(self, value: Any, key_path: str) -> int | object:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.error(
-                key_path,
-                f"{value!r}: expected a positive integer, the most trials one pack trains "
-                f"together in one process (allowed: 1, 2, 3, ...; 1 = no packing)",
-            )
-            return _MISSING
-        return value
-
-    def check_max_concurrent(self, value: Any, key_path: str) -> int | None | object:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.error(key_path, f"{value!r}: expected an integer >= 1 (or null for as many as resources allow)")
-            return _MISSING
-        return value
-
-    def check_max_failures(self, value: Any, key_path: str) -> int | object:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.error(key_path, f"{value!r}: expected an integer >= 0 (retries of a crashed trial)")
-            return _MISSING
-        return value
-
-    def check_ray_checkpoints(self, value: Any, key_path: str) -> bool | object:
-        if not isinstance(value, bool):
-            self.error(key_path, f"{value!r}: expected true or false")
-            return _MISSING
-        return value
-
-    def check_wandb(self, value: Any, key_path: str) -> dict[str, Any] | object:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.error(key_path, f"{value!r}: expected a mapping with {', '.join(WANDB_KEYS)}")
-            return _MISSING
-        out = {}
-        for key, item in value.items():
-            path = f"{key_path}.{key}"
-            if key not in WANDB_KEYS:
-                self.error(path, f"unknown key {key!r}; allowed: {', '.join(WANDB_KEYS)}")
-            elif key == "mode" and item not in WANDB_MODES:
-                self.error(path, f"{item!r} is not allowed; allowed: {', '.join(WANDB_MODES)}")
-            elif key == "tags" and not (isinstance(item, list) and all(isinstance(t, str) for t in item)):
-                self.error(path, f"{item!r}: expected a list of strings")
-            elif key in ("project", "entity") and item is not None and not isinstance(item, str):
-                self.error(path, f"{item!r}: expected text")
-            else:
-                out[key] = item
-        return out
-
-    def check_profiles(self, value: Any, key_path: str) -> Any:
-        return value  # checked level by level in build()
 
     # -------------------------------------------------------------- profiles
     def merge(self, top: Mapping[str, Any], profile: Mapping[str, Any], pname: str | None) -> dict[str, Any]:
@@ -645,9 +225,6 @@ class _GridBuilder:
                 merged[key] = {k: v for k, v in combined.items() if v is not None} if key == "axes" else combined
             else:
                 merged[key] = value
-        for key in list(merged):
-            if merged[key] is _MISSING:
-                merged.pop(key)
         if "pack" in merged:
             merged["_pack_source"] = f"profiles.{pname}.pack" if "pack" in profile and pname else "pack"
         base = merged.get("base") or {}
@@ -660,9 +237,9 @@ class _GridBuilder:
     def expand(self, name: str, profile: str, spec: Mapping[str, Any], profiles: tuple[str, ...]) -> Grid:
         where = f"profile {profile}: " if profiles else ""
         base = dict(spec.get("base") or {})
-        axes = {k: v for k, v in (spec.get("axes") or {}).items() if v is not _MISSING}
+        axes = dict(spec.get("axes") or {})
         extra = spec.get("cells") or []
-        tasks = tuple(spec.get("tasks") or (DEFAULTS.task,))
+        tasks = tuple(spec.get("tasks") or (FIELD_DEFAULTS["task"],))
         seeds = tuple(spec.get("seeds") or (1,))
         resources = {**DEFAULT_RESOURCES, **(spec.get("resources") or {})}
         frames = spec.get("frames")
@@ -827,15 +404,16 @@ def _fill_axes(trials: list[TrialSpec], cells: Sequence[tuple[str, dict, dict, s
             trial.axes[key] = trial.config[key]
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """The worker's own coercion of YAML/CLI values (so "1e-4", which YAML reads as text, is a float)."""
-    return agent_config.coerce_value(key, value)
-
-
-def agent_config_check_task(task: str) -> None:
-    from envs import check_task_name  # local: imports dm_control, only needed when tasks are checked
-
-    check_task_name(task)
+def _level(level: GridLevel, prefix: str) -> dict[str, Any]:
+    """A validated level (the top or a profile) as plain values: only the keys the file sets, and in `base`,
+    axes and cells only the config keys they set; `null` axes kept (a profile's way to remove an axis)."""
+    out = level.model_dump(exclude_unset=True, exclude={"name", "profiles"})
+    if "cells" in out:
+        out["cells"] = [
+            {"name": cell.pop("name", None), "overrides": cell, "origin": f"{prefix}cells[{i}]"}
+            for i, cell in enumerate(out["cells"])
+        ]
+    return out
 
 
 def bn_mode_columns(mode: str | None) -> dict[str, str | None]:
