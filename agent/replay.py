@@ -113,7 +113,7 @@ class ReplayBuffer:
         return per_slot + (self._store.data_nbytes / len(self) if len(self) else 0.0)
 
     def add(
-        self, frame: np.ndarray, action: np.ndarray | None, reward: float, discount: float, first: bool, last: bool
+        self, frame: np.ndarray, action: np.ndarray | None, reward: float, discount: float, *, first: bool, last: bool
     ) -> None:
         """Store one step; ``action`` is the one that led here (None on an episode's first step)."""
         g = self.next_index

@@ -74,7 +74,7 @@ def fill(replay: Any, steps: list[tuple[np.ndarray, bool, bool]], count: int) ->
         first = first or j == 0
         last = last or j == len(steps) - 1
         start = time.perf_counter()
-        replay.add(frame, None if first else action, 0.0, 1.0, first, last)
+        replay.add(frame, None if first else action, 0.0, 1.0, first=first, last=last)
         total += time.perf_counter() - start
     return total / count
 

@@ -65,11 +65,11 @@ def state_batch() -> dict[str, np.ndarray]:
     replay = ReplayBuffer(500, env.frame_shape, np.float32, 1, env.action_dim, nstep=3, discount=0.99, seed=0)
     rng = np.random.default_rng(0)
     step = env.reset()
-    replay.add(step.frame, None, 0.0, 1.0, True, False)
+    replay.add(step.frame, None, 0.0, 1.0, first=True, last=False)
     for _ in range(200):
         action = rng.uniform(-1, 1, env.action_dim).astype(np.float32)
         step = env.step(action)
-        replay.add(step.frame, action, step.reward, step.discount, False, step.last)
+        replay.add(step.frame, action, step.reward, step.discount, first=False, last=step.last)
     return replay.sample(64)
 
 

@@ -16,10 +16,10 @@ COMPRESSED = [codec for codec in FRAME_CODECS if codec != "none"]
 def fill(replay, rewards, discounts=None, first_frame=0, last=True):
     """One episode: frame value t at step t; reward r_t and discount d_t arrive at step t (t >= 1)."""
     discounts = discounts or [1.0] * len(rewards)
-    replay.add(np.full(replay.frame_shape, first_frame), None, 0.0, 1.0, True, False)
+    replay.add(np.full(replay.frame_shape, first_frame), None, 0.0, 1.0, first=True, last=False)
     for t, (r, d) in enumerate(zip(rewards, discounts), start=1):
         is_last = last and t == len(rewards)
-        replay.add(np.full(replay.frame_shape, first_frame + t), np.array([t / 10]), r, d, False, is_last)
+        replay.add(np.full(replay.frame_shape, first_frame + t), np.array([t / 10]), r, d, first=False, last=is_last)
 
 
 def test_nstep_return_and_discount_by_hand():
@@ -65,9 +65,9 @@ def test_sampling_never_crosses_episodes_or_waits_for_the_running_one():
 def test_frame_stack_rebuilt_and_clamped_at_episode_start():
     replay = ReplayBuffer(100, (1, 2, 2), np.uint8, 3, 1, nstep=1, discount=0.99, seed=0)
     fill(replay, [0.0] * 4, first_frame=10)
-    replay.add(np.full((1, 2, 2), 50), None, 0.0, 1.0, True, False)  # a new episode starts at g=5
-    replay.add(np.full((1, 2, 2), 51), np.array([0.0]), 0.0, 1.0, False, False)
-    replay.add(np.full((1, 2, 2), 52), np.array([0.0]), 0.0, 1.0, False, False)
+    replay.add(np.full((1, 2, 2), 50), None, 0.0, 1.0, first=True, last=False)  # a new episode starts at g=5
+    replay.add(np.full((1, 2, 2), 51), np.array([0.0]), 0.0, 1.0, first=False, last=False)
+    replay.add(np.full((1, 2, 2), 52), np.array([0.0]), 0.0, 1.0, first=False, last=False)
     out = replay.transitions(np.array([0, 2, 5, 6]))
     stacks = out["obs"][:, :, 0, 0]
     np.testing.assert_array_equal(stacks, [[10, 10, 10], [10, 11, 12], [50, 50, 50], [50, 50, 51]])
@@ -117,13 +117,13 @@ def steps():
     out = []
     for e, length in enumerate(EPISODES):
         step = env.reset()
-        out.append((step.frame, None, 0.0, 1.0, True, False))
+        out.append((step.frame, None, 0.0, 1.0, dict(first=True, last=False)))
         for t in range(1, length + 1):
             action = rng.uniform(-1, 1, env.action_dim).astype(np.float32)
             step = env.step(action)
             last = t == length and e < len(EPISODES) - 1
             discount = 0.0 if (last and e == 2) else step.discount
-            out.append((step.frame, action, step.reward, discount, False, last))
+            out.append((step.frame, action, step.reward, discount, dict(first=False, last=last)))
     env.close()
     return out
 
@@ -150,8 +150,8 @@ def test_compressed_store_samples_the_same_batches_as_uncompressed(steps, codec,
     plain, packed = make_replay("none", nstep=nstep), make_replay(codec, nstep=nstep)
     checked_after_wrap = 0
     for n, step in enumerate(steps):
-        plain.add(*step)
-        packed.add(*step)
+        plain.add(*step[:-1], **step[-1])
+        packed.add(*step[:-1], **step[-1])
         if n % 23 == 22 and plain.can_sample():
             # Every stored transition (episode starts, cut windows, the running episode, the wrapped ring) ...
             g = all_valid(plain)
@@ -167,7 +167,7 @@ def test_compressed_store_samples_the_same_batches_as_uncompressed(steps, codec,
 def test_compressed_state_dict_round_trips_without_pickle(steps, codec):
     replay = make_replay(codec)
     for step in steps[:150]:
-        replay.add(*step)
+        replay.add(*step[:-1], **step[-1])
     state = replay.state_dict()
     for key, value in state.items():
         assert isinstance(value, (np.ndarray, np.integer, str)), (key, type(value))
@@ -182,8 +182,8 @@ def test_compressed_state_dict_round_trips_without_pickle(steps, codec):
     assert_same_batches(replay.transitions(all_valid(replay)), copy.transitions(all_valid(copy)))
     # Both go on identically: the open chunk and the previous frame (delta base) were restored.
     for step in steps[150:]:
-        replay.add(*step)
-        copy.add(*step)
+        replay.add(*step[:-1], **step[-1])
+        copy.add(*step[:-1], **step[-1])
     assert_same_batches(replay.sample(64), copy.sample(64))
     assert replay.bytes_per_transition == copy.bytes_per_transition
     with pytest.raises(ValueError, match="frame_codec"):
@@ -196,11 +196,11 @@ def test_compressed_store_is_smaller_and_grows_as_it_fills(steps, codec):
     empty = packed.bytes_per_transition  # per-slot arrays and the frame index only
     assert empty < 100
     for step in steps[:100]:
-        plain.add(*step)
-        packed.add(*step)
+        plain.add(*step[:-1], **step[-1])
+        packed.add(*step[:-1], **step[-1])
     held_100 = packed._store.data_nbytes
     for step in steps[100:]:
-        packed.add(*step)
+        packed.add(*step[:-1], **step[-1])
     assert held_100 < packed._store.data_nbytes < len(packed) * 84 * 84 * 3 / 2
     # Cartpole's frames barely change from step to step: far below half of the uncompressed store.
     assert packed.bytes_per_transition < 0.5 * plain.bytes_per_transition
