@@ -79,8 +79,13 @@ test: install ## run the test suite (what CI runs; the slow fault-injection test
 test-faults: install ## the slow fault-injection tests (killed driver, full disk; ~4 min, root with mount rights)
 	$(PY) -m pytest -q -m faults_slow
 
-lint: install ## ruff
-	$(VENV)/bin/ruff check .
+# All three gates run, so one pass shows every finding; the target fails if any of them fails.
+lint: install ## quality gates (CI runs them after the tests): ruff check, ruff format --check, mypy (config: pyproject.toml)
+	@status=0; \
+	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
+	echo "ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "mypy (agent envs orchestrator analysis bench)"; $(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 sweep: install ## run GRID (sweeps/<GRID>.yaml or a path) on PROFILE, then draw its figures
 	$(BNSWEEP) sweep --grid $(GRID) --profile $(PROFILE) --results $(RESULTS) --figures $(FIGURES) $(if $(DRY_RUN),--dry-run) $(if $(PACK),--pack $(PACK)) $(ARGS)
@@ -108,4 +113,4 @@ verify-claims: install ## run the claim grids on PROFILE (local: ~1h23m est. on 
 	$(if $(DRY_RUN),@true,$(BNSWEEP) claims --results $(RESULTS))
 
 clean: ## remove caches (never results/)
-	rm -rf .pytest_cache .ruff_cache **/__pycache__
+	rm -rf .pytest_cache .ruff_cache .mypy_cache **/__pycache__

@@ -132,7 +132,8 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
         partial.mkdir(parents=True)
         with open(partial / STATE_FILE, "wb") as handle:
             writer = _HashingWriter(handle)
-            torch.save(to_plain(state), writer)
+            # torch.save needs only write() and flush(); its annotation (str | PathLike | IO[bytes]) is narrower.
+            torch.save(to_plain(state), writer)  # type: ignore[arg-type]
             handle.flush()
             os.fsync(handle.fileno())
         manifest = {

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,7 +32,16 @@ from agent.bn_modes import (
     step_is_train,
 )
 from agent.config import TrialConfig, check_packable
-from agent.networks import Actor, Critic, Encoder, RandomShift, chw_to_hwc_columns, group_pixels, init_linears
+from agent.networks import (
+    Actor,
+    Critic,
+    Encoder,
+    PackedBatchNorm1d,
+    RandomShift,
+    chw_to_hwc_columns,
+    group_pixels,
+    init_linears,
+)
 from agent.optim import PackedOptimizer
 from agent.schedules import parse_schedule
 
@@ -146,7 +155,8 @@ class DrQV2Agent:
         # and Q-bias never move running statistics unless a step asks for T.
         for net in (self.encoder, self.actor, self.critic, self.critic_target):
             net.eval()
-        self._critic_bn = bn_layers(self.critic)
+        # The critic is an MLP: its BN layers are the 1d ones (record_batch_stats, recorded).
+        self._critic_bn = cast("list[PackedBatchNorm1d]", bn_layers(self.critic))
         # Per critic BN layer, each member's (mean, biased var) from the latest update's Critic-I forward
         # (q_bias_bn_stats=update), computed from the recorded input when first asked for after an update
         # (critic_i_statistics), or loaded from a checkpoint.
@@ -274,7 +284,7 @@ class DrQV2Agent:
         batch is staged.
         """
         if self.device.type == "cuda":
-            tensors = {}
+            tensors: dict[str, torch.Tensor] = {}
             for key, value in batch.items():
                 staging = self._staging.get(key)
                 if staging is None or staging.shape != value.shape:
@@ -285,9 +295,9 @@ class DrQV2Agent:
                 tensors[key] = staging.to(self.device, non_blocking=True)
         else:
             tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
-        for key, value in tensors.items():
-            if value.is_floating_point() or not self.pixels:
-                tensors[key] = value.to(self.dtype)  # float32, or float64 where a test asks for it
+        for key, tensor in tensors.items():
+            if tensor.is_floating_point() or not self.pixels:
+                tensors[key] = tensor.to(self.dtype)  # float32, or float64 where a test asks for it
         return tensors
 
     def autocast(self) -> AbstractContextManager[Any]:
@@ -393,8 +403,9 @@ class DrQV2Agent:
     @torch.no_grad()
     def update_target(self) -> None:
         tau = self.config.critic_target_tau
-        online_params = list(self.critic.parameters())
-        torch._foreach_lerp_(list(self.critic_target.parameters()), online_params, tau)
+        online_params: list[torch.Tensor] = list(self.critic.parameters())
+        target_params: list[torch.Tensor] = list(self.critic_target.parameters())
+        torch._foreach_lerp_(target_params, online_params, tau)
         copy, soft = self._target_stats_members["copy"], self._target_stats_members["soft"]
         if not len(copy) and not len(soft):
             return  # all "independent": as released, the target's running stats follow only its own T forwards
@@ -460,6 +471,7 @@ class DrQV2Agent:
 
     def _from_chw_feature_order(self, state: dict[str, Any]) -> dict[str, Any]:
         """Rearrange the trunk weights (and their optimizer moments) of a (C, H, W)-order checkpoint."""
+        assert isinstance(self.encoder, Encoder)  # pixels only (load_member_state_dict)
         chw = self.encoder.out_shape
         state = dict(state)
         for net in ("actor", "critic", "critic_target"):

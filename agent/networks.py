@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,11 @@ class PackedBatchNorm(nn.Module):
     A member's slice of every parameter and buffer has the shape and name of the
     ``nn.BatchNorm`` it replaces.
     """
+
+    # Buffers (register_buffer): declared so that attribute reads are tensors, not nn.Module.__getattr__'s union.
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
 
     def __init__(self, k: int, width: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
@@ -373,7 +379,8 @@ class Encoder(nn.Module):
     def forward(self, grouped: torch.Tensor) -> torch.Tensor:
         """``grouped``: (N, K*C, H, W) uint8 from ``group_pixels`` or the augmentation; returns (K, N, repr_dim)."""
         # One conversion then in-place scaling: 3x faster than uint8 / 255 - 0.5 on CPU.
-        x = grouped.to(self.convnet[0].weight.dtype).mul_(1.0 / 255.0).sub_(0.5)
+        first_conv = cast(PackedConv2d, self.convnet[0])  # the first layer is a conv (__init__)
+        x = grouped.to(first_conv.weight.dtype).mul_(1.0 / 255.0).sub_(0.5)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.convnet(x)

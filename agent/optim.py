@@ -75,7 +75,8 @@ class PackedOptimizer:
             ]
         elif kind == "sgd":
             # Zero buffers: with dampening 0 the first step gives buf = grad, as torch's lazy buffer does.
-            self.momentum_buffer = [torch.zeros_like(p) if any(self.momenta) else None for p in self.params]
+            # None without momentum (every member's momentum 0): torch keeps no buffer then.
+            self.momentum_buffer = [torch.zeros_like(p) for p in self.params] if any(self.momenta) else None
         else:
             raise ValueError(f"optimizer {kind!r}: allowed adam, sgd")
         groups: dict[tuple[float, float], list[int]] = defaultdict(list)
@@ -89,14 +90,14 @@ class PackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        params = [p for p in self.params if p.grad is not None]
-        if not params:
+        grads = {i: p.grad for i, p in enumerate(self.params) if p.grad is not None}
+        if not grads:
             return
-        index = [i for i, p in enumerate(self.params) if p.grad is not None]
+        index = list(grads)
         for (lr, momentum), members in self.groups.items():
             slices = [(i, k) for k in members for i in index]
             p_list = [_dense(self.params[i].detach()[k]) for i, k in slices]
-            g_list = [_dense(self.params[i].grad[k]) for i, k in slices]
+            g_list = [_dense(grads[i][k]) for i, k in slices]
             if self.kind == "adam":
                 adam(
                     p_list,
@@ -115,7 +116,8 @@ class PackedOptimizer:
                     maximize=False,
                 )
             else:
-                buffers = [_dense(self.momentum_buffer[i][k]) if momentum else None for i, k in slices]
+                momentum_buffer = self.momentum_buffer
+                buffers = [_dense(momentum_buffer[i][k]) if momentum_buffer and momentum else None for i, k in slices]
                 sgd(
                     p_list,
                     g_list,
@@ -141,7 +143,7 @@ class PackedOptimizer:
                         "exp_avg": self.exp_avg[i][k].detach().cpu().clone(),
                         "exp_avg_sq": self.exp_avg_sq[i][k].detach().cpu().clone(),
                     }
-            elif self.momentum_buffer[i] is not None:
+            elif self.momentum_buffer is not None:
                 state[i] = {"momentum_buffer": self.momentum_buffer[i][k].detach().cpu().clone()}
         defaults = ADAM_DEFAULTS if self.kind == "adam" else {**SGD_DEFAULTS, "momentum": self.momenta[k]}
         group = {"lr": self.lrs[k], **defaults, "params": list(range(len(self.params)))}
@@ -161,7 +163,7 @@ class PackedOptimizer:
                 self.steps[i][k].copy_(torch.as_tensor(entry["step"], dtype=torch.float32))
                 self.exp_avg[i][k].copy_(entry["exp_avg"])
                 self.exp_avg_sq[i][k].copy_(entry["exp_avg_sq"])
-            elif self.momentum_buffer[i] is not None:
+            elif self.momentum_buffer is not None:
                 buffer = None if entry is None else entry.get("momentum_buffer")
                 if buffer is None:
                     self.momentum_buffer[i][k].zero_()

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import yaml
 
 from agent.metrics import COLUMNS
-from agent.store import CONFIG_FILE, METRICS_FILE, StoreWriteError, atomic_write_text, read_metric_rows
+from agent.store import CONFIG_FILE, METRICS_FILE, StoreWriteError, TrialStatus, atomic_write_text, read_metric_rows
 
 
 class MetricSink(Protocol):
@@ -24,7 +24,7 @@ class MetricSink(Protocol):
 
     def checkpoint(self, frame: int, path: Path) -> None: ...
 
-    def close(self, status: Mapping[str, Any]) -> None: ...
+    def close(self, status: TrialStatus) -> None: ...
 
 
 def write_config(out_dir: Path, config: Mapping[str, Any]) -> None:
@@ -66,7 +66,7 @@ class DiskSink:
             raise StoreWriteError(err, self.path, "the metrics truncated to the checkpoint") from err
 
     def log(self, frame: int, metrics: Mapping[str, float]) -> None:
-        row = {"frame": int(frame)}
+        row: dict[str, int | str] = {"frame": int(frame)}
         for key, value in metrics.items():
             row[key] = "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
         try:
@@ -78,7 +78,7 @@ class DiskSink:
     def checkpoint(self, frame: int, path: Path) -> None:
         pass
 
-    def close(self, status: Mapping[str, Any]) -> None:
+    def close(self, status: TrialStatus) -> None:
         try:
             self._handle.close()
         except OSError:

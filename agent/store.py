@@ -21,7 +21,9 @@ import hashlib
 import json
 import os
 import tempfile
+import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +154,19 @@ def cell_id(config: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ reading and writing
+def format_value(value: Any) -> str:
+    """Short, stable text for a config value in a cell's name: the orchestrator's cell names (trial.json, W&B
+    groups) and analysis's figure labels spell a value alike (1e-04 -> 1e-4, 0.25 -> 0.25, None -> none)."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
+            mantissa, exponent = f"{value:.2e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"{value:g}"
+    return str(value)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,13 +180,86 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_status(out_dir: Path, status: Mapping[str, Any]) -> None:
+@dataclass(frozen=True)
+class TrialStatus:
+    """A trial's ``status.json``: where it is in the status machine and what its runs recorded.  Frozen: a
+    writer makes the next one with ``dataclasses.replace``.
+
+    On disk it is the JSON object it always was (``to_json``): the state under the key ``status``, every other
+    field under its own name, and a field at its empty value (None, False, no fallbacks) left out, as the
+    dict writers before this record left the key out; ``resumed_from_frame`` goes with ``started_at`` (the
+    worker writes both when a run starts, null for a fresh start).  ``from_json`` reads any object: a missing
+    or unknown state reads as ``new`` (what ``state_of`` made of it before), a value of the wrong type as
+    absent, and keys this record does not know are kept in ``extra`` and written back after the others.
+    """
+
+    state: str  # one of STATUSES; never written as NEW (read so from a file without a known state)
+    frame: int | None = None  # frames trained (metrics.csv holds rows to here)
+    num_frames: int | None = None  # frames planned (the trial's config)
+    wall_time_s: float | None = None  # wall time of all its runs together
+    started_at: str | None = None  # ISO time the latest run started
+    resumed_from_frame: int | None = None  # the latest run's checkpoint frame (None: it started fresh)
+    pack_size: int | None = None  # members of the pack the latest run trained in
+    checkpoint_fallbacks: tuple[dict[str, Any], ...] = field(default=(), hash=False)  # {at, note, [resumed_from_frame]}
+    error: str | None = None  # why it ended diverged, failed or interrupted
+    traceback: str | None = None  # of a failed run
+    store_error: bool = False  # interrupted because the store refused a write
+    checkpoint_frame: int | None = None  # of an interrupted run: where a rerun resumes
+    finished_at: str | None = None  # ISO time the latest run ended
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)  # keys this version does not know
+
+    def __post_init__(self) -> None:
+        if self.state not in STATUSES:
+            raise ValueError(f"trial state {self.state!r}: expected one of {', '.join(STATUSES)}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``status.json``: the keys and values the dict writers wrote."""
+        out: dict[str, Any] = {"status": self.state}
+        for spec in fields(self)[1:-1]:
+            value = getattr(self, spec.name)
+            if spec.name == "checkpoint_fallbacks":
+                value = [dict(entry) for entry in value] or None
+            if (value is not None and value is not False) or (spec.name == "resumed_from_frame" and self.started_at):
+                out[spec.name] = value
+        return {**out, **{k: v for k, v in self.extra.items() if k not in out and k not in _STATUS_KEYS}}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> TrialStatus:
+        """A record of any JSON object read from ``status.json`` (see the class: nothing in it raises)."""
+        state = value.get("status")
+        known: dict[str, Any] = {"state": state if state in STATUSES else NEW}
+        for name, kind in _STATUS_TYPES.items():
+            item = value.get(name)
+            if kind is int and isinstance(item, float) and item.is_integer():
+                item = int(item)
+            elif kind is float and isinstance(item, int) and not isinstance(item, bool):
+                item = float(item)
+            if isinstance(item, kind) and (kind is bool or not isinstance(item, bool)):
+                known[name] = item
+        fallbacks = value.get("checkpoint_fallbacks")
+        if isinstance(fallbacks, list):
+            known["checkpoint_fallbacks"] = tuple(dict(entry) for entry in fallbacks if isinstance(entry, dict))
+        extra = {k: v for k, v in value.items() if k not in _STATUS_KEYS}
+        return cls(**known, extra=extra)
+
+
+# The fields of TrialStatus read by type, from its declaration (`int | None` -> int; checkpoint_fallbacks is read on
+# its own), and every key it owns.
+_STATUS_TYPES: dict[str, type] = {
+    name: next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+    for name, hint in typing.get_type_hints(TrialStatus).items()
+    if name not in ("state", "checkpoint_fallbacks", "extra")
+}
+_STATUS_KEYS = frozenset({"status", "checkpoint_fallbacks", *_STATUS_TYPES})
+
+
+def write_status(out_dir: Path, status: TrialStatus) -> None:
     """Atomically, or, when the disk is too full for a new file, in place over the old one if the new
     text fits in it (a status must be able to say ``interrupted`` on a full disk)."""
-    if status.get("status") not in STATUSES[1:]:
-        raise ValueError(f"status {status.get('status')!r}: expected one of {', '.join(STATUSES[1:])}")
+    if status.state not in STATUSES[1:]:
+        raise ValueError(f"status {status.state!r}: expected one of {', '.join(STATUSES[1:])}")
     path = Path(out_dir) / STATUS_FILE
-    text = json.dumps(dict(status), indent=2) + "\n"
+    text = json.dumps(status.to_json(), indent=2) + "\n"
     try:
         atomic_write_text(path, text)
     except OSError as err:
@@ -203,18 +291,20 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_status(out_dir: Path) -> dict[str, Any] | None:
-    return read_json_object(Path(out_dir) / STATUS_FILE)  # None: the trial runs again from its checkpoint
+def read_status(out_dir: Path) -> TrialStatus | None:
+    """The trial's status, or None when status.json is missing, unreadable, torn or not a JSON object (the
+    trial runs again from its checkpoint); a readable object with a missing or unknown state reads as ``new``."""
+    value = read_json_object(Path(out_dir) / STATUS_FILE)
+    return None if value is None else TrialStatus.from_json(value)
 
 
-def state_of(status: Mapping[str, Any] | None, has_metrics: bool = False) -> str:
+def state_of(status: TrialStatus | None, has_metrics: bool = False) -> str:
     """A status.json's place in the status machine.  Without a readable one: ``running`` when metrics exist
     (the worker writes its status first, so it was lost; the trial is unfinished either way), else ``new``.
     A rerun runs every unfinished trial from its latest intact checkpoint."""
     if status is None:
         return RUNNING if has_metrics else NEW
-    value = str(status.get("status", NEW))
-    return value if value in STATUSES else NEW
+    return status.state
 
 
 def trial_state(out_dir: Path) -> str:
@@ -262,9 +352,9 @@ def checkpoint_frame(out_dir: Path) -> int | None:
 
 def resume_frame(out_dir: Path) -> int:
     """Frames a trial already has: all of them when finished, else where its checkpoint resumes."""
-    status = read_status(Path(out_dir)) or {}
-    if status.get("status") in FINISHED_STATUSES:
-        return int(status.get("frame") or 0)
+    status = read_status(Path(out_dir))
+    if status is not None and status.state in FINISHED_STATUSES:
+        return status.frame or 0
     return checkpoint_frame(out_dir) or 0
 
 

@@ -16,7 +16,7 @@ import traceback
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,6 +39,7 @@ from agent.store import (
     INTERRUPTED,
     RUNNING,
     StoreWriteError,
+    TrialStatus,
     read_status,
     write_status,
 )
@@ -66,12 +67,18 @@ class Member:
     time_step: Step | None = None
     episode_return: float = 0.0
     episode_length: int = 0
-    status: dict[str, Any] = field(default_factory=dict)  # set when the member ends early (diverged, failed)
+    ended_as: TrialStatus | None = None  # set when the member ends early: state, error, frame (and traceback)
     # (mean, std) of each Q-bias measurement since the last evaluation row (q_bias_every_frames > 0)
     q_bias_pending: list[tuple[float, float]] = field(default_factory=list)
     # The thread this member's environments always run on (env_threads > 1), else None: the caller's.
     # dm_control keeps an EGL context current on the thread that first rendered with it.
     thread: ThreadPoolExecutor | None = None
+
+    @property
+    def current_step(self) -> Step:
+        """The latest time step of the member's environment (set by its first reset)."""
+        assert self.time_step is not None, "the member's environment was never reset"
+        return self.time_step
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | Any:
         """``fn(*args)`` on this member's thread (a Future), or right here (the result)."""
@@ -164,7 +171,7 @@ class Trainer:
         c = self.config
         self.for_members(self._reset, list(self.members))
         while self.frame < c.num_frames and self.members:
-            ended = [member for member in self.members if member.time_step.last]
+            ended = [member for member in self.members if member.current_step.last]
             # Evaluations of this frame before its checkpoints (issue #11): a trial resumed from one then
             # neither repeats nor loses an evaluation row (metrics.csv is truncated to the checkpoint frame).
             if c.eval_every_frames and self.frame >= self.next_eval_frame:
@@ -181,7 +188,7 @@ class Trainer:
                 on_member_thread=False,
             )
             self.for_members(self._reset, [member for member in ended if member in self.members])
-            observations = np.stack([member.time_step.obs for member in self.members])
+            observations = np.stack([member.current_step.obs for member in self.members])
             actions = self.agent.act(observations, self.step, eval_mode=False)
             update = None
             if self.frame >= c.num_seed_frames and self.step % c.update_every_steps == 0:
@@ -206,7 +213,7 @@ class Trainer:
         member.episode_return, member.episode_length = 0.0, 0
 
     def _env_step(self, member: Member, action: np.ndarray) -> None:
-        member.coverage.add(member.time_step.state, action)
+        member.coverage.add(member.current_step.state, action)
         time_step = member.time_step = member.env.step(action)
         member.replay.add(
             time_step.frame, action, time_step.reward, time_step.discount, first=False, last=time_step.last
@@ -221,7 +228,7 @@ class Trainer:
         self,
         fn: Callable[..., Any],
         members: Sequence[Member],
-        *per_member: Sequence[Any],
+        *per_member: Sequence[Any] | np.ndarray,
         on_member_thread: bool = True,
     ) -> None:
         """``fn(member, *args)`` for each member, each on its own thread (in parallel) unless told otherwise.
@@ -270,22 +277,28 @@ class Trainer:
                 continue  # it left the pack (failed) after the update ran
             if k in bad:
                 shown = {key: float(column[k]) for key, column in values.items() if not np.isfinite(column[k])}
-                member.status["frame"] = frame
-                self.end_members([member], "diverged", f"non-finite values: {shown}")
+                self.end_members([member], "diverged", f"non-finite values: {shown}", frame=frame)
                 continue
             for key, column in values.items():
                 member.pending[key].append(float(column[k]))
 
-    def end_members(self, ending: Sequence[Member], status: str, error: str, trace: str | None = None) -> None:
-        """Take members out of the pack with a final status; the agent is rebuilt without them."""
+    def end_members(
+        self,
+        ending: Sequence[Member],
+        status: str,
+        error: str,
+        trace: str | None = None,
+        frame: int | None = None,
+    ) -> None:
+        """Take members out of the pack with a final status (at ``frame``, else the pack's); the agent is rebuilt
+        without them."""
         ending = [member for member in ending if member in self.members]
         if not ending:
             return
         for member in ending:
-            member.status.update(status=status, error=error)
-            if trace:
-                member.status["traceback"] = trace
-            member.status.setdefault("frame", self.frame)
+            member.ended_as = TrialStatus(
+                status, frame=self.frame if frame is None else frame, error=error, traceback=trace or None
+            )
             self.ended.append(member)
         old_members = self.members
         self.members = [member for member in self.members if member not in ending]
@@ -329,8 +342,9 @@ class Trainer:
         )
         for k, member in enumerate(members):
             row = {m.EVAL_RETURN: float(np.mean(returns[k]))} if returns[k] else {}
-            if biases[k] is not None:
-                row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = biases[k]
+            bias = biases[k]
+            if bias is not None:
+                row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = bias
             row[m.COVERAGE] = float(len(member.coverage))
             member.q_bias_pending.clear()
             self._guarded(member, self.emit, member, self.frame, row)
@@ -408,7 +422,7 @@ class Trainer:
         as the uninterrupted run. The format is a single trial's: a pack never changes what is on disk."""
         c = member.config
         k = self.members.index(member)
-        state = {
+        state: dict[str, Any] = {
             "frame": self.frame,
             "step": self.step,
             "next_log_frame": self.next_log_frame,
@@ -508,8 +522,8 @@ def run_trial(
     config: TrialConfig,
     out_dir: Path | str,
     sinks: Sequence[MetricSink] = (),
-    on_status: Callable[[Mapping[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+    on_status: Callable[[TrialStatus], None] | None = None,
+) -> TrialStatus:
     """Train one trial into ``out_dir`` (resuming from its checkpoint if there is one) and return its status:
     a pack of one member."""
     callback = (lambda _k, status: on_status(status)) if on_status else None
@@ -520,8 +534,8 @@ def run_pack(
     configs: Sequence[TrialConfig],
     out_dirs: Sequence[Path | str],
     sinks: Sequence[Sequence[MetricSink]] | None = None,
-    on_status: Callable[[int, Mapping[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
+    on_status: Callable[[int, TrialStatus], None] | None = None,
+) -> list[TrialStatus]:
     """Train ``configs`` as one pack (issue #9); member k writes a single trial's files into ``out_dirs[k]``.
 
     Each member resumes from its own checkpoint. Members whose checkpoints are at
@@ -530,68 +544,69 @@ def run_pack(
     (``diverged``/``failed``) with every metric logged so far kept, and the
     other members go on. Returns each member's final status, in order.
     """
-    configs, out_dirs = list(configs), [Path(d) for d in out_dirs]
-    sinks = [list(s) for s in sinks] if sinks is not None else [[] for _ in configs]
-    if not len(configs) == len(out_dirs) == len(sinks):
+    configs, dirs = list(configs), [Path(d) for d in out_dirs]
+    sink_lists: list[list[MetricSink]] = [list(s) for s in sinks] if sinks is not None else [[] for _ in configs]
+    if not len(configs) == len(dirs) == len(sink_lists):
         raise ValueError("run_pack needs one out_dir and one sink list per config")
     check_packable(configs)
     if configs[0].torch_threads:
         torch.set_num_threads(configs[0].torch_threads)
     keep_freed_memory()  # process-wide; without it every pixel update runs on freshly faulted pages
-    loaded = [checkpoint.load_latest(d) for d in out_dirs]
+    loaded = [checkpoint.load_latest(d) for d in dirs]
     for found in loaded:
         for note in found.notes:
             print(f"checkpoint: {note}", file=sys.stderr, flush=True)
     by_step: dict[int, list[int]] = defaultdict(list)
     for k, found in enumerate(loaded):
         by_step[found.state["step"] if found.state else -1].append(k)
-    statuses: list[dict[str, Any]] = [{} for _ in configs]
+    statuses: dict[int, TrialStatus] = {}
     for members in by_step.values():
         results = _run_members(
             [configs[k] for k in members],
-            [out_dirs[k] for k in members],
-            [sinks[k] for k in members],
+            [dirs[k] for k in members],
+            [sink_lists[k] for k in members],
             [loaded[k] for k in members],
         )
         for k, status in zip(members, results):
             statuses[k] = status
             if on_status:
                 on_status(k, status)
-    return statuses
+    return [statuses[k] for k in range(len(configs))]
 
 
 def _run_members(
     configs: list[TrialConfig], out_dirs: list[Path], sinks: list[list[MetricSink]], loaded: list[checkpoint.Loaded]
-) -> list[dict[str, Any]]:
+) -> list[TrialStatus]:
     """One pack whose members all start (or resume) at the same step."""
     started = time.perf_counter()
-    statuses: list[dict[str, Any]] = []
+    statuses: list[TrialStatus] = []
     all_sinks: list[list[MetricSink]] = []
     for config, out_dir, member_sinks, found in zip(configs, out_dirs, sinks, loaded):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_config(out_dir, config.to_dict())
-        previous = read_status(out_dir) or {}
+        previous = read_status(out_dir)
         state = found.state
         frame = state["frame"] if state else 0
-        status = {
-            "status": RUNNING,
-            "frame": frame,
-            "num_frames": config.num_frames,
-            "wall_time_s": float(previous.get("wall_time_s", 0.0)) if state else 0.0,
-            "started_at": _now(),
-            "resumed_from_frame": frame if state else None,
-            "pack_size": len(configs),
-        }
+        started_at = _now()
         # every checkpoint fallback of the trial's life, oldest first (the sweep summary prints new ones)
-        fallbacks = list(previous.get("checkpoint_fallbacks") or [])
-        fallbacks += [{"at": status["started_at"], "resumed_from_frame": frame, "note": note} for note in found.notes]
-        if fallbacks:
-            status["checkpoint_fallbacks"] = fallbacks
+        fallbacks = (previous.checkpoint_fallbacks if previous else ()) + tuple(
+            {"at": started_at, "resumed_from_frame": frame, "note": note} for note in found.notes
+        )
+        status = TrialStatus(
+            RUNNING,
+            frame=frame,
+            num_frames=config.num_frames,
+            wall_time_s=(previous.wall_time_s or 0.0) if state and previous else 0.0,
+            started_at=started_at,
+            resumed_from_frame=frame if state else None,
+            pack_size=len(configs),
+            checkpoint_fallbacks=fallbacks,
+        )
         write_status(out_dir, status)
         statuses.append(status)
         all_sinks.append([DiskSink(out_dir, resume_frame=frame if state else None), *member_sinks])
     trainer = None
-    pack_error: dict[str, str] | None = None
+    pack_error: dict[str, Any] | None = None  # TrialStatus fields: how the whole pack ended
     finished = False
     try:
         trainer = Trainer(configs, out_dirs, all_sinks)
@@ -601,39 +616,42 @@ def _run_members(
         finished = True
     except (KeyboardInterrupt, SystemExit):
         # Ctrl-C, or Ray ending the trial (SystemExit out of tune.report): resumable from the checkpoints
-        pack_error = {"status": INTERRUPTED, "error": "stopped from outside"}
+        pack_error = {"state": INTERRUPTED, "error": "stopped from outside"}
         raise
     except StoreWriteError as err:  # a full or read-only store: not the trial's fault, a rerun resumes it
-        pack_error = {"status": INTERRUPTED, "error": str(err), "store_error": True}
+        pack_error = {"state": INTERRUPTED, "error": str(err), "store_error": True}
     except Exception as err:  # a crashed pack is a result too; the sweep goes on
-        pack_error = {"status": FAILED, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        pack_error = {"state": FAILED, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
     finally:
         ended = {member.out_dir: member for member in trainer.ended} if trainer else {}
-        for status, out_dir in zip(statuses, out_dirs):
-            member = ended.get(out_dir)
-            if member is not None:
-                status.update(member.status)
+        for k, out_dir in enumerate(out_dirs):
+            member, status = ended.get(out_dir), statuses[k]
+            if member is not None and member.ended_as is not None:
+                end = member.ended_as
+                statuses[k] = replace(
+                    status, state=end.state, frame=end.frame, error=end.error, traceback=end.traceback
+                )
             elif pack_error is not None:
-                status.update(pack_error)
-                if trainer is not None:
-                    status["frame"] = trainer.frame
+                end_frame = trainer.frame if trainer is not None else status.frame
+                statuses[k] = replace(status, **pack_error, frame=end_frame)
             elif finished:
-                status.update(status=COMPLETED, frame=trainer.frame if trainer else status["frame"])
+                statuses[k] = replace(status, state=COMPLETED, frame=trainer.frame if trainer else status.frame)
         if trainer is not None:
             trainer.close()
         elapsed = time.perf_counter() - started
-        for status, out_dir, member_sinks in zip(statuses, out_dirs, all_sinks):
-            if status["status"] == INTERRUPTED:  # metrics.csv holds rows to "frame"; a rerun resumes from here
-                status["checkpoint_frame"] = checkpoint.frame_of(out_dir) or 0
-            elif status["status"] in FINISHED_STATUSES:
+        for k, (out_dir, member_sinks) in enumerate(zip(out_dirs, all_sinks)):
+            status = statuses[k]
+            if status.state == INTERRUPTED:  # metrics.csv holds rows to "frame"; a rerun resumes from here
+                status = replace(status, checkpoint_frame=checkpoint.frame_of(out_dir) or 0)
+            elif status.state in FINISHED_STATUSES:
                 checkpoint.prune_finished(out_dir)
-            status["wall_time_s"] = status["wall_time_s"] + elapsed
-            status["finished_at"] = _now()
+            status = replace(status, wall_time_s=(status.wall_time_s or 0.0) + elapsed, finished_at=_now())
             try:
                 write_status(out_dir, status)
             except StoreWriteError as err:  # the store is full: the caller reports the error of the pack
                 print(f"error: {err}", file=sys.stderr)
-                status.setdefault("store_error", True)
+                status = replace(status, store_error=True)
+            statuses[k] = status
             for sink in member_sinks:
                 try:
                     sink.close(status)
@@ -661,10 +679,11 @@ def parse_cli(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:
     return overrides, out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m agent.train") -> int:
+    """``prog``: the program name in the usage line (``bnsweep train`` through the bnsweep command)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m agent.train [key=value ...] [config=overrides.yaml] [out=DIR]\n")
+        print(f"usage: {prog} [key=value ...] [config=overrides.yaml] [out=DIR]\n")
         print("  out = runs/<task>-<obs_type>-seed<seed>   trial directory (resumes from its checkpoint)\n")
         print(help_text())
         return 0
@@ -676,12 +695,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = out or Path("runs") / f"{config.task}-{config.obs_type}-seed{config.seed}"
     status = run_trial(config, out)
-    print(f"{status['status']}: {status['frame']} frames in {status['wall_time_s']:.0f} s -> {out}")
-    if status["status"] == FAILED:
-        print(status.get("traceback", status.get("error", "")), file=sys.stderr)
-    elif status["status"] == INTERRUPTED:
-        print(f"error: {status.get('error')}; run the same command again to resume", file=sys.stderr)
-    return 0 if status["status"] in FINISHED_STATUSES else 1
+    print(f"{status.state}: {status.frame} frames in {status.wall_time_s or 0.0:.0f} s -> {out}")
+    if status.state == FAILED:
+        print(status.traceback or status.error or "", file=sys.stderr)
+    elif status.state == INTERRUPTED:
+        print(f"error: {status.error}; run the same command again to resume", file=sys.stderr)
+    return 0 if status.state in FINISHED_STATUSES else 1
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numbers
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -285,7 +285,8 @@ def _cells_by_level(rows: pd.DataFrame, axis: str, what: str) -> dict[float, str
         raise _NoVerdict(f"no {axis} column in the store")
     out = {}
     for level, part in rows.groupby(axis, sort=True):
-        out[float(level)] = _one_cell(part, f"{what} at {axis_text(axis, level)}")
+        # a numeric axis (claims compare levels of lr, rho, ...): groupby types its keys as any pandas scalar
+        out[float(cast(float, level))] = _one_cell(part, f"{what} at {axis_text(axis, level)}")
     return out
 
 
@@ -500,22 +501,23 @@ def header(confidence: float) -> list[str]:
     ]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     from analysis.figures import add_settings_arguments
 
     parser = argparse.ArgumentParser(
-        prog="python -m analysis.claims", description="Print the claims table of a result store (as in report.md)."
+        prog=prog, description="Print the claims table of a result store (as in report.md)."
     )
     parser.add_argument("--results", default="results", help="result store root (default: results)")
     add_settings_arguments(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m analysis.claims") -> int:
+    """``prog``: the program name in usage and error lines (``bnsweep claims`` through the bnsweep command)."""
     from analysis.figures import settings_from
     from analysis.report import claims_lines
 
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     settings = settings_from(parser, args)
     try:

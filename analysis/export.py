@@ -184,7 +184,7 @@ def latex_escape(text: object) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def _tex_num(value: float, digits: int = 1) -> str:
+def _tex_num(value: float | None, digits: int = 1) -> str:
     if value is None or not np.isfinite(value):
         return "--"
     text = f"{value:.{digits}f}"
@@ -210,16 +210,16 @@ def final_latex(table: pd.DataFrame, settings: Settings, grid: str | None = None
         r"\midrule",
     ]
     previous = None
-    for row in table.itertuples(index=False):
-        if previous is not None and row.task != previous:
+    for row in table.to_dict("records"):
+        if previous is not None and row["task"] != previous:
             lines.append(r"\midrule")
-        task = latex_escape(row.task) if row.task != previous else ""
-        previous = row.task
-        has_ci = np.isfinite(row.ci_low) and np.isfinite(row.ci_high)
-        ci = f"[{_tex_num(row.ci_low)}, {_tex_num(row.ci_high)}]" if has_ci else "--"
+        task = latex_escape(row["task"]) if row["task"] != previous else ""
+        previous = row["task"]
+        low, high = row["ci_low"], row["ci_high"]
+        ci = f"[{_tex_num(low)}, {_tex_num(high)}]" if np.isfinite(low) and np.isfinite(high) else "--"
         lines.append(
-            f"{task} & {latex_escape(row.cell)} & {row.n_seeds} & {row.n_diverged} & {_tex_num(row.iqm)} & "
-            f"{ci} & {_tex_num(row.mean)} \\\\"
+            f"{task} & {latex_escape(row['cell'])} & {row['n_seeds']} & {row['n_diverged']} & {_tex_num(row['iqm'])} & "
+            f"{ci} & {_tex_num(row['mean'])} \\\\"
         )
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

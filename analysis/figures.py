@@ -101,9 +101,9 @@ def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace, dpi
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m analysis.figures",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -121,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: list[str] | None = None, *, prog: str = "python -m analysis.figures") -> int:
+    """``prog``: the program name in usage and error lines (``bnsweep figures`` through the bnsweep command)."""
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     settings = settings_from(parser, args, dpi=args.dpi)
     grids = [g.strip() for item in args.grid or [] for g in item.split(",") if g.strip()] or None

@@ -10,13 +10,16 @@ from __future__ import annotations
 import itertools
 import numbers
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard
 
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
@@ -37,6 +40,12 @@ from analysis.summary import (
     improvement,
     normalized_finals,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
+    from matplotlib.axes import Axes
+    from matplotlib.container import Container
+    from matplotlib.figure import Figure as MplFigure
 
 FRAMES_LABEL = "environment frames (action repeat included)"
 RETURN_LABEL = "eval episode return"
@@ -152,17 +161,17 @@ def figure(name: str) -> Callable[[Figure], Figure]:
     return mark
 
 
-def _context(grid: GridData):
+def _context(grid: GridData) -> AbstractContextManager[None]:
     return matplotlib.rc_context({**RC, "savefig.dpi": grid.settings.dpi})
 
 
-def _no_data(ax, text: str = "no data yet") -> None:
+def _no_data(ax: Axes, text: str = "no data yet") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _title(fig, grid: GridData, what: str) -> None:
+def _title(fig: MplFigure, grid: GridData, what: str) -> None:
     """A title wrapped to the figure's width (about 13 characters per inch at 10 pt).
 
     Each line is its own single-line text above the layout area rather than one multi-line suptitle:
@@ -175,16 +184,19 @@ def _title(fig, grid: GridData, what: str) -> None:
     for i, line in enumerate(lines):
         fig.text(0.5, 1.0 - pad - (i + 0.5) * line_height, line, ha="center", va="center", fontsize=10)
     engine = fig.get_layout_engine()
-    if engine is not None:
+    if isinstance(engine, (ConstrainedLayoutEngine, TightLayoutEngine)):  # the engines with a layout rect
         engine.set(rect=(0.0, 0.0, 1.0, 1.0 - 2 * pad - len(lines) * line_height))
 
 
-def _legend_below(fig, handles, labels) -> None:
+def _legend_below(fig: MplFigure, handles: Sequence[Artist | Container], labels: Sequence[str]) -> None:
+    """A legend under the panels; ``handles``: artists, or containers such as an errorbar's."""
     if handles:
         # Columns that fit the figure's width (about 0.065 in per character at 7.5 pt, plus the line sample).
         per_column = max(len(label) for label in labels) * 0.065 + 0.6
         ncol = max(1, min(len(labels), int(fig.get_figwidth() / per_column)))
-        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
+        # matplotlib draws containers (its legend handler map has one for ErrorbarContainer); its stubs name only
+        # Artist handles.
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)  # type: ignore[call-overload]
 
 
 def _panel_width(n_columns: int) -> float:
@@ -205,7 +217,7 @@ def _curve_panels(
             squeeze=False,
             layout="constrained",
         )
-        handles: dict[str, object] = {}
+        handles: dict[str, Artist | Container] = {}
         single_seed = True
         # With many cells (the 32 modes) only the paper's methods get bands; the rest are thin background lines.
         many = len(grid.cells) > MAX_HIGHLIGHTED
@@ -293,12 +305,6 @@ def _final_text(s: CellSummary | None) -> str:
     return f"n={s.n_final}" + (f" ({s.n_diverged} div.)" if s.n_diverged else "")
 
 
-def _errorbar(ax, x, est: stats.Interval, color: str, **kwargs) -> None:
-    ax.errorbar(
-        [x], [est.point], yerr=[[est.point - est.low], [est.high - est.point]], color=color, capsize=3, **kwargs
-    )
-
-
 def _series_key(grid: GridData, cell: str, axis: str) -> str:
     """The cell's label without the swept axis: the line a point belongs to ('MA-BN, lr=1e-4' -> 'MA-BN')."""
     parts = [p for p in cell.split(", ") if not p.startswith(_axis_prefix(axis))]
@@ -309,7 +315,7 @@ def _axis_prefix(axis: str) -> str:
     return f"{AXIS_NAMES.get(axis, axis)}="
 
 
-def _is_number(x: object) -> bool:
+def _is_number(x: object) -> TypeGuard[numbers.Real]:
     return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and bool(np.isfinite(float(x)))
 
 
@@ -337,7 +343,7 @@ def _vs_axis_panels(
             squeeze=False,
             layout="constrained",
         )
-        handles: dict[str, object] = {}
+        handles: dict[str, Artist | Container] = {}
         for row, metric in enumerate(metrics):
             for col, task in enumerate(tasks):
                 ax = axes[row][col]
@@ -494,7 +500,7 @@ def _mode_estimates(grid: GridData) -> tuple[dict[str, tuple[str, stats.Interval
     """{cell: (mode, final estimate, n)} for BN cells; the value's name; whether it is normalized."""
     finals = grid.normalized()
     normalized = len(grid.tasks) > 1
-    out = {}
+    out: dict[str, tuple[str, stats.Interval | None, int]] = {}
     for cell in grid.cells:
         mode = grid.cell_value(cell, "bn_mode")
         if not (isinstance(mode, str) and len(mode) == 5) or not grid.method[cell].startswith(("BN", "MA-BN")):
@@ -727,7 +733,7 @@ def fig_bn_modes_heatmap(grid: GridData, out_dir: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------ across tasks
-def _interval_row(ax, y: float, est: stats.Interval, color: str) -> None:
+def _interval_row(ax: Axes, y: float, est: stats.Interval, color: str) -> None:
     ax.plot([est.low, est.high], [y, y], color=color, linewidth=7, alpha=0.45, solid_capstyle="butt")
     ax.plot([est.point, est.point], [y - 0.3, y + 0.3], color=color, linewidth=2)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -248,14 +249,15 @@ def _trouble_lines(store: Store, grids: Sequence[str], settings: Settings | None
     return lines
 
 
-def _int_or_none(value: object) -> int | None:
+def _int_or_none(value: Any) -> int | None:
+    """A table cell of any dtype as an int, None when missing or not a number."""
     try:
         return None if value is None or pd.isna(value) else int(value)
     except (TypeError, ValueError):
         return None
 
 
-def _frame_of(row) -> str:
+def _frame_of(row: Any) -> str:  # a row of DataFrame.itertuples()
     for value in (row.status_frame, row.last_frame):
         number = _int_or_none(value)
         if number is not None:

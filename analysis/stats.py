@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
@@ -33,6 +34,10 @@ DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
 DMC_MAX_RETURN = 1000.0  # dm_control rewards are in [0, 1] per step over 1000 steps
 
+# One task's run scores: numbers or a 1-D array.
+Runs: TypeAlias = Sequence[float] | np.ndarray
+# Run scores per task: one Runs per task (a 2-D array: one row per task); a single Runs is one task.
+PerTask: TypeAlias = Sequence[Runs] | Runs
 # A statistic maps per-task score arrays of shape (..., n_runs_task) to an array of shape (...).
 Statistic = Callable[[Sequence[np.ndarray]], np.ndarray]
 
@@ -93,7 +98,7 @@ class Interval:
         return f"{self.point:.4g} [{self.low:.4g}, {self.high:.4g}]"
 
 
-def _as_tasks(per_task: Sequence[Sequence[float]] | Sequence[float] | np.ndarray) -> list:
+def _as_tasks(per_task: PerTask) -> list:
     """A flat sequence of numbers is one task's runs; a sequence of sequences is one entry per task."""
     if isinstance(per_task, np.ndarray) and per_task.dtype != object:
         return [per_task] if per_task.ndim <= 1 else list(per_task)
@@ -102,9 +107,8 @@ def _as_tasks(per_task: Sequence[Sequence[float]] | Sequence[float] | np.ndarray
     return list(per_task)
 
 
-def _clean(per_task: Sequence[Sequence[float]] | np.ndarray) -> list[np.ndarray]:
-    per_task = _as_tasks(per_task)
-    tasks = [np.asarray(t, dtype=np.float64).ravel() for t in per_task]
+def _clean(per_task: PerTask) -> list[np.ndarray]:
+    tasks = [np.asarray(t, dtype=np.float64).ravel() for t in _as_tasks(per_task)]
     tasks = [t[np.isfinite(t)] for t in tasks]
     return [t for t in tasks if t.size]
 
@@ -121,7 +125,7 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 def interval(
-    per_task: Sequence[Sequence[float]] | np.ndarray,
+    per_task: PerTask,
     statistic: Statistic = iqm,
     reps: int = DEFAULT_REPS,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -145,7 +149,7 @@ def interval(
 
 
 def effect_interval(
-    groups: Sequence[Sequence[Sequence[float]]],
+    groups: Sequence[PerTask],
     effect: Callable[[list[np.ndarray]], np.ndarray],
     statistic: Statistic = iqm,
     reps: int = DEFAULT_REPS,
@@ -182,19 +186,19 @@ def _poi(x_tasks: Sequence[np.ndarray], y_tasks: Sequence[np.ndarray]) -> np.nda
     return np.mean(per_task, axis=0)
 
 
-def probability_of_improvement(x_per_task: Sequence[Sequence[float]], y_per_task: Sequence[Sequence[float]]) -> float:
+def probability_of_improvement(x_per_task: PerTask, y_per_task: PerTask) -> float:
     """P(X > Y): per task the chance that a run of X beats a run of Y (ties count 1/2), averaged over tasks."""
     x_tasks, y_tasks = _paired(x_per_task, y_per_task)
     return float(_poi(x_tasks, y_tasks))
 
 
-def _paired(x_per_task, y_per_task) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    x_per_task, y_per_task = _as_tasks(x_per_task), _as_tasks(y_per_task)
-    if len(x_per_task) != len(y_per_task):
-        raise ValueError(f"X has {len(x_per_task)} tasks, Y has {len(y_per_task)}: compare on the same tasks")
+def _paired(x_per_task: PerTask, y_per_task: PerTask) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    x_tasks, y_tasks = _as_tasks(x_per_task), _as_tasks(y_per_task)
+    if len(x_tasks) != len(y_tasks):
+        raise ValueError(f"X has {len(x_tasks)} tasks, Y has {len(y_tasks)}: compare on the same tasks")
     pairs = [
         (np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel())
-        for x, y in zip(x_per_task, y_per_task, strict=True)
+        for x, y in zip(x_tasks, y_tasks, strict=True)
     ]
     pairs = [(x[np.isfinite(x)], y[np.isfinite(y)]) for x, y in pairs]
     pairs = [(x, y) for x, y in pairs if x.size and y.size]
@@ -204,8 +208,8 @@ def _paired(x_per_task, y_per_task) -> tuple[list[np.ndarray], list[np.ndarray]]
 
 
 def poi_interval(
-    x_per_task: Sequence[Sequence[float]],
-    y_per_task: Sequence[Sequence[float]],
+    x_per_task: PerTask,
+    y_per_task: PerTask,
     reps: int = DEFAULT_REPS,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,

@@ -19,7 +19,7 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ from agent.store import (
     TRIAL_FILE,
     cell_id,
     config_digest,
+    format_value,
     read_json_object,
+    read_status,
     state_of,
 )
 
@@ -138,18 +140,6 @@ def method_sort_key(method: str) -> tuple[int, str]:
     return (len(METHOD_ORDER), method)
 
 
-def format_value(value: Any) -> str:
-    """Short, stable text for a config value in a label (1e-04 -> 1e-4, 0.25 -> 0.25)."""
-    if isinstance(value, bool) or value is None:
-        return str(value).lower()
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
-            mantissa, exponent = f"{value:.2e}".split("e")
-            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-        return f"{value:g}"
-    return str(value)
-
-
 AXIS_NAMES = {
     "buffer_mix_ratio": "ρ",
     "target_bn_stats": "target stats",
@@ -180,7 +170,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def cell_keys(configs: list[Mapping[str, Any]]) -> list[str]:
+def cell_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     """The config keys that separate cells within one grid (see the module docstring).
 
     A key that varies in the grid but is constant within each context (a task, and the orchestrator's profile
@@ -213,7 +203,7 @@ def cell_keys(configs: list[Mapping[str, Any]]) -> list[str]:
     return kept
 
 
-def label_cells(configs: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
+def label_cells(configs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(cell label, cell key hash) for each config of one grid."""
     keys = cell_keys(configs)
     extra = [k for k in keys if k not in METHOD_KEYS]
@@ -298,7 +288,7 @@ def load_store(root: Path | str) -> Store:
             f"expected {root}/<grid>/<trial_id>/{CONFIG_FILE} with {METRICS_FILE} and {STATUS_FILE}"
         )
     problems: list[str] = []
-    records = []
+    records: list[dict[str, Any]] = []  # one per readable trial: its files as read
     for path in dirs:
         try:
             config = yaml.load((path / CONFIG_FILE).read_text(), Loader=_YAML_LOADER)
@@ -310,7 +300,7 @@ def load_store(root: Path | str) -> Store:
             continue
         meta = read_json_object(path / TRIAL_FILE) or {}
         metrics = read_metrics(path / METRICS_FILE)
-        status = read_json_object(path / STATUS_FILE)
+        status = read_status(path)
         rel = path.relative_to(root)
         grid = str(meta.get("grid") or (path.parent.name if path != root else root.parent.name) or "store")
         records.append(
@@ -358,13 +348,15 @@ def load_store(root: Path | str) -> Store:
                 "cell_key": cell_key,
                 "cell_rank": rank[label],
                 "profile": meta.get(PROFILE_KEY),
-                "planned_frames": (status or {}).get("num_frames", config.get("num_frames")),
-                "status_frame": (status or {}).get("frame"),
+                "planned_frames": status.num_frames
+                if status is not None and status.num_frames is not None
+                else config.get("num_frames"),
+                "status_frame": status.frame if status is not None else None,
                 "last_frame": int(metrics[FRAME].max()) if len(metrics) else None,
                 "last_eval_frame": int(last_eval.max()) if len(last_eval) else None,
                 "n_evals": int(len(last_eval)),
-                "wall_time_s": (status or {}).get("wall_time_s"),
-                "error": (status or {}).get("error"),
+                "wall_time_s": status.wall_time_s if status is not None else None,
+                "error": status.error if status is not None else None,
                 "orchestrator_cell_name": meta.get("cell_name"),
                 "path": str(record["path"]),
             }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -21,6 +22,9 @@ from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from agent.bn_modes import ALL_BN_MODES  # noqa: E402 - the 32 mode strings, data (no torch)
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 METHOD_COLORS = {
     "Origin": "#4d4d4d",
@@ -34,7 +38,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 # rcParams for every figure. Text in figures is ASCII except the rho of buffer mixing; fixed hash salt;
 # fonts embedded as TrueType (editable in a paper's PDF).
-RC = {
+RC: dict[RcKeyType, Any] = {
     "svg.hashsalt": "bnsweep-analysis",
     "pdf.fonttype": 42,
     "ps.fonttype": 42,

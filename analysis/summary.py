@@ -64,6 +64,8 @@ def check_diverged(rule: str) -> None:
 
 def _planned_frames(row: pd.Series) -> float:
     value = row.get("planned_frames")
+    if value is None:
+        return float("nan")
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -158,19 +160,21 @@ def curves(
                     continue
                 column = table[trial]
                 last = column.last_valid_index()
+                planned_frames = planned.get(trial)
                 try:
-                    limit = float(planned.get(trial))
+                    limit = np.inf if planned_frames is None else float(planned_frames)
                 except (TypeError, ValueError):
                     limit = np.inf
                 after = (table.index > last) & (table.index <= limit)
                 held = float(column[last])
                 if metric == EVAL_RETURN:  # the diverged rule is about the return (module docstring)
-                    held = diverged_value(store, trial_rows.loc[trial], held, settings.diverged)
+                    row = trial_rows.loc[trial]
+                    assert isinstance(row, pd.Series)  # trial paths are unique: one row
+                    held = diverged_value(store, row, held, settings.diverged)
                 table.loc[after, trial] = held
         rows = []
-        for frame, values in table.iterrows():
-            finite = values.to_numpy(dtype=float)
-            finite = finite[np.isfinite(finite)]
+        for frame, values in zip(table.index, table.to_numpy(dtype=float)):
+            finite = values[np.isfinite(values)]
             if not finite.size:
                 continue
             est = stats.interval(finite, stats.iqm, settings.reps, settings.confidence, settings.seed)

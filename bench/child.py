@@ -32,7 +32,8 @@ import torch
 from agent.allocator import keep_freed_memory
 from agent.config import build_config
 from agent.drqv2 import DrQV2Agent, UpdateResult
-from agent.train import run_pack
+from agent.store import COMPLETED
+from agent.train import Trainer, run_pack
 from bench.common import PIXEL_OBS_SHAPE, TASK, TimingSink, loop_fps, random_batch
 from bench.reference_update import ReferenceUpdate
 
@@ -77,7 +78,7 @@ def reference_loop(
 ) -> dict[str, float]:
     """Our training loop with the reference-style update swapped in (acting, replay and env stay ours)."""
 
-    def swap(trainer) -> None:
+    def swap(trainer: Trainer) -> None:
         env = trainer.members[0].env
         reference = ReferenceUpdate(trainer.config, env.obs_shape, env.action_dim, device)
 
@@ -87,7 +88,7 @@ def reference_loop(
             synchronize(device)  # as ours, whose metrics are read in the same step
             return UpdateResult({}, time.perf_counter() - start)
 
-        trainer.agent.update = update
+        trainer.agent.update = update  # type: ignore[method-assign]  # the benchmark swaps the learner's step
 
     fps, update_ms = loop_fps(
         "pixels", seed_frames, measured_frames, log_every, prepare=swap, torch_threads=threads, device=str(device)
@@ -128,8 +129,8 @@ def pack_loop(
     sinks = [[TimingSink()] for _ in configs]
     with tempfile.TemporaryDirectory() as out:
         statuses = run_pack(configs, [Path(out) / str(i) for i in range(members)], sinks)
-    if any(s["status"] != "completed" for s in statuses):
-        raise RuntimeError(f"pack failed: {[s.get('error') for s in statuses]}")
+    if any(s.state != COMPLETED for s in statuses):
+        raise RuntimeError(f"pack failed: {[s.error for s in statuses]}")
     member_fps, update_ms = [], []
     for (sink,) in sinks:
         after = [(f, t) for f, t in sink.points if f >= seed_frames]

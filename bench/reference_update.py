@@ -62,7 +62,8 @@ def _init(module: nn.Module) -> None:
     if isinstance(module, nn.Linear | nn.Conv2d):
         gain = nn.init.calculate_gain("relu") if isinstance(module, nn.Conv2d) else 1.0
         nn.init.orthogonal_(module.weight.data, gain)
-        module.bias.data.fill_(0.0)
+        if module.bias is not None:
+            module.bias.data.fill_(0.0)
 
 
 class Encoder(nn.Module):

@@ -31,6 +31,7 @@ from agent.replay import ReplayBuffer
 from bench import packed, replay_codec
 from bench.common import PIXEL_OBS_SHAPE, TASK, loop_fps, machine, random_batch
 from envs import make_env
+from envs.dmc import DMCEnv
 
 REPO = Path(__file__).resolve().parents[1]
 GOALS = {  # metric: (comparison, threshold) from the performance issue
@@ -93,10 +94,12 @@ def interleaved_update_ms(repeats: int, threads: int, device: str) -> tuple[list
     times: dict[str, list[float]] = {name: [] for name in servers}
     try:
         for name, server in servers.items():  # both warm up, one after the other
+            assert server.stdin is not None and server.stdout is not None  # both are pipes (launch)
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"the {name} update server failed to start")
         for _ in range(repeats):  # interleaved, so drift on a shared machine hits both alike
             for name, server in servers.items():
+                assert server.stdin is not None and server.stdout is not None
                 server.stdin.write("update\n")
                 server.stdin.flush()
                 line = server.stdout.readline()
@@ -135,6 +138,7 @@ def bench_env(steps: int) -> dict[str, float]:
     env.reset()
     action = np.zeros(env.action_dim, dtype=np.float32)
     env_step = median_ms(lambda: env.step(action), steps, warmup=5)
+    assert isinstance(env, DMCEnv)  # a dm_control task: its physics renders
     physics = env._env.physics
     render = median_ms(lambda: physics.render(84, 84, camera_id=0), max(10, steps // 10), warmup=2)
     return {"env_step_ms": env_step, "render_ms": render}
@@ -205,6 +209,7 @@ def concurrency(frames: int) -> dict[str, float]:
             process.wait()
         for process in (single, *pair):
             if process.returncode != 0:
+                assert process.stderr is not None  # a pipe (launch)
                 raise RuntimeError(process.stderr.read().decode())
         one = fps(tmp_path / "single")
         two = fps(tmp_path / "a") + fps(tmp_path / "b")
@@ -269,8 +274,9 @@ def goals(results: dict[str, float]) -> dict[str, dict[str, Any]]:
     return verdicts
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None, *, prog: str = "python -m bench.run") -> int:
+    """``prog``: the program name in usage and error lines (``bnsweep bench`` through the bnsweep command)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke version: tiny repeats and loops (~1 min)")
     parser.add_argument("--out", default=str(REPO / "bench" / "latest.json"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the single-process parts")

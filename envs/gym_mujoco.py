@@ -11,6 +11,13 @@ import numpy as np
 from envs.base import Env, FrameStacker, Step
 
 
+def _box(space: gymnasium.Space[Any], task: str, what: str) -> gymnasium.spaces.Box:
+    """``space`` as the Box every MuJoCo task has (continuous vectors)."""
+    if not isinstance(space, gymnasium.spaces.Box):
+        raise TypeError(f"{task}: continuous {what} (a Box space) expected, got {space}")
+    return space
+
+
 class GymMujocoEnv(Env):
     def __init__(self, task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int, image_size: int = 84):
         kwargs: dict[str, Any] = {}
@@ -20,10 +27,10 @@ class GymMujocoEnv(Env):
         self._seed: int | None = seed  # Gymnasium seeds its RNG on the first reset only
         self.obs_type = obs_type
         self.action_repeat = action_repeat
-        space = self._env.action_space
+        space = _box(self._env.action_space, task, "actions")
         self.action_dim = int(np.prod(space.shape))
         self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
-        self.state_dim = int(np.prod(self._env.observation_space.shape))
+        self.state_dim = int(np.prod(_box(self._env.observation_space, task, "observations").shape))
         if obs_type == "pixels":
             self.frame_stack = frame_stack
             self.frame_shape = (3, image_size, image_size)
@@ -35,7 +42,9 @@ class GymMujocoEnv(Env):
 
     def _frame(self, state: np.ndarray) -> np.ndarray:
         if self.obs_type == "pixels":
-            return np.ascontiguousarray(self._env.render().transpose(2, 0, 1))
+            image = self._env.render()
+            assert isinstance(image, np.ndarray)  # render_mode="rgb_array": one (H, W, 3) array
+            return np.ascontiguousarray(image.transpose(2, 0, 1))
         return state
 
     def reset(self) -> Step:

@@ -76,13 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.parse_args(argv[: position + 1])  # bnsweep's own options before the command (-h, --version, typos)
     module, _ = COMMANDS[name]
     command_main = importlib.import_module(module).main
-    # argparse takes its program name from sys.argv[0] where a main sets none (bench): "usage: bnsweep bench".
-    saved = sys.argv
-    sys.argv = [f"{PROG} {name}", *rest]
-    try:
-        return int(command_main(rest) or 0)
-    finally:
-        sys.argv = saved
+    # Each main takes its program name for usage and error lines ("usage: bnsweep sweep"); its default is the
+    # `python -m` form, for running the module directly.
+    return int(command_main(rest, prog=f"{PROG} {name}") or 0)
 
 
 if __name__ == "__main__":

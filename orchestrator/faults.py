@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +111,10 @@ def mark_interrupted(out_dirs: Iterable[Path], reason: str) -> tuple[int, list[s
     marked, unwritable = 0, []
     for out_dir in out_dirs:
         status = read_status(Path(out_dir))
-        if not status or status.get("status") != RUNNING:
+        if status is None or status.state != RUNNING:
             continue
         try:
-            write_status(Path(out_dir), {**status, "status": INTERRUPTED, "error": reason})
+            write_status(Path(out_dir), replace(status, state=INTERRUPTED, error=reason))
             marked += 1
         except StoreWriteError as err:
             unwritable.append(str(err.filename))

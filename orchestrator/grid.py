@@ -23,7 +23,7 @@ from agent import config as agent_config
 from agent.bn_modes import STEP_NAMES
 from agent.config import FIELD_DEFAULTS, FIELDS, ConfigError, build_config
 from agent.schema import did_you_mean
-from agent.store import cell_id, trial_id
+from agent.store import cell_id, format_value, trial_id
 from orchestrator import SWEEPS_DIR
 from orchestrator.grid_schema import DEFAULT_MAX_FAILURES, DEFAULT_PACK, GridLevel, grid_messages, validate_grid
 
@@ -159,12 +159,6 @@ def load_grid(ref: str | Path, profile: str) -> Grid:
     return _GridBuilder(path, text).build(data, profile)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 class _GridBuilder:
     def __init__(self, path: Path, text: str):
         self.path = path
@@ -200,7 +194,7 @@ class _GridBuilder:
         # Expand every profile, not only the requested one: a broken paper profile is
         # reported while the local one is being tried, not after days on a cluster.
         top = _level(spec, "")
-        name = spec.name if "name" in spec.model_fields_set else self.path.stem
+        name = spec.name or self.path.stem
         chosen: Grid | None = None
         for pname in profiles or {profile: {}}:
             merged = self.merge(top, profiles.get(pname, {}), pname if profiles else None)
@@ -267,11 +261,11 @@ class _GridBuilder:
                             )
                     overrides.update(ov)
                     labels[axis] = label
-                variant = ", ".join(f"{axis}={_fmt(label)}" for axis, label in labels.items())
+                variant = ", ".join(f"{axis}={format_value(label)}" for axis, label in labels.items())
                 cells.append((variant, overrides, labels, f"axes ({variant})"))
         for cell in extra:
             overrides = dict(cell["overrides"])
-            variant = cell["name"] or ", ".join(f"{k}={_fmt(v)}" for k, v in overrides.items())
+            variant = cell["name"] or ", ".join(f"{k}={format_value(v)}" for k, v in overrides.items())
             cells.append((variant, overrides, {}, f"{cell['origin']} ({variant})"))
         if not cells:
             cells.append(("base", {}, {}, "base"))

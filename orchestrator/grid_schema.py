@@ -151,6 +151,15 @@ def _gpu_share(amount: float) -> float:
     return amount
 
 
+def _pack_input(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            "expected a positive integer, the most trials one pack trains together in one process "
+            "(allowed: 1, 2, 3, ...; 1 = no packing)"
+        )
+    return value
+
+
 def _grid_name(name: str) -> str:
     if not GRID_NAME_RE.fullmatch(name):
         raise ValueError("must be a directory-safe name (letters, digits, _ . -)")
@@ -163,7 +172,9 @@ def _field_type(name: str) -> Any:
 
 
 # ------------------------------------------------------------------ trial config values
-class _NoManagedKeys(BaseModel):
+class _Strict(BaseModel):
+    """Frozen, unknown keys refused, YAML text coerced (agent.schema.MODEL_CONFIG)."""
+
     model_config = MODEL_CONFIG
 
 
@@ -171,13 +182,14 @@ class _NoManagedKeys(BaseModel):
 # the keys it changes; `model_fields_set` says which.
 ConfigValues = create_model(
     "ConfigValues",
-    __base__=_NoManagedKeys,
+    __base__=_Strict,
     __doc__="Trial config keys (`bnsweep train --help`); seeds, tasks and placement have grid keys of their own.",
+    # FieldInfo.annotation is typed optional; every declared field has one
     **{name: (FIELDS[name].annotation, FIELDS[name]) for name in CONFIG_KEYS},  # type: ignore[call-overload]
 )
 
 
-class Cell(ConfigValues):  # type: ignore[misc,valid-type]
+class Cell(ConfigValues):
     """An extra cell outside the axes' product: an optional name and the config values it sets."""
 
     name: str | None = Field(None, description="the cell's name (default: its key=value pairs)")
@@ -195,11 +207,11 @@ class Cell(ConfigValues):  # type: ignore[misc,valid-type]
 def _value_axis(key: str) -> Any:
     """A config key's axis: a list of distinct values of the key's type, or the name of a preset list."""
     presets = axis_presets(key)
+    expected = f"expected a list of values or a preset name (presets: {', '.join(presets) or 'none for this key'})"
 
     def preset(name: str) -> list:
         if name not in presets:
-            named = ", ".join(presets) if presets else "none for this key"
-            raise ValueError(f"expected a list of values or a preset name (presets: {named})")
+            raise ValueError(expected)
         return list(presets[name])
 
     def shape(value: Any) -> Any:
@@ -213,12 +225,12 @@ def _value_axis(key: str) -> Any:
         if isinstance(value, list) and not value:
             raise ValueError("empty axis: give at least one value (or remove the axis)")
         if not isinstance(value, (list, str)):
-            named = ", ".join(presets) if presets else "none for this key"
-            raise ValueError(f"expected a list of values or a preset name (presets: {named})")
+            raise ValueError(expected)
         return value
 
-    values = Annotated[list[_field_type(key)], AfterValidator(lambda v: _distinct(v, "value"))]  # type: ignore[misc]
-    choice = Annotated[
+    # Built per key at import, so typed Any: mypy checks declared types, pydantic these.
+    values: Any = Annotated[list[_field_type(key)], AfterValidator(lambda v: _distinct(v, "value"))]  # type: ignore[misc]
+    choice: Any = Annotated[
         Annotated[values, Tag("<values>")] | Annotated[str, AfterValidator(preset), Tag("<preset>")],
         Discriminator(lambda v: "<preset>" if isinstance(v, str) else "<values>"),
     ]
@@ -233,7 +245,7 @@ def _named_axis_input(value: Any) -> Any:
     return value
 
 
-NamedAxis = Annotated[dict[str, ConfigValues], BeforeValidator(_named_axis_input)]  # type: ignore[valid-type]
+NamedAxis = Annotated[dict[str, ConfigValues], BeforeValidator(_named_axis_input)]
 
 
 class _AxesBase(BaseModel):
@@ -241,27 +253,25 @@ class _AxesBase(BaseModel):
     sets together. The cells are the cartesian product; in a profile, `axis: null` removes an axis."""
 
     model_config = ConfigDict(**{**MODEL_CONFIG, "extra": "allow"})
-    __pydantic_extra__: dict[str, NamedAxis | None]  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, NamedAxis | None]
 
 
-Axes = create_model("Axes", __base__=_AxesBase, **{key: _value_axis(key) for key in CONFIG_KEYS})  # type: ignore[call-overload]
+Axes = create_model("Axes", __base__=_AxesBase, **{key: _value_axis(key) for key in CONFIG_KEYS})
 
 
 # ------------------------------------------------------------------ the grid
-class Resources(BaseModel):
+class Resources(_Strict):
     """What one Ray trial (one pack) asks for."""
 
-    model_config = MODEL_CONFIG
     cpu: Number = Field(1, gt=0, description="CPUs per pack (its torch and environment threads)")
     gpu: Annotated[Number, AfterValidator(_gpu_share)] = Field(
         0, ge=0, description="GPUs per pack: a fraction (0.25: four packs share a GPU) or a whole number"
     )
 
 
-class Wandb(BaseModel):
+class Wandb(_Strict):
     """W&B settings of the sweep's runs (a view of the store, never the only copy)."""
 
-    model_config = MODEL_CONFIG
     project: str | None = None
     entity: str | None = None
     tags: list[str] = Field(default_factory=list)
@@ -271,33 +281,39 @@ class Wandb(BaseModel):
 PositiveInt = Annotated[Int, Field(ge=1)]
 
 
-class GridLevel(BaseModel):
+class GridLevel(_Strict):
     """The keys a grid's top level and each of its profiles may set (sweeps/README.md)."""
 
-    model_config = MODEL_CONFIG
     description: str = Field("", description="printed by dry runs")
-    base: ConfigValues = Field(  # type: ignore[valid-type]
-        default_factory=ConfigValues, description="trial config keys applied to every trial"
-    )
-    frames: Annotated[
-        Annotated[PositiveInt, Tag("<frames>")]
-        | Annotated[dict[str, PositiveInt], AfterValidator(_frames_keys), Tag("<per task>")],
-        Discriminator(lambda v: "<per task>" if isinstance(v, Mapping) else "<frames>"),
-    ] = Field(None, description="num_frames; or per task / task group: {easy: 5100000, medium: 10100000}")
-    axes: Axes = Field(default_factory=Axes, description="the cartesian product of these gives the cells")  # type: ignore[valid-type]
+    base: ConfigValues = Field(default_factory=ConfigValues, description="trial config keys applied to every trial")
+    frames: (
+        Annotated[
+            Annotated[PositiveInt, Tag("<frames>")]
+            | Annotated[dict[str, PositiveInt], AfterValidator(_frames_keys), Tag("<per task>")],
+            Discriminator(lambda v: "<per task>" if isinstance(v, Mapping) else "<frames>"),
+        ]
+        | None
+    ) = Field(None, description="num_frames; or per task / task group: {easy: 5100000, medium: 10100000}")
+    axes: Axes = Field(default_factory=Axes, description="the cartesian product of these gives the cells")
     cells: list[Cell] = Field(default_factory=list, description="extra cells outside the product")
-    tasks: Annotated[
-        list[Annotated[str, AfterValidator(_known_task)]],
-        BeforeValidator(_tasks_input, json_schema_input_type=str | list[str]),
-        AfterValidator(lambda v: _distinct(v, "task")),
-    ] = Field(None, description=f"task names, or a preset: {', '.join(TASK_PRESETS)}")
-    seeds: Annotated[
-        list[Annotated[Int, Field(ge=0)]],
-        BeforeValidator(_seeds_input, json_schema_input_type=int | list[int]),
-        AfterValidator(lambda v: _distinct(v, "seed")),
-    ] = Field(None, description="seeds, or a count N meaning seeds 1..N")
+    tasks: (
+        Annotated[
+            list[Annotated[str, AfterValidator(_known_task)]],
+            BeforeValidator(_tasks_input, json_schema_input_type=str | list[str]),
+            AfterValidator(lambda v: _distinct(v, "task")),
+        ]
+        | None
+    ) = Field(None, description=f"task names, or a preset: {', '.join(TASK_PRESETS)}")
+    seeds: (
+        Annotated[
+            list[Annotated[Int, Field(ge=0)]],
+            BeforeValidator(_seeds_input, json_schema_input_type=int | list[int]),
+            AfterValidator(lambda v: _distinct(v, "seed")),
+        ]
+        | None
+    ) = Field(None, description="seeds, or a count N meaning seeds 1..N")
     resources: Resources = Field(default_factory=Resources)
-    pack: PositiveInt = Field(
+    pack: Annotated[int, BeforeValidator(_pack_input), Field(ge=1)] = Field(
         DEFAULT_PACK, description="the most trials one pack trains together in one process (1 = no packing)"
     )
     max_concurrent: PositiveInt | None = Field(None, description="at most this many packs at once")
@@ -312,7 +328,7 @@ class GridFile(GridLevel):
     """A grid file: the keys of a level, a name, and profiles (partial grids chosen with --profile)."""
 
     model_config = ConfigDict(**{**MODEL_CONFIG, "title": "bnsweep grid"})
-    name: Annotated[str, AfterValidator(_grid_name)] = Field(None, description="default: the file name")
+    name: Annotated[str, AfterValidator(_grid_name)] | None = Field(None, description="default: the file name")
     profiles: dict[str, GridLevel] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -339,7 +355,8 @@ def _unknown_key(loc: tuple[str | int, ...]) -> str:
             return f"{key!r} is set by the grid key `{MANAGED_KEYS[key]}`, not as a config value"
         hint = did_you_mean(key, CONFIG_KEYS, DESCRIPTIONS)
         return f"unknown trial config key {key!r}{hint}; all keys: `bnsweep train --help`"
-    allowed = {("resources",): RESOURCE_KEYS, ("wandb",): WANDB_KEYS}.get(parent)
+    nested: dict[tuple[str | int, ...], tuple[str, ...]] = {("resources",): RESOURCE_KEYS, ("wandb",): WANDB_KEYS}
+    allowed = nested.get(parent)
     if allowed:
         return f"unknown key {key!r}{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}"
     where, allowed = ("a profile", PROFILE_KEYS) if loc[:1] == ("profiles",) else ("a grid", TOP_KEYS)

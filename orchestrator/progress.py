@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -187,20 +188,18 @@ def record_process_death(out_dir: Path, trial: Any) -> str:
     The trainable records every failure it sees; a process killed from outside (out of
     memory, a lost node) leaves ``running`` behind, which would read as "still going".
     """
-    from agent.store import read_status, write_status
+    from agent.store import FAILED, RUNNING, read_status, write_status
 
-    status = read_status(out_dir) or {}
-    if status.get("status") != "running":
-        return str(status.get("error") or "")
+    status = read_status(out_dir)
+    if status is None or status.state != RUNNING:
+        return (status.error if status is not None else None) or ""
     error_file = getattr(trial, "error_file", None)
     ray_error = ""
     if error_file and Path(error_file).exists():
         lines = [line for line in Path(error_file).read_text().splitlines() if line.strip()]
         ray_error = lines[-1] if lines else ""
-    status.update(
-        status="failed",
-        error=f"the trial process died: {ray_error or 'no error report'}"
-        + (f" (Ray's report: {error_file})" if error_file else ""),
+    error = f"the trial process died: {ray_error or 'no error report'}" + (
+        f" (Ray's report: {error_file})" if error_file else ""
     )
-    write_status(out_dir, status)
-    return status["error"]
+    write_status(out_dir, replace(status, state=FAILED, error=error))
+    return error

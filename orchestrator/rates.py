@@ -3,7 +3,6 @@ rates.  (Read from the store on disk through agent.store; nothing here writes it
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping
@@ -12,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from agent.store import CONFIG_FILE, FINISHED_STATUSES, STATUS_FILE, read_trial_meta
+from agent.store import CONFIG_FILE, FINISHED_STATUSES, STATUS_FILE, TrialStatus, read_status, read_trial_meta
 
 
 def rate_key(config: Mapping[str, Any]) -> tuple:
@@ -27,17 +26,16 @@ def rate_key(config: Mapping[str, Any]) -> tuple:
     )
 
 
-def pack_size_of(out_dir: Path, status: Mapping[str, Any] | None = None) -> int:
+def pack_size_of(out_dir: Path, status: TrialStatus | None = None) -> int:
     """Members of the pack a finished trial ran in: trial.json's ``pack_size`` (status.json's if the worker
     records one); 1 for trials run before packing existed."""
-    for source in (status or {}, read_trial_meta(Path(out_dir)) or {}):
-        try:
-            size = int(source.get("pack_size") or 0)
-        except (TypeError, ValueError):
-            continue
-        if size >= 1:
-            return size
-    return 1
+    if status is not None and status.pack_size is not None and status.pack_size >= 1:
+        return status.pack_size
+    try:
+        size = int((read_trial_meta(Path(out_dir)) or {}).get("pack_size") or 0)
+    except (TypeError, ValueError):
+        return 1
+    return size if size >= 1 else 1
 
 
 def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> dict[tuple, tuple[float, int]]:
@@ -54,10 +52,10 @@ def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> 
         return {}
     for status_path in root.glob(f"*/*/{STATUS_FILE}"):
         try:
-            status = json.loads(status_path.read_text())
-            if status.get("status") not in FINISHED_STATUSES:
+            status = read_status(status_path.parent)
+            if status is None or status.state not in FINISHED_STATUSES:
                 continue
-            frames, wall = float(status.get("frame", 0)), float(status.get("wall_time_s", 0))
+            frames, wall = float(status.frame or 0), float(status.wall_time_s or 0)
             if frames < 2000 or wall <= 0:
                 continue
             config = yaml.safe_load((status_path.parent / CONFIG_FILE).read_text()) or {}

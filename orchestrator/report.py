@@ -24,11 +24,11 @@ def fmt_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def new_fallbacks(status: Mapping[str, Any], wall_s: float) -> list[str]:
+def new_fallbacks(status: store.TrialStatus, wall_s: float) -> list[str]:
     """The checkpoint fallbacks (issue #11) a trial recorded during the last ``wall_s`` seconds."""
     since = datetime.now(UTC) - timedelta(seconds=wall_s + 1)
     notes = []
-    for fallback in status.get("checkpoint_fallbacks") or []:
+    for fallback in status.checkpoint_fallbacks:
         try:
             at = datetime.fromisoformat(str(fallback.get("at")))
         except ValueError:
@@ -68,9 +68,11 @@ def summary_lines(
         f"   this run: {launched} launched, {skipped} already done and skipped; wall {fmt_duration(wall_s)}",
     ]
     for trial, directory in zip(trials, dirs, strict=True):
-        status = read_status(directory) or {}
-        if status.get("status") == FAILED:
-            lines.append(f"   failed: {trial.cell_name} seed {trial.seed}: {status.get('error')} ({directory})")
+        status = read_status(directory)
+        if status is None:
+            continue
+        if status.state == FAILED:
+            lines.append(f"   failed: {trial.cell_name} seed {trial.seed}: {status.error} ({directory})")
         for fallback in new_fallbacks(status, wall_s):
             lines.append(f"   checkpoint fallback: {trial.cell_name} seed {trial.seed}: {fallback} ({directory})")
     if unfinished:

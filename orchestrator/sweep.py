@@ -61,9 +61,9 @@ class NotLaunched(Exception):
 
 
 # ---------------------------------------------------------------------- CLI
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None, prog: str = "python -m orchestrator.sweep") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m orchestrator.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--grid", default=DEFAULT_GRID, help="a grid name from sweeps/ or a path to a YAML file")
     parser.add_argument("--profile", default="local", help="profile of the grid: local (CPU, minutes) or paper")
@@ -122,8 +122,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m orchestrator.sweep") -> int:
+    """``prog``: the program name in usage and error lines (``bnsweep sweep`` when run through the bnsweep command)."""
+    args = parse_args(argv, prog)
     try:
         grid = load_grid(args.grid, args.profile)
     except GridError as err:
@@ -848,7 +849,9 @@ def draw_figures(grid_name: str, results: Path, figures: Path) -> str:
     except ImportError as err:
         return f"not drawn (analysis package unavailable: {err})"
     try:
-        code = analysis_figures.main(["--results", str(results), "--out", str(figures), "--grid", grid_name])
+        code: int | str | None = analysis_figures.main(
+            ["--results", str(results), "--out", str(figures), "--grid", grid_name]
+        )
     except SystemExit as err:
         code = err.code
     except Exception as err:  # noqa: BLE001 - results are already safe on disk

@@ -31,6 +31,7 @@ import sys
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ class TuneSink:
     def checkpoint(self, frame: int, path: Path) -> None:
         self.checkpointer.member_checkpoint(self.trial_id, frame, Path(path))
 
-    def close(self, status: Mapping[str, Any]) -> None:
+    def close(self, status: store.TrialStatus) -> None:
         pass
 
 
@@ -212,12 +213,11 @@ def restore_ray_checkpoint(out_dir: Path, trial_id: str, checkpoint: Any, single
 
 def record_fallback(out_dir: Path, note: str) -> None:
     """Add a checkpoint fallback to the trial's status.json (the worker keeps the list and adds its own)."""
-    from agent.store import RUNNING, read_status, write_status
+    from agent.store import RUNNING, TrialStatus, read_status, write_status
 
-    status = read_status(out_dir) or {"status": RUNNING, "frame": 0}
-    fallbacks = list(status.get("checkpoint_fallbacks") or [])
-    fallbacks.append({"at": datetime.now(UTC).isoformat(timespec="seconds"), "note": note})
-    write_status(out_dir, {**status, "checkpoint_fallbacks": fallbacks})
+    status = read_status(out_dir) or TrialStatus(RUNNING, frame=0)
+    fallback = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "note": note}
+    write_status(out_dir, replace(status, checkpoint_fallbacks=(*status.checkpoint_fallbacks, fallback)))
 
 
 def pack_resources(param: Mapping[str, Any]) -> Any:
@@ -283,7 +283,7 @@ def run(param: dict[str, Any]) -> None:
 
 def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_dirs: Sequence[Path]) -> None:
     from agent.config import build_config
-    from agent.store import FAILED, INTERRUPTED, StoreWriteError, read_status, write_status
+    from agent.store import FAILED, INTERRUPTED, NEW, StoreWriteError, TrialStatus, read_status, write_status
     from agent.train import run_pack
 
     grid_dir = out_dirs[0].parent
@@ -302,18 +302,18 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
 
             member_sinks.append(WandbSink(spec["wandb"], member["meta"], member["config"], out_dir, teardown=False))
         sinks.append(member_sinks)
-    finals: dict[int, dict[str, Any]] = {}
+    finals: dict[int, TrialStatus] = {}
 
-    def on_status(index: int, status: Mapping[str, Any]) -> None:
+    def on_status(index: int, status: TrialStatus) -> None:
         tid = todo[index]["trial_id"]
-        finals[index] = dict(status)
-        checkpointer.member_ended(tid, str(status.get("status")))
+        finals[index] = status
+        checkpointer.member_ended(tid, status.state)
         tune.report(
             {
                 MEMBER_KEY: tid,
-                MEMBER_STATUS_KEY: str(status.get("status")),
-                "frame": int(status.get("frame", 0)),
-                "wall_time_s": float(status.get("wall_time_s", 0.0)),
+                MEMBER_STATUS_KEY: status.state,
+                "frame": int(status.frame or 0),
+                "wall_time_s": float(status.wall_time_s or 0.0),
             }
         )
 
@@ -327,16 +327,13 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
             if index in finals:
                 statuses.append(finals[index])
                 continue
-            previous = read_status(out_dir) or {}
+            previous = read_status(out_dir) or TrialStatus(NEW)  # the keys it has are kept
             if isinstance(err, StoreWriteError):
-                status = {**previous, "status": INTERRUPTED, "error": str(err), "store_error": True}
+                status = replace(previous, state=INTERRUPTED, error=str(err), store_error=True)
             else:
-                status = {
-                    **previous,
-                    "status": FAILED,
-                    "error": f"{type(err).__name__}: {err}",
-                    "traceback": traceback.format_exc(),
-                }
+                status = replace(
+                    previous, state=FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
+                )
             try:
                 write_status(out_dir, status)
             except StoreWriteError:
@@ -354,19 +351,18 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
     for index, status in enumerate(statuses):
         if index not in finals:  # a worker that did not call on_status for this member
             on_status(index, status)
-    store_errors = [s for s in statuses if s.get("store_error")]
+    store_errors = [s for s in statuses if s.store_error]
     if store_errors:
         # The driver's StoreFaultStopper ends the whole sweep on this row: every trial would hit the same disk.
         try:
-            tune.report({STORE_FAULT_KEY: str(store_errors[0].get("error"))})
+            tune.report({STORE_FAULT_KEY: str(store_errors[0].error)})
         except OSError:
             pass  # Ray cannot persist even this: the driver finds the full disk itself
-        raise StoreFault(str(store_errors[0].get("error")))
-    failed = [(m, s) for m, s in zip(todo, statuses) if s.get("status") == FAILED]
+        raise StoreFault(str(store_errors[0].error))
+    failed = [(m, s) for m, s in zip(todo, statuses) if s.state == FAILED]
     if failed:
         detail = "; ".join(
-            f"trial {m['trial_id']} failed: {s.get('error')} (see {Path(m['out_dir']) / 'status.json'})"
-            for m, s in failed
+            f"trial {m['trial_id']} failed: {s.error} (see {Path(m['out_dir']) / 'status.json'})" for m, s in failed
         )
         raise TrialFailed(
             f"pack {spec['pack_id']}: {len(failed)} of {len(todo)} members failed: {detail}"

@@ -62,7 +62,8 @@ def read_run(path: Path | str) -> dict[str, Any]:
         path = next(path.glob("*.wandb"))
     result: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "run": {}}
     for raw in _records(path.read_bytes()):
-        record = pb.Record()
+        # wandb's generated protobuf modules build their message classes at import time: no static names.
+        record = pb.Record()  # type: ignore[attr-defined]
         record.ParseFromString(raw)
         kind = record.WhichOneof("record_type")
         if kind == "history":

@@ -28,7 +28,10 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.store import TrialStatus
 
 DEFAULT_PROJECT = "bnsweep"
 FRAME = "frame"
@@ -345,16 +348,14 @@ class WandbSink:
     def checkpoint(self, frame: int, path: Path) -> None:
         pass
 
-    def close(self, status: Mapping[str, Any]) -> None:
+    def close(self, status: TrialStatus) -> None:
         if self.run is None:
             return
         run = self.run
         self._drop_run()
         try:
-            state = status.get("status")
-            run.summary.update(
-                {"status": state, "final_frame": status.get("frame"), "wall_time_s": status.get("wall_time_s")}
-            )
+            state = status.state
+            run.summary.update({"status": state, "final_frame": status.frame, "wall_time_s": status.wall_time_s})
             if state in ("diverged", "failed"):
                 run.tags = tuple(run.tags or ()) + (str(state),)
             run.finish(exit_code=0 if state in ("completed", "diverged") else 1)

@@ -146,8 +146,8 @@ def test_killed_pack_resumes_every_member_exactly(tmp_path):
     assert {json.loads((out / "status.json").read_text())["status"] for out in killed} == {"running"}
 
     statuses = run_pack([build_config(o) for o in overrides], killed)
-    assert [s["status"] for s in statuses] == ["completed"] * 3
-    assert {s["resumed_from_frame"] for s in statuses} <= {1000, 2000, 3000}
+    assert [s.state for s in statuses] == ["completed"] * 3
+    assert {s.resumed_from_frame for s in statuses} <= {1000, 2000, 3000}
     straight = [tmp_path / f"straight{k}" for k in range(3)]
     run_pack([build_config(o) for o in overrides], straight)
     for resumed, reference in zip(killed, straight):
@@ -191,15 +191,15 @@ def test_a_diverged_and_a_failed_member_end_while_the_others_go_on(tmp_path):
     ]
     outs = [tmp_path / name for name in ("healthy", "diverging", "failing")]
     statuses = run_pack(configs, outs, sinks=[[], [], [FailingSink(frame=1000)]])
-    assert [s["status"] for s in statuses] == ["completed", "diverged", "failed"]
-    assert statuses[0]["frame"] == 3000
-    assert statuses[1]["frame"] < 3000 and "non-finite" in statuses[1]["error"]
-    assert statuses[2]["frame"] == 1000 and "sink broke" in statuses[2]["error"]
+    assert [s.state for s in statuses] == ["completed", "diverged", "failed"]
+    assert statuses[0].frame == 3000
+    assert (statuses[1].frame or 0) < 3000 and "non-finite" in (statuses[1].error or "")
+    assert statuses[2].frame == 1000 and "sink broke" in (statuses[2].error or "")
     for out, status in zip(outs, statuses):
-        assert json.loads((out / "status.json").read_text())["status"] == status["status"]
+        assert json.loads((out / "status.json").read_text()) == status.to_json()  # what it returns is on disk
     # The healthy member learned exactly what it learns alone (a pack of one, same float32 kernels).
     alone = run_trial(configs[0], tmp_path / "alone")
-    assert alone["status"] == "completed"
+    assert alone.state == "completed"
     got, expected = comparable(read_metrics(outs[0])), comparable(read_metrics(tmp_path / "alone"))
     pd.testing.assert_frame_equal(got, expected, rtol=1e-3, atol=1e-3)
 
@@ -227,8 +227,8 @@ def test_member_threads_and_compressed_replay_change_nothing(tmp_path):
     lz4 frame store are placement: the same pack gives the same metrics with and without them."""
     plain = [build_config({**PIXELS_TINY, "seed": s}) for s in (1, 2)]
     threaded = [build_config({**PIXELS_TINY, "seed": s, "env_threads": 2, "frame_codec": "lz4"}) for s in (1, 2)]
-    assert [s["status"] for s in run_pack(plain, [tmp_path / "p1", tmp_path / "p2"])] == ["completed"] * 2
-    assert [s["status"] for s in run_pack(threaded, [tmp_path / "t1", tmp_path / "t2"])] == ["completed"] * 2
+    assert [s.state for s in run_pack(plain, [tmp_path / "p1", tmp_path / "p2"])] == ["completed"] * 2
+    assert [s.state for s in run_pack(threaded, [tmp_path / "t1", tmp_path / "t2"])] == ["completed"] * 2
     for k in (1, 2):
         pd.testing.assert_frame_equal(
             comparable(read_metrics(tmp_path / f"t{k}")), comparable(read_metrics(tmp_path / f"p{k}"))
@@ -237,7 +237,7 @@ def test_member_threads_and_compressed_replay_change_nothing(tmp_path):
 
 def test_bf16_precision_trains_and_tf32_needs_cuda(tmp_path):
     status = run_trial(build_config({**TINY_STATES, "num_frames": 1000, "precision": "bf16"}), tmp_path)
-    assert status["status"] == "completed", status.get("traceback")
+    assert status.state == "completed", status.traceback
     assert read_metrics(tmp_path)["losses/critic"].notna().any()
     with pytest.raises(ConfigError, match="precision=tf32 is a CUDA setting"):
         build_config({"precision": "tf32"})

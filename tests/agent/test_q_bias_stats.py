@@ -231,7 +231,7 @@ def test_own_measurements_are_averaged_into_each_evaluation_row(tmp_path, monkey
             "checkpoint_every_frames": 0,
         }
     )
-    assert run_trial(config, tmp_path)["status"] == "completed"
+    assert run_trial(config, tmp_path).state == "completed"
     evals = read_metrics(tmp_path).dropna(subset=["eval/episode_return"])
     assert list(evals["frame"]) == [0, 1000, 2000]
     assert len(measured) == 3  # at frames 500, 1000 (after that frame's evaluation) and 1500
@@ -262,7 +262,7 @@ def test_a_trial_stopped_between_measurement_and_report_resumes_exactly(tmp_path
     run_trial(config, tmp_path / "whole")
     with pytest.raises(SystemExit):  # at frame 1000: the measurement of frame 500 is not reported yet
         run_trial(config, tmp_path / "stopped", sinks=[_StopAtFirstCheckpoint()])
-    assert run_trial(config, tmp_path / "stopped")["status"] == "completed"
+    assert run_trial(config, tmp_path / "stopped").state == "completed"
     whole, resumed = (comparable(read_metrics(tmp_path / name)) for name in ("whole", "stopped"))
     pd.testing.assert_frame_equal(resumed, whole)
     assert resumed.dropna(subset=["eval/episode_return"])["q_bias/mean"].notna().sum() == 2

@@ -49,7 +49,7 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
 def test_states_trial_writes_config_metrics_status(tmp_path):
     config = build_config({**TINY_STATES, "num_frames": 2000})
     status = run_trial(config, tmp_path)
-    assert status["status"] == "completed" and status["frame"] == 2000
+    assert status.state == "completed" and status.frame == 2000
     saved = json.loads((tmp_path / "status.json").read_text())
     assert saved["status"] == "completed" and saved["wall_time_s"] > 0
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
@@ -101,8 +101,8 @@ def test_killed_trial_resumes_from_its_checkpoint_exactly(tmp_path):
     assert json.loads((killed / "status.json").read_text())["status"] == "running"  # killed mid-trial
 
     status = run_trial(build_config(overrides), killed)
-    assert status["status"] == "completed" and status["frame"] == 4000
-    assert status["resumed_from_frame"] in (1000, 2000, 3000)
+    assert status.state == "completed" and status.frame == 4000
+    assert status.resumed_from_frame in (1000, 2000, 3000)
     reference = tmp_path / "uninterrupted"
     run_trial(build_config(overrides), reference)
     resumed, straight = comparable(read_metrics(killed)), comparable(read_metrics(reference))
@@ -128,7 +128,7 @@ def test_pixels_trial_runs_updates_headless(tmp_path):
         }
     )
     status = run_trial(config, tmp_path)
-    assert status["status"] == "completed", status.get("traceback")
+    assert status.state == "completed", status.traceback
     trained = read_metrics(tmp_path).dropna(subset=["losses/critic"])
     assert len(trained) >= 1 and trained["perf/update_ms"].notna().all()
 
@@ -159,8 +159,8 @@ def test_diverging_trial_stops_as_diverged_and_keeps_its_metrics(tmp_path):
         }
     )
     status = run_trial(config, tmp_path)
-    assert status["status"] == "diverged" and "non-finite" in status["error"]
-    assert status["frame"] < 3000
+    assert status.state == "diverged" and "non-finite" in (status.error or "")
+    assert (status.frame or 0) < 3000
     assert len(read_metrics(tmp_path)) >= 1
 
 
@@ -168,7 +168,7 @@ def test_gymnasium_task_runs_with_states(tmp_path):
     config = build_config({**TINY_STATES, "task": "Hopper-v5", "num_frames": 600, "eval_every_frames": 600})
     assert (config.action_repeat, config.frame_stack) == (1, 1)
     status = run_trial(config, tmp_path)
-    assert status["status"] == "completed", status.get("traceback")
+    assert status.state == "completed", status.traceback
     assert read_metrics(tmp_path)["eval/episode_return"].notna().sum() == 2
 
 

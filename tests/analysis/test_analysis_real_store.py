@@ -49,7 +49,7 @@ def worker_store(tmp_path_factory) -> Path:
     try:
         for name, overrides in TRIALS.items():
             status = run_trial(build_config({**TINY, **overrides}), root / "critic_i_mode" / name)
-            assert status["status"] == "completed", status
+            assert status.state == "completed", status
     finally:
         torch.set_num_threads(threads)  # run_trial sets the trial's thread count process-wide
     return root

@@ -23,6 +23,7 @@ import torch
 
 from agent import checkpoint
 from agent.config import build_config
+from agent.store import TrialStatus
 from agent.train import run_trial
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ class StopAt:
     def checkpoint(self, frame: int, path: Path) -> None:
         pass
 
-    def close(self, status: Mapping[str, Any]) -> None:
+    def close(self, status: TrialStatus) -> None:
         pass
 
 
@@ -74,7 +75,7 @@ def status(out: Path) -> dict[str, Any]:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     """The uninterrupted run every recovered trial must reproduce."""
     out = tmp_path_factory.mktemp("reference")
-    assert run_trial(build_config(TINY), out)["status"] == "completed"
+    assert run_trial(build_config(TINY), out).state == "completed"
     return metrics(out)
 
 
@@ -155,10 +156,10 @@ def test_damaged_latest_falls_back_to_the_previous_then_to_frame_0(tmp_path: Pat
     interrupted_trial(out)
     damage(out / checkpoint.LATEST)
     final = run_trial(build_config(TINY), out)
-    assert final["status"] == "completed" and final["resumed_from_frame"] == 2000
-    [fallback] = final["checkpoint_fallbacks"]
+    assert final.state == "completed" and final.resumed_from_frame == 2000
+    [fallback] = final.checkpoint_fallbacks
     assert "is damaged" in fallback["note"] and fallback["resumed_from_frame"] == 2000
-    assert status(out)["checkpoint_fallbacks"] == final["checkpoint_fallbacks"]
+    assert status(out)["checkpoint_fallbacks"] == list(final.checkpoint_fallbacks)
     assert (out / checkpoint.DAMAGED).is_dir()  # kept for inspection, out of the way
     assert not (out / checkpoint.PREVIOUS).exists()  # a finished trial keeps one checkpoint
     pd.testing.assert_frame_equal(metrics(out), reference)
@@ -169,8 +170,8 @@ def test_damaged_latest_falls_back_to_the_previous_then_to_frame_0(tmp_path: Pat
     damage(again / checkpoint.LATEST)
     damage(again / checkpoint.PREVIOUS)
     final = run_trial(build_config(TINY), again)
-    assert final["status"] == "completed" and final["resumed_from_frame"] is None
-    assert "restarts from frame 0" in final["checkpoint_fallbacks"][-1]["note"]
+    assert final.state == "completed" and final.resumed_from_frame is None
+    assert "restarts from frame 0" in final.checkpoint_fallbacks[-1]["note"]
     pd.testing.assert_frame_equal(metrics(again), reference)
 
 
@@ -179,7 +180,7 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path: Path, reference: 
     interrupted_trial(out)
     with (out / "metrics.csv").open("a") as handle:
         handle.write("3600,12.5,0.")  # a crash in mid-row: no newline
-    assert run_trial(build_config(TINY), out)["status"] == "completed"
+    assert run_trial(build_config(TINY), out).state == "completed"
     pd.testing.assert_frame_equal(metrics(out), reference)
 
 
@@ -205,7 +206,7 @@ def test_sigkill_during_a_checkpoint_write_loses_nothing(tmp_path: Path, referen
     process.wait()
     assert writing, f"the trial ended before its second checkpoint write: {process.stderr.read().decode()[-2000:]}"
     final = run_trial(build_config(TINY), out)
-    assert final["status"] == "completed" and final["resumed_from_frame"] in (1000, 2000)
+    assert final.state == "completed" and final.resumed_from_frame in (1000, 2000)
     assert not (out / checkpoint.PARTIAL).exists()
     pd.testing.assert_frame_equal(metrics(out), reference)
 

@@ -74,7 +74,16 @@ def test_each_subcommand_help_is_the_underlying_help(name: str, capsys: pytest.C
         raise SystemExit(code)  # train's main returns 0 after its help; argparse mains exit
     assert exit_info.value.code in (0, None)
     out = capsys.readouterr().out
-    assert out.startswith("usage: ") and OWN_HELP[name] in out
+    assert out.startswith(f"usage: bnsweep {name}") and OWN_HELP[name] in out
+
+
+def test_subcommand_usage_names_bnsweep_and_the_module_run_alone_names_itself() -> None:
+    done = _run("sweep", "--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: bnsweep sweep"), done.stdout + done.stderr
+    done = _run("sweep", "--pack", "0")  # an argparse error line names the program too
+    assert done.returncode == 2 and "bnsweep sweep: error:" in done.stderr, done.stderr
+    done = _run("--help", command=(sys.executable, "-m", "orchestrator.sweep"))
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m orchestrator.sweep"), done.stderr
 
 
 def test_an_unknown_subcommand_exits_2_and_names_the_choices() -> None:
@@ -143,5 +152,5 @@ def test_constraints_are_name_version_pins_matching_the_makefile_and_setup_cfg()
         version = re.search(rf"^{variable} := (\S+)$", makefile, flags=re.M).group(1)
         assert pins[name] == version, f"constraints.txt pins {name}=={pins[name]}, the Makefile {version}"
         assert f"{name}=={version}" in setup_cfg
-    for required in ("numpy", "ray", "wandb", "dm-control", "gymnasium", "pytest", "ruff", "pip"):
+    for required in ("numpy", "ray", "wandb", "dm-control", "gymnasium", "pytest", "ruff", "mypy", "pip"):
         assert required in pins

@@ -12,7 +12,7 @@ import yaml
 from orch_helpers import grid_dict, run_cli, write_grid
 
 from agent import store
-from agent.store import write_status
+from agent.store import TrialStatus, write_status
 from orchestrator import packing
 from orchestrator.grid import load_grid
 from orchestrator.sweep import concurrency, plan_packs
@@ -24,7 +24,7 @@ def _fake_finished(results: Path, trial, frames_per_s: float) -> Path:
     directory.mkdir(parents=True)
     (directory / "config.yaml").write_text(yaml.safe_dump(trial.config))
     write_status(
-        directory, {"status": "completed", "frame": trial.num_frames, "wall_time_s": trial.num_frames / frames_per_s}
+        directory, TrialStatus("completed", frame=trial.num_frames, wall_time_s=trial.num_frames / frames_per_s)
     )
     return directory
 
@@ -82,7 +82,7 @@ def test_dry_run_of_an_unfinished_trial_shows_where_it_resumes(tmp_path: Path, c
     directory = store.trial_dir(results, "plan", trial.trial_id)
     (directory / "checkpoint").mkdir(parents=True)
     (directory / "checkpoint" / store.CHECKPOINT_META).write_text(json.dumps({"frame": 3000}))
-    write_status(directory, {"status": "running", "frame": 0})
+    write_status(directory, TrialStatus("running", frame=0))
     code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run")
     assert code == 0
     assert "running @ 3,000" in out and "(1 of them resume from a checkpoint)" in out

@@ -292,3 +292,12 @@ def test_exit_code_of_the_real_command(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "tasks[0]: 'nope'" in proc.stderr
+
+
+def test_cell_names_spell_values_as_the_figures_do() -> None:
+    """One spelling of a config value (agent.store.format_value) in cell names, W&B groups and figure labels."""
+    grid = load_grid("learning_rate", "paper")
+    assert {t.config["lr"] for t in grid.trials} == {5e-5, 7.5e-5, 1e-4, 2e-4, 5e-4, 1e-3}
+    for trial in grid.trials:
+        assert f"lr={store.format_value(trial.config['lr'])}" in trial.variant
+    assert any("lr=7.5e-5" in t.variant for t in grid.trials)

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import yaml
 from orch_helpers import grid_dict, run_cli, trial_dirs, write_grid
 
 from agent import store
-from agent.store import write_status
+from agent.store import TrialStatus, read_status, write_status
 from orchestrator import packing
 from orchestrator.grid import load_grid
 from orchestrator.wandb_offline import read_run
@@ -246,9 +247,7 @@ def test_dry_run_uses_rates_measured_in_packs(tmp_path: Path, capsys: pytest.Cap
         directory = store.trial_dir(results, trial.grid, trial.trial_id)
         directory.mkdir(parents=True)
         (directory / "config.yaml").write_text(yaml.safe_dump(trial.config))
-        write_status(
-            directory, {"status": "completed", "frame": trial.num_frames, "wall_time_s": trial.num_frames / 150.0}
-        )
+        write_status(directory, TrialStatus("completed", frame=trial.num_frames, wall_time_s=trial.num_frames / 150.0))
         store.write_trial_meta(
             directory,
             {
@@ -434,8 +433,9 @@ def test_partly_done_pack_reruns_only_its_unfinished_member(
     assert code == 0 and "1 pack of at most 2 trials (2 trials)" in out, out
     first, second = trial_dirs(results, "part")
     # the pack was stopped after `second` had finished: `first` is unfinished, from its checkpoint at 1000
-    status = _status(first)
-    write_status(first, {**status, "status": "running", "frame": 1000})
+    status = read_status(first)
+    assert status is not None
+    write_status(first, replace(status, state="running", frame=1000))
     kept = [f for f in _metric_frames(first) if f <= 1000]
     before = (second / "status.json").stat().st_mtime_ns
     code, out, _ = run_cli(

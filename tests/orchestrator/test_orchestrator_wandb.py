@@ -10,6 +10,7 @@ import pytest
 from orch_helpers import TINY_BASE
 
 from agent.config import build_config
+from agent.store import TrialStatus
 from agent.train import run_trial
 from orchestrator.wandb_sink import (
     INIT_TIMEOUT_ENV,
@@ -96,7 +97,7 @@ def test_a_broken_wandb_never_stops_the_trial(
     )  # two threads on two busy cores spin for ages
     sink = WandbSink({"mode": "online", "project": "p", "tags": []}, META, config.to_dict(), tmp_path)
     status = run_trial(config, tmp_path / "trial", sinks=[sink])
-    assert status["status"] == "completed"
+    assert status.state == "completed"
     assert calls.count("log") == 1  # the first failure switches the sink off
     assert capsys.readouterr().err.count("warning: W&B") == 1
     assert (tmp_path / "trial" / "metrics.csv").read_text().count("\n") >= 3
@@ -113,7 +114,7 @@ def test_wandb_that_cannot_start_is_skipped(tmp_path: Path, capsys: pytest.Captu
     )
     assert sink.run is None and "could not start the W&B run" in capsys.readouterr().err
     sink.log(0, {"eval/episode_return": 1.0})
-    sink.close({"status": "completed"})
+    sink.close(TrialStatus("completed"))
 
 
 def test_the_online_start_wait_is_one_bound_the_driver_may_lower(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
