@@ -24,7 +24,17 @@ from agent.bn_modes import (
     validate_bn_mode,
 )
 from agent.replay import FrameCodec
-from agent.schema import MODEL_CONFIG, Float, Int, Nullable, allowed_text, did_you_mean, error_text, model_bounds
+from agent.schema import (
+    MODEL_CONFIG,
+    Float,
+    Int,
+    Nullable,
+    allowed_text,
+    did_you_mean,
+    error_text,
+    is_null,
+    model_bounds,
+)
 from agent.store import (  # noqa: F401 - the store owns the ids; these names are the config's interface too
     ID_NEUTRAL_DEFAULTS,
     ID_NEUTRAL_WHEN,
@@ -289,7 +299,7 @@ class TrialConfig(TrialFields):
     @classmethod
     def _default_bn_mode(cls, data: Any) -> Any:
         """A BN network without a mode string trains as MA-BN (``DEFAULT_BN_MODE``); without BN none is implied."""
-        if isinstance(data, Mapping) and data.get("bn_mode") in (None, "none", "null"):
+        if isinstance(data, Mapping) and is_null(data.get("bn_mode")):
             if mode_string_applies({**FIELD_DEFAULTS, **data}):
                 return {**data, "bn_mode": DEFAULT_BN_MODE}
         return data
@@ -470,19 +480,19 @@ def task_preset(task: str, presets: str = "drqv2") -> dict[str, Any]:
 _BOUNDS = model_bounds(TrialFields)
 
 
-def config_messages(err: ValidationError, where: str = "") -> list[str]:
+def config_messages(err: ValidationError) -> list[str]:
     """One line per problem: ``key=value: what is allowed``; unknown keys with their closest names."""
     messages = []
     for error in err.errors():
         key = next((part for part in reversed(error["loc"]) if isinstance(part, str)), "")
         if error["type"] == "extra_forbidden":
             messages.append(
-                f"{where}unknown config key {key!r}{did_you_mean(key, list(FIELDS), DESCRIPTIONS)}; "
+                f"unknown config key {key!r}{did_you_mean(key, list(FIELDS), DESCRIPTIONS)}; "
                 "run `bnsweep train --help` for all keys"
             )
             continue
         text, _ = error_text(error, _BOUNDS)
-        messages.append(f"{where}{key}={error['input']!r}: {text}" if key else f"{where}{text}")
+        messages.append(f"{key}={error['input']!r}: {text}" if key else text)
     return messages
 
 
@@ -500,7 +510,9 @@ def build_config(overrides: Mapping[str, Any] | None = None) -> TrialConfig:
     values = check_overrides(overrides or {})
     merged: dict[str, Any] = dict(FIELD_DEFAULTS)
     if values.get("use_task_presets", merged["use_task_presets"]):
-        merged.update(task_preset(values.get("task", merged["task"]), values.get("task_presets", "drqv2")))
+        merged.update(
+            task_preset(values.get("task", merged["task"]), values.get("task_presets", merged["task_presets"]))
+        )
     merged.update(values)
     try:
         return TrialConfig.model_validate(merged)

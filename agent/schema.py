@@ -51,8 +51,13 @@ def _float_like(value: Any) -> Any:
     return value
 
 
+def is_null(value: Any) -> bool:
+    """null in YAML, or `none`/`null` written as text (the command line)."""
+    return value is None or (isinstance(value, str) and value.lower() in NULL_TEXTS)
+
+
 def _null_text(value: Any) -> Any:
-    return None if isinstance(value, str) and value.lower() in NULL_TEXTS else value
+    return None if is_null(value) else value
 
 
 # Numbers from YAML or the command line: "1e6" and "1_000_000" are ints, true/false are not numbers.
