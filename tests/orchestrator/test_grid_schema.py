@@ -82,6 +82,9 @@ def test_help_comes_from_the_declarations() -> None:
 def test_values_coerce_as_yaml_and_the_command_line_write_them() -> None:
     config = build_config({"num_frames": "1e6", "lr": "3e-4", "critic_lr": "null", "checkpoint_replay": "no"})
     assert (config.num_frames, config.lr, config.critic_lr, config.checkpoint_replay) == (1_000_000, 3e-4, None, False)
+    # null written as text means "no mode given": a BN network still gets MA-BN's default, without BN none
+    assert build_config({"bn_mode": "None"}).bn_mode == "TTETT"
+    assert build_config({"bn_mode": "null", "actor_norm": "none", "critic_norm": "none"}).bn_mode is None
     for bad, words in [({"batch_size": True}, "batch_size=True: expected int"), ({"lr": "inf"}, "finite")]:
         with pytest.raises(ConfigError, match=words):
             build_config(bad)
