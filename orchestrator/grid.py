@@ -25,9 +25,7 @@ from agent.config import FIELD_DEFAULTS, FIELDS, ConfigError, build_config
 from agent.schema import did_you_mean
 from agent.store import cell_id, format_value, trial_id
 from orchestrator import SWEEPS_DIR
-from orchestrator.grid_schema import DEFAULT_MAX_FAILURES, DEFAULT_PACK, GridLevel, grid_messages, validate_grid
-
-DEFAULT_RESOURCES = {"cpu": 1, "gpu": 0}
+from orchestrator.grid_schema import DEFAULT_PACK, GridLevel, Resources, grid_messages, validate_grid
 
 
 class GridError(Exception):
@@ -235,7 +233,7 @@ class _GridBuilder:
         extra = spec.get("cells") or []
         tasks = tuple(spec.get("tasks") or (FIELD_DEFAULTS["task"],))
         seeds = tuple(spec.get("seeds") or (1,))
-        resources = {**DEFAULT_RESOURCES, **(spec.get("resources") or {})}
+        resources = Resources.model_validate(spec.get("resources") or {}).model_dump()  # with the defaults
         frames = spec.get("frames")
 
         # cells: the cartesian product of the axes, then the explicit extra cells
@@ -340,23 +338,24 @@ class _GridBuilder:
                         )
                     )
         _fill_axes(trials, cells)
+        default = {key: info.default for key, info in GridLevel.model_fields.items()}  # the schema's, for keys unset
         return Grid(
             name=name,
             path=self.path,
             profile=profile,
             profiles=profiles,
-            description=str(spec.get("description", "")).strip(),
+            description=spec.get("description", default["description"]).strip(),
             trials=trials,
             tasks=tasks,
             seeds=seeds,
             cells=tuple(c[0] for c in cells),
             resources=resources,
             max_concurrent=spec.get("max_concurrent"),
-            max_failures=spec.get("max_failures", DEFAULT_MAX_FAILURES),
-            ray_checkpoints=spec.get("ray_checkpoints", True),
+            max_failures=spec.get("max_failures", default["max_failures"]),
+            ray_checkpoints=spec.get("ray_checkpoints", default["ray_checkpoints"]),
             wandb=dict(spec.get("wandb") or {}),
             source_text=self.text,
-            pack=spec.get("pack", DEFAULT_PACK),
+            pack=spec.get("pack", default["pack"]),
             pack_source=spec.get("_pack_source", ""),
         )
 
