@@ -440,7 +440,11 @@ MEDIUM_TASKS = (
 GYM_TASKS = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5", "Humanoid-v5")
 
 
-def task_group(task: str) -> str:
+TaskGroup = Literal["easy", "medium", "hard", "gym_mujoco"]
+TASK_GROUPS: tuple[str, ...] = get_args(TaskGroup)
+
+
+def task_group(task: str) -> TaskGroup:
     if is_gym_task(task):
         return "gym_mujoco"
     if task in EASY_TASKS:

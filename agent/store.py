@@ -215,7 +215,9 @@ class TrialStatus:
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``status.json``: the keys and values the dict writers wrote."""
         out: dict[str, Any] = {"status": self.state}
-        for spec in fields(self)[1:-1]:
+        for spec in fields(self):
+            if spec.name in ("state", "extra"):
+                continue  # the state is written under "status" (above), unknown keys after the others (below)
             value = getattr(self, spec.name)
             if spec.name == "checkpoint_fallbacks":
                 value = [dict(entry) for entry in value] or None

@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -33,7 +33,16 @@ from pydantic import (
 )
 
 from agent.bn_modes import ALL_BN_MODES
-from agent.config import DESCRIPTIONS, EASY_TASKS, FIELDS, MEDIUM_TASKS, TrialFields, field_allowed
+from agent.config import (
+    DESCRIPTIONS,
+    EASY_TASKS,
+    FIELDS,
+    MEDIUM_TASKS,
+    TASK_GROUPS,
+    TaskName,
+    TrialFields,
+    field_allowed,
+)
 from agent.schema import (
     MODEL_CONFIG,
     At,
@@ -46,6 +55,7 @@ from agent.schema import (
     model_bounds,
     standard_bounds,
 )
+from envs import check_task_name
 
 # Keys a grid must not set through `base`/axes/cells: they have their own grid key,
 # and the placement keys are derived from `resources` so they never change a trial's id.
@@ -58,8 +68,6 @@ MANAGED_KEYS = {
 }
 CONFIG_KEYS = tuple(k for k in FIELDS if k not in MANAGED_KEYS)
 WandbMode = Literal["online", "offline", "disabled"]
-TaskGroup = Literal["easy", "medium", "hard", "gym_mujoco"]
-TASK_GROUPS: tuple[str, ...] = get_args(TaskGroup)
 DEFAULT_MAX_FAILURES = 2
 DEFAULT_PACK = 1  # members per pack (issue #9): 1 = every trial is its own process, as before packing
 GRID_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -107,13 +115,6 @@ def _distinct(values: list, what: str) -> list:
     return values
 
 
-def _known_task(task: str) -> str:
-    from envs import check_task_name  # local: imports dm_control, only needed when tasks are checked
-
-    check_task_name(task)
-    return task
-
-
 def _tasks_input(value: Any) -> Any:
     if isinstance(value, str):
         return list(TASK_PRESETS.get(value, (value,)))  # a preset, or one task (checked with suggestions)
@@ -138,7 +139,7 @@ def _frames_keys(frames: dict[str, int]) -> dict[str, int]:
     for key in frames:
         if key not in TASK_GROUPS:
             try:
-                _known_task(key)
+                check_task_name(key)
             except ValueError:
                 message = f"{key!r} is neither a task group ({allowed_text(TASK_GROUPS)}) nor a known task"
                 raise At(message, f".{key}") from None
@@ -298,7 +299,7 @@ class GridLevel(_Strict):
     cells: list[Cell] = Field(default_factory=list, description="extra cells outside the product")
     tasks: (
         Annotated[
-            list[Annotated[str, AfterValidator(_known_task)]],
+            list[TaskName],
             BeforeValidator(_tasks_input, json_schema_input_type=str | list[str]),
             AfterValidator(lambda v: _distinct(v, "task")),
         ]

@@ -25,24 +25,10 @@ from agent import checkpoint
 from agent.config import build_config
 from agent.store import TrialStatus
 from agent.train import run_trial
+from tests.agent.test_train import TINY_STATES
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(
-    task="cartpole_swingup",
-    obs_type="states",
-    hidden_dim=16,
-    feature_dim=8,
-    batch_size=8,
-    num_seed_frames=400,
-    num_expl_steps=200,
-    eval_every_frames=1000,
-    num_eval_episodes=1,
-    log_every_frames=500,
-    checkpoint_every_frames=1000,
-    q_bias_max_states=200,
-    torch_threads=1,
-    num_frames=4000,
-)
+TINY = {**TINY_STATES, "num_frames": 4000}  # the worker tests' tiny trial: checkpoints, evaluations, log rows
 
 
 class StopAt:

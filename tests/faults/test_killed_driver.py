@@ -56,6 +56,7 @@ import yaml
 from agent import store
 from orchestrator import REPO_ROOT
 from orchestrator.grid import load_grid
+from tests.orchestrator.orch_helpers import TINY_BASE
 
 pytestmark = pytest.mark.faults_slow
 
@@ -64,22 +65,10 @@ WORKER_BOUND_S = 15.0  # the pack's worker process, Ray's idle workers, the pack
 SESSION_BOUND_S = 120.0  # every other process of the killed driver's Ray session
 FRAMES = 6000  # per member: still training when killed (after its first checkpoint at 1000 frames)
 
-# The smallest trial that checkpoints, logs and evaluates (tests/orchestrator/orch_helpers.py TINY_BASE).
+# The smallest trial that checkpoints, logs and evaluates.
 GRID: dict[str, Any] = {
     "name": "killed",
-    "base": {
-        "obs_type": "states",
-        "hidden_dim": 32,
-        "feature_dim": 16,
-        "batch_size": 32,
-        "num_seed_frames": 1000,
-        "num_expl_steps": 500,
-        "eval_every_frames": 2000,
-        "num_eval_episodes": 1,
-        "log_every_frames": 500,
-        "checkpoint_every_frames": 1000,
-        "q_bias_max_states": 100,
-    },
+    "base": TINY_BASE,
     "axes": {"bn_mode": ["TTTTT", "TTETT"]},
     "tasks": ["cartpole_swingup"],
     "seeds": [1],

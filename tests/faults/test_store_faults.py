@@ -17,20 +17,7 @@ import yaml
 
 from agent import checkpoint
 from orchestrator import REPO_ROOT
-
-TINY_BASE = {
-    "obs_type": "states",
-    "hidden_dim": 32,
-    "feature_dim": 16,
-    "batch_size": 32,
-    "num_seed_frames": 1000,
-    "num_expl_steps": 500,
-    "eval_every_frames": 2000,
-    "num_eval_episodes": 1,
-    "log_every_frames": 500,
-    "checkpoint_every_frames": 1000,
-    "q_bias_max_states": 100,
-}
+from tests.orchestrator.orch_helpers import TINY_BASE
 
 
 def write_grid(directory: Path, name: str, frames: int) -> Path:
