@@ -1,4 +1,4 @@
-"""Which BatchNorm mode each of the five update steps runs in (SPEC §3).
+"""Which BatchNorm mode each of the five update steps runs in (method.md §3).
 
 A mode is data: a 5-letter string over {T, E} in the order of ``STEP_NAMES``.
 ``bn_step`` puts every BatchNorm layer of a packed module into each member's
@@ -9,7 +9,7 @@ forward pass and restores the previous flags afterwards; the rest of the module
 Two more places say what a mode means, both here: which mode the encoder's
 BatchNorm runs in for each pass that runs the encoder (``bn_encoder_pass``), and
 how Critic-I's normalization is read for a measurement (``bn_critic_i_measurement``,
-the Q-bias of SPEC §7).
+the Q-bias of method.md §7).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The one typed trial configuration, declared once as a pydantic model (issue #12).
 
-Resolution order for a trial: field defaults -> the task group's preset (SPEC §1, only when ``use_task_presets``)
+Resolution order for a trial: field defaults -> the task group's preset (method.md §1, only when ``use_task_presets``)
 -> the caller's overrides. The model's declaration gives each key its coercion from YAML and command-line text,
 its range and allowed values, its ``--help`` line and its JSON Schema (the grid format's ``base`` and cells use
 it); the cross-key rules below are the worker's. Every error names the key, the value and what is allowed, before
@@ -155,7 +155,7 @@ class TrialFields(BaseModel):
             "DrQ-v2's under both"
         ),
     )
-    # --- normalization (SPEC §2-5) ---
+    # --- normalization (method.md §2-5) ---
     actor_norm: Norm = Field("batch_norm", description="normalization after each hidden Linear of the actor MLP")
     critic_norm: Norm = Field("batch_norm", description="normalization after each hidden Linear of each Q head")
     encoder_norm: EncoderNorm = Field(
@@ -186,22 +186,22 @@ class TrialFields(BaseModel):
         0.0,
         ge=0,
         le=MAX_BUFFER_MIX_RATIO,
-        description="rho in [0, 4]: floor(rho*B) replay (s, a) rows join the Critic-I forward (SPEC §4)",
+        description="rho in [0, 4]: floor(rho*B) replay (s, a) rows join the Critic-I forward (method.md §4)",
     )
     allow_mix_in_eval_mode: bool = Field(
         False,
         description="permit buffer_mix_ratio > 0 with Critic-I in eval mode (a control; mixing then changes nothing)",
     )
     target_bn_stats: TargetBnStats = Field(
-        "independent", description="how the target critic's BN running statistics follow the online ones (SPEC §5)"
+        "independent", description="how the target critic's BN running statistics follow the online ones (method.md §5)"
     )
-    # --- optimization (SPEC §6) ---
+    # --- optimization (method.md §6) ---
     optimizer: Optimizer = Field("adam", description="optimizer for all networks")
     lr: Float = Field(1e-4, gt=0, description="learning rate for all networks")
     actor_lr: OptionalRate = Field(None, description="actor learning rate (default: lr)")
     critic_lr: OptionalRate = Field(None, description="critic and encoder learning rate (default: lr)")
     sgd_momentum: Float = Field(0.0, ge=0, description="SGD momentum (only with optimizer=sgd)")
-    # --- DrQ-v2 hyper-parameters (SPEC §1) ---
+    # --- DrQ-v2 hyper-parameters (method.md §1) ---
     batch_size: Int = Field(256, ge=1, description="replay batch size B")
     nstep: Int = Field(3, ge=1, description="n of the n-step TD target")
     discount: Float = Field(0.99, ge=0.0, le=1.0, description="discount gamma per agent step")
@@ -220,7 +220,7 @@ class TrialFields(BaseModel):
     replay_capacity: Int = Field(1_000_000, ge=1, description="replay capacity in transitions")
     eval_every_frames: Int = Field(10_000, ge=0, description="frames between evaluations (0: never)")
     num_eval_episodes: Int = Field(10, ge=0, description="deterministic episodes per evaluation")
-    # --- metrics, logging, checkpoints (SPEC §7) ---
+    # --- metrics, logging, checkpoints (method.md §7) ---
     log_every_frames: Int = Field(5000, ge=1, description="frames between training log rows")
     q_bias_max_states: Int = Field(
         1000,
@@ -455,7 +455,7 @@ def task_group(task: str) -> TaskGroup:
 
 
 def task_preset(task: str, presets: str = "drqv2") -> dict[str, Any]:
-    """The task-group settings (SPEC §1) of ``presets`` (TASK_PRESETS); the Gymnasium values are this project's
+    """The task-group settings (method.md §1) of ``presets`` (TASK_PRESETS); the Gymnasium values are this project's
     choice under both. Raises ConfigError for an unknown ``presets``."""
     if presets not in GROUP_BUDGETS:
         raise ConfigError(f"task_presets={presets!r}: allowed: {allowed_text(TASK_PRESETS)}")
@@ -562,7 +562,7 @@ def help_text() -> str:
         lines.append(f"      {info.description or ''}")
     lines += [
         "",
-        "Task-group presets (SPEC §1): easy " + ", ".join(EASY_TASKS) + "; medium: every other DMC task "
+        "Task-group presets (method.md §1): easy " + ", ".join(EASY_TASKS) + "; medium: every other DMC task "
         "(" + ", ".join(MEDIUM_TASKS) + "); hard: humanoid_*; Gymnasium: " + ", ".join(GYM_TASKS) + ".",
     ]
     return "\n".join(lines)

@@ -368,7 +368,7 @@ class DrQV2Agent:
         with bn_step(self.actor, self.modes, "actor_i"), self.autocast():
             action = self.actor(obs, std).sample(self.generators, clip=self.config.stddev_clip)
         # Critic-I: policy rows, plus floor(rho*B) replay rows that only shape
-        # the batch statistics (SPEC §4); the loss reads the policy rows alone.
+        # the batch statistics (method.md §4); the loss reads the policy rows alone.
         mixing = mix_obs.shape[1] > 0
         critic_obs = torch.cat([obs, mix_obs], dim=1) if mixing else obs
         critic_action = torch.cat([action, mix_action], dim=1) if mixing else action

@@ -1,6 +1,6 @@
 """Metric names (the contract between worker, store, W&B and analysis) and the two derived measures.
 
-``q_bias`` and ``Coverage`` follow SPEC §7; both are pure functions of arrays so
+``q_bias`` and ``Coverage`` follow method.md §7; both are pure functions of arrays so
 they can be checked against hand-computed values.
 """
 
@@ -65,7 +65,7 @@ def projection_matrix(task: str, input_dim: int, dims: int) -> np.ndarray:
     """A fixed Gaussian projection seeded by the task name (stable across processes and machines).
 
     Entries are N(0, 1/input_dim) so projected coordinates keep the scale of the
-    inputs' RMS whatever the state size (this project's choice; SPEC §7 leaves it open).
+    inputs' RMS whatever the state size (this project's choice; method.md §7 leaves it open).
     """
     rng = np.random.default_rng(zlib.crc32(task.encode()))
     return rng.normal(0.0, 1.0 / np.sqrt(input_dim), size=(dims, input_dim))

@@ -1,4 +1,4 @@
-"""DrQ-v2 networks (SPEC §1) with the normalization options of SPEC §2, for a pack of K members.
+"""DrQ-v2 networks (method.md §1) with the normalization options of method.md §2, for a pack of K members.
 
 Every network holds the parameters of K independent members stacked on a
 leading dimension and runs all of them as one set of batched kernels

@@ -35,7 +35,7 @@ def write_config(out_dir: Path, config: Mapping[str, Any]) -> None:
 
 
 class DiskSink:
-    """Appends one CSV row per log point to ``metrics.csv`` (fixed columns: frame + SPEC §7 names).
+    """Appends one CSV row per log point to ``metrics.csv`` (fixed columns: frame + method.md §7 names).
 
     On resume, rows after the checkpoint's frame are dropped: they will be logged again.
     """

@@ -60,7 +60,7 @@ TRANSITIONS = {
     COMPLETED: (),
     DIVERGED: (),
 }
-FINISHED_STATUSES = (COMPLETED, DIVERGED)  # a diverged trial is a result (SPEC §7), not a failure
+FINISHED_STATUSES = (COMPLETED, DIVERGED)  # a diverged trial is a result (method.md §7), not a failure
 UNFINISHED_STATUSES = (NEW, RUNNING, FAILED, INTERRUPTED)  # a rerun runs these (from their checkpoints)
 
 

@@ -401,7 +401,7 @@ class Trainer:
         return returns, samples
 
     def _q_biases(self, members: Sequence[Member], samples: QSamples) -> list[tuple[float, float] | None]:
-        """Each member's (mean, std) relative Q-bias over its samples (SPEC §7), or None where there is none."""
+        """Each member's (mean, std) relative Q-bias over its samples (method.md §7), or None where there is none."""
         if not all(samples.obs):
             return [None] * len(members)
         seeds = None

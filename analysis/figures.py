@@ -2,7 +2,7 @@
 
     python -m analysis.figures [--results results] [--out figures] [--grid NAME ...] [--diverged task_min|last]
 
-Writes ``<out>/<grid>/<figure>.png`` and ``.pdf`` for each grid (SPEC §8 says which figures), the grid's data
+Writes ``<out>/<grid>/<figure>.png`` and ``.pdf`` for each grid (method.md §8 says which figures), the grid's data
 exports ``<out>/<grid>/runs.parquet``, ``final.csv`` and ``final.tex`` (``analysis.export``) and
 ``<out>/report.md`` (with the claims table of ``analysis.claims``). Exit status 0 on success, 2 when the results
 directory is missing, empty or not a result store, or a requested grid is not in it.

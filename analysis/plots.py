@@ -1,4 +1,4 @@
-"""The figures of SPEC §8, one function per figure; ``FIGURES_BY_GRID`` says which grid gets which.
+"""The figures of method.md §8, one function per figure; ``FIGURES_BY_GRID`` says which grid gets which.
 
 Every figure function takes a ``GridData`` and an output directory and returns the files it wrote. Figures
 never fail on partial data: a panel without data says so in words, so the set of files for a grid is the

@@ -1,4 +1,4 @@
-"""Statistics of SPEC §8, matching rliable's definitions (Agarwal et al., NeurIPS 2021).
+"""Statistics of method.md §8, matching rliable's definitions (Agarwal et al., NeurIPS 2021).
 
 rliable itself is not a dependency: rliable 1.2.0 accepts ``arch`` < 8, but ``arch`` 7.2 fails under pandas 3
 and ``arch`` 8 removed the ``random_state`` argument rliable passes (docs/analysis.md).
@@ -235,7 +235,7 @@ def is_dmc_task(task: str) -> bool:
 def max_return(task: str, observed_best: float | None = None) -> float:
     """The return that normalizes ``task`` to 1.
 
-    dm_control: 1000 (SPEC §8). Gymnasium MuJoCo has no maximum; this project's choice is the best final
+    dm_control: 1000 (method.md §8). Gymnasium MuJoCo has no maximum; this project's choice is the best final
     return any trial of the store reached on that task (``observed_best``), so normalized scores stay in
     [.., 1] and the choice is stated in the report.
     """

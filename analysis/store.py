@@ -2,7 +2,7 @@
 
 Two tables come out of ``load_store``:
 
-- ``Store.data``: one row per trial x log point, the trial's config columns and the SPEC §7
+- ``Store.data``: one row per trial x log point, the trial's config columns and the method.md §7
   metrics (empty cells are NaN; eval rows and training rows stay separate rows, as written);
 - ``Store.trials``: one row per trial (also trials with no metrics yet), with status and labels.
 
@@ -59,7 +59,7 @@ NON_CELL_KEYS = (
     "channels_last",
     "use_task_presets",
 )
-# Keys set by DrQ-v2's per-task presets (SPEC §1). In a multi-task grid they differ between tasks without being
+# Keys set by DrQ-v2's per-task presets (method.md §1). In a multi-task grid they differ between tasks without being
 # an experimental axis (e.g. walker batch 512, humanoid lr 8e-5), so they are dropped from the cell identity
 # when they are constant within every task.
 TASK_PRESET_KEYS = (

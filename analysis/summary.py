@@ -280,7 +280,7 @@ def per_task_scores(finals: pd.DataFrame, cell: str, tasks: list[str], column: s
 
 
 def aggregate(finals: pd.DataFrame, settings: Settings) -> dict[str, dict[str, stats.Interval]]:
-    """{cell: {statistic name: Interval}} over normalized scores of all tasks (SPEC §8)."""
+    """{cell: {statistic name: Interval}} over normalized scores of all tasks (method.md §8)."""
     tasks = sorted(finals["task"].unique())
     out: dict[str, dict[str, stats.Interval]] = {}
     order = finals.drop_duplicates("cell").sort_values("cell_rank")["cell"]

@@ -77,10 +77,10 @@ GRID_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 AXIS_PRESETS: dict[str, dict[str, tuple]] = {
     "bn_mode": {"all": ALL_BN_MODES},
     "lr": {
-        "paper": (5e-5, 7.5e-5, 1e-4, 2e-4, 5e-4, 1e-3),  # SPEC §6
-        "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),  # SPEC §6 choice: SGD needs larger steps
+        "paper": (5e-5, 7.5e-5, 1e-4, 2e-4, 5e-4, 1e-3),  # method.md §6
+        "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1),  # method.md §6 choice: SGD needs larger steps
     },
-    "buffer_mix_ratio": {"paper": (0.0, 0.25, 0.5, 1.0)},  # SPEC §8
+    "buffer_mix_ratio": {"paper": (0.0, 0.25, 0.5, 1.0)},  # method.md §8
 }
 TASK_PRESETS: dict[str, tuple[str, ...]] = {
     "easy": EASY_TASKS,

@@ -71,7 +71,7 @@ def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> 
 # store has no finished trial of the same kind.  Hidden 256 on CPU was measured on the
 # 2-core development machine (40k frames of the local critic_i_mode profile: 221 s of CPU
 # time); 32 from the smoke trials; 1024 is derived (updates 8-10x slower than at 256);
-# the GPU number is DrQ-v2's published speed on one V100-class GPU (SPEC §1).
+# the GPU number is DrQ-v2's published speed on one V100-class GPU (method.md §1).
 REFERENCE_RATES = {
     ("states", "cpu"): {32: 700.0, 256: 180.0, 1024: 35.0},
     ("pixels", "cpu"): {1024: 2.0},

@@ -1,4 +1,4 @@
-"""Q-bias and coverage against hand-computed values (SPEC §7)."""
+"""Q-bias and coverage against hand-computed values (method.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Buffer mixing (SPEC §4), target BN statistics (SPEC §5) and optimizers (SPEC §6)."""
+"""Buffer mixing (method.md §4), target BN statistics (method.md §5) and optimizers (method.md §6)."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ def _ramp(final: float, points: int = 4) -> list[float]:
 
 
 def build_all_grids(root: Path) -> Path:
-    """Every SPEC §8 grid plus smoke, small but complete enough for each figure to draw something."""
+    """Every method.md §8 grid plus smoke, small but complete enough for each figure to draw something."""
     for seed in (1, 2):
         s = seed * 10.0
         # critic_i_mode: T vs E (rest T) vs Origin; one Origin seed diverged.
