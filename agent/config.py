@@ -283,6 +283,13 @@ class TrialFields(BaseModel):
             "threads that step a pack's environments and sample its replays in parallel (GPU boxes: the pack's CPUs)"
         ),
     )
+    member_processes: bool = Field(
+        False,
+        description=(
+            "run each pack member's environments and replay in a worker process of its own, overlapping their "
+            "steps with the update (GPU boxes; the learning is the same)"
+        ),
+    )
     precision: Precision = Field(
         "fp32",
         description=(

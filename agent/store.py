@@ -95,7 +95,7 @@ def trial_dir(results: Path, grid: str, tid: str) -> Path:
 
 
 # ------------------------------------------------------------------ ids
-PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads")
+PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads", "member_processes")
 # Keys added after results were first stored: at these values they are left out of trial and
 # cell identities, so every trial stored before the key existed keeps its id. Each value is the one
 # that computes and measures what a trial did before the key existed.

@@ -15,7 +15,7 @@ import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,8 @@ from agent import metrics as m
 from agent.allocator import keep_freed_memory
 from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
-from agent.replay import ReplayBuffer
+from agent.member_process import WorkerError, WorkerPack, WorkerWorld
+from agent.member_world import WORLD_KEYS, Done, LocalWorld, StepReport, WorldSpec
 from agent.sinks import DiskSink, MetricSink, write_config
 from agent.store import (
     COMPLETED,
@@ -43,7 +44,6 @@ from agent.store import (
     read_status,
     write_status,
 )
-from envs import Env, Step, make_env
 from envs.render_device import select_render_device
 
 
@@ -53,36 +53,18 @@ def _now() -> str:
 
 @dataclass
 class Member:
-    """One trial of a pack: everything that is not the shared networks (issue #9, item 2)."""
+    """One trial of a pack: everything that is not the shared networks (issue #9, item 2). Its environments,
+    replay and coverage are its ``world``: in this process (``LocalWorld``) or a worker's (``WorkerWorld``)."""
 
     config: TrialConfig
     out_dir: Path
     sinks: Sequence[MetricSink]
-    env: Env
-    eval_env: Env
-    replay: ReplayBuffer
-    coverage: m.Coverage
+    world: LocalWorld | WorkerWorld
     next_checkpoint_frame: float
     pending: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # since the last log row
-    time_step: Step | None = None
-    episode_return: float = 0.0
-    episode_length: int = 0
     ended_as: TrialStatus | None = None  # set when the member ends early: state, error, frame (and traceback)
     # (mean, std) of each Q-bias measurement since the last evaluation row (q_bias_every_frames > 0)
     q_bias_pending: list[tuple[float, float]] = field(default_factory=list)
-    # The thread this member's environments always run on (env_threads > 1), else None: the caller's.
-    # dm_control keeps an EGL context current on the thread that first rendered with it.
-    thread: ThreadPoolExecutor | None = None
-
-    @property
-    def current_step(self) -> Step:
-        """The latest time step of the member's environment (set by its first reset)."""
-        assert self.time_step is not None, "the member's environment was never reset"
-        return self.time_step
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | Any:
-        """``fn(*args)`` on this member's thread (a Future), or right here (the result)."""
-        return self.thread.submit(fn, *args) if self.thread is not None else fn(*args)
 
 
 class Trainer:
@@ -91,6 +73,10 @@ class Trainer:
     All members step in lockstep: one batched ``act`` and one batched ``update``
     per agent step, each member with its own environments, replay, coverage and
     sinks. A member that diverges or fails leaves the pack; the others go on.
+    Each step, every member samples its batch and then steps its environment;
+    the update runs between the two, so with ``member_processes`` (each world in
+    a worker process) the update overlaps the environment steps and the
+    learning is the same as in one process.
     """
 
     def __init__(self, configs: Sequence[TrialConfig], out_dirs: Sequence[Path], sinks: Sequence[Sequence[MetricSink]]):
@@ -100,7 +86,7 @@ class Trainer:
             raise ConfigError(f"device={c.device!r}: CUDA is not available on this machine; use device=cpu")
         self.device = torch.device(c.device)
         if self.device.type == "cuda" and c.obs_type == "pixels":
-            select_render_device(self.device.index or 0)  # render where the learner runs
+            select_render_device(self.device.index or 0)  # render where the learner runs (workers inherit it)
         if c.precision == "tf32":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -109,58 +95,39 @@ class Trainer:
         random.seed(c.seed)
         np.random.seed(c.seed)
         torch.manual_seed(c.seed)
+        self.threads: list[ThreadPoolExecutor] = []
+        self.pack: WorkerPack | None = None
+        worlds: Sequence[LocalWorld | WorkerWorld]
+        if c.member_processes:
+            # the actions the agent returns (float32, or float64 where a test asks for it) cross unrounded
+            action_dtype = np.dtype(str(torch.get_default_dtype()).removeprefix("torch.")).str
+            self.pack = WorkerPack(list(configs), action_dtype)
+            worlds = self.pack.workers
+        else:
+            # Members' environments and replays are independent: they step and sample in parallel on threads
+            # (MuJoCo, rendering, numpy copies and lz4 release the GIL). Member i always runs on thread
+            # i % env_threads: a rendering context may not move between threads.
+            workers = min(c.env_threads, len(configs))
+            if workers > 1:
+                self.threads = [ThreadPoolExecutor(1, thread_name_prefix=f"member{i}") for i in range(workers)]
+            worlds = [
+                LocalWorld(config, self.threads[i % workers] if self.threads else None)
+                for i, config in enumerate(configs)
+            ]
+        spec = worlds[0].spec
+        assert spec is not None  # a worker's, read when it started
+        self.spec: WorldSpec = spec
         self.members = [
-            self._member(config, Path(out), list(member_sinks))
-            for config, out, member_sinks in zip(configs, out_dirs, sinks)
+            Member(config, Path(out), list(member_sinks), world, config.checkpoint_every_frames or math.inf)
+            for config, out, member_sinks, world in zip(configs, out_dirs, sinks, worlds)
         ]
-        env = self.members[0].env
-        self.agent = DrQV2Agent([mb.config for mb in self.members], env.obs_shape, env.action_dim, self.device)
+        self.agent = DrQV2Agent(list(configs), self.spec.obs_shape, self.spec.action_dim, self.device)
         self.ended: list[Member] = []  # members that left the pack early, in the order they left
-        # Members' environments and replays are independent: on a many-core GPU box they step and
-        # sample in parallel (MuJoCo, rendering, numpy copies and lz4 release the GIL). Member i
-        # always runs on thread i % env_threads: a rendering context may not move between threads.
-        workers = min(c.env_threads, len(self.members))
-        self.threads = (
-            [ThreadPoolExecutor(1, thread_name_prefix=f"member{i}") for i in range(workers)] if workers > 1 else []
-        )
-        for i, member in enumerate(self.members):
-            member.thread = self.threads[i % workers] if self.threads else None
         self.step = 0  # agent steps; frames = step * action_repeat
         self.next_log_frame = c.log_every_frames
         self.next_eval_frame = 0
         self.next_q_bias_frame = c.q_bias_every_frames  # only used when q_bias_every_frames > 0
         self.interval_start = (time.perf_counter(), 0)  # (time, frame) at the last log row
-
-    def _member(self, config: TrialConfig, out_dir: Path, sinks: list[MetricSink]) -> Member:
-        c = config
-        env = make_env(c.task, c.obs_type, c.seed, c.action_repeat, c.frame_stack)
-        eval_env = make_env(c.task, c.obs_type, c.seed + 100_000, c.action_repeat, c.frame_stack)
-        agent_steps = math.ceil(c.num_frames / c.action_repeat)
-        # Never allocate more slots than the trial can fill: 1M pixel slots are 21 GB.
-        capacity = min(c.replay_capacity, agent_steps + 2 * c.frame_stack + 2)
-        frame_dtype = np.uint8 if c.obs_type == "pixels" else np.float32
-        replay = ReplayBuffer(
-            capacity,
-            env.frame_shape,
-            frame_dtype,
-            env.frame_stack,
-            env.action_dim,
-            c.nstep,
-            c.discount,
-            seed=c.seed,
-            frame_codec=c.frame_codec,
-        )
-        projection = m.projection_matrix(c.task, env.state_dim + env.action_dim, c.coverage_dims)
-        return Member(
-            config,
-            out_dir,
-            sinks,
-            env,
-            eval_env,
-            replay,
-            m.Coverage(projection, c.coverage_cell_size),
-            next_checkpoint_frame=c.checkpoint_every_frames or math.inf,
-        )
 
     @property
     def frame(self) -> int:
@@ -171,7 +138,7 @@ class Trainer:
         c = self.config
         self.for_members(self._reset, list(self.members))
         while self.frame < c.num_frames and self.members:
-            ended = [member for member in self.members if member.current_step.last]
+            ended = [member for member in self.members if member.world.last]
             # Evaluations of this frame before its checkpoints (issue #11): a trial resumed from one then
             # neither repeats nor loses an evaluation row (metrics.csv is truncated to the checkpoint frame).
             if c.eval_every_frames and self.frame >= self.next_eval_frame:
@@ -182,19 +149,21 @@ class Trainer:
                     self.measure_q_bias()
                 self.next_q_bias_frame += c.q_bias_every_frames
             # Checkpoints in turn, here: their sinks (Ray Tune) expect the trial's own thread.
-            self.for_members(
-                self.save_checkpoint,
-                [mb for mb in ended if self.frame >= mb.next_checkpoint_frame],
-                on_member_thread=False,
-            )
+            for member in [mb for mb in ended if self.frame >= mb.next_checkpoint_frame and mb in self.members]:
+                self._guarded(member, self.save_checkpoint, member)
             self.for_members(self._reset, [member for member in ended if member in self.members])
-            observations = np.stack([member.current_step.obs for member in self.members])
-            actions = self.agent.act(observations, self.step, eval_mode=False)
-            update = None
-            if self.frame >= c.num_seed_frames and self.step % c.update_every_steps == 0:
-                update = self.learn()
+            actions = self.agent.act(self.observations(), self.step, eval_mode=False)
+            updating = self.frame >= c.num_seed_frames and self.step % c.update_every_steps == 0
+            rows = c.replay_rows_per_update if updating else 0
+            # Each member samples (its replay as of this step), then steps with its action; the update runs
+            # in between, while worker processes step their environments.
+            members = list(self.members)
+            started = self.for_members(self._start_step, members, actions, [rows] * len(members))
+            live = [(mb, replies) for mb, replies in zip(members, started) if mb in self.members]
+            update = self.learn([mb for mb, _ in live], [sampled for _, (sampled, _) in live]) if rows else None
             update_frame = self.frame
-            self.for_members(self._env_step, list(self.members), actions)
+            stepping = [(mb, step) for mb, (_, step) in live if mb in self.members]
+            self.for_members(self._finish_step, [mb for mb, _ in stepping], [step for _, step in stepping])
             if update is not None:
                 # Read after the environment steps: on a GPU the update ran meanwhile.
                 self.record_update(update, update_frame)
@@ -207,64 +176,70 @@ class Trainer:
         if c.eval_every_frames and self.members:
             self.evaluate()  # the final evaluation, at num_frames
 
-    def _reset(self, member: Member) -> None:
-        member.time_step = member.env.reset()
-        member.replay.add(member.time_step.frame, None, 0.0, 1.0, first=True, last=False)
-        member.episode_return, member.episode_length = 0.0, 0
+    def observations(self) -> np.ndarray:
+        """(K, *obs_shape): every member's current observation."""
+        if self.pack is not None and len(self.members) == len(self.pack.workers):
+            return self.pack.views["obs"]  # the shared block already holds them side by side
+        return np.stack([member.world.obs for member in self.members])
 
-    def _env_step(self, member: Member, action: np.ndarray) -> None:
-        member.coverage.add(member.current_step.state, action)
-        time_step = member.time_step = member.env.step(action)
-        member.replay.add(
-            time_step.frame, action, time_step.reward, time_step.discount, first=False, last=time_step.last
-        )
-        member.episode_return += time_step.reward
-        member.episode_length += 1
-        if time_step.last:
-            member.pending[m.TRAIN_RETURN].append(member.episode_return)
-            member.pending[m.TRAIN_LENGTH].append(member.episode_length * member.config.action_repeat)  # frames
+    def _reset(self, member: Member) -> Any:
+        return member.world.reset()
 
-    def for_members(
-        self,
-        fn: Callable[..., Any],
-        members: Sequence[Member],
-        *per_member: Sequence[Any] | np.ndarray,
-        on_member_thread: bool = True,
-    ) -> None:
-        """``fn(member, *args)`` for each member, each on its own thread (in parallel) unless told otherwise.
+    def _start_step(self, member: Member, action: np.ndarray, rows: int) -> Done:
+        return Done(member.world.start_step(action, rows))
 
-        An exception there ends that member (failed), not the pack.
-        """
-        calls = [(member, *(args[i] for args in per_member)) for i, member in enumerate(members)]
-        if on_member_thread:
-            pending = [call[0].run(_capture, fn, *call) for call in calls]  # all submitted, then awaited
-            outcomes = [_result(outcome) for outcome in pending]
-        else:
-            outcomes = [_capture(fn, *call) for call in calls]
-        for (member, *_), failure in zip(calls, outcomes):
-            if failure is not None:
-                self.end_members([member], FAILED, *failure)
+    def _finish_step(self, member: Member, step: Any) -> Done:
+        report: StepReport = step.result()
+        if report.last:
+            member.pending[m.TRAIN_RETURN].append(report.episode_return)
+            member.pending[m.TRAIN_LENGTH].append(report.episode_frames)
+        return Done()
 
-    def map_members(self, fn: Callable[..., Any], members: Sequence[Member], *per_member: Sequence[Any]) -> list:
-        """``fn(member, *args)`` for each member on its own thread; results in order, exceptions raised."""
-        pending = [member.run(fn, member, *(args[i] for args in per_member)) for i, member in enumerate(members)]
-        return [_result(outcome) for outcome in pending]
+    def for_members(self, call: Callable[..., Any], members: Sequence[Member], *per_member: Any) -> list[Any]:
+        """``call(member, *args)`` for each member: each returns a pending result (a Future, a worker's reply),
+        all are started, then awaited, so the members' worlds work in parallel. Returns the results in order.
+
+        An exception there ends that member (failed; its result is None), not the pack."""
+        pending: list[Any] = []
+        for i, member in enumerate(members):
+            pending.append(_capture(call, member, *(args[i] for args in per_member)))
+        results: list[Any] = []
+        for member, outcome in zip(members, pending):
+            if isinstance(outcome, _Failure):
+                result: Any = outcome
+            else:
+                result = _capture(outcome.result)
+            if isinstance(result, _Failure):
+                self.end_members([member], FAILED, result.line, result.trace)
+                result = None
+            results.append(result)
+        return results
+
+    def map_members(self, call: Callable[..., Any], members: Sequence[Member], *per_member: Sequence[Any]) -> list:
+        """``call(member, *args)`` (a pending result) for each member, all started, then awaited; exceptions
+        raised (an evaluation that fails ends the pack, as it always did)."""
+        pending = [call(member, *(args[i] for args in per_member)) for i, member in enumerate(members)]
+        return [outcome.result() for outcome in pending]
 
     def _guarded(self, member: Member, fn: Callable[..., Any], *args: Any) -> None:
-        self.for_members(lambda _member: fn(*args), [member], on_member_thread=False)
+        self.for_members(lambda _member: Done(fn(*args)), [member])
 
-    def learn(self) -> tuple[UpdateResult, list[Member]] | None:
-        rows = self.config.replay_rows_per_update
-        try:
-            batches = self.map_members(lambda member: member.replay.sample(rows), self.members)
-        except RuntimeError:
+    def learn(self, members: Sequence[Member], sampled: Sequence[Any]) -> tuple[UpdateResult, list[Member]] | None:
+        """One packed update from the batches ``members`` sampled (``sampled``: whether each could)."""
+        could = self.for_members(lambda _member, reply: reply, members, sampled)
+        if any(ok is False for ok in could) or not self.members:  # None: that member failed and left
             return None  # no complete n-step transition yet (only with tiny seed phases)
-        # One member: a view (np.stack would copy a 16 MB pixel batch on every update).
-        batch = (
-            {key: value[None] for key, value in batches[0].items()}
-            if len(batches) == 1
-            else {key: np.stack([b[key] for b in batches]) for key in batches[0]}
-        )
+        if self.pack is not None and len(self.members) == len(self.pack.workers):
+            # The workers sampled straight into the shared block: the update reads it in place.
+            batch = {key.removeprefix("batch/"): v for key, v in self.pack.views.items() if key.startswith("batch/")}
+        else:
+            batches = [member.world.batch() for member in self.members]
+            # One member: a view (np.stack would copy a 16 MB pixel batch on every update).
+            batch = (
+                {key: value[None] for key, value in batches[0].items()}
+                if len(batches) == 1
+                else {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+            )
         return self.agent.update(batch, self.step), list(self.members)
 
     def record_update(self, update: tuple[UpdateResult, list[Member]], frame: int) -> None:
@@ -305,17 +280,21 @@ class Trainer:
         if self.members:
             keep = [old_members.index(member) for member in self.members]
             states = [self.agent.member_state_dict(k) for k in keep]
-            env = self.members[0].env
-            self.agent = DrQV2Agent([mb.config for mb in self.members], env.obs_shape, env.action_dim, self.device)
+            configs = [mb.config for mb in self.members]
+            self.agent = DrQV2Agent(configs, self.spec.obs_shape, self.spec.action_dim, self.device)
             for k, state in enumerate(states):
                 self.agent.load_member_state_dict(k, state)
 
     def log_training(self) -> None:
         now, frame = time.perf_counter(), self.frame
         elapsed = now - self.interval_start[0]
-        for member in list(self.members):
+        members = list(self.members)
+        cells = self.for_members(lambda member: member.world.coverage(), members)
+        for member, covered in zip(members, cells):
+            if member not in self.members:
+                continue
             row = {key: float(np.mean(values)) for key, values in member.pending.items() if values}
-            row[m.COVERAGE] = float(len(member.coverage))
+            row[m.COVERAGE] = float(covered)
             if elapsed > 0 and frame > self.interval_start[1]:
                 row[m.FPS] = (frame - self.interval_start[1]) / elapsed  # this member's frames per second
             self._guarded(member, self.emit, member, frame, row)
@@ -340,12 +319,13 @@ class Trainer:
         biases = (
             self._q_biases(members, samples) if measure_here else [_interval_mean(mb.q_bias_pending) for mb in members]
         )
+        cells = self.map_members(lambda member: member.world.coverage(), members)
         for k, member in enumerate(members):
             row = {m.EVAL_RETURN: float(np.mean(returns[k]))} if returns[k] else {}
             bias = biases[k]
             if bias is not None:
                 row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = bias
-            row[m.COVERAGE] = float(len(member.coverage))
+            row[m.COVERAGE] = float(cells[k])
             member.q_bias_pending.clear()
             self._guarded(member, self.emit, member, self.frame, row)
         # Evaluation time is not training time: keep it out of perf/fps.
@@ -376,23 +356,25 @@ class Trainer:
         for _ in range(episodes):
             if stop_when_sampled and all(len(o) >= q_states for o in samples.obs):
                 break
-            steps = self.map_members(lambda member: member.eval_env.reset(), members)
+            # (reward, last) of each member's evaluation step; its observation is world.eval_obs
+            steps = self.map_members(lambda member: member.world.eval_reset(), members)
             rewards: list[list[float]] = [[] for _ in members]
-            while not all(step.last for step in steps):
-                actions = self.agent.act(np.stack([step.obs for step in steps]), self.step, eval_mode=True)
-                running = [k for k in range(len(members)) if not steps[k].last]  # the others wait
+            while not all(last for _, last in steps):
+                obs = np.stack([member.world.eval_obs for member in members])
+                actions = self.agent.act(obs, self.step, eval_mode=True)
+                running = [k for k in range(len(members)) if not steps[k][1]]  # the others wait
                 for k in running:
                     if len(samples.obs[k]) < q_states:
-                        samples.obs[k].append(steps[k].obs)
+                        samples.obs[k].append(obs[k])
                         samples.actions[k].append(actions[k])
                 stepped = self.map_members(
-                    lambda member, action: member.eval_env.step(action),
+                    lambda member, action: member.world.eval_step(action),
                     [members[k] for k in running],
                     [actions[k] for k in running],
                 )
                 for k, step in zip(running, stepped):
                     steps[k] = step
-                    rewards[k].append(step.reward)
+                    rewards[k].append(step[0])
             for k in range(len(members)):
                 returns[k].append(float(np.sum(rewards[k])))
                 needed = len(samples.obs[k]) - len(samples.mc_returns[k])
@@ -432,17 +414,11 @@ class Trainer:
             "agent": self.agent.member_state_dict(k),
             "next_q_bias_frame": self.next_q_bias_frame,
             "q_bias_pending": list(member.q_bias_pending),
-            "coverage": member.coverage.state_dict(),
-            "rng": {
-                "replay": member.replay.rng.bit_generator.state,
-                "env": member.env.get_rng_state(),
-                "eval_env": member.eval_env.get_rng_state(),
-            },
-            "replay": member.replay.state_dict() if c.checkpoint_replay else None,
         }
         try:
-            # the latest and the previous checkpoint are kept, each with its size and hash (agent.checkpoint)
-            final = checkpoint.save(member.out_dir, state, self.frame, self.step)
+            # the world adds coverage, streams and replay, and writes it (a worker process: there, so the replay
+            # never crosses a pipe); the latest and the previous checkpoint are kept, each with its size and hash
+            final = member.world.save_checkpoint(state, member.out_dir, self.frame, self.step).result()
         except OSError as err:
             raise StoreWriteError(
                 err, member.out_dir / checkpoint.PARTIAL, f"the checkpoint of frame {self.frame}"
@@ -465,17 +441,19 @@ class Trainer:
             member.pending = defaultdict(list, state["pending"])
             member.q_bias_pending = [tuple(bias) for bias in state.get("q_bias_pending", [])]
             self.agent.load_member_state_dict(k, state["agent"])
-            member.coverage.load_state_dict(state["coverage"])
-            if state["replay"] is not None:
-                member.replay.load_state_dict(state["replay"])
-            rng = state["rng"]
-            member.replay.rng.bit_generator.state = rng["replay"]
-            member.env.set_rng_state(rng["env"])
-            member.eval_env.set_rng_state(rng["eval_env"])
+        # each world its own part (with worker processes the replay crosses a pipe here, on resume only)
+        self.map_members(
+            lambda member, state: member.world.load({key: state[key] for key in WORLD_KEYS}), self.members, states
+        )
 
     def close(self) -> None:
         for member in [*self.members, *self.ended]:
-            _result(member.run(_close_envs, member))
+            try:
+                member.world.close()
+            except Exception as err:  # noqa: BLE001 - a member that failed may not close cleanly; the others must
+                print(f"warning: closing member {member.out_dir}: {type(err).__name__}: {err}", file=sys.stderr)
+        if self.pack is not None:
+            self.pack.close()
         for thread in self.threads:
             thread.shutdown()
 
@@ -497,25 +475,25 @@ def _interval_mean(biases: Sequence[tuple[float, float]]) -> tuple[float, float]
     return float(np.mean(means)), float(np.mean(stds))
 
 
-def _result(outcome: Future[Any] | Any) -> Any:
-    return outcome.result() if isinstance(outcome, Future) else outcome
+@dataclass(frozen=True)
+class _Failure:
+    """How a member's call failed: its error line and traceback."""
+
+    line: str
+    trace: str | None
 
 
-def _close_envs(member: Member) -> None:
-    member.env.close()
-    member.eval_env.close()
-
-
-def _capture(fn: Callable[..., Any], *args: Any) -> tuple[str, str] | None:
-    """Run ``fn``; None, or (error line, traceback) when it raised.  A store that refuses writes is the
-    pack's fault, not the member's: ``StoreWriteError`` goes up and interrupts the pack."""
+def _capture(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or a ``_Failure`` when it raised.  A store that refuses writes is the pack's fault, not
+    the member's: ``StoreWriteError`` goes up and interrupts the pack."""
     try:
-        fn(*args)
+        return fn(*args)
     except StoreWriteError:
         raise
+    except WorkerError as err:  # the worker's own error line and traceback, or one line: it died
+        return _Failure(err.line, err.trace)
     except Exception as err:  # noqa: BLE001 - a crashed member is a result too; the pack goes on
-        return f"{type(err).__name__}: {err}", traceback.format_exc()
-    return None
+        return _Failure(f"{type(err).__name__}: {err}", traceback.format_exc())
 
 
 def run_trial(

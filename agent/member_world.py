@@ -1,0 +1,267 @@
+"""The environment side of one pack member: what a member owns that is not the shared networks.
+
+A ``MemberWorld`` holds a member's training and evaluation environments, its
+replay, its coverage and the random streams of all three. The trainer drives it
+through a handful of calls (reset, step, sample, evaluation steps, state), so
+the same world can live in the trainer's process (``LocalWorld``, today's
+default) or in a worker process of its own (``agent.member_process``, issue
+#17), and the learning is the same either way: every random number a world
+draws comes from its own streams, in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent import metrics as m
+from agent.config import TrialConfig
+from agent.replay import ReplayBuffer
+from envs import Step, make_env
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """The shapes a trainer needs before it builds the networks and the shared buffers (all members agree)."""
+
+    obs_shape: tuple[int, ...]
+    obs_dtype: str
+    action_dim: int
+    # key -> (shape of one member's sampled batch, dtype): what ``MemberWorld.sample(rows)`` returns
+    batch: dict[str, tuple[tuple[int, ...], str]]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What the trainer learns from one training step: whether the episode ended, and if so its return and
+    length in frames (for the train/ metrics)."""
+
+    last: bool
+    episode_return: float = 0.0
+    episode_frames: int = 0
+
+
+class MemberWorld:
+    """A member's environments, replay and coverage; every call is one member's and draws only its streams."""
+
+    def __init__(self, config: TrialConfig):
+        c = self.config = config
+        self.env = make_env(c.task, c.obs_type, c.seed, c.action_repeat, c.frame_stack)
+        self.eval_env = make_env(c.task, c.obs_type, c.seed + 100_000, c.action_repeat, c.frame_stack)
+        agent_steps = math.ceil(c.num_frames / c.action_repeat)
+        # Never allocate more slots than the trial can fill: 1M pixel slots are 21 GB.
+        capacity = min(c.replay_capacity, agent_steps + 2 * c.frame_stack + 2)
+        self.replay = ReplayBuffer(
+            capacity,
+            self.env.frame_shape,
+            np.uint8 if c.obs_type == "pixels" else np.float32,
+            self.env.frame_stack,
+            self.env.action_dim,
+            c.nstep,
+            c.discount,
+            seed=c.seed,
+            frame_codec=c.frame_codec,
+        )
+        projection = m.projection_matrix(c.task, self.env.state_dim + self.env.action_dim, c.coverage_dims)
+        self.coverage = m.Coverage(projection, c.coverage_cell_size)
+        self.time_step: Step | None = None
+        self.eval_step_: Step | None = None
+        self.episode_return, self.episode_length = 0.0, 0
+
+    def spec(self) -> WorldSpec:
+        env, rows = self.env, self.config.replay_rows_per_update
+        obs_dtype = np.dtype(np.uint8 if self.config.obs_type == "pixels" else np.float32)
+        obs = tuple(env.obs_shape)  # a sampled observation is the stack the policy sees
+        batch = {
+            "obs": ((rows, *obs), obs_dtype.str),
+            "action": ((rows, env.action_dim), np.dtype(np.float32).str),
+            "reward": ((rows, 1), np.dtype(np.float32).str),
+            "discount": ((rows, 1), np.dtype(np.float32).str),
+            "next_obs": ((rows, *obs), obs_dtype.str),
+        }
+        return WorldSpec(obs, obs_dtype.str, env.action_dim, batch)
+
+    # ------------------------------------------------------------ training
+    @property
+    def obs(self) -> np.ndarray:
+        assert self.time_step is not None, "the member's environment was never reset"
+        return self.time_step.obs
+
+    @property
+    def last(self) -> bool:
+        return self.time_step is not None and self.time_step.last
+
+    def reset(self) -> np.ndarray:
+        self.time_step = self.env.reset()
+        self.replay.add(self.time_step.frame, None, 0.0, 1.0, first=True, last=False)
+        self.episode_return, self.episode_length = 0.0, 0
+        return self.time_step.obs
+
+    def step(self, action: np.ndarray) -> StepReport:
+        assert self.time_step is not None, "the member's environment was never reset"
+        self.coverage.add(self.time_step.state, action)
+        time_step = self.time_step = self.env.step(action)
+        self.replay.add(time_step.frame, action, time_step.reward, time_step.discount, first=False, last=time_step.last)
+        self.episode_return += time_step.reward
+        self.episode_length += 1
+        if time_step.last:
+            return StepReport(True, self.episode_return, self.episode_length * self.config.action_repeat)
+        return StepReport(False)
+
+    def sample(self, rows: int, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """``rows`` transitions (``RuntimeError`` while none is complete), written into ``out`` when given."""
+        batch = self.replay.sample(rows)
+        if out is None:
+            return batch
+        for key, value in batch.items():
+            out[key][...] = value
+        return out
+
+    def coverage_cells(self) -> int:
+        return len(self.coverage)
+
+    # ------------------------------------------------------------ evaluation (its own environment and streams)
+    def eval_reset(self) -> Step:
+        self.eval_step_ = self.eval_env.reset()
+        return self.eval_step_
+
+    def eval_step(self, action: np.ndarray) -> Step:
+        self.eval_step_ = self.eval_env.step(action)
+        return self.eval_step_
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Coverage, the three random streams and (``checkpoint_replay``) the replay: a checkpoint's world part."""
+        return {
+            "coverage": self.coverage.state_dict(),
+            "rng": {
+                "replay": self.replay.rng.bit_generator.state,
+                "env": self.env.get_rng_state(),
+                "eval_env": self.eval_env.get_rng_state(),
+            },
+            "replay": self.replay.state_dict() if self.config.checkpoint_replay else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.coverage.load_state_dict(state["coverage"])
+        if state["replay"] is not None:
+            self.replay.load_state_dict(state["replay"])
+        rng = state["rng"]
+        self.replay.rng.bit_generator.state = rng["replay"]
+        self.env.set_rng_state(rng["env"])
+        self.eval_env.set_rng_state(rng["eval_env"])
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+
+
+WORLD_KEYS = ("coverage", "rng", "replay")  # the keys of a checkpoint state that ``MemberWorld.state_dict`` owns
+
+
+class Done:
+    """A result that is already there (the in-process world without a thread of its own)."""
+
+    def __init__(self, value: Any = None):
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+class Deferred:
+    """A call run when its result is first asked for: the in-process world's environment step, which waits
+    until the update has run, as the loop always did."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any):
+        self.fn, self.args, self._done, self._value = fn, args, False, None
+
+    def result(self) -> Any:
+        if not self._done:
+            self._value, self._done = self.fn(*self.args), True
+        return self._value
+
+
+class LocalWorld:
+    """A member's world in the trainer's process: called right here, or on the member's own thread
+    (``env_threads > 1``: dm_control keeps an EGL context current on the thread that first rendered with it).
+
+    Every call returns something with ``result()``, as ``agent.member_process.WorkerWorld``'s do, so the trainer
+    drives both the same way."""
+
+    def __init__(self, config: TrialConfig, thread: ThreadPoolExecutor | None):
+        self.thread = thread
+        self.world: MemberWorld = self._call(MemberWorld, config).result()
+        self.spec = self.world.spec()
+        self._batch: dict[str, np.ndarray] | None = None
+        self._eval: Step | None = None
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.thread.submit(fn, *args) if self.thread is not None else Done(fn(*args))
+
+    @property
+    def obs(self) -> np.ndarray:
+        return self.world.obs
+
+    @property
+    def eval_obs(self) -> np.ndarray:
+        assert self._eval is not None
+        return self._eval.obs
+
+    @property
+    def last(self) -> bool:
+        return self.world.last
+
+    def batch(self) -> dict[str, np.ndarray]:
+        assert self._batch is not None
+        return self._batch
+
+    def reset(self) -> Any:
+        return self._call(self.world.reset)
+
+    def _sample(self, rows: int) -> bool:
+        try:
+            self._batch = self.world.sample(rows)
+        except RuntimeError:  # no complete n-step transition yet (only with tiny seed phases)
+            self._batch = None
+        return self._batch is not None
+
+    def start_step(self, action: np.ndarray, rows: int) -> tuple[Any, Any]:
+        sampled = self._call(self._sample, rows) if rows else None
+        if self.thread is not None:
+            return sampled, self.thread.submit(self.world.step, action)  # after the sample, on the same thread
+        return sampled, Deferred(self.world.step, action)
+
+    def coverage(self) -> Any:
+        return self._call(self.world.coverage_cells)
+
+    def _eval_reply(self, step: Step) -> tuple[float, bool]:
+        self._eval = step
+        return float(step.reward), bool(step.last)
+
+    def eval_reset(self) -> Any:
+        return self._call(lambda: self._eval_reply(self.world.eval_reset()))
+
+    def eval_step(self, action: np.ndarray) -> Any:
+        return self._call(lambda: self._eval_reply(self.world.eval_step(action)))
+
+    def world_state(self) -> Any:
+        return self._call(self.world.state_dict)
+
+    def load(self, state: dict[str, Any]) -> Any:
+        return self._call(self.world.load_state_dict, state)
+
+    def save_checkpoint(self, loop_state: dict[str, Any], out_dir: Path, frame: int, step: int) -> Done:
+        from agent import checkpoint
+
+        state = {**loop_state, **self._call(self.world.state_dict).result()}
+        return Done(checkpoint.save(out_dir, state, frame, step))
+
+    def close(self) -> None:
+        self._call(self.world.close).result()
