@@ -316,11 +316,14 @@ class Trainer:
         returns, samples = self._rollouts(
             members, c.num_eval_episodes, c.q_bias_max_states if measure_here else 0, stop_when_sampled=False
         )
+        members, returns, samples = self._still_in_pack(members, returns, samples)
         biases = (
             self._q_biases(members, samples) if measure_here else [_interval_mean(mb.q_bias_pending) for mb in members]
         )
-        cells = self.map_members(lambda member: member.world.coverage(), members)
+        cells = self.for_members(lambda member: member.world.coverage(), members)
         for k, member in enumerate(members):
+            if member not in self.members:
+                continue
             row = {m.EVAL_RETURN: float(np.mean(returns[k]))} if returns[k] else {}
             bias = biases[k]
             if bias is not None:
@@ -338,7 +341,8 @@ class Trainer:
         c = self.config
         start = time.perf_counter()
         members = list(self.members)
-        _, samples = self._rollouts(members, c.q_bias_episodes, c.q_bias_max_states, stop_when_sampled=True)
+        returns, samples = self._rollouts(members, c.q_bias_episodes, c.q_bias_max_states, stop_when_sampled=True)
+        members, _, samples = self._still_in_pack(members, returns, samples)
         for member, bias in zip(members, self._q_biases(members, samples)):
             if bias is not None:
                 member.q_bias_pending.append(bias)
@@ -356,31 +360,51 @@ class Trainer:
         for _ in range(episodes):
             if stop_when_sampled and all(len(o) >= q_states for o in samples.obs):
                 break
-            # (reward, last) of each member's evaluation step; its observation is world.eval_obs
-            steps = self.map_members(lambda member: member.world.eval_reset(), members)
-            rewards: list[list[float]] = [[] for _ in members]
-            while not all(last for _, last in steps):
-                obs = np.stack([member.world.eval_obs for member in members])
+            # (reward, last) of each member's evaluation step; its observation is world.eval_obs. A member whose
+            # world fails leaves the pack (failed) and the rollout goes on without it.
+            steps: dict[int, tuple[float, bool]] = {}
+            alive = self._alive(members)
+            for k, reply in zip(alive, self.for_members(lambda mb: mb.world.eval_reset(), [members[k] for k in alive])):
+                if reply is not None:
+                    steps[k] = reply
+            rewards: dict[int, list[float]] = {k: [] for k in steps}
+            while (alive := self._alive(members)) and not all(steps[k][1] for k in alive):
+                obs = np.stack([members[k].world.eval_obs for k in alive])  # the agent's members, in its order
                 actions = self.agent.act(obs, self.step, eval_mode=True)
-                running = [k for k in range(len(members)) if not steps[k][1]]  # the others wait
-                for k in running:
+                running = [i for i, k in enumerate(alive) if not steps[k][1]]  # the others wait
+                for i in running:
+                    k = alive[i]
                     if len(samples.obs[k]) < q_states:
-                        samples.obs[k].append(obs[k])
-                        samples.actions[k].append(actions[k])
-                stepped = self.map_members(
+                        samples.obs[k].append(obs[i])
+                        samples.actions[k].append(actions[i])
+                stepped = self.for_members(
                     lambda member, action: member.world.eval_step(action),
-                    [members[k] for k in running],
-                    [actions[k] for k in running],
+                    [members[alive[i]] for i in running],
+                    [actions[i] for i in running],
                 )
-                for k, step in zip(running, stepped):
-                    steps[k] = step
-                    rewards[k].append(step[0])
-            for k in range(len(members)):
+                for i, step in zip(running, stepped):
+                    if step is not None:
+                        steps[alive[i]] = step
+                        rewards[alive[i]].append(step[0])
+            for k in self._alive(members):
                 returns[k].append(float(np.sum(rewards[k])))
                 needed = len(samples.obs[k]) - len(samples.mc_returns[k])
                 if needed:
                     samples.mc_returns[k].extend(m.discounted_returns(np.asarray(rewards[k]), c.discount)[:needed])
         return returns, samples
+
+    def _alive(self, members: Sequence[Member]) -> list[int]:
+        """Indices of ``members`` still in the pack (in the agent's order: the pack only ever loses members)."""
+        return [k for k, member in enumerate(members) if member in self.members]
+
+    def _still_in_pack(
+        self, members: Sequence[Member], returns: list[list[float]], samples: QSamples
+    ) -> tuple[list[Member], list[list[float]], QSamples]:
+        alive = self._alive(members)
+        kept = QSamples(
+            [samples.obs[k] for k in alive], [samples.actions[k] for k in alive], [samples.mc_returns[k] for k in alive]
+        )
+        return [members[k] for k in alive], [returns[k] for k in alive], kept
 
     def _q_biases(self, members: Sequence[Member], samples: QSamples) -> list[tuple[float, float] | None]:
         """Each member's (mean, std) relative Q-bias over its samples (method.md §7), or None where there is none."""

@@ -85,6 +85,12 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m orchestrator.s
         default=os.environ.get("RAY_ADDRESS") or None,
         help="Ray cluster address host:port (default: $RAY_ADDRESS; unset: a local Ray instance)",
     )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="without Ray: run the plan's packs one after another in this process, writing the same store "
+        "(the single-machine fallback for a box that has no Ray, e.g. a lent GPU machine; no W&B runs)",
+    )
     parser.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress tables")
     parser.add_argument(
         "--pack",
@@ -101,6 +107,8 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m orchestrator.s
         help="dry run only: check that a pack fits a host with this much memory (e.g. 128GiB) instead of this machine",
     )
     args = parser.parse_args(argv)
+    if args.in_process and args.address:
+        parser.error("--in-process runs on this machine without Ray; it takes no --address (or unset RAY_ADDRESS)")
     if args.pack is not None and args.pack < 1:
         parser.error(f"--pack {args.pack}: expected a positive integer (allowed: 1, 2, 3, ...; 1 = no packing)")
     if args.host_memory is not None:
@@ -529,7 +537,7 @@ def pending_trials(grid: Grid, results: Path) -> list[TrialSpec]:
 
 def run_sweep(grid: Grid, results: Path, figures: Path | None, args: argparse.Namespace) -> int:
     started = time.time()
-    wandb_settings = resolve_settings(grid.wandb, enabled=not args.no_wandb)
+    wandb_settings = resolve_settings(grid.wandb, enabled=not (args.no_wandb or args.in_process))
     gdir = store.grid_dir(results, grid.name)
     if not args.address:  # a pack this machine cannot hold starts nothing, not even Ray or the grid directory
         check_memory_fit(
@@ -576,7 +584,12 @@ def _run_locked(
             f"{len(pending)} to run -> {gdir}"
         )
         launched = 0
-        if pending:
+        if pending and args.in_process:
+            from orchestrator import in_process
+
+            write_sweep_record(grid, results)
+            launched = in_process.run_packs(plan_packs(grid, results, pending), results, grid.name)
+        elif pending:
             import ray
 
             started_ray = connect_ray(args.address)

@@ -1,0 +1,64 @@
+"""The single-machine fallback (issue #17, item 6): a sweep's plan run without Ray, its packs one after another in
+this process (``bnsweep sweep --in-process``).
+
+For a machine that has no Ray and cannot install it (the lent GPU box). Ray stays the orchestrator everywhere
+else: this runs the same plan (``plan_packs``: the same packs, trial ids and directories), writes the same store
+(each member's ``trial.json``, ``config.yaml``, ``metrics.csv``, ``status.json``, checkpoints) through the same
+worker (``agent.train.run_pack``), so ``bnsweep figures`` and analysis read it as any other. What it does not do:
+run packs side by side, retry a failed pack (a rerun resumes it from its checkpoints, as after any stop), or
+write W&B runs (W&B is a view; ``wandb sync`` nothing).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent import store
+from agent.config import build_config
+from agent.train import run_pack
+from orchestrator.packing import Pack
+
+
+def run_packs(packs: Sequence[Pack], results: Path, grid_name: str) -> int:
+    """Train ``packs`` one after another; returns how many member trials were started."""
+    launched = 0
+    for pack in packs:
+        todo = [
+            m
+            for m in pack.members
+            if store.trial_state(store.trial_dir(results, grid_name, m.trial_id)) not in store.FINISHED_STATUSES
+        ]
+        if not todo:
+            continue
+        out_dirs = [store.trial_dir(results, grid_name, m.trial_id) for m in todo]
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        for member, out_dir in zip(todo, out_dirs):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            store.write_trial_meta(
+                out_dir,
+                {
+                    **member.meta(),
+                    "node": socket.gethostname(),
+                    "started_at": started_at,
+                    "pack_id": pack.pack_id,
+                    "pack_size": len(todo),
+                    "pack_members": [m.trial_id for m in todo],
+                    "runner": "in-process",
+                },
+            )
+        print(f"pack {pack.number}/{len(packs)} ({pack.pack_id}): {len(todo)} trial(s) ...", flush=True)
+        start = time.perf_counter()
+        statuses = run_pack([build_config(m.config) for m in todo], out_dirs)
+        launched += len(todo)
+        ended = ", ".join(f"{m.trial_id} {s.state}" for m, s in zip(todo, statuses))
+        print(f"pack {pack.number}/{len(packs)}: {ended} ({time.perf_counter() - start:.0f} s)", flush=True)
+        store_errors = [s for s in statuses if s.store_error]
+        if store_errors:  # every later pack would hit the same disk
+            print(f"error: the result store refused a write: {store_errors[0].error}", file=sys.stderr)
+            break
+    return launched
