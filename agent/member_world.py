@@ -12,6 +12,7 @@ draws comes from its own streams, in the same order.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ class StepReport:
     last: bool
     episode_return: float = 0.0
     episode_frames: int = 0
+    # where the world's time went this step (the loop's timeline, bench.packed): its batch, its environment step
+    sample_s: float = 0.0
+    step_s: float = 0.0
 
 
 class MemberWorld:
@@ -73,6 +77,7 @@ class MemberWorld:
         self.time_step: Step | None = None
         self.eval_step_: Step | None = None
         self.episode_return, self.episode_length = 0.0, 0
+        self._sample_s = 0.0  # the last batch's sampling time, reported with the step after it
 
     def spec(self) -> WorldSpec:
         env, rows = self.env, self.config.replay_rows_per_update
@@ -105,23 +110,29 @@ class MemberWorld:
 
     def step(self, action: np.ndarray) -> StepReport:
         assert self.time_step is not None, "the member's environment was never reset"
+        start = time.perf_counter()
         self.coverage.add(self.time_step.state, action)
         time_step = self.time_step = self.env.step(action)
         self.replay.add(time_step.frame, action, time_step.reward, time_step.discount, first=False, last=time_step.last)
         self.episode_return += time_step.reward
         self.episode_length += 1
+        sample_s, self._sample_s = self._sample_s, 0.0
+        step_s = time.perf_counter() - start
         if time_step.last:
-            return StepReport(True, self.episode_return, self.episode_length * self.config.action_repeat)
-        return StepReport(False)
+            frames = self.episode_length * self.config.action_repeat
+            return StepReport(True, self.episode_return, frames, sample_s=sample_s, step_s=step_s)
+        return StepReport(False, sample_s=sample_s, step_s=step_s)
 
     def sample(self, rows: int, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """``rows`` transitions (``RuntimeError`` while none is complete), written into ``out`` when given."""
+        start = time.perf_counter()
         batch = self.replay.sample(rows)
-        if out is None:
-            return batch
-        for key, value in batch.items():
-            out[key][...] = value
-        return out
+        if out is not None:
+            for key, value in batch.items():
+                out[key][...] = value
+            batch = out
+        self._sample_s = time.perf_counter() - start
+        return batch
 
     def coverage_cells(self) -> int:
         return len(self.coverage)

@@ -120,6 +120,9 @@ class PackedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(k, width))
         self.register_buffer("num_batches_tracked", torch.zeros(k, dtype=torch.long))
         self.member_train: tuple[bool, ...] = (False,) * k
+        # member_train as a (K, 1) mask on the layer's device, made once per distinct value (a pack has a few:
+        # one per update step's modes): a fresh one per forward was a host-to-device copy and, on CUDA, a sync.
+        self._masks: dict[tuple[tuple[bool, ...], torch.device], torch.Tensor] = {}
 
     def _native(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """Every member in one mode: member k's features are channels k*width..(k+1)*width of one native
@@ -144,7 +147,10 @@ class PackedBatchNorm(nn.Module):
         """Members in different modes: per member, the (mean, var) to normalize with, (K, width) each (batch
         statistics for train members, running ones for eval members); train members' running statistics move
         as a native BatchNorm's would over ``count`` values per feature. Differentiable in the batch statistics."""
-        train = torch.tensor(self.member_train, device=batch_mean.device).view(-1, 1)
+        key = (self.member_train, batch_mean.device)
+        train = self._masks.get(key)
+        if train is None:
+            train = self._masks[key] = torch.tensor(self.member_train, device=batch_mean.device).view(-1, 1)
         mean = torch.where(train, batch_mean, self.running_mean)
         var = torch.where(train, batch_var, self.running_var)
         with torch.no_grad():

@@ -67,6 +67,25 @@ class Member:
     q_bias_pending: list[tuple[float, float]] = field(default_factory=list)
 
 
+@dataclass
+class Timeline:
+    """Where a loop's time goes, for benchmarks (``bench.packed``): set ``Trainer.timeline`` to one before
+    ``run``. ``parts``: seconds of the training loop's own work and waits, summed over its cycles (one agent
+    step each); the members' sampling and environment steps, as each member's world measured them (in a
+    worker process they overlap the update)."""
+
+    parts: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    cycles: int = 0
+    sample_s: list[float] = field(default_factory=list)
+    env_step_s: list[float] = field(default_factory=list)
+    gpu_update_ms: list[float] = field(default_factory=list)  # CUDA events around each update (device time)
+
+    def add(self, part: str, since: float) -> float:
+        now = time.perf_counter()
+        self.parts[part] += now - since
+        return now
+
+
 class Trainer:
     """The DrQ-v2 interaction loop (DrQ-v2's train.py, without Hydra or per-episode files), for a pack.
 
@@ -128,6 +147,8 @@ class Trainer:
         self.next_eval_frame = 0
         self.next_q_bias_frame = c.q_bias_every_frames  # only used when q_bias_every_frames > 0
         self.interval_start = (time.perf_counter(), 0)  # (time, frame) at the last log row
+        self.timeline: Timeline | None = None
+        self._update_events: tuple[Any, Any] | None = None  # CUDA events around the last update (timeline)
 
     @property
     def frame(self) -> int:
@@ -152,6 +173,7 @@ class Trainer:
             for member in [mb for mb in ended if self.frame >= mb.next_checkpoint_frame and mb in self.members]:
                 self._guarded(member, self.save_checkpoint, member)
             self.for_members(self._reset, [member for member in ended if member in self.members])
+            timeline, tick = self.timeline, time.perf_counter()
             actions = self.agent.act(self.observations(), self.step, eval_mode=False)
             updating = self.frame >= c.num_seed_frames and self.step % c.update_every_steps == 0
             rows = c.replay_rows_per_update if updating else 0
@@ -160,13 +182,27 @@ class Trainer:
             members = list(self.members)
             started = self.for_members(self._start_step, members, actions, [rows] * len(members))
             live = [(mb, replies) for mb, replies in zip(members, started) if mb in self.members]
+            if timeline:
+                tick = timeline.add("act", tick)
             update = self.learn([mb for mb, _ in live], [sampled for _, (sampled, _) in live]) if rows else None
+            if timeline:
+                tick = time.perf_counter()  # learn() added its waits and its update
             update_frame = self.frame
             stepping = [(mb, step) for mb, (_, step) in live if mb in self.members]
-            self.for_members(self._finish_step, [mb for mb, _ in stepping], [step for _, step in stepping])
+            reports = self.for_members(self._finish_step, [mb for mb, _ in stepping], [step for _, step in stepping])
+            if timeline:
+                tick = timeline.add("wait_env_steps", tick)
+                for report in reports:
+                    if report is not None:
+                        timeline.sample_s.append(report.sample_s)
+                        timeline.env_step_s.append(report.step_s)
             if update is not None:
                 # Read after the environment steps: on a GPU the update ran meanwhile.
                 self.record_update(update, update_frame)
+                if timeline:
+                    tick = timeline.add("read_update", tick)
+            if timeline:
+                timeline.cycles += 1
             self.step += 1
             if self.frame >= self.next_log_frame:
                 self.log_training()
@@ -193,7 +229,7 @@ class Trainer:
         if report.last:
             member.pending[m.TRAIN_RETURN].append(report.episode_return)
             member.pending[m.TRAIN_LENGTH].append(report.episode_frames)
-        return Done()
+        return Done(report)
 
     def for_members(self, call: Callable[..., Any], members: Sequence[Member], *per_member: Any) -> list[Any]:
         """``call(member, *args)`` for each member: each returns a pending result (a Future, a worker's reply),
@@ -226,7 +262,10 @@ class Trainer:
 
     def learn(self, members: Sequence[Member], sampled: Sequence[Any]) -> tuple[UpdateResult, list[Member]] | None:
         """One packed update from the batches ``members`` sampled (``sampled``: whether each could)."""
+        tick = time.perf_counter()
         could = self.for_members(lambda _member, reply: reply, members, sampled)
+        if self.timeline:
+            self.timeline.add("wait_samples", tick)
         if any(ok is False for ok in could) or not self.members:  # None: that member failed and left
             return None  # no complete n-step transition yet (only with tiny seed phases)
         if self.pack is not None and len(self.members) == len(self.pack.workers):
@@ -240,12 +279,28 @@ class Trainer:
                 if len(batches) == 1
                 else {key: np.stack([b[key] for b in batches]) for key in batches[0]}
             )
-        return self.agent.update(batch, self.step), list(self.members)
+        if self.timeline is None:
+            return self.agent.update(batch, self.step), list(self.members)
+        tick = time.perf_counter()
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            result = self.agent.update(batch, self.step)
+            end.record()
+            self._update_events = (start, end)  # read with the metrics, after the update's only synchronization
+        else:
+            result = self.agent.update(batch, self.step)
+        self.timeline.add("update", tick)  # host time: on a GPU the device runs on while the envs step
+        return result, list(self.members)
 
     def record_update(self, update: tuple[UpdateResult, list[Member]], frame: int) -> None:
         """Append one update's metrics to each member's window; members with non-finite values diverged."""
         result, members = update  # the members in the agent's order when the update ran
         values = result.read()
+        events, self._update_events = self._update_events, None
+        if events is not None and self.timeline is not None:
+            events[1].synchronize()
+            self.timeline.gpu_update_ms.append(events[0].elapsed_time(events[1]))
         bad = set(nonfinite_members(values))
         for k, member in enumerate(members):
             if member not in self.members:

@@ -32,8 +32,7 @@ import torch
 from agent.allocator import keep_freed_memory
 from agent.config import build_config
 from agent.drqv2 import DrQV2Agent, UpdateResult
-from agent.store import COMPLETED
-from agent.train import Trainer, run_pack
+from agent.train import Timeline, Trainer
 from bench.common import PIXEL_OBS_SHAPE, TASK, TimingSink, loop_fps, random_batch
 from bench.reference_update import ReferenceUpdate
 
@@ -79,8 +78,7 @@ def reference_loop(
     """Our training loop with the reference-style update swapped in (acting, replay and env stay ours)."""
 
     def swap(trainer: Trainer) -> None:
-        env = trainer.members[0].env
-        reference = ReferenceUpdate(trainer.config, env.obs_shape, env.action_dim, device)
+        reference = ReferenceUpdate(trainer.config, trainer.spec.obs_shape, trainer.spec.action_dim, device)
 
         def update(batch: dict[str, np.ndarray], step: int) -> UpdateResult:
             start = time.perf_counter()
@@ -108,7 +106,14 @@ def pack_loop(
     env_threads: int = 1,
     frame_codec: str = "none",
     precision: str = "fp32",
+    member_processes: bool = False,
+    eval_every: int = 0,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
+    """One pack's training loop; frames/s and where a cycle's time goes, over the frames after the seed frames.
+
+    With ``eval_every`` the loop evaluates (10 episodes, as the paper) every that many frames, and the fps
+    includes that time: the with-evaluation figure."""
     log_every = max(frames // 4, 2)
     base = {
         "task": TASK,
@@ -116,7 +121,7 @@ def pack_loop(
         "hidden_dim": hidden,
         "num_seed_frames": seed_frames,
         "num_frames": seed_frames + frames,
-        "eval_every_frames": 0,
+        "eval_every_frames": eval_every,
         "checkpoint_every_frames": 0,
         "log_every_frames": log_every,
         "torch_threads": threads,
@@ -124,21 +129,72 @@ def pack_loop(
         "env_threads": env_threads,
         "frame_codec": frame_codec,
         "precision": precision,
+        "member_processes": member_processes,
+        **({"batch_size": batch_size} if batch_size else {}),
     }
     configs = [build_config({**base, "seed": first_seed + i}) for i in range(members)]
-    sinks = [[TimingSink()] for _ in configs]
+    keep_freed_memory()  # as run_pack does in every trial process
+    sinks = [TimingSink() for _ in configs]
     with tempfile.TemporaryDirectory() as out:
-        statuses = run_pack(configs, [Path(out) / str(i) for i in range(members)], sinks)
-    if any(s.state != COMPLETED for s in statuses):
-        raise RuntimeError(f"pack failed: {[s.error for s in statuses]}")
+        trainer = Trainer(configs, [Path(out) / str(i) for i in range(members)], [[sink] for sink in sinks])
+        timeline = trainer.timeline = Timeline()
+        marks: list[tuple[float, dict[str, float], int, int]] = []  # (time, parts, cycles, steps seen) per log row
+
+        def mark(frame: int, metrics: Any) -> None:
+            if "perf/fps" in metrics and frame >= seed_frames:
+                marks.append((time.perf_counter(), dict(timeline.parts), timeline.cycles, len(timeline.env_step_s)))
+
+        sinks[0].on_log = mark
+        try:
+            trainer.run()
+            ended = [member.ended_as for member in trainer.ended]
+        finally:
+            trainer.close()
+    if ended:
+        raise RuntimeError(f"pack members failed: {[e.error for e in ended if e]}")
     member_fps, update_ms = [], []
-    for (sink,) in sinks:
+    for sink in sinks:
         after = [(f, t) for f, t in sink.points if f >= seed_frames]
         (f0, t0), (f1, t1) = after[0], after[-1]
         member_fps.append((f1 - f0) / (t1 - t0))
         update_ms += [ms for f, ms in sink.update_ms if f0 < f <= f1]
     gpu_mib = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
-    return {"member_fps": member_fps, "update_ms": float(np.mean(update_ms)), "gpu_peak_mib": gpu_mib}
+    return {
+        "member_fps": member_fps,
+        "update_ms": float(np.mean(update_ms)),
+        "gpu_peak_mib": gpu_mib,
+        "timeline": cycle_timeline(timeline, marks, members),
+    }
+
+
+def cycle_timeline(timeline: Timeline, marks: list[tuple[float, dict[str, float], int, int]], k: int) -> dict:
+    """Per cycle (one agent step of every member) between the first and the last measured log row: ms of each
+    part of the loop, what is left (other: evaluation, logging, resets), the members' sampling and environment
+    steps (p50/p99 over members and steps), and how much of the environment steps the update hid."""
+    (t0, parts0, c0, s0), (t1, parts1, c1, s1) = marks[0], marks[-1]
+    cycles = max(c1 - c0, 1)
+    per_cycle = {part: (parts1.get(part, 0.0) - parts0.get(part, 0.0)) * 1000.0 / cycles for part in parts1}
+    cycle_ms = (t1 - t0) * 1000.0 / cycles
+    steps = np.asarray(timeline.env_step_s[s0:s1]) * 1000.0
+    samples = np.asarray(timeline.sample_s[s0:s1]) * 1000.0
+    # The workers step in parallel: a cycle's environment time is its slowest member's step.
+    slowest = steps[: len(steps) // k * k].reshape(-1, k).max(axis=1) if len(steps) >= k else np.zeros(1)
+    waited = per_cycle.get("wait_env_steps", 0.0)
+    out: dict[str, float] = {f"{part}_ms": value for part, value in sorted(per_cycle.items())}
+    out["other_ms"] = cycle_ms - sum(per_cycle.values())
+    out["cycle_ms"] = cycle_ms
+    # the cycle's time the named parts leave unexplained (log rows, resets, loop overhead): the ±5% check
+    out["unaccounted_pct"] = 100.0 * abs(out["other_ms"]) / cycle_ms
+    out["env_step_p50_ms"] = float(np.percentile(steps, 50)) if len(steps) else 0.0
+    out["env_step_p99_ms"] = float(np.percentile(steps, 99)) if len(steps) else 0.0
+    out["sample_p50_ms"] = float(np.percentile(samples[samples > 0], 50)) if (samples > 0).any() else 0.0
+    # 1: the update hid every environment step; 0: the loop waited for all of them after it
+    out["overlap_fraction"] = float(np.clip(1.0 - waited / max(float(slowest.mean()), 1e-9), 0.0, 1.0))
+    if timeline.gpu_update_ms:
+        gpu = timeline.gpu_update_ms[-cycles:]
+        out["update_gpu_ms"] = float(np.mean(gpu))
+        out["gpu_busy_fraction"] = float(sum(gpu) / ((t1 - t0) * 1000.0))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--env-threads", type=int, default=1)
     pack.add_argument("--frame-codec", default="none")
     pack.add_argument("--precision", default="fp32")
+    pack.add_argument("--member-processes", action="store_true")
+    pack.add_argument("--eval-every", type=int, default=0)
+    pack.add_argument("--batch-size", type=int, default=None)
     for role in (server, loop, pack):
         role.add_argument("--threads", type=int, default=2)
         role.add_argument("--device", default="cpu")
@@ -183,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                     args.env_threads,
                     args.frame_codec,
                     args.precision,
+                    args.member_processes,
+                    args.eval_every,
+                    args.batch_size,
                 )
             )
         )

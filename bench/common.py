@@ -47,8 +47,11 @@ class TimingSink:
     def __init__(self) -> None:
         self.points: list[tuple[int, float]] = []
         self.update_ms: list[tuple[int, float]] = []
+        self.on_log: Callable[[int, Any], None] | None = None  # e.g. a snapshot of the loop's timeline
 
     def log(self, frame: int, metrics: Any) -> None:
+        if self.on_log is not None:
+            self.on_log(frame, metrics)
         if "perf/fps" in metrics:  # training rows only (evaluation is off here anyway)
             self.points.append((frame, time.perf_counter()))
         if "perf/update_ms" in metrics:

@@ -229,37 +229,50 @@ def replay_sizes() -> dict[str, float]:
 def packed_sections(args: argparse.Namespace, results: dict[str, Any], quick: bool) -> dict[str, Any]:
     """Issue #9: the compressed replay, packs against processes, a pack of one against a baseline, GPU packs."""
     out: dict[str, Any] = {}
-    print("replay frame store (real frames of five tasks) ...", flush=True)
-    tasks = replay_codec.TASKS[:1] if quick else replay_codec.TASKS
-    report = replay_codec.measure(
-        tasks, ("lz4",), rendered=60 if quick else 600, capacity=400 if quick else 8000, batches=5 if quick else 50
-    )
-    for task, rows in report["tasks"].items():
-        out[f"replay_lz4_bytes_per_transition_{task}"] = rows["lz4"]["bytes_per_transition"]
-        out[f"replay_lz4_sample_ms_{task}"] = rows["lz4"]["sample_ms_median"]
-        out[f"replay_none_sample_ms_{task}"] = rows["none"]["sample_ms_median"]
-        if not rows["lz4"]["identical_to_uncompressed"]:
-            raise RuntimeError(f"lz4 replay sampled other batches than the uncompressed one on {task}")
-    out["replay_lz4_worst_ratio"] = max(rows["lz4"]["ratio"] for rows in report["tasks"].values())
-    worst_ms = max(rows["lz4"]["sample_ms_median"] for rows in report["tasks"].values())
-    out["replay_lz4_sample_pct_of_pixel_update"] = 100.0 * worst_ms / results["pixel_update_ms"]
-    print("packed state trials against single-member processes ...", flush=True)
-    cores = os.cpu_count() or 1
-    if quick:
-        out.update(packed.states_section((1, 2), (256,), 400, 200, cores))
-    else:
-        out.update(packed.states_section((1, 2, 4, 8), (256,), 1000, 2000, cores))
-        out.update(packed.states_section((1, 2, 4, 8), (1024,), 1000, 1000, cores))
+    if args.packed:  # the frame codec on five tasks
+        print("replay frame store (real frames of five tasks) ...", flush=True)
+        tasks = replay_codec.TASKS[:1] if quick else replay_codec.TASKS
+        report = replay_codec.measure(
+            tasks, ("lz4",), rendered=60 if quick else 600, capacity=400 if quick else 8000, batches=5 if quick else 50
+        )
+        for task, rows in report["tasks"].items():
+            out[f"replay_lz4_bytes_per_transition_{task}"] = rows["lz4"]["bytes_per_transition"]
+            out[f"replay_lz4_sample_ms_{task}"] = rows["lz4"]["sample_ms_median"]
+            out[f"replay_none_sample_ms_{task}"] = rows["none"]["sample_ms_median"]
+            if not rows["lz4"]["identical_to_uncompressed"]:
+                raise RuntimeError(f"lz4 replay sampled other batches than the uncompressed one on {task}")
+        out["replay_lz4_worst_ratio"] = max(rows["lz4"]["ratio"] for rows in report["tasks"].values())
+        worst_ms = max(rows["lz4"]["sample_ms_median"] for rows in report["tasks"].values())
+        out["replay_lz4_sample_pct_of_pixel_update"] = 100.0 * worst_ms / results["pixel_update_ms"]
+    if args.packed:  # issue #9's long sections (~20 minutes on 2 cores): packs against processes
+        print("packed state trials against single-member processes ...", flush=True)
+        cores = os.cpu_count() or 1
+        if quick:
+            out.update(packed.states_section((1, 2), (256,), 400, 200, cores))
+        else:
+            out.update(packed.states_section((1, 2, 4, 8), (256,), 1000, 2000, cores))
+            out.update(packed.states_section((1, 2, 4, 8), (1024,), 1000, 1000, cores))
     if args.baseline:
         print(f"a pack of one against the worker at {args.baseline} ...", flush=True)
         out.update(packed.baseline_section(args.baseline, rounds=1 if quick else 3, threads=args.threads, quick=quick))
     if args.device == "cuda":
-        print("pixel packs on the GPU ...", flush=True)
-        out.update(
-            packed.gpu_section(
-                (1, 4) if quick else (1, 4, 8, 16, 32), 1000, 200 if quick else 2000, threads=args.threads
-            )
-        )
+        print("pixel packs on the GPU (the prepared plan of python -m bench.packed) ...", flush=True)
+        out.update(packed.gpu_section(packed.GPU_PLAN, 1000, 200 if quick else 1000, threads=args.threads))
+    return out
+
+
+def worker_sections(quick: bool) -> dict[str, Any]:
+    """Issue #17 on this machine: a pack of 2 in worker processes against the same pack in one process, side by
+    side, with the overlapped loop's timeline; the tensor operations of a K = 16 update."""
+    out: dict[str, Any] = {}
+    print("a pack of 2 in worker processes against one process ...", flush=True)
+    if quick:
+        out.update(packed.workers_section(2, ("states",), 400, 200, threads=2, rounds=1))
+    else:
+        out.update(packed.workers_section(2, ("states",), 1000, 1000, threads=2, rounds=2))
+        out.update(packed.workers_section(2, ("pixels",), 400, 40, threads=2, rounds=1))
+    print("tensor operations per update ...", flush=True)
+    out.update(packed.tensor_ops_section(16))
     return out
 
 
@@ -293,7 +306,11 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench.run") ->
         help="also time a pack of one against the worker at git revision REV (e.g. the commit "
         "before packing), states and pixels, taking turns",
     )
-    parser.add_argument("--skip-packed", action="store_true", help="leave out the packed-trials sections")
+    parser.add_argument(
+        "--packed",
+        action="store_true",
+        help="also the long packed-trials sections (replay codec on five tasks, packs against processes; ~20 min)",
+    )
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: CUDA is not available on this machine", file=sys.stderr)
@@ -332,7 +349,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench.run") ->
     results.update(replay_sizes())
     print("concurrency ...", flush=True)
     results.update(concurrency(frames=400 if quick else 4000))
-    if not args.skip_packed:
+    results.update(worker_sections(quick))
+    if args.packed or args.baseline or args.device == "cuda":
         results.update(packed_sections(args, results, quick))
     flags = " ".join((["--quick"] if quick else []) + ([f"--device {args.device}"] if args.device != "cpu" else []))
     report = {

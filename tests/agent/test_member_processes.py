@@ -148,8 +148,8 @@ class KillOwnWorker:
         pass
 
 
-def test_a_worker_that_dies_fails_its_member_while_the_others_go_on(tmp_path):
-    base = {**TINY_STATES, "num_frames": 2000, "member_processes": True, "checkpoint_every_frames": 0}
+def test_a_worker_that_dies_fails_its_member_while_the_others_go_on(float64, tmp_path):
+    base = {**STATES_RUN, "member_processes": True}
     configs = [build_config({**base, "seed": seed}) for seed in (1, 2)]
     outs = [tmp_path / "healthy", tmp_path / "killed"]
     statuses = run_pack(configs, outs, sinks=[[], [KillOwnWorker(1, frame=1000)]])
@@ -157,8 +157,9 @@ def test_a_worker_that_dies_fails_its_member_while_the_others_go_on(tmp_path):
     assert statuses[1].error == "the worker process of member 1 died (exit code -9)"
     assert json.loads((outs[1] / "status.json").read_text())["status"] == "failed"
     assert read_metrics(outs[1])["frame"].max() >= 1000  # what it logged before is kept
+    # The healthy member went on as it would alone (float64: summation order only, as above).
     alone = tmp_path / "alone"
     run_trial(build_config({**base, "seed": 1, "member_processes": False}), alone)
     pd.testing.assert_frame_equal(
-        comparable(read_metrics(outs[0])), comparable(read_metrics(alone)), rtol=1e-3, atol=1e-3
+        comparable(read_metrics(outs[0])), comparable(read_metrics(alone)), rtol=TOLERANCE, atol=TOLERANCE
     )

@@ -108,13 +108,22 @@ def test_optimizer_choice(optimizer, make_agent, tiny_config):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_packed_optimizer_steps_each_member_as_torch_does(optimizer):
-    """Per-member learning rates (and SGD momenta) in one packed step equal one torch optimizer per member."""
+@pytest.mark.parametrize("shared", [False, True], ids=["per-member-lrs", "shared-lr-whole-tensors"])
+def test_packed_optimizer_steps_each_member_as_torch_does(optimizer, shared):
+    """Per-member learning rates (and SGD momenta) in one packed step equal one torch optimizer per member; so
+    does the whole-tensor step of members that share them (a weight stored transposed included)."""
     torch.manual_seed(0)
     lrs, momenta = [1e-3, 3e-2, 1e-3], ([0.0, 0.9, 0.5] if optimizer == "sgd" else None)
-    stacked = [torch.nn.Parameter(torch.randn(3, 4, 5)), torch.nn.Parameter(torch.randn(3, 7))]
+    if shared:
+        lrs, momenta = [3e-2] * 3, ([0.9] * 3 if optimizer == "sgd" else None)
+    stacked = [
+        torch.nn.Parameter(torch.randn(3, 4, 5)),
+        torch.nn.Parameter(torch.randn(3, 7)),
+        torch.nn.Parameter(torch.randn(3, 6, 4).transpose(1, 2)),  # PackedLinear's layout
+    ]
     members = [[torch.nn.Parameter(p[k].detach().clone()) for p in stacked] for k in range(3)]
     packed_opt = PackedOptimizer(optimizer, stacked, lrs, momenta)
+    assert packed_opt.whole == shared
     reference = [
         torch.optim.Adam(ps, lr=lr) if optimizer == "adam" else torch.optim.SGD(ps, lr=lr, momentum=momenta[k])
         for k, (ps, lr) in enumerate(zip(members, lrs))
@@ -123,7 +132,7 @@ def test_packed_optimizer_steps_each_member_as_torch_does(optimizer):
         grads = [torch.randn_like(p) for p in stacked]
         packed_opt.zero_grad()
         for p, g in zip(stacked, grads):
-            p.grad = g.clone()
+            p.grad = g.clone() if g.is_contiguous() else g.transpose(1, 2).contiguous().transpose(1, 2)
         packed_opt.step()
         for k, (ps, opt) in enumerate(zip(members, reference)):
             opt.zero_grad()
