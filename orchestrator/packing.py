@@ -139,6 +139,9 @@ STATE_DIM_BOUND, ACTION_DIM_BOUND = 512, 64
 # Ray worker, W&B's service and a CUDA context on GPU hosts.
 PROCESS_OVERHEAD_BYTES = int(1.5 * GiB)
 MEMBER_OVERHEAD_BYTES = {"pixels": int(1.5 * GiB), "states": int(0.5 * GiB)}
+# A member in a worker process of its own (member_processes) adds that interpreter: measured 2026-12-02 on CPU,
+# 122 MiB PSS for a state worker and 220 MiB for a pixel worker (EGL, its replay aside); planned with headroom.
+WORKER_PROCESS_BYTES = int(0.5 * GiB)
 # A checkpoint adds nothing to count: the worker saves the replay as tensors over its own memory
 # (measured: 504 MiB of frames, +2 MiB peak RSS while saving; as numpy arrays it was +3288 MiB).
 
@@ -174,6 +177,8 @@ def replay_bytes(config: Mapping[str, Any]) -> int:
 def member_bytes(config: Mapping[str, Any]) -> int:
     """Host memory of one member: its replay plus the fixed per-member overhead."""
     overhead = MEMBER_OVERHEAD_BYTES.get(str(config.get("obs_type")), MEMBER_OVERHEAD_BYTES["pixels"])
+    if config.get("member_processes"):
+        overhead += WORKER_PROCESS_BYTES
     return replay_bytes(config) + overhead
 
 
@@ -360,7 +365,9 @@ def free_disk_bytes(path: Path) -> tuple[int, Path]:
 # ------------------------------------------------------------------ packed speed
 # Measured aggregate speed-up of a pack of K members over one trial alone, on the same machine and
 # resources: (frames/s of all K members together) / (frames/s of one trial), keyed by
-# (obs_type, hidden_dim, device kind "cpu"|"cuda", K, frame_codec).  Measured numbers only:
+# (obs_type, hidden_dim, device kind "cpu"|"cuda", K, frame_codec, loop), loop "in_process" (members on
+# threads of the pack process) or "workers" (member_processes: a worker process per member, issue #17).
+# Measured numbers only:
 # - CPU, states: `make bench` (its packed section: a pack process with 2 torch threads on the 2-core dev
 #   machine, AMD EPYC family/model 25/17, AVX-512, 2026-11-26; bench/latest.json).
 # - GPU, pixels: `python -m bench.packed` on one NVIDIA H200 with 16 cores of an Intel Xeon family/model 6/207
@@ -370,16 +377,16 @@ def free_disk_bytes(path: Path) -> tuple[int, Path]:
 #   another H200 machine of the same kind).  Far below issue #9's goal (>= 8x): the pack's
 #   update is 2.4x faster per member than one trial's, but the loop is bound by the CPU side (environment
 #   steps, rendering and, with lz4, replay decoding) of all members in one Python process.
-PACKED_SPEEDUPS: dict[tuple[str, int, str, int, str], float] = {
-    ("states", 256, "cpu", 2, "none"): 1.35,
-    ("states", 256, "cpu", 4, "none"): 1.35,
-    ("states", 256, "cpu", 8, "none"): 1.52,
-    ("states", 1024, "cpu", 2, "none"): 1.08,
-    ("states", 1024, "cpu", 4, "none"): 1.00,
-    ("states", 1024, "cpu", 8, "none"): 1.04,
-    ("pixels", 1024, "cuda", 16, "lz4"): 0.89,
-    ("pixels", 1024, "cuda", 4, "none"): 1.38,
-    ("pixels", 1024, "cuda", 16, "none"): 1.78,
+PACKED_SPEEDUPS: dict[tuple[str, int, str, int, str, str], float] = {
+    ("states", 256, "cpu", 2, "none", "in_process"): 1.35,
+    ("states", 256, "cpu", 4, "none", "in_process"): 1.35,
+    ("states", 256, "cpu", 8, "none", "in_process"): 1.52,
+    ("states", 1024, "cpu", 2, "none", "in_process"): 1.08,
+    ("states", 1024, "cpu", 4, "none", "in_process"): 1.00,
+    ("states", 1024, "cpu", 8, "none", "in_process"): 1.04,
+    ("pixels", 1024, "cuda", 16, "lz4", "in_process"): 0.89,
+    ("pixels", 1024, "cuda", 4, "none", "in_process"): 1.38,
+    ("pixels", 1024, "cuda", 16, "none", "in_process"): 1.78,
 }
 
 
@@ -397,13 +404,15 @@ def packed_speedup(config: Mapping[str, Any], size: int) -> tuple[float, str | N
         device_kind(config),
         int(size),
         str(config.get("frame_codec", "none")),
+        "workers" if config.get("member_processes") else "in_process",
     )
     if key in PACKED_SPEEDUPS:
         return PACKED_SPEEDUPS[key], None
     where = "GPU" if key[2] == "cuda" else "CPU"
     codec = "" if key[4] == "none" else f", frame_codec {key[4]}"
+    loop = ", members in worker processes" if key[5] == "workers" else ""
     return 1.0, (
-        f"no packed measurement for K={size} on {where} ({key[0]}, hidden {key[1]}{codec}): assuming "
+        f"no packed measurement for K={size} on {where} ({key[0]}, hidden {key[1]}{codec}{loop}): assuming "
         f"aggregate rate = per-trial rate x 1, i.e. no gain (each member at 1/{size} of a trial's rate)"
     )
 

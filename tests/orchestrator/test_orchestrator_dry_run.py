@@ -98,9 +98,10 @@ def test_dry_run_of_the_paper_profile(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "cells: 3, tasks: 1, seeds: 5 -> 15 trials" in out
     # packs of at most 16: the 10 BN trials in one pack, Origin's 5 seeds (other norms) in another
     assert "15 trials to run in 2 packs of at most 16" in out and "total pack time" in out
-    assert "no packed measurement for K=10 on GPU" in out and "i.e. no gain" in out
-    # lz4 replays: 10 x (1M transitions x 4,281 B planned + 1.5 GiB) + 1.5 GiB
-    assert "needs up to 56.4 GiB" in out and "not checked: this profile needs a GPU and this machine has none" in out
+    assert "no packed measurement for K=10 on GPU" in out and "members in worker processes" in out
+    assert "i.e. no gain" in out
+    # lz4 replays, members in worker processes: 10 x (1M transitions x 4,281 B planned + 1.5 GiB + 0.5 GiB) + 1.5 GiB
+    assert "needs up to 61.4 GiB" in out and "not checked: this profile needs a GPU and this machine has none" in out
 
 
 def test_paper_profiles_follow_the_authors_task_configs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

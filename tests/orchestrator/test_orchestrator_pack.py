@@ -230,7 +230,7 @@ def test_dry_run_shows_the_packs_and_the_packed_estimate(
     assert not results.exists()
 
     # --pack overrides the grid; a measured speed-up is used and said to be measured
-    monkeypatch.setitem(packing.PACKED_SPEEDUPS, ("states", 32, "cpu", 2, "none"), 1.5)
+    monkeypatch.setitem(packing.PACKED_SPEEDUPS, ("states", 32, "cpu", 2, "none", "in_process"), 1.5)
     code, out, _ = run_cli(capsys, "--grid", str(path), "--results", str(results), "--dry-run", "--pack", "2")
     assert code == 0
     assert "6 trials to run in 3 packs of at most 2 (3 x 2 members; --pack 2)" in out
