@@ -158,7 +158,8 @@ class Trainer:
             env,
             eval_env,
             replay,
-            m.Coverage(projection, c.coverage_cell_size),
+            # the state cells' reference: the uniform-random phase all methods share (method.md §7)
+            m.Coverage(projection, c.coverage_cell_size, max(2, c.num_expl_steps)),
             next_checkpoint_frame=c.checkpoint_every_frames or math.inf,
         )
 
@@ -315,7 +316,7 @@ class Trainer:
         elapsed = now - self.interval_start[0]
         for member in list(self.members):
             row = {key: float(np.mean(values)) for key, values in member.pending.items() if values}
-            row[m.COVERAGE] = float(len(member.coverage))
+            row.update(member.coverage.values())
             if elapsed > 0 and frame > self.interval_start[1]:
                 row[m.FPS] = (frame - self.interval_start[1]) / elapsed  # this member's frames per second
             self._guarded(member, self.emit, member, frame, row)
@@ -345,7 +346,7 @@ class Trainer:
             bias = biases[k]
             if bias is not None:
                 row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = bias
-            row[m.COVERAGE] = float(len(member.coverage))
+            row.update(member.coverage.values())
             member.q_bias_pending.clear()
             self._guarded(member, self.emit, member, self.frame, row)
         # Evaluation time is not training time: keep it out of perf/fps.
