@@ -81,13 +81,19 @@ def diverged_value(store: Store, trial: pd.Series, last: float, rule: str) -> fl
 
 
 def final_scores(
-    store: Store, metric: str = EVAL_RETURN, window: float = DEFAULT_FINAL_WINDOW, diverged: str = DEFAULT_DIVERGED
+    store: Store,
+    metric: str = EVAL_RETURN,
+    window: float = DEFAULT_FINAL_WINDOW,
+    diverged: str = DEFAULT_DIVERGED,
+    budget: float = 1.0,
 ) -> pd.DataFrame:
     """One row per finished trial: its final value of ``metric`` (rules in the module docstring).
 
     Columns: the trial's columns of ``store.trials`` plus ``value``, ``final_frame`` (last evaluation used:
     for a diverged trial, its last one before divergence) and ``n_points`` (evaluations averaged).
-    ``diverged`` (one of DIVERGED_RULES) applies to the evaluation return only.
+    ``diverged`` (one of DIVERGED_RULES) applies to the evaluation return only. ``budget`` < 1 reads the value
+    at that fraction of the planned frames instead of the end (the window then ends at budget x planned); a
+    trial that diverged before it counts as diverged, one that diverged later is read there like the others.
     """
     check_diverged(diverged)
     columns = [*store.trials.columns, "value", "final_frame", "n_points"]
@@ -102,18 +108,20 @@ def final_scores(
         points = by_trial.get(trial["trial"])
         if points is None or points.empty:
             continue
-        if trial["status"] == "diverged":
+        planned = _planned_frames(trial)
+        if not np.isfinite(planned):
+            planned = float(points[FRAME].max())
+        end = budget * planned
+        if trial["status"] == "diverged" and (budget >= 1.0 or float(points[FRAME].max()) < end):
             used = points.iloc[[-1]]
             value = float(used[metric].iloc[0])
             if metric == EVAL_RETURN:
                 value = diverged_value(store, trial, value, diverged)
         else:
-            planned = _planned_frames(trial)
-            if not np.isfinite(planned):
-                planned = float(points[FRAME].max())
-            used = points[points[FRAME] >= (1.0 - window) * planned]
+            before = points[points[FRAME] <= end] if budget < 1.0 else points
+            used = before[before[FRAME] >= (budget - window) * planned]
             if used.empty:
-                used = points.iloc[[-1]]
+                used = before.iloc[[-1]] if len(before) else points.iloc[[0]]
             value = float(used[metric].mean())
         rows.append(
             {**trial.to_dict(), "value": value, "final_frame": int(used[FRAME].max()), "n_points": int(len(used))}
@@ -245,13 +253,13 @@ def cell_summaries(store: Store, settings: Settings) -> list[CellSummary]:
     return out
 
 
-def normalized_finals(store: Store, settings: Settings) -> pd.DataFrame:
+def normalized_finals(store: Store, settings: Settings, budget: float = 1.0) -> pd.DataFrame:
     """Final returns divided by each task's maximum (stats.max_return); adds ``score`` and ``task_max``.
 
     A Gymnasium task whose best final return is not positive has nothing to normalize by: its rows are left out
     (``unnormalizable_tasks`` names such tasks for the report).
     """
-    finals = final_scores(store, EVAL_RETURN, settings.final_window, settings.diverged)
+    finals = final_scores(store, EVAL_RETURN, settings.final_window, settings.diverged, budget)
     if finals.empty:
         return finals.assign(score=pd.Series(dtype=float), task_max=pd.Series(dtype=float))
     maxima = {}
