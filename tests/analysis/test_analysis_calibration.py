@@ -82,7 +82,7 @@ def test_the_rule_finds_a_real_effect_and_the_simulation_catches_a_bad_rule():
     rng = np.random.default_rng(1)
     x = rng.normal(0.65, 0.15, (1000, 1, 10))  # one standard deviation better
     y = rng.normal(0.5, 0.15, (1000, 1, 10))
-    assert (_verdicts(x, y) == "supported").mean() > 0.5  # about 56% power at 10 seeds with IQM
+    assert (_verdicts(x, y) == "supported").mean() > 0.45  # 54% measured at 10 seeds with IQM (docs/analysis.md)
     # The percentile bootstrap of the effect, settled when its CI excludes 0 (the rule before issue #18):
     settled = 0
     x, y = rng.normal(0.5, 0.15, (2, 400, 2))
