@@ -19,12 +19,13 @@ docs/analysis.md ("Claims") repeats the definitions and justifies the rule; in s
   exchangeable) <= alpha / 2, *contradicted* when P(this small) <= alpha / 2, *inconclusive* otherwise. Its
   false-verdict rate under no effect is at most alpha at any number of seeds and for any distribution of
   returns (tests/analysis/test_analysis_calibration.py simulates it). When the runs allow fewer than
-  2 / alpha relabellings (2 or 3 seeds per cell on one task) no test at that level can reject: the row says
-  *direction only (n seeds)*.
-- **Seeds needed** (inconclusive, direction only): the seeds per cell at which the test would have 80% power
-  at the observed effect, the effect's spread over relabellings shrinking as 1/sqrt(n), and never fewer than
-  the seeds at which the test can reject at all. Not given for count effects (``range``), whose steps do not
-  shrink as 1/sqrt(n).
+  2 / alpha relabellings (2 or 3 seeds per cell on one task), or the IQM ties so many of them that even
+  perfectly separated runs could not reach alpha / 2 (4 seeds per cell on one task), no data could be decided:
+  the row says *direction only (n seeds)*.
+- **Seeds needed** (inconclusive, direction only): the seeds per cell at which a test at this level would have
+  80% power at the observed effect, its standard error (from the bootstrap CI, small-sample corrected) shrinking
+  as 1/sqrt(n), and never fewer than the seeds at which the test can reject at all. Not given for count
+  effects (``range``), whose steps do not shrink as 1/sqrt(n).
 """
 
 from __future__ import annotations
@@ -118,8 +119,10 @@ class Claim:
             raise ValueError(f"{self.grid}: high axis values go with a drop claim, and a drop claim needs them")
         if self.kind in ("range", "drop") and self.threshold:
             raise ValueError(f"{self.grid}: a {self.kind} claim is tested against 0 only")
-        if self.tune is not None and (by_axis or self.tune_seeds and self.kind != "difference"):
+        if self.tune is not None and by_axis:
             raise ValueError(f"{self.grid}: only difference and relative claims tune a cell over an axis")
+        if self.tune_seeds and self.tune is None:
+            raise ValueError(f"{self.grid}: tune seeds without an axis to tune")
         if not 0.0 < self.budget <= 1.0:
             raise ValueError(f"{self.grid}: budget {self.budget} is not a fraction of the run in (0, 1]")
 
@@ -382,19 +385,33 @@ def _separated_decides(effect: Callable[[list[np.ndarray]], np.ndarray], tasks: 
 
 
 def seeds_needed(
-    distance: float, null_sd: float, seeds: int, fewest: int, confidence: float, power: float = POWER
+    distance: float, spread: float, seeds: int, fewest: int, confidence: float, power: float = POWER
 ) -> int | None:
     """Seeds per cell at which an effect ``distance`` from the threshold is found with probability ``power``.
 
-    The effect's spread over relabellings (``null_sd`` at ``seeds`` per cell) shrinks as 1/sqrt(n); the test
-    then rejects when distance >= (z_(1 - alpha/2) + z_power) x spread. At least one seed more than now, and
-    at least ``fewest`` (below it no test at this level can reject).
+    The effect's standard error (``spread`` at ``seeds`` per cell) shrinks as 1/sqrt(n); a test at level
+    1 - confidence then finds it when distance >= (z_(1 - alpha/2) + z_power) x spread. At least one seed more
+    than now, and at least ``fewest`` (below it no test at this level can reject).
     """
     distance = abs(distance)
-    if distance <= ON_THRESHOLD or not math.isfinite(distance) or not math.isfinite(null_sd):
+    if distance <= ON_THRESHOLD or not math.isfinite(distance) or not math.isfinite(spread):
         return None
     z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0) + NormalDist().inv_cdf(power)
-    return max(seeds + 1, fewest, math.ceil(seeds * (z * null_sd / distance) ** 2))
+    return max(seeds + 1, fewest, math.ceil(seeds * (z * spread / distance) ** 2))
+
+
+def _spread(effect: stats.Interval, test: stats.PermutationTest, seeds: int, settings: Settings) -> float:
+    """The effect's standard error at ``seeds`` per cell, for planning.
+
+    From the bootstrap CI (half-width / z), widened by sqrt(n / (n - 1)): a bootstrap of n runs has the plug-in
+    variance, (n - 1) / n of the sample variance. With one seed the bootstrap shows no spread; then the spread
+    over relabellings stands in, which also holds the effect itself and so overstates the seeds needed.
+    """
+    half_width = (effect.high - effect.low) / 2.0
+    if seeds < 2 or half_width <= 0:
+        return float(test.null_sd)
+    z = NormalDist().inv_cdf(1.0 - (1.0 - settings.confidence) / 2.0)
+    return half_width / z * math.sqrt(seeds / (seeds - 1))
 
 
 # ------------------------------------------------------------------ scores
@@ -548,12 +565,17 @@ def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: st
     seeds = int(used.groupby(["cell", "task"]).size().min())
     verdict = verdict_of(test, settings.confidence)
     needed = None
-    if verdict in ("inconclusive", "direction only") and claim.kind != "range":
+    if verdict in ("inconclusive", "direction only"):
         strata = [len(block) for block in comparison.blocks for _ in comparison.tasks]
         two_cells = claim.kind in ("difference", "relative")
         check = _separated_decides(comparison.effect, len(comparison.tasks), settings) if two_cells else None
         fewest = fewest_decidable_seeds(strata, settings.confidence, check)
-        needed = seeds_needed(float(test.observed), float(test.null_sd), seeds, fewest, settings.confidence)
+        if seeds < fewest:  # enough relabellings, but the IQM ties them (4 seeds): no data could be decided
+            verdict = "direction only"
+        if claim.kind != "range":  # a count effect does not shrink as 1/sqrt(n)
+            needed = seeds_needed(
+                float(test.observed), _spread(effect, test, seeds, settings), seeds, fewest, settings.confidence
+            )
     return ClaimResult(
         claim,
         profile,

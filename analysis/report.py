@@ -198,11 +198,12 @@ def claims_lines(store: Store, settings: Settings) -> list[str]:
         f"<= {(1 - settings.confidence) / 2:.1%} if the compared runs were exchangeable, *contradicted* when one "
         "this far below has, *inconclusive* otherwise. Its false-verdict rate under no effect is at most "
         f"{1 - settings.confidence:.0%} at any number of seeds; where the runs allow too few relabellings for "
-        "any test at that level to reject (2 or 3 seeds per cell on one task), the row says *direction only*. "
+        "any test at that level to reject (2 to 4 seeds per cell on one task, the IQM of 4 tying relabellings), the "
+        "row says *direction only*. "
         "The CI and the probability of improvement describe the effect; they do not decide. "
-        f"**Seeds needed** (no verdict): the seeds per cell at which the test would find the observed effect "
-        f"with {POWER:.0%} probability (its spread shrinking as 1/sqrt(n)), never fewer than the seeds at which "
-        "it can reject at all; an estimate from few seeds, not a promise. "
+        f"**Seeds needed** (no verdict): the seeds per cell at which a test at this level would find the observed "
+        f"effect with {POWER:.0%} probability (its standard error, from the CI, shrinking as 1/sqrt(n)), never "
+        "fewer than the seeds at which the test can reject at all; an estimate from few seeds, not a promise. "
         f"**Diverged trials** score {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`).",
         "",
     ]
