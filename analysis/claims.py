@@ -137,8 +137,7 @@ class Claim:
     def score_text(self) -> str:
         text = METRIC_TEXT.get(self.metric, self.metric)
         text = f"|{text}|" if self.absolute else text
-        when = "final" if self.budget >= 1.0 else f"at {self.budget:.0%} of the frames"
-        return f"{when} {text}"
+        return f"final {text}" if self.budget >= 1.0 else f"{text} at {self.budget:.0%} of the frames"
 
     def definition(self) -> str:
         """The comparison in words, as the report prints it."""
@@ -544,7 +543,10 @@ def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: st
     try:
         comparison = _comparison(claim, scores)
     except _NoVerdict as why:
-        return ClaimResult(claim, profile, "no data", note=str(why))
+        note = str(why)
+        if note.startswith("no finished trial") and claim.metric != EVAL_RETURN:
+            note += f" with {claim.metric} logged"  # e.g. a store written before the metric existed
+        return ClaimResult(claim, profile, "no data", note=note)
     effect = stats.effect_interval(
         comparison.groups, comparison.effect, stats.iqm, settings.reps, settings.confidence, settings.seed
     )

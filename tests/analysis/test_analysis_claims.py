@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from synthetic_store import LAYER_NORM, ORIGIN, write_trial
@@ -90,7 +92,10 @@ def test_claims_are_data_with_a_row_per_finding():
     assert "drop of Origin from its best IQM over lr to its mean IQM at lr 5e-4, 1e-3" in learning_rate.definition()
     exploration = _claim_of("exploration", "proxy")
     assert exploration.metric == "coverage/state_cells" and "at 50% of the frames" in exploration.definition()
-    assert "at 50% of the frames" in _claim_of("normalization", "faster").definition()
+    assert (
+        "IQM(MA-BN) - IQM(Origin) of return / task max at 50% of the frames"
+        in _claim_of("normalization", "faster").definition()
+    )
     with pytest.raises(ValueError, match="kind"):
         Claim("g", "s", "ratio", x={"method": "MA-BN"}, y={"method": "Origin"})
     with pytest.raises(ValueError, match="needs axis"):
@@ -274,3 +279,34 @@ def test_four_seeds_on_one_task_are_direction_only(tmp_path):
     assert result.test.arrangements == 70 and result.test.p_above > 0.025
     assert result.verdict == "direction only" and result.seeds_needed == 5
     assert result.verdict_text().startswith("direction only (4 seeds): above the threshold")
+
+
+def test_budget_claims_read_the_run_partway(tmp_path):
+    # evaluations at 0, 1k, 2k, 3k of 3k planned frames: half the run is read at its last evaluation by 1.5k
+    root = tmp_path / "results"
+    for seed in range(1, 6):
+        fast, slow = [0.0, 600 + seed, 800, 850], [0.0, 200 + seed, 700, 860]
+        write_trial(root, "normalization", f"mabn-{seed}", fast, seed=seed, num_frames=3000)
+        write_trial(root, "normalization", f"origin-{seed}", slow, seed=seed, num_frames=3000, **ORIGIN)
+        write_trial(
+            root,
+            "exploration",
+            f"mabn-{seed}",
+            fast,
+            seed=seed,
+            num_frames=3000,
+            state_cells=[0, 400 + 10 * seed, 500, 600],
+        )
+        early = [0, 300 + seed, 900, 1200]  # Origin covers more late, when it swings: the claim reads 1k frames
+        write_trial(
+            root, "exploration", f"origin-{seed}", slow, seed=seed, num_frames=3000, state_cells=early, **ORIGIN
+        )
+    results = evaluate_claims(load_store(root), FAST)
+    speed = _claim(results, "normalization", "faster")  # 0.603 vs 0.203 at 1k frames; at the end Origin is ahead
+    assert speed.effect.point == pytest.approx(0.4) and speed.verdict == "supported"
+    explore = _claim(results, "exploration", "proxy")  # IQMs 430 vs 303 at 1k frames
+    assert explore.effect.point == pytest.approx(430 / 303 - 1) and explore.verdict == "supported"
+    stale = tmp_path / "stale"  # a store from before coverage/state_cells: its cells lack the metric
+    write_trial(stale, "exploration", "mabn-1", [0.0, 1.0], state_cells=[math.nan, math.nan])
+    (missing,) = [r for r in evaluate_claims(load_store(stale), FAST) if r.claim.grid == "exploration"]
+    assert missing.verdict_text() == "no data: no finished trial of MA-BN with coverage/state_cells logged"
