@@ -182,5 +182,8 @@ class Coverage:
 
     def load_state_dict(self, state: dict) -> None:
         self.cells = set(state["cells"])
-        if self.states is not None and "state_cells" in state:
-            self.states.load_state_dict(state["state_cells"])
+        if self.states is not None:
+            if "state_cells" in state:
+                self.states.load_state_dict(state["state_cells"])
+            else:  # a checkpoint from before coverage/state_cells: its reference phase is gone, so none is logged
+                self.states = None

@@ -68,3 +68,6 @@ def test_state_cells_by_hand():
     both.add(np.array([0.0]), np.array([0.0]))
     both.add(np.array([1.0]), np.array([0.0]))
     assert both.values() == {"coverage/cells": 2.0, STATE_COVERAGE: 2.0}
+    old_checkpoint = Coverage(np.eye(2), 0.5, state_reference_steps=2)
+    old_checkpoint.load_state_dict({"cells": sorted(both.cells)})  # written before coverage/state_cells
+    assert old_checkpoint.values() == {"coverage/cells": 2.0}  # no count from a reference it never saw
