@@ -8,7 +8,8 @@ position), the metric and the budget at which it is read, the effect and the dir
 docs/analysis.md ("Claims") repeats the definitions and justifies the rule; in short:
 
 - **Scores**: a trial's return at the end of its run (``analysis.summary``, with the diverged rule of the
-  settings; or at a fraction ``budget`` of its planned frames) divided by its task's maximum
+  settings; or at a fraction ``budget`` of its planned frames; or the area under its return curve) divided by
+  its task's maximum
   (``stats.max_return``: 1000 on dm_control), so effects are in normalized score (0.1 = 100 return points on a
   DMC task); coverage is divided by the largest coverage of the grid on the task; Q-bias is used as logged.
 - **Effect** of a claim: a function of the compared cells' IQMs (over seeds, and over tasks pooled when there
@@ -50,7 +51,6 @@ from analysis.summary import Settings, final_scores, normalized_finals, per_task
 CLOSE_TOLERANCE = 0.1  # "close to" / "within a margin": at most 0.1 normalized score below (100 return points)
 RANGE_FRACTION = 0.8  # "keeps a high return" at a learning rate: IQM >= 80% of the best IQM of the comparison
 POWER = 0.8  # seeds needed: the seeds per cell at which the test would reject with this probability
-SPEED_BUDGET = 0.5  # "learns faster": the return at half the planned frames
 EARLY_BUDGET = 0.5  # exploration: coverage over the first half of the local run, before either method solves it
 
 MANY_SEEDS = 1000  # seeds-needed figures above this are shown as "more than": the effect is noise-sized
@@ -89,7 +89,8 @@ class Claim:
     is tuned over (its selector then matches one cell per value); the cell with the highest IQM on
     ``tune_seeds`` is compared, on the other seeds (no tune seeds: selected on the judged seeds, which the row
     says favours the tuned side). ``budget``: the fraction of the planned frames at which scores are read
-    (1: the end of the run). ``absolute``: compare |score| (the size of a bias, whatever its sign).
+    (1: the end of the run). ``area``: the area under the return curve over the run instead (the mean return,
+    ``summary.area_scores``: how fast a method learns). ``absolute``: compare |score| (the size of a bias).
     """
 
     grid: str
@@ -105,6 +106,7 @@ class Claim:
     tune: str | None = None
     tune_seeds: tuple[int, ...] = ()
     budget: float = 1.0
+    area: bool = False
     absolute: bool = False
 
     def __post_init__(self) -> None:
@@ -123,6 +125,8 @@ class Claim:
             raise ValueError(f"{self.grid}: only difference and relative claims tune a cell over an axis")
         if self.tune_seeds and self.tune is None:
             raise ValueError(f"{self.grid}: tune seeds without an axis to tune")
+        if self.area and (self.metric != EVAL_RETURN or self.budget < 1.0):
+            raise ValueError(f"{self.grid}: an area claim reads the whole return curve (no budget, no other metric)")
         if not 0.0 < self.budget <= 1.0:
             raise ValueError(f"{self.grid}: budget {self.budget} is not a fraction of the run in (0, 1]")
 
@@ -135,6 +139,8 @@ class Claim:
         return selector_text(self.y) if self.y is not None else ""
 
     def score_text(self) -> str:
+        if self.area:
+            return "area under the return curve / (task max x frames)"
         text = METRIC_TEXT.get(self.metric, self.metric)
         text = f"|{text}|" if self.absolute else text
         return f"final {text}" if self.budget >= 1.0 else f"{text} at {self.budget:.0%} of the frames"
@@ -271,11 +277,11 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         "normalization",
-        "MA-BN learns faster than Origin: return at half the frames, all tasks",
+        "MA-BN learns faster than Origin: area under the return curve (mean return over the run), all tasks",
         "difference",
         x=MA_BN,
         y=ORIGIN,
-        budget=SPEED_BUDGET,
+        area=True,
     ),
     Claim(
         "normalization",
@@ -417,7 +423,7 @@ def _spread(effect: stats.Interval, test: stats.PermutationTest, seeds: int, set
 def claim_scores(store: Store, claim: Claim, settings: Settings) -> pd.DataFrame:
     """Values of the claim's metric per trial of one grid (at its budget), with ``score`` as the claim reads it."""
     if claim.metric == EVAL_RETURN:
-        return normalized_finals(store, settings, claim.budget)
+        return normalized_finals(store, settings, claim.budget, claim.area)
     finals = final_scores(store, claim.metric, settings.final_window, settings.diverged, claim.budget)
     if finals.empty:
         return finals.assign(score=pd.Series(dtype=float))
@@ -716,12 +722,12 @@ def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
 def evaluate_claims(store: Store, settings: Settings, claims: Sequence[Claim] = CLAIMS) -> list[ClaimResult]:
     """Every claim judged on its grid of ``store``, per orchestrator profile when the grid holds several."""
     out = []
-    scores_by: dict[tuple[str, str, float, bool], pd.DataFrame] = {}
+    scores_by: dict[tuple[str, str, float, bool, bool], pd.DataFrame] = {}
     for claim in claims:
         if claim.grid not in store.grids:
             out.append(ClaimResult(claim, None, "no data", note=f"grid {claim.grid} not in the store"))
             continue
-        key = (claim.grid, claim.metric, claim.budget, claim.absolute)
+        key = (claim.grid, claim.metric, claim.budget, claim.area, claim.absolute)
         if key not in scores_by:
             scores_by[key] = claim_scores(store.grid(claim.grid), claim, settings)
         scores = scores_by[key]

@@ -12,7 +12,7 @@ from analysis import claims, stats
 from analysis.claims import CLAIMS, Claim, evaluate_claims, seeds_needed, table_rows
 from analysis.report import claims_lines
 from analysis.store import load_store
-from analysis.summary import Settings, final_scores
+from analysis.summary import Settings, area_scores, final_scores
 
 FAST = Settings(reps=1000)
 LAST = Settings(reps=1000, diverged="last")
@@ -93,13 +93,15 @@ def test_claims_are_data_with_a_row_per_finding():
     exploration = _claim_of("exploration", "proxy")
     assert exploration.metric == "coverage/state_cells" and "at 50% of the frames" in exploration.definition()
     assert (
-        "IQM(MA-BN) - IQM(Origin) of return / task max at 50% of the frames"
+        "IQM(MA-BN) - IQM(Origin) of area under the return curve / (task max x frames)"
         in _claim_of("normalization", "faster").definition()
     )
     with pytest.raises(ValueError, match="kind"):
         Claim("g", "s", "ratio", x={"method": "MA-BN"}, y={"method": "Origin"})
     with pytest.raises(ValueError, match="needs axis"):
         Claim("g", "s", "slope", x={"method": "MA-BN"})
+    with pytest.raises(ValueError, match="area claim"):
+        Claim("g", "s", "difference", x={}, y={}, area=True, budget=0.5)
     with pytest.raises(ValueError, match="against 0 only"):
         Claim("g", "s", "drop", x={}, y={}, axis="lr", high=(1e-3,), threshold=-0.1)
 
@@ -122,11 +124,12 @@ def test_supported_contradicted_and_direction_only(store):
     assert bias.verdict == "supported" and bias.effect.point == pytest.approx(0.75 - 0.08)  # IQMs of 5 seeds
     assert _claim(results, "critic_i_mode", "noisier").verdict == "supported"  # std = |bias| / 2 here
     # normalization, 2 seeds per cell on one task: 6 relabellings, p >= 1/6: no test at 5% can decide
+    # the area of a return 0 at frame 0 and r from frame 1000 of 3000 on is r (1/6 + 2/3): 5/6 of the 0.1 difference
     speed = _claim(results, "normalization", "faster")
-    assert speed.verdict == "direction only" and speed.effect.point == pytest.approx(0.1)
+    assert speed.verdict == "direction only" and speed.effect.point == pytest.approx(0.1 * 5 / 6)
     assert speed.test.arrangements == 6 and speed.seeds == 2
     # 4 seeds give 70 relabellings, but the IQM of 4 keeps the middle two: ties keep p above 2.5% until 5 seeds
-    # se = 0.15 / 1.96 x sqrt(2) = 0.108 at 2 seeds; n = ceil(2 x (2.80 x 0.108 / 0.1)^2) = 19
+    # se = 0.15 (5/6) / 1.96 x sqrt(2) at 2 seeds, distance 0.1 (5/6): n = ceil(2 x (2.80 x 0.108 / 0.1)^2) = 19
     assert speed.seeds_needed == 19
     assert speed.verdict_text().startswith("direction only (2 seeds): above the threshold; too few runs")
     # a slope over rho: cell IQMs 0.3, 0.4, 0.5 at rho 0, 0.5, 1 -> +0.2 per unit rho; 6!/(2!)^3 = 90 relabellings
@@ -302,11 +305,26 @@ def test_budget_claims_read_the_run_partway(tmp_path):
             root, "exploration", f"origin-{seed}", slow, seed=seed, num_frames=3000, state_cells=early, **ORIGIN
         )
     results = evaluate_claims(load_store(root), FAST)
-    speed = _claim(results, "normalization", "faster")  # 0.603 vs 0.203 at 1k frames; at the end Origin is ahead
-    assert speed.effect.point == pytest.approx(0.4) and speed.verdict == "supported"
+    # areas over 3k frames (trapezoids of 1k each): MA-BN (0 + 2 x 0.60s + 2 x 0.8 + 0.85) / 6, Origin the same
+    # with 0.20s, 0.7, 0.86: MA-BN learns faster, though at the end Origin is ahead
+    speed = _claim(results, "normalization", "faster")
+    mabn, origin = (2 * 0.603 + 1.6 + 0.85) / 6, (2 * 0.203 + 1.4 + 0.86) / 6
+    assert speed.effect.point == pytest.approx(mabn - origin) and speed.verdict == "supported"
     explore = _claim(results, "exploration", "proxy")  # IQMs 430 vs 303 at 1k frames
     assert explore.effect.point == pytest.approx(430 / 303 - 1) and explore.verdict == "supported"
     stale = tmp_path / "stale"  # a store from before coverage/state_cells: its cells lack the metric
     write_trial(stale, "exploration", "mabn-1", [0.0, 1.0], state_cells=[math.nan, math.nan])
     (missing,) = [r for r in evaluate_claims(load_store(stale), FAST) if r.claim.grid == "exploration"]
     assert missing.verdict_text() == "no data: no finished trial of MA-BN with coverage/state_cells logged"
+
+
+def test_area_holds_the_diverged_rule_after_divergence(tmp_path):
+    root = tmp_path / "results"
+    write_trial(root, "normalization", "low", [-5.0, 0.0], num_frames=3000)  # the task's floor: -5
+    write_trial(root, "normalization", "gone", [0.0, 600.0], num_frames=3000, status="diverged")
+    areas = area_scores(load_store(root)).set_index("trial_id")["value"]
+    # 0 -> 600 over the first 1k frames, then the floor to 3k; "low" holds its last evaluation (0) to 3k
+    assert areas["gone"] == pytest.approx(((0 + 600) / 2 * 1000 - 5 * 2000) / 3000)
+    assert areas["low"] == pytest.approx((-5 + 0) / 2 * 1000 / 3000)
+    last = area_scores(load_store(root), diverged="last").set_index("trial_id")["value"]
+    assert last["gone"] == pytest.approx(((0 + 600) / 2 * 1000 + 600 * 2000) / 3000)
