@@ -321,7 +321,7 @@ class ClaimResult:
         test = self.test
         if self.verdict in ("supported", "contradicted") and test is not None:
             p = test.p_above if self.verdict == "supported" else test.p_below
-            return f"{self.verdict} at {self.seeds} seeds (permutation p = {float(p):.3g})"
+            return f"{self.verdict} at {self.seeds} seeds (one-sided permutation p = {float(p):.2g})"
         if self.seeds_needed is None:
             needed = "no number of seeds given: " + (
                 "a count effect does not shrink as 1/sqrt(n)"
@@ -339,6 +339,8 @@ class ClaimResult:
                 f"direction only ({seeds}): {side} the threshold; too few runs for any test at this level to "
                 f"decide ({needed})"
             )
+        if test is not None:  # the smaller one-sided p: how far from a verdict either way
+            needed = f"one-sided permutation p = {min(float(test.p_above), float(test.p_below)):.2g}; {needed}"
         return f"inconclusive at {self.seeds} seeds ({needed})"
 
 

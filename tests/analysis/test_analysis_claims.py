@@ -119,7 +119,7 @@ def test_supported_contradicted_and_direction_only(store):
     assert critic.cells == ("MA-BN", "BN (TTTTT)")
     # complete separation: only 1 of the C(10, 5) = 252 relabellings is as extreme, p ~ 1/252 (Monte Carlo)
     assert critic.test.arrangements == 252 and critic.test.p_above < 0.02
-    assert critic.verdict_text().startswith("supported at 5 seeds (permutation p = ")
+    assert critic.verdict_text().startswith("supported at 5 seeds (one-sided permutation p = ")
     bias = _claim(results, "critic_i_mode", "larger Q-bias")  # |-0.6 - 0.05 s| vs |-0.05 - 0.01 s|
     assert bias.verdict == "supported" and bias.effect.point == pytest.approx(0.75 - 0.08)  # IQMs of 5 seeds
     assert _claim(results, "critic_i_mode", "noisier").verdict == "supported"  # std = |bias| / 2 here
@@ -328,3 +328,16 @@ def test_area_holds_the_diverged_rule_after_divergence(tmp_path):
     assert areas["low"] == pytest.approx((-5 + 0) / 2 * 1000 / 3000)
     last = area_scores(load_store(root), diverged="last").set_index("trial_id")["value"]
     assert last["gone"] == pytest.approx(((0 + 600) / 2 * 1000 + 600 * 2000) / 3000)
+
+
+def test_inconclusive_gives_its_p_and_the_seeds_for_power(tmp_path):
+    root = tmp_path / "results"
+    for seed in range(1, 6):  # E and T interleaved: no difference to speak of
+        _trial(root, "critic_i_mode", f"E-{seed}", 400 + 100 * seed, seed=seed, bn_mode="TTETT")
+        _trial(root, "critic_i_mode", f"T-{seed}", 450 + 100 * seed, seed=seed, bn_mode="TTTTT")
+    result = _claim(evaluate_claims(load_store(root), FAST), "critic_i_mode", "beats train mode")
+    assert result.verdict == "inconclusive" and result.effect.point == pytest.approx(-0.05)
+    assert min(result.test.p_above, result.test.p_below) > 0.025
+    assert result.seeds_needed is not None and result.seeds_needed > 5
+    assert result.verdict_text().startswith("inconclusive at 5 seeds (one-sided permutation p = ")
+    assert result.verdict_text().endswith("seeds per cell needed at this spread)")
