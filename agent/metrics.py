@@ -87,12 +87,13 @@ class StateCoverage:
       never varied carry no scale and are left out), and its cell is floor(z / cell_size);
     - only states within ``reach`` reference deviations on every dimension count: a quantity driven ever
       further out (the runaway velocity of a pole pumped and never caught) is one failure, not exploration.
+      At 3 such a failure scores no more than a policy that balances (method.md §7: at 6 or more it wins).
 
     States before the reference is complete are held and counted once it is (the count is 0 until then).
     tests/agent/test_coverage_policies.py checks it with scripted policies on real dm_control.
     """
 
-    def __init__(self, reference_steps: int, cell_size: float = 0.5, reach: float = 4.0):
+    def __init__(self, reference_steps: int, cell_size: float = 0.5, reach: float = 3.0):
         if reference_steps < 2:
             raise ValueError(f"reference_steps={reference_steps}: a spread needs at least 2 states")
         self.reference_steps = reference_steps
