@@ -103,7 +103,7 @@ verify-learning: install ## learning check: cartpole_swingup states, 100k frames
 CLAIM_GRIDS := critic_i_mode buffer_mixing learning_rate optimizer exploration normalization
 
 .PHONY: verify-claims
-verify-claims: install ## run the claim grids on PROFILE (local: ~1h23m est. on 2 cores), then the claims table (figures/report.md)
+verify-claims: install ## run the claim grids on PROFILE (local: ~3h30m est. on 2 cores, resumable), then the claims table (figures/report.md)
 	@set -e; for grid in $(CLAIM_GRIDS); do \
 		echo "== $$grid ($(PROFILE))"; \
 		$(BNSWEEP) sweep --grid $$grid --profile $(PROFILE) --results $(RESULTS) --no-figures \

@@ -155,7 +155,7 @@ def worker_main(conn: Connection, config: Any, k: int, parent_pid: int, render_d
     _send(conn, ("ok", None))
     commands: dict[str, Callable[..., Any]] = {
         "reset": lambda: mine["obs"].__setitem__(..., world.reset()),
-        "coverage": world.coverage_cells,
+        "coverage": world.coverage_values,
         "eval_reset": lambda: _eval_reply(world.eval_reset(), mine),
         "eval_step": lambda: _eval_reply(world.eval_step(mine["action"].copy()), mine),
         "load": world.load_state_dict,

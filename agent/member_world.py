@@ -73,7 +73,8 @@ class MemberWorld:
             frame_codec=c.frame_codec,
         )
         projection = m.projection_matrix(c.task, self.env.state_dim + self.env.action_dim, c.coverage_dims)
-        self.coverage = m.Coverage(projection, c.coverage_cell_size)
+        # the state cells' reference: the uniform-random phase all methods share (method.md §7)
+        self.coverage = m.Coverage(projection, c.coverage_cell_size, max(2, c.num_expl_steps))
         self.time_step: Step | None = None
         self.eval_step_: Step | None = None
         self.episode_return, self.episode_length = 0.0, 0
@@ -134,8 +135,9 @@ class MemberWorld:
         self._sample_s = time.perf_counter() - start
         return batch
 
-    def coverage_cells(self) -> int:
-        return len(self.coverage)
+    def coverage_values(self) -> dict[str, float]:
+        """The coverage metrics of the training transitions so far (agent.metrics.Coverage.values)."""
+        return self.coverage.values()
 
     # ------------------------------------------------------------ evaluation (its own environment and streams)
     def eval_reset(self) -> Step:
@@ -250,7 +252,7 @@ class LocalWorld:
         return sampled, Deferred(self.world.step, action)
 
     def coverage(self) -> Any:
-        return self._call(self.world.coverage_cells)
+        return self._call(self.world.coverage_values)
 
     def _eval_reply(self, step: Step) -> tuple[float, bool]:
         self._eval = step

@@ -344,12 +344,12 @@ class Trainer:
         now, frame = time.perf_counter(), self.frame
         elapsed = now - self.interval_start[0]
         members = list(self.members)
-        cells = self.for_members(lambda member: member.world.coverage(), members)
-        for member, covered in zip(members, cells):
+        coverage = self.for_members(lambda member: member.world.coverage(), members)
+        for member, covered in zip(members, coverage):
             if member not in self.members:
                 continue
             row = {key: float(np.mean(values)) for key, values in member.pending.items() if values}
-            row[m.COVERAGE] = float(covered)
+            row.update(covered)
             if elapsed > 0 and frame > self.interval_start[1]:
                 row[m.FPS] = (frame - self.interval_start[1]) / elapsed  # this member's frames per second
             self._guarded(member, self.emit, member, frame, row)
@@ -375,7 +375,7 @@ class Trainer:
         biases = (
             self._q_biases(members, samples) if measure_here else [_interval_mean(mb.q_bias_pending) for mb in members]
         )
-        cells = self.for_members(lambda member: member.world.coverage(), members)
+        coverage = self.for_members(lambda member: member.world.coverage(), members)
         for k, member in enumerate(members):
             if member not in self.members:
                 continue
@@ -383,7 +383,7 @@ class Trainer:
             bias = biases[k]
             if bias is not None:
                 row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = bias
-            row[m.COVERAGE] = float(cells[k])
+            row.update(coverage[k])
             member.q_bias_pending.clear()
             self._guarded(member, self.emit, member, self.frame, row)
         # Evaluation time is not training time: keep it out of perf/fps.

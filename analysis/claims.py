@@ -4,23 +4,29 @@
 
 prints the table (the report holds the same one). Each finding is one ``Claim`` in ``CLAIMS``: the grid that
 tests it, which cells it compares (selected by the labels and config values of ``analysis.store``, never by
-position), the metric, the effect and the direction it needs. docs/analysis.md ("Claims") repeats the
-definitions; the rules, in short:
+position), the metric and the budget at which it is read, the effect and the direction it needs.
+docs/analysis.md ("Claims") repeats the definitions and justifies the rule; in short:
 
-- **Scores**: a trial's final return (``analysis.summary``, with the diverged rule of the settings) divided by
-  its task's maximum (``stats.max_return``: 1000 on dm_control), so effects are in normalized score (0.1 = 100
-  return points on a DMC task); coverage is divided by the largest final coverage of the grid on the task.
+- **Scores**: a trial's return at the end of its run (``analysis.summary``, with the diverged rule of the
+  settings; or at a fraction ``budget`` of its planned frames; or the area under its return curve) divided by
+  its task's maximum
+  (``stats.max_return``: 1000 on dm_control), so effects are in normalized score (0.1 = 100 return points on a
+  DMC task); coverage is divided by the largest coverage of the grid on the task; Q-bias is used as logged.
 - **Effect** of a claim: a function of the compared cells' IQMs (over seeds, and over tasks pooled when there
-  are several), with a stratified-bootstrap CI (``stats.effect_interval``: every cell resampled on its own,
-  within each task), and the probability of improvement of the cell the claim favours (``stats.poi_interval``).
-- **Verdict**: *supported* when the whole CI lies on the claimed side of the claim's threshold (0, or minus the
-  tolerance of a "close to" claim), *contradicted* when it lies wholly on the other side, *inconclusive*
-  otherwise, and always inconclusive with fewer than ``MIN_SEEDS`` seeds in a compared cell (one seed shows no
-  spread, so a bootstrap CI would be a point).
-- **Seeds needed** (inconclusive): the CI half-width h is taken to shrink as 1/sqrt(n), so at the observed
-  spread it falls below the distance d between the effect and the threshold at n = ceil(n0 (h/d)^2) seeds per
-  cell (n0: the fewest seeds of a compared cell now; at least n0 + 1). No number when the effect sits on the
-  threshold.
+  are several), shown with a stratified-bootstrap CI (``stats.effect_interval``) and the probability of
+  improvement of the cell the claim favours (``stats.poi_interval``). Both describe; neither decides.
+- **Verdict**: a stratified permutation test (``stats.permutation_test``) of "the effect is at the threshold"
+  (the data shifted to it), two-sided at 1 - confidence: *supported* when P(an effect this large | runs
+  exchangeable) <= alpha / 2, *contradicted* when P(this small) <= alpha / 2, *inconclusive* otherwise. Its
+  false-verdict rate under no effect is at most alpha at any number of seeds and for any distribution of
+  returns (tests/analysis/test_analysis_calibration.py simulates it). When the runs allow fewer than
+  2 / alpha relabellings (2 or 3 seeds per cell on one task), or the IQM ties so many of them that even
+  perfectly separated runs could not reach alpha / 2 (4 seeds per cell on one task), no data could be decided:
+  the row says *direction only (n seeds)*.
+- **Seeds needed** (inconclusive, direction only): the seeds per cell at which a test at this level would have
+  80% power at the observed effect, its standard error (from the bootstrap CI, small-sample corrected) shrinking
+  as 1/sqrt(n), and never fewer than the seeds at which the test can reject at all. Not given for count
+  effects (``range``), whose steps do not shrink as 1/sqrt(n).
 """
 
 from __future__ import annotations
@@ -31,25 +37,36 @@ import numbers
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from agent.metrics import COVERAGE, EVAL_RETURN
+from agent.metrics import COVERAGE, EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD, STATE_COVERAGE
 from analysis import stats
-from analysis.store import AXIS_NAMES, Store, StoreError, axis_text, load_store
+from analysis.store import AXIS_NAMES, Store, StoreError, axis_text, format_value, load_store
 from analysis.summary import Settings, final_scores, normalized_finals, per_task_scores
 
-MIN_SEEDS = 2  # a verdict needs spread: with one seed per cell the bootstrap CI is a point
-CLOSE_TOLERANCE = 0.1  # "close to": at most 0.1 normalized score below (100 return points on a DMC task)
+CLOSE_TOLERANCE = 0.1  # "close to" / "within a margin": at most 0.1 normalized score below (100 return points)
 RANGE_FRACTION = 0.8  # "keeps a high return" at a learning rate: IQM >= 80% of the best IQM of the comparison
+POWER = 0.8  # seeds needed: the seeds per cell at which the test would reject with this probability
+EARLY_BUDGET = 0.5  # exploration: coverage over the first half of the local run, before either method solves it
 
 MANY_SEEDS = 1000  # seeds-needed figures above this are shown as "more than": the effect is noise-sized
 ON_THRESHOLD = 1e-9  # |effect - threshold| at or below this is rounding: the effect sits on the threshold
 
-KINDS = ("difference", "relative", "slope", "range")
-VERDICTS = ("supported", "contradicted", "inconclusive", "no data")
+KINDS = ("difference", "relative", "slope", "range", "drop")
+VERDICTS = ("supported", "contradicted", "inconclusive", "direction only", "no data")
+# Metrics read as logged (no task maximum, no per-grid best: a bias is a signed fraction of the return).
+UNSCALED = (Q_BIAS_MEAN, Q_BIAS_STD)
+METRIC_TEXT = {
+    EVAL_RETURN: "return / task max",
+    COVERAGE: "coverage/cells / grid max",
+    STATE_COVERAGE: "coverage/state_cells (this project's proxy) / grid max",
+    Q_BIAS_MEAN: "Q-bias mean",
+    Q_BIAS_STD: "Q-bias std",
+}
 
 
 @dataclass(frozen=True)
@@ -64,13 +81,20 @@ class Claim:
     - ``relative``: IQM(x) / IQM(y) - 1 (one cell each);
     - ``slope``: the least-squares slope of IQM(x at each value of ``axis``) over that value (``y`` unused);
     - ``range``: (number of ``axis`` values where IQM(x) >= ``range_fraction`` x best) minus the same for y,
-      best being the highest IQM of x or y at any ``axis`` value both have.
+      best being the highest IQM of x or y at any ``axis`` value both have;
+    - ``drop``: how far y falls from its own best IQM over ``axis`` at the ``high`` values of the axis (their
+      mean IQM), minus the same for x: > 0 when x loses less of its best there.
 
-    It must exceed ``threshold`` (0: x is better; -tolerance: x comes close to y).
+    It must exceed ``threshold`` (0: x is better; -tolerance: x comes close to y). ``tune``: an axis each side
+    is tuned over (its selector then matches one cell per value); the cell with the highest IQM on
+    ``tune_seeds`` is compared, on the other seeds (no tune seeds: selected on the judged seeds, which the row
+    says favours the tuned side). ``budget``: the fraction of the planned frames at which scores are read
+    (1: the end of the run). ``area``: the area under the return curve over the run instead (the mean return,
+    ``summary.area_scores``: how fast a method learns). ``absolute``: compare |score| (the size of a bias).
     """
 
     grid: str
-    statement: str  # the paper's finding, in words
+    statement: str  # the paper's finding, in words, with what it compares and at which budget
     kind: str
     x: Mapping[str, Any]
     y: Mapping[str, Any] | None = None
@@ -78,14 +102,33 @@ class Claim:
     axis: str | None = None
     threshold: float = 0.0
     range_fraction: float = RANGE_FRACTION
+    high: tuple[float, ...] = ()
+    tune: str | None = None
+    tune_seeds: tuple[int, ...] = ()
+    budget: float = 1.0
+    area: bool = False
+    absolute: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"{self.grid}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
-        if (self.kind in ("slope", "range")) != (self.axis is not None):
+        by_axis = self.kind in ("slope", "range", "drop")
+        if by_axis != (self.axis is not None):
             raise ValueError(f"{self.grid}: a {self.kind} claim {'needs' if self.axis is None else 'takes no'} axis")
         if (self.kind == "slope") != (self.y is None):
             raise ValueError(f"{self.grid}: a {self.kind} claim {'takes no' if self.y is not None else 'needs'} y")
+        if (self.kind == "drop") != bool(self.high):
+            raise ValueError(f"{self.grid}: high axis values go with a drop claim, and a drop claim needs them")
+        if self.kind in ("range", "drop") and self.threshold:
+            raise ValueError(f"{self.grid}: a {self.kind} claim is tested against 0 only")
+        if self.tune is not None and by_axis:
+            raise ValueError(f"{self.grid}: only difference and relative claims tune a cell over an axis")
+        if self.tune_seeds and self.tune is None:
+            raise ValueError(f"{self.grid}: tune seeds without an axis to tune")
+        if self.area and (self.metric != EVAL_RETURN or self.budget < 1.0):
+            raise ValueError(f"{self.grid}: an area claim reads the whole return curve (no budget, no other metric)")
+        if not 0.0 < self.budget <= 1.0:
+            raise ValueError(f"{self.grid}: budget {self.budget} is not a fraction of the run in (0, 1]")
 
     @property
     def x_name(self) -> str:
@@ -95,22 +138,40 @@ class Claim:
     def y_name(self) -> str:
         return selector_text(self.y) if self.y is not None else ""
 
+    def score_text(self) -> str:
+        if self.area:
+            return "area under the return curve / (task max x frames)"
+        text = METRIC_TEXT.get(self.metric, self.metric)
+        text = f"|{text}|" if self.absolute else text
+        return f"final {text}" if self.budget >= 1.0 else f"{text} at {self.budget:.0%} of the frames"
+
     def definition(self) -> str:
         """The comparison in words, as the report prints it."""
-        score = "final coverage / task max" if self.metric == COVERAGE else "final return / task max"
+        score = self.score_text()
         axis = AXIS_NAMES.get(self.axis or "", self.axis)
+        tuned = ""
+        if self.tune is not None:
+            tune = AXIS_NAMES.get(self.tune, self.tune)
+            seeds = f"seed {', '.join(map(str, self.tune_seeds))}" if self.tune_seeds else "the judged seeds"
+            tuned = f" (each at its best {tune}, chosen on {seeds})"
         if self.kind == "difference":
-            text = f"IQM({self.x_name}) - IQM({self.y_name}) of {score}"
+            text = f"IQM({self.x_name}) - IQM({self.y_name}) of {score}{tuned}"
         elif self.kind == "relative":
-            text = f"IQM({self.x_name}) / IQM({self.y_name}) - 1 of {score}"
+            text = f"IQM({self.x_name}) / IQM({self.y_name}) - 1 of {score}{tuned}"
         elif self.kind == "slope":
             text = f"least-squares slope of IQM({self.x_name}) of {score} over {axis}"
-        else:
+        elif self.kind == "range":
             text = (
                 f"{axis} values where IQM({self.x_name}) >= {self.range_fraction:.0%} of the best IQM, minus "
                 f"the same for {self.y_name} ({score})"
             )
-        return text + (f"; needs > {self.threshold:g}" if self.threshold else "; needs > 0")
+        else:
+            high = ", ".join(format_value(v) for v in self.high)
+            text = (
+                f"drop of {self.y_name} from its best IQM over {axis} to its mean IQM at {axis} {high}, minus "
+                f"the same for {self.x_name} ({score})"
+            )
+        return text + f"; needs > {self.threshold:g}"
 
 
 def selector_text(selector: Mapping[str, Any]) -> str:
@@ -118,61 +179,117 @@ def selector_text(selector: Mapping[str, Any]) -> str:
     return ", ".join(str(v) if k == "method" else axis_text(k, v) for k, v in selector.items())
 
 
-# The table of claims (issue #10; docs/analysis.md "Claims"). Cells are chosen by the store's method label
+MA_BN = {"method": "MA-BN"}
+ORIGIN = {"method": "Origin"}
+CRITIC_I_T = {"method": "BN (TTTTT)"}
+SGD_TUNE_SEEDS = (1,)  # the optimizer grid's seed that picks each method's SGD learning rate (not judged)
+
+# The table of claims (issues #10, #18; docs/analysis.md "Claims"). Cells are chosen by the store's method label
 # (analysis.store.method_label: MA-BN = BatchNorm with TTETT, BN (TTTTT) = Critic-I in train mode, ...) and config
 # values, so a grid's cells are found whatever their order or names in the YAML.
 CLAIMS: tuple[Claim, ...] = (
     Claim(
         "critic_i_mode",
-        "Critic-I in eval mode (E, MA-BN) beats train mode (T)",
+        "Critic-I in eval mode (E, MA-BN) beats train mode (T), final return",
         "difference",
-        x={"method": "MA-BN"},
-        y={"method": "BN (TTTTT)"},
+        x=MA_BN,
+        y=CRITIC_I_T,
+    ),
+    Claim(
+        "critic_i_mode",
+        "Critic-I = T has a larger Q-bias than E (MA-BN), final |Q-bias mean|",
+        "difference",
+        x=CRITIC_I_T,
+        y=MA_BN,
+        metric=Q_BIAS_MEAN,
+        absolute=True,
+    ),
+    Claim(
+        "critic_i_mode",
+        "Critic-I = T has a noisier Q-bias than E (MA-BN), final Q-bias std",
+        "difference",
+        x=CRITIC_I_T,
+        y=MA_BN,
+        metric=Q_BIAS_STD,
     ),
     Claim(
         "buffer_mixing",
         "with Critic-I = T the return rises with the buffer-mixing ratio ρ",
         "slope",
-        x={"method": "BN (TTTTT)"},
+        x=CRITIC_I_T,
         axis="buffer_mix_ratio",
     ),
     Claim(
-        "learning_rate",
-        "MA-BN keeps a high return over a wider range of learning rates than Origin",
-        "range",
-        x={"method": "MA-BN"},
-        y={"method": "Origin"},
-        axis="lr",
-    ),
-    Claim(
-        "optimizer",
-        "SGD with MA-BN comes close to Adam (with MA-BN)",
+        "buffer_mixing",
+        "mixing closes the gap to MA-BN: Critic-I = T at ρ = 1 comes within 0.1 of MA-BN",
         "difference",
-        x={"method": "MA-BN", "optimizer": "sgd"},
-        y={"method": "MA-BN", "optimizer": "adam"},
+        x={**CRITIC_I_T, "buffer_mix_ratio": 1.0},
+        y=MA_BN,
         threshold=-CLOSE_TOLERANCE,
     ),
     Claim(
+        "learning_rate",
+        "MA-BN loses less of its own best return than Origin at the highest learning rates (5e-4, 1e-3)",
+        "drop",
+        x=MA_BN,
+        y=ORIGIN,
+        axis="lr",
+        high=(5e-4, 1e-3),
+    ),
+    Claim(
+        "optimizer",
+        "SGD with MA-BN comes within 0.1 of the Adam-trained baseline (Adam, Origin; the paper's Fig. 8)",
+        "difference",
+        x={**MA_BN, "optimizer": "sgd"},
+        y={**ORIGIN, "optimizer": "adam"},
+        threshold=-CLOSE_TOLERANCE,
+        tune="lr",
+        tune_seeds=SGD_TUNE_SEEDS,
+    ),
+    Claim(
+        "optimizer",
+        "with SGD, MA-BN beats Origin (each at its own best SGD learning rate)",
+        "difference",
+        x={**MA_BN, "optimizer": "sgd"},
+        y={**ORIGIN, "optimizer": "sgd"},
+        tune="lr",
+        tune_seeds=SGD_TUNE_SEEDS,
+    ),
+    Claim(
+        "optimizer",
+        "this project's stricter test: SGD with MA-BN comes within 0.1 of Adam with MA-BN",
+        "difference",
+        x={**MA_BN, "optimizer": "sgd"},
+        y={**MA_BN, "optimizer": "adam"},
+        threshold=-CLOSE_TOLERANCE,
+        tune="lr",
+        tune_seeds=SGD_TUNE_SEEDS,
+    ),
+    Claim(
         "exploration",
-        "MA-BN covers more of the state-action space than Origin",
+        "MA-BN explores more than Origin: state cells visited over the first half of the run (this project's "
+        "proxy; the authors released no coverage code)",
         "relative",
-        x={"method": "MA-BN"},
-        y={"method": "Origin"},
-        metric=COVERAGE,
+        x=MA_BN,
+        y=ORIGIN,
+        metric=STATE_COVERAGE,
+        budget=EARLY_BUDGET,
     ),
     Claim(
         "normalization",
-        "MA-BN's aggregate IQM is above Origin's",
+        "MA-BN learns faster than Origin: area under the return curve (mean return over the run), all tasks",
         "difference",
-        x={"method": "MA-BN"},
-        y={"method": "Origin"},
+        x=MA_BN,
+        y=ORIGIN,
+        area=True,
     ),
     Claim(
         "normalization",
-        "MA-BN's aggregate IQM is above LayerNorm's",
+        "MA-BN's final return is within 0.1 of LayerNorm's, all tasks",
         "difference",
-        x={"method": "MA-BN"},
+        x=MA_BN,
         y={"method": "LayerNorm"},
+        threshold=-CLOSE_TOLERANCE,
     ),
 )
 
@@ -182,12 +299,13 @@ class ClaimResult:
     claim: Claim
     profile: str | None  # the orchestrator profile of the trials judged (None: the grid has one or none)
     verdict: str  # one of VERDICTS
-    note: str = ""  # why there is no verdict (no data, or too few seeds)
-    detail: str = ""  # what the effect's point estimate counts (range claims)
+    note: str = ""  # why there is no verdict (no data)
+    detail: str = ""  # what the effect's point estimate is made of (range and drop claims, tuned cells)
     effect: stats.Interval | None = None
     poi: stats.Interval | None = None
     poi_text: str = ""  # P(what > what)
-    seeds: int = 0  # the fewest seeds of a compared cell on a task (n0 of the seeds-needed rule)
+    test: stats.PermutationTest | None = None  # the verdict's test, on the data shifted to the threshold
+    seeds: int = 0  # the fewest seeds of a compared cell on a task
     seeds_needed: int | None = None
     runs: int = 0  # trials behind the effect
     diverged: int = 0  # ... of which diverged
@@ -200,52 +318,125 @@ class ClaimResult:
     def verdict_text(self) -> str:
         if self.verdict == "no data":
             return f"no data: {self.note}"
-        if self.verdict in ("supported", "contradicted"):
-            return f"{self.verdict} at {self.seeds} seeds"
-        if self.seeds < MIN_SEEDS:
-            return f"inconclusive: {self.note}"
+        test = self.test
+        if self.verdict in ("supported", "contradicted") and test is not None:
+            p = test.p_above if self.verdict == "supported" else test.p_below
+            return f"{self.verdict} at {self.seeds} seeds (one-sided permutation p = {float(p):.2g})"
         if self.seeds_needed is None:
-            needed = "the effect sits on the threshold: no number of seeds decides it"
+            needed = "no number of seeds given: " + (
+                "a count effect does not shrink as 1/sqrt(n)"
+                if self.claim.kind == "range"
+                else "the effect sits on the threshold"
+            )
         elif self.seeds_needed > MANY_SEEDS:
             needed = f"more than {MANY_SEEDS} seeds per cell needed at this spread: the effect is tiny next to it"
         else:
             needed = f"≈ {self.seeds_needed} seeds per cell needed at this spread"
+        if self.verdict == "direction only":
+            side = "above" if self.effect is not None and self.effect.point > self.claim.threshold else "not above"
+            seeds = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
+            return (
+                f"direction only ({seeds}): {side} the threshold; too few runs for any test at this level to "
+                f"decide ({needed})"
+            )
+        if test is not None:  # the smaller one-sided p: how far from a verdict either way
+            needed = f"one-sided permutation p = {min(float(test.p_above), float(test.p_below)):.2g}; {needed}"
         return f"inconclusive at {self.seeds} seeds ({needed})"
 
 
-def seeds_needed(effect: stats.Interval, threshold: float, seeds: int) -> int | None:
-    """Seeds per cell at which the CI half-width, shrinking as 1/sqrt(n), falls below |effect - threshold|."""
-    distance = abs(effect.point - threshold)
-    half_width = (effect.high - effect.low) / 2.0
-    # An effect within rounding of the threshold (e.g. -0.1 - 1e-17 against -0.1) sits on it: no n decides it.
-    if distance <= ON_THRESHOLD or not math.isfinite(distance) or not math.isfinite(half_width):
+def decide(
+    p_above: np.ndarray | float, p_below: np.ndarray | float, arrangements: int, confidence: float
+) -> np.ndarray:
+    """The verdicts of permutation tests (elementwise over arrays of p-values), by the module docstring's rule."""
+    alpha = 1.0 - confidence
+    p_above, p_below = np.asarray(p_above), np.asarray(p_below)
+    if arrangements * alpha / 2.0 < 1.0:  # the smallest p the data allow, 1 / arrangements, is above alpha / 2
+        return np.full(p_above.shape, "direction only", dtype=object)
+    out = np.full(p_above.shape, "inconclusive", dtype=object)
+    out[p_below <= alpha / 2.0] = "contradicted"
+    out[p_above <= alpha / 2.0] = "supported"
+    return out
+
+
+def verdict_of(test: stats.PermutationTest, confidence: float) -> str:
+    """The verdict of one claim's permutation test."""
+    return str(decide(test.p_above, test.p_below, test.arrangements, confidence).item())
+
+
+def fewest_decidable_seeds(
+    strata: Sequence[int], confidence: float, can_decide: Callable[[int], bool] | None = None
+) -> int:
+    """Seeds per cell at which a permutation test can reject at all (2 / alpha arrangements).
+
+    ``strata``: per stratum (a block of the test on a task), the number of groups its runs are dealt into.
+    ``can_decide(n)``, when given, must also hold: the statistic may tie relabellings (the IQM of 4 runs keeps
+    the middle two, so at 4 against 4 the extreme relabelling has company and p stays above 2.5%).
+    """
+    alpha = 1.0 - confidence
+    for n in range(1, MANY_SEEDS + 1):
+        if stats.arrangements([[n] * groups for groups in strata]) * alpha / 2.0 >= 1.0:
+            if can_decide is None or can_decide(n):
+                return n
+    return MANY_SEEDS + 1
+
+
+def _separated_decides(effect: Callable[[list[np.ndarray]], np.ndarray], tasks: int, settings: Settings) -> Callable:
+    """``can_decide`` of a two-cell claim: would runs of x all above all of y's reach p <= alpha / 2?"""
+
+    def can_decide(n: int) -> bool:
+        x, y = [np.arange(n) + 2.0 * n + 1.0] * tasks, [np.arange(n) + 1.0] * tasks
+        test = stats.permutation_test([x, y], effect, [[0, 1]], stats.iqm, settings.reps, settings.seed)
+        return float(test.p_above) <= (1.0 - settings.confidence) / 2.0
+
+    return can_decide
+
+
+def seeds_needed(
+    distance: float, spread: float, seeds: int, fewest: int, confidence: float, power: float = POWER
+) -> int | None:
+    """Seeds per cell at which an effect ``distance`` from the threshold is found with probability ``power``.
+
+    The effect's standard error (``spread`` at ``seeds`` per cell) shrinks as 1/sqrt(n); a test at level
+    1 - confidence then finds it when distance >= (z_(1 - alpha/2) + z_power) x spread. At least one seed more
+    than now, and at least ``fewest`` (below it no test at this level can reject).
+    """
+    distance = abs(distance)
+    if distance <= ON_THRESHOLD or not math.isfinite(distance) or not math.isfinite(spread):
         return None
-    return max(seeds + 1, math.ceil(seeds * (half_width / distance) ** 2))
+    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0) + NormalDist().inv_cdf(power)
+    return max(seeds + 1, fewest, math.ceil(seeds * (z * spread / distance) ** 2))
 
 
-def verdict_of(effect: stats.Interval, threshold: float, seeds: int) -> tuple[str, int | None]:
-    """(verdict, seeds needed) by the rules of the module docstring."""
-    if seeds < MIN_SEEDS:
-        return "inconclusive", None
-    if effect.low > threshold:
-        return "supported", None
-    if effect.high < threshold:
-        return "contradicted", None
-    return "inconclusive", seeds_needed(effect, threshold, seeds)
+def _spread(effect: stats.Interval, test: stats.PermutationTest, seeds: int, settings: Settings) -> float:
+    """The effect's standard error at ``seeds`` per cell, for planning.
+
+    From the bootstrap CI (half-width / z), widened by sqrt(n / (n - 1)): a bootstrap of n runs has the plug-in
+    variance, (n - 1) / n of the sample variance. With one seed the bootstrap shows no spread; then the spread
+    over relabellings stands in, which also holds the effect itself and so overstates the seeds needed.
+    """
+    half_width = (effect.high - effect.low) / 2.0
+    if seeds < 2 or half_width <= 0:
+        return float(test.null_sd)
+    z = NormalDist().inv_cdf(1.0 - (1.0 - settings.confidence) / 2.0)
+    return half_width / z * math.sqrt(seeds / (seeds - 1))
 
 
 # ------------------------------------------------------------------ scores
-def claim_scores(store: Store, metric: str, settings: Settings) -> pd.DataFrame:
-    """Final values of ``metric`` per trial of one grid with ``score`` = value / the task's maximum."""
-    if metric == EVAL_RETURN:
-        return normalized_finals(store, settings)
-    finals = final_scores(store, metric, settings.final_window, settings.diverged)
+def claim_scores(store: Store, claim: Claim, settings: Settings) -> pd.DataFrame:
+    """Values of the claim's metric per trial of one grid (at its budget), with ``score`` as the claim reads it."""
+    if claim.metric == EVAL_RETURN:
+        return normalized_finals(store, settings, claim.budget, claim.area)
+    finals = final_scores(store, claim.metric, settings.final_window, settings.diverged, claim.budget)
     if finals.empty:
         return finals.assign(score=pd.Series(dtype=float))
-    # No metric but the return has a known maximum: divide by the grid's largest final value on the task, so
-    # several tasks pool on one scale (the rule Gymnasium returns follow).
-    best = finals.groupby("task")["value"].transform("max").astype(float)
-    finals = finals.assign(score=finals["value"] / best.where(best > 0))
+    if claim.metric in UNSCALED:
+        score = finals["value"].astype(float)
+        finals = finals.assign(score=score.abs() if claim.absolute else score)
+    else:
+        # No metric but the return has a known maximum: divide by the grid's largest value on the task, so
+        # several tasks pool on one scale (the rule Gymnasium returns follow).
+        best = finals.groupby("task")["value"].transform("max").astype(float)
+        finals = finals.assign(score=finals["value"] / best.where(best > 0))
     return finals[np.isfinite(finals["score"].to_numpy(dtype=float))].reset_index(drop=True)
 
 
@@ -320,6 +511,17 @@ def _range(k: int, fraction: float) -> Callable[[list[np.ndarray]], np.ndarray]:
     return effect
 
 
+def _drop(k: int, high: Sequence[int]) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """Effect of a drop claim on the 2k IQMs (x at the k axis values, then y): y's drop minus x's."""
+
+    def effect(values: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack(values)
+        drops = [part.max(axis=0) - part[list(high)].mean(axis=0) for part in (stacked[:k], stacked[k:])]
+        return drops[1] - drops[0]
+
+    return effect
+
+
 def _relative(values: list[np.ndarray]) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return values[0] / values[1] - 1.0
@@ -333,11 +535,14 @@ def _difference(values: list[np.ndarray]) -> np.ndarray:
 class _Comparison:
     groups: list[list[np.ndarray]]  # per compared cell: one score array per shared task
     effect: Callable[[list[np.ndarray]], np.ndarray]
+    blocks: list[list[int]]  # groups exchangeable under the null hypothesis (stats.permutation_test)
+    at_threshold: list[list[np.ndarray]]  # the groups shifted so that the threshold is the null value
     poi_x: list[np.ndarray]
     poi_y: list[np.ndarray]
     poi_text: str
     cells: list[str]
     tasks: list[str]
+    judged: pd.DataFrame  # the score rows the effect is computed on (tune seeds left out)
     detail: str = ""
 
 
@@ -346,7 +551,10 @@ def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: st
     try:
         comparison = _comparison(claim, scores)
     except _NoVerdict as why:
-        return ClaimResult(claim, profile, "no data", note=str(why))
+        note = str(why)
+        if note.startswith("no finished trial") and claim.metric != EVAL_RETURN:
+            note += f" with {claim.metric} logged"  # e.g. a store written before the metric existed
+        return ClaimResult(claim, profile, "no data", note=note)
     effect = stats.effect_interval(
         comparison.groups, comparison.effect, stats.iqm, settings.reps, settings.confidence, settings.seed
     )
@@ -359,21 +567,34 @@ def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: st
             cells=tuple(comparison.cells),
         )
     poi = stats.poi_interval(comparison.poi_x, comparison.poi_y, settings.reps, settings.confidence, settings.seed)
-    used = scores[scores["cell"].isin(comparison.cells) & scores["task"].isin(comparison.tasks)]
-    seeds = int(used.groupby(["cell", "task"]).size().min())
-    verdict, needed = verdict_of(effect, claim.threshold, seeds)
-    note = (
-        f"{seeds} seed in a compared cell: no spread to judge by; run at least {MIN_SEEDS}" if seeds < MIN_SEEDS else ""
+    test = stats.permutation_test(
+        comparison.at_threshold, comparison.effect, comparison.blocks, stats.iqm, settings.reps, settings.seed
     )
+    used = comparison.judged
+    used = used[used["cell"].isin(comparison.cells) & used["task"].isin(comparison.tasks)]
+    seeds = int(used.groupby(["cell", "task"]).size().min())
+    verdict = verdict_of(test, settings.confidence)
+    needed = None
+    if verdict in ("inconclusive", "direction only"):
+        strata = [len(block) for block in comparison.blocks for _ in comparison.tasks]
+        two_cells = claim.kind in ("difference", "relative")
+        check = _separated_decides(comparison.effect, len(comparison.tasks), settings) if two_cells else None
+        fewest = fewest_decidable_seeds(strata, settings.confidence, check)
+        if seeds < fewest:  # enough relabellings, but the IQM ties them (4 seeds): no data could be decided
+            verdict = "direction only"
+        if claim.kind != "range":  # a count effect does not shrink as 1/sqrt(n)
+            needed = seeds_needed(
+                float(test.observed), _spread(effect, test, seeds, settings), seeds, fewest, settings.confidence
+            )
     return ClaimResult(
         claim,
         profile,
         verdict,
-        note=note,
         detail=comparison.detail,
         effect=effect,
         poi=poi,
         poi_text=comparison.poi_text,
+        test=test,
         seeds=seeds,
         seeds_needed=needed,
         runs=len(used),
@@ -382,16 +603,56 @@ def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: st
     )
 
 
+def _tuned_cell(scores: pd.DataFrame, claim: Claim, selector: Mapping[str, Any], what: str) -> tuple[str, str]:
+    """(the compared cell of ``selector``, how it was chosen): its one cell, or its best over ``claim.tune``."""
+    rows = select(scores, selector)
+    if claim.tune is None or claim.tune not in rows or rows[claim.tune].nunique() <= 1:
+        return _one_cell(rows, what), ""
+    by_level = _cells_by_level(rows, claim.tune, what)
+    chosen_on = rows[rows["seed"].isin(claim.tune_seeds)] if claim.tune_seeds else rows
+    iqms = {
+        cell: float(stats.iqm(chosen_on.loc[chosen_on["cell"] == cell, "score"].to_numpy(dtype=float)))
+        for cell in by_level.values()
+        if (chosen_on["cell"] == cell).any()
+    }
+    if not iqms:
+        seeds = ", ".join(map(str, claim.tune_seeds))
+        raise _NoVerdict(f"{what}: no finished trial on the tune seed(s) {seeds} to choose its {claim.tune} by")
+    best = max(iqms, key=lambda cell: iqms[cell])
+    on = f"seed {', '.join(map(str, claim.tune_seeds))}" if claim.tune_seeds else "the judged seeds (optimistic)"
+    return best, f"{best}: best of {len(iqms)} on {on}"
+
+
 def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
     """The cells, groups and effect of ``claim`` on ``scores``; raises _NoVerdict when the store can't tell."""
-    x_rows = select(scores, claim.x)
     if claim.kind in ("difference", "relative"):
-        x_cell = _one_cell(x_rows, claim.x_name)
-        y_cell = _one_cell(select(scores, claim.y or {}), claim.y_name)
-        tasks = _shared_tasks(scores, [x_cell, y_cell])
-        x, y = per_task_scores(scores, x_cell, tasks), per_task_scores(scores, y_cell, tasks)
-        effect = _difference if claim.kind == "difference" else _relative
-        return _Comparison([x, y], effect, x, y, f"P({x_cell} > {y_cell})", [x_cell, y_cell], tasks)
+        x_cell, x_how = _tuned_cell(scores, claim, claim.x, claim.x_name)
+        y_cell, y_how = _tuned_cell(scores, claim, claim.y or {}, claim.y_name)
+        judged = scores[~scores["seed"].isin(claim.tune_seeds)] if claim.tune_seeds else scores
+        tasks = _shared_tasks(judged, [x_cell, y_cell])
+        x, y = per_task_scores(judged, x_cell, tasks), per_task_scores(judged, y_cell, tasks)
+        effect: Callable[[list[np.ndarray]], np.ndarray]
+        if claim.kind == "difference":
+            shifted = [t - claim.threshold for t in x]  # IQM(x - c) = IQM(x) - c
+            effect = _difference
+        else:
+            shifted = [t / (1.0 + claim.threshold) for t in x]  # IQM(x / c) = IQM(x) / c
+            effect = _relative
+        detail = "; ".join(how for how in (x_how, y_how) if how)
+        return _Comparison(
+            [x, y],
+            effect,
+            [[0, 1]],
+            [shifted, y],
+            x,
+            y,
+            f"P({x_cell} > {y_cell})",
+            [x_cell, y_cell],
+            tasks,
+            judged,
+            detail,
+        )
+    x_rows = select(scores, claim.x)
     axis = claim.axis or ""
     axis_name = AXIS_NAMES.get(axis, axis)
     if claim.kind == "slope":
@@ -403,15 +664,24 @@ def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
         cells = list(by_level.values())
         tasks = _shared_tasks(scores, cells)
         groups = [per_task_scores(scores, cell, tasks) for cell in cells]
+        axis_values = np.array(list(by_level), dtype=np.float64)
+        # slope of (IQM_i - c level_i) = slope - c: the threshold becomes the null value 0
+        at_threshold = [
+            [t - claim.threshold * float(level) for t in group]
+            for group, level in zip(groups, axis_values, strict=True)
+        ]
         # PoI between the ends of the sweep: the chance that a run at the largest ρ beats one at the smallest.
         return _Comparison(
             groups,
-            _slope(np.array(list(by_level), dtype=np.float64)),
+            _slope(axis_values),
+            [list(range(len(cells)))],  # no effect of ρ: every run could have come from any ρ
+            at_threshold,
             groups[-1],
             groups[0],
             f"P({cells[-1]} > {cells[0]})",
             cells,
             tasks,
+            scores,
         )
     x_levels = _cells_by_level(x_rows, axis, claim.x_name)
     y_levels = _cells_by_level(select(scores, claim.y or {}), axis, claim.y_name)
@@ -422,17 +692,31 @@ def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
     cells = [x_levels[v] for v in levels] + [y_levels[v] for v in levels]
     tasks = _shared_tasks(scores, cells)
     groups = [per_task_scores(scores, cell, tasks) for cell in cells]
-    good_x, good_y = _good_counts([np.asarray(stats.iqm(g)) for g in groups], k, claim.range_fraction)
-    detail = f"{claim.x_name} {int(good_x)} of {k}, {claim.y_name} {int(good_y)} of {k}"
+    iqms = [np.asarray(stats.iqm(g)) for g in groups]
+    if claim.kind == "range":
+        good_x, good_y = _good_counts(iqms, k, claim.range_fraction)
+        effect = _range(k, claim.range_fraction)
+        detail = f"{claim.x_name} {int(good_x)} of {k}, {claim.y_name} {int(good_y)} of {k}"
+    else:
+        high = [i for i, level in enumerate(levels) if any(math.isclose(level, h, rel_tol=1e-9) for h in claim.high)]
+        if len(high) != len(claim.high):
+            shown = ", ".join(format_value(v) for v in claim.high)
+            raise _NoVerdict(f"{claim.x_name} and {claim.y_name} lack finished trials at {axis_name} {shown}")
+        effect = _drop(k, high)
+        drops = [float(np.max(part) - np.mean([part[i] for i in high])) for part in (iqms[:k], iqms[k:])]
+        detail = f"drop {claim.x_name} {drops[0]:.3f}, {claim.y_name} {drops[1]:.3f}"
     # PoI over the (task, axis value) strata: the chance that x beats y at a value of the sweep.
     return _Comparison(
         groups,
-        _range(k, claim.range_fraction),
+        effect,
+        [[i, k + i] for i in range(k)],  # no difference of methods: relabel x and y at each axis value
+        groups,
         [t for g in groups[:k] for t in g],
         [t for g in groups[k:] for t in g],
         f"P({claim.x_name} > {claim.y_name}), mean over {axis_name}",
         cells,
         tasks,
+        scores,
         detail,
     )
 
@@ -440,14 +724,14 @@ def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
 def evaluate_claims(store: Store, settings: Settings, claims: Sequence[Claim] = CLAIMS) -> list[ClaimResult]:
     """Every claim judged on its grid of ``store``, per orchestrator profile when the grid holds several."""
     out = []
-    scores_by: dict[tuple[str, str], pd.DataFrame] = {}
+    scores_by: dict[tuple[str, str, float, bool, bool], pd.DataFrame] = {}
     for claim in claims:
         if claim.grid not in store.grids:
             out.append(ClaimResult(claim, None, "no data", note=f"grid {claim.grid} not in the store"))
             continue
-        key = (claim.grid, claim.metric)
+        key = (claim.grid, claim.metric, claim.budget, claim.area, claim.absolute)
         if key not in scores_by:
-            scores_by[key] = claim_scores(store.grid(claim.grid), claim.metric, settings)
+            scores_by[key] = claim_scores(store.grid(claim.grid), claim, settings)
         scores = scores_by[key]
         profiles = sorted({str(p) for p in store.grid(claim.grid).trials["profile"] if isinstance(p, str)})
         if len(profiles) <= 1:  # one profile (or none recorded): judge the grid as a whole

@@ -16,7 +16,7 @@ import pandas as pd
 
 from agent.store import FAILED, INTERRUPTED, NEW, RUNNING
 from analysis import stats
-from analysis.claims import CLOSE_TOLERANCE, MIN_SEEDS, evaluate_claims, header, table_rows
+from analysis.claims import CLOSE_TOLERANCE, POWER, evaluate_claims, header, table_rows
 from analysis.plots import GridData
 from analysis.store import Store
 from analysis.style import frames_text
@@ -35,7 +35,7 @@ REPORT_FILE = "report.md"
 FIGURE_CAPTIONS = {
     "curves": "evaluation return, relative Q-bias mean and Q-bias std vs frames; IQM over seeds, 95% CI bands",
     "bn_mismatch": "distance between Critic-I batch and running BN statistics vs frames",
-    "coverage": "state-action cells visited by training transitions vs frames",
+    "coverage": "state cells (scaled; the claim's proxy) and state-action cells visited by training vs frames",
     "vs_mixing_ratio": "final return and final Q-bias vs buffer-mixing ratio ρ",
     "vs_learning_rate": "final return vs learning rate, one line per normalization",
     "final_bars": "final return per cell (Adam vs SGD)",
@@ -192,12 +192,18 @@ def claims_lines(store: Store, settings: Settings) -> list[str]:
     lines += _table(header(settings.confidence), table_rows(evaluate_claims(store, settings)))
     lines += [
         "",
-        f"**Verdict**: *supported* when the whole CI lies above the claim's threshold (0, or "
-        f'-{CLOSE_TOLERANCE:g} for "close to"), *contradicted* when it lies wholly below, *inconclusive* '
-        f"otherwise and whenever a compared cell has fewer than {MIN_SEEDS} seeds (no spread to judge by). "
-        "**Seeds needed** (inconclusive): with the CI half-width h shrinking as 1/sqrt(n), the seeds per cell "
-        "at which it falls below the distance d between the effect and the threshold, n = ceil(n0 (h/d)^2), "
-        "n0 being the seeds per cell now; an estimate from few seeds, not a promise. "
+        f"**Verdict**: a stratified permutation test ({settings.reps} relabellings, seed {settings.seed}) of the "
+        f'effect against the claim\'s threshold (0, or -{CLOSE_TOLERANCE:g} for "within"), two-sided at '
+        f"{1 - settings.confidence:.0%}: *supported* when an effect this far above the threshold has probability "
+        f"<= {(1 - settings.confidence) / 2:.1%} if the compared runs were exchangeable, *contradicted* when one "
+        "this far below has, *inconclusive* otherwise. Its false-verdict rate under no effect is at most "
+        f"{1 - settings.confidence:.0%} at any number of seeds; where the runs allow too few relabellings for "
+        "any test at that level to reject (2 to 4 seeds per cell on one task, the IQM of 4 tying relabellings), the "
+        "row says *direction only*. "
+        "The CI and the probability of improvement describe the effect; they do not decide. "
+        f"**Seeds needed** (no verdict): the seeds per cell at which a test at this level would find the observed "
+        f"effect with {POWER:.0%} probability (its standard error, from the CI, shrinking as 1/sqrt(n)), never "
+        "fewer than the seeds at which the test can reject at all; an estimate from few seeds, not a promise. "
         f"**Diverged trials** score {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`).",
         "",
     ]

@@ -16,6 +16,11 @@ What is reproduced here, and tested against hand-computed values:
   within each task.
 - ``effect_interval``: any elementwise function of several groups' statistics (a difference of IQMs, a slope
   over ρ, ...) with the same stratified bootstrap, each group resampled on its own (the claims table).
+- ``permutation_test``: the claims table's verdicts. The null hypothesis is that the compared groups' runs are
+  exchangeable (drawn from one distribution) within each task and block; under it every relabelling of the runs
+  is equally likely, so the p-value of the observed effect among relabelled ones has its nominal level at any
+  number of runs and for any distribution of returns (skewed, bimodal), which a percentile bootstrap at 2-3 runs
+  does not (docs/analysis.md, "Why a permutation test").
 
 Randomness: every call builds its own ``numpy.random.default_rng(seed)``, so a number never depends on what
 was computed before it, and the same store gives the same figures and report.
@@ -23,6 +28,7 @@ was computed before it, and the same store gives the same figures and report.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -248,3 +254,91 @@ def max_return(task: str, observed_best: float | None = None) -> float:
 
 def normalize(values: np.ndarray | Sequence[float], task: str, observed_best: float | None = None) -> np.ndarray:
     return np.asarray(values, dtype=np.float64) / max_return(task, observed_best)
+
+
+# ------------------------------------------------------------------ permutation test
+@dataclass(frozen=True)
+class PermutationTest:
+    """A stratified permutation test of an effect; arrays when the groups carry leading batch dimensions.
+
+    ``p_above``: the chance, under exchangeability, of an effect at least as large as the observed one (small:
+    the data say the effect is above the null value); ``p_below``: at least as small. Each is a Monte-Carlo
+    p-value with the observed labelling counted among the permutations, (1 + hits) / (1 + reps), which keeps
+    its level exactly whatever ``reps`` is. ``arrangements``: the distinct relabellings the data allow; no
+    p-value can fall below 1 / arrangements, so with fewer than 2 / alpha of them no two-sided test at level
+    alpha can reject (2 against 2 runs on one task: 6).
+    """
+
+    observed: np.ndarray | float
+    p_above: np.ndarray | float
+    p_below: np.ndarray | float
+    null_sd: np.ndarray | float  # the effect's spread over relabellings (a planning figure for seeds needed)
+    arrangements: int
+
+
+def arrangements(block_sizes: Sequence[Sequence[int]]) -> int:
+    """Distinct relabellings: per stratum (one block on one task) the multinomial (N; n_1, ..., n_k)."""
+    total = 1
+    for sizes in block_sizes:
+        count, left = 1, sum(sizes)
+        for size in sizes:
+            count *= math.comb(left, size)
+            left -= size
+        total *= count
+    return total
+
+
+def permutation_test(
+    groups: Sequence[Sequence[np.ndarray]],
+    effect: Callable[[list[np.ndarray]], np.ndarray],
+    blocks: Sequence[Sequence[int]],
+    statistic: Statistic = iqm,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+) -> PermutationTest:
+    """``effect([statistic(group) for group in groups])`` against its distribution over relabellings.
+
+    ``groups``: per compared cell, one array of run scores per task (the same tasks, in the same order, for
+    every cell; arrays may have leading batch dimensions, the runs being the last axis, to test many data sets
+    at once). ``blocks``: lists of group indices whose runs are exchangeable under the null hypothesis; within
+    each block and each task the runs are pooled and dealt back at random, each group keeping its number of
+    runs (e.g. ``[[0, 1]]`` for a difference of two cells; ``[[0, 2], [1, 3]]`` for two methods compared at two
+    learning rates, relabelled within each learning rate). A group in no block is never relabelled.
+    Shifting the data to a threshold before the test (``x - margin``) tests "effect > threshold".
+    """
+    n_tasks = len(groups[0])
+    if any(len(group) != n_tasks for group in groups):
+        raise ValueError("every group needs one score array per task, the same tasks for all")
+    data = [[np.asarray(scores, dtype=np.float64) for scores in group] for group in groups]
+    observed = np.asarray(effect([np.asarray(statistic(group)) for group in data]), dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    # every group's per-task runs under each relabelling: shape (reps, *batch, runs)
+    relabelled: list[list[np.ndarray]] = [[np.broadcast_to(s, (reps, *s.shape)) for s in group] for group in data]
+    strata = []
+    for block in blocks:
+        for task in range(n_tasks):
+            parts = [data[g][task] for g in block]
+            sizes = [part.shape[-1] for part in parts]
+            strata.append(sizes)
+            pooled = np.concatenate(parts, axis=-1)
+            order = rng.permuted(np.tile(np.arange(pooled.shape[-1]), (reps, 1)), axis=1)
+            dealt = np.moveaxis(np.take(pooled, order, axis=-1), -2, 0)  # (reps, *batch, runs)
+            start = 0
+            for g, size in zip(block, sizes, strict=True):
+                relabelled[g][task] = dealt[..., start : start + size]
+                start += size
+    null = np.asarray(effect([np.asarray(statistic(group)) for group in relabelled]), dtype=np.float64)
+    # ties count as hits (a conservative p); the tolerance absorbs rounding of equal effects
+    tolerance = 1e-12 * np.maximum(1.0, np.abs(observed))
+    with np.errstate(invalid="ignore"):
+        p_above = (1 + (null >= observed - tolerance).sum(axis=0)) / (reps + 1)
+        p_below = (1 + (null <= observed + tolerance).sum(axis=0)) / (reps + 1)
+        null_sd = np.nanstd(np.where(np.isfinite(null), null, np.nan), axis=0)
+    scalar = observed.ndim == 0
+    return PermutationTest(
+        float(observed) if scalar else observed,
+        float(p_above) if scalar else p_above,
+        float(p_below) if scalar else p_below,
+        float(null_sd) if scalar else null_sd,
+        arrangements(strata),
+    )

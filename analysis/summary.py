@@ -13,6 +13,10 @@ The rules here are the ones a reader of the figures needs to know (docs/analysis
   The rule is about the return only: other metrics (Q-bias, coverage) of a diverged trial are its last values.
   *Running*, *interrupted*, *failed* (crashed) and *new* (not started) trials have no final return; they are
   listed in the report.
+- **Area under the return curve** of a trial (``area_scores``, the speed claim): the trapezoid integral of
+  its evaluation returns over frames 0 to its planned frames, divided by those frames (its mean return over
+  the run); the last evaluation holds to the end, and a diverged trial holds the final-return rule's value
+  from its divergence on, as in the curves.
 - **Curves**: at each logged frame, the IQM over the seeds that have a value there, with a 95%
   stratified-bootstrap CI. For the return, a diverged seed holds the value the final-return rule gives it
   from its divergence up to its planned frames; its diagnostics (Q-bias, losses) simply stop. Failed trials
@@ -81,13 +85,19 @@ def diverged_value(store: Store, trial: pd.Series, last: float, rule: str) -> fl
 
 
 def final_scores(
-    store: Store, metric: str = EVAL_RETURN, window: float = DEFAULT_FINAL_WINDOW, diverged: str = DEFAULT_DIVERGED
+    store: Store,
+    metric: str = EVAL_RETURN,
+    window: float = DEFAULT_FINAL_WINDOW,
+    diverged: str = DEFAULT_DIVERGED,
+    budget: float = 1.0,
 ) -> pd.DataFrame:
     """One row per finished trial: its final value of ``metric`` (rules in the module docstring).
 
     Columns: the trial's columns of ``store.trials`` plus ``value``, ``final_frame`` (last evaluation used:
     for a diverged trial, its last one before divergence) and ``n_points`` (evaluations averaged).
-    ``diverged`` (one of DIVERGED_RULES) applies to the evaluation return only.
+    ``diverged`` (one of DIVERGED_RULES) applies to the evaluation return only. ``budget`` < 1 reads the value
+    at that fraction of the planned frames instead of the end (the window then ends at budget x planned); a
+    trial that diverged before it counts as diverged, one that diverged later is read there like the others.
     """
     check_diverged(diverged)
     columns = [*store.trials.columns, "value", "final_frame", "n_points"]
@@ -102,21 +112,62 @@ def final_scores(
         points = by_trial.get(trial["trial"])
         if points is None or points.empty:
             continue
-        if trial["status"] == "diverged":
+        planned = _planned_frames(trial)
+        if not np.isfinite(planned):
+            planned = float(points[FRAME].max())
+        end = budget * planned
+        if trial["status"] == "diverged" and (budget >= 1.0 or float(points[FRAME].max()) < end):
             used = points.iloc[[-1]]
             value = float(used[metric].iloc[0])
             if metric == EVAL_RETURN:
                 value = diverged_value(store, trial, value, diverged)
         else:
-            planned = _planned_frames(trial)
-            if not np.isfinite(planned):
-                planned = float(points[FRAME].max())
-            used = points[points[FRAME] >= (1.0 - window) * planned]
+            before = points[points[FRAME] <= end] if budget < 1.0 else points
+            used = before[before[FRAME] >= (budget - window) * planned]
             if used.empty:
-                used = points.iloc[[-1]]
+                used = before.iloc[[-1]] if len(before) else points.iloc[[0]]
             value = float(used[metric].mean())
         rows.append(
             {**trial.to_dict(), "value": value, "final_frame": int(used[FRAME].max()), "n_points": int(len(used))}
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def area_scores(store: Store, diverged: str = DEFAULT_DIVERGED) -> pd.DataFrame:
+    """One row per finished trial: ``value`` = the area under its return curve / its planned frames.
+
+    Columns as ``final_scores`` (``final_frame``: its last evaluation used, ``n_points``: evaluations).
+    """
+    check_diverged(diverged)
+    columns = [*store.trials.columns, "value", "final_frame", "n_points"]
+    trials = store.trials[store.trials["status"].isin(FINISHED)]
+    if trials.empty or store.data.empty:
+        return pd.DataFrame(columns=columns)
+    data = store.data[[FRAME, "trial", EVAL_RETURN]]
+    data = data[np.isfinite(data[EVAL_RETURN].to_numpy(dtype=float))]
+    by_trial = dict(list(data.groupby("trial", sort=False)))
+    rows = []
+    for _, trial in trials.iterrows():
+        points = by_trial.get(trial["trial"])
+        if points is None or points.empty:
+            continue
+        points = points.drop_duplicates(FRAME, keep="last").sort_values(FRAME)
+        frames = points[FRAME].to_numpy(dtype=float)
+        returns = points[EVAL_RETURN].to_numpy(dtype=float)
+        planned = _planned_frames(trial)
+        if not np.isfinite(planned) or planned <= 0:
+            planned = float(frames.max())
+        if planned <= 0:
+            continue
+        if trial["status"] == "diverged":  # from its divergence on, the value the final-return rule gives it
+            held = diverged_value(store, trial, float(returns[-1]), diverged)
+            frames, returns = np.append(frames, frames[-1]), np.append(returns, held)
+        keep = frames <= planned
+        frames = np.append(frames[keep], planned)
+        returns = np.append(returns[keep], returns[keep][-1] if keep.any() else returns[0])
+        area = float(np.sum(np.diff(frames) * (returns[1:] + returns[:-1]) / 2.0)) / planned
+        rows.append(
+            {**trial.to_dict(), "value": area, "final_frame": int(points[FRAME].max()), "n_points": int(len(points))}
         )
     return pd.DataFrame(rows, columns=columns)
 
@@ -245,13 +296,18 @@ def cell_summaries(store: Store, settings: Settings) -> list[CellSummary]:
     return out
 
 
-def normalized_finals(store: Store, settings: Settings) -> pd.DataFrame:
-    """Final returns divided by each task's maximum (stats.max_return); adds ``score`` and ``task_max``.
+def normalized_finals(store: Store, settings: Settings, budget: float = 1.0, area: bool = False) -> pd.DataFrame:
+    """Final returns (at ``budget``; or, with ``area``, the areas under the return curves) divided by each
+    task's maximum (stats.max_return); adds ``score`` and ``task_max``.
 
     A Gymnasium task whose best final return is not positive has nothing to normalize by: its rows are left out
     (``unnormalizable_tasks`` names such tasks for the report).
     """
-    finals = final_scores(store, EVAL_RETURN, settings.final_window, settings.diverged)
+    finals = (
+        area_scores(store, settings.diverged)
+        if area
+        else final_scores(store, EVAL_RETURN, settings.final_window, settings.diverged, budget)
+    )
     if finals.empty:
         return finals.assign(score=pd.Series(dtype=float), task_max=pd.Series(dtype=float))
     maxima = {}

@@ -46,3 +46,28 @@ def test_projection_is_fixed_per_task_and_gaussian():
     assert not np.array_equal(a, projection_matrix("walker_walk", 6, 4))
     big = projection_matrix("cheetah_run", 400, 4)
     assert abs(big.std() * np.sqrt(400) - 1.0) < 0.05  # N(0, 1/d) entries
+
+
+def test_state_cells_by_hand():
+    from agent.metrics import STATE_COVERAGE, StateCoverage
+
+    coverage = StateCoverage(reference_steps=2, cell_size=0.5, reach=4.0)
+    coverage.add(np.array([0.0, 5.0, 1.0]))
+    assert len(coverage) == 0  # counted once the reference is complete
+    coverage.add(np.array([2.0, 5.0, 3.0]))  # reference: mean (1, 5, 2), std (1, 0, 1); dimension 2 is left out
+    assert len(coverage) == 2  # z = (-1, -1) -> cell (-2, -2); z = (1, 1) -> (2, 2)
+    coverage.add(np.array([1.2, 9.0, 2.2]))  # z = (0.2, 0.2) -> (0, 0): the unscaled dimension does not count
+    coverage.add(np.array([1.4, 5.0, 2.4]))  # (0.4, 0.4) -> (0, 0) again
+    assert len(coverage) == 3
+    coverage.add(np.array([5.5, 5.0, 2.0]))  # z = 4.5 > reach: far outside the reference, not counted
+    assert len(coverage) == 3
+    restored = StateCoverage(2)
+    restored.load_state_dict(coverage.state_dict())
+    assert restored.cells == coverage.cells and np.array_equal(restored.center, coverage.center)
+    both = Coverage(np.eye(2), 0.5, state_reference_steps=2)
+    both.add(np.array([0.0]), np.array([0.0]))
+    both.add(np.array([1.0]), np.array([0.0]))
+    assert both.values() == {"coverage/cells": 2.0, STATE_COVERAGE: 2.0}
+    old_checkpoint = Coverage(np.eye(2), 0.5, state_reference_steps=2)
+    old_checkpoint.load_state_dict({"cells": sorted(both.cells)})  # written before coverage/state_cells
+    assert old_checkpoint.values() == {"coverage/cells": 2.0}  # no count from a reference it never saw

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.metrics import COLUMNS, COVERAGE, EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD, TRAIN_RETURN
+from agent.metrics import COLUMNS, COVERAGE, EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD, STATE_COVERAGE, TRAIN_RETURN
 
 BASE_CONFIG = {
     "task": "cartpole_swingup",
@@ -53,11 +53,14 @@ def write_trial(
     status: str | None = "completed",
     every: int = 1000,
     q_bias: Sequence[float] | None = None,
+    state_cells: Sequence[float] | None = None,
     meta: dict | None = None,
     error: str | None = None,
     **config,
 ) -> Path:
-    """One trial directory: eval rows at 0, every, 2*every, ... with ``returns``; a training row after each."""
+    """One trial directory: eval rows at 0, every, 2*every, ... with ``returns``; a training row after each.
+
+    Coverage counts rise with the row index (``state_cells``, when given, sets coverage/state_cells per row)."""
     path = root / grid / name
     path.mkdir(parents=True, exist_ok=True)
     full = {**BASE_CONFIG, **config}
@@ -73,6 +76,7 @@ def write_trial(
                         "frame": frame,
                         TRAIN_RETURN: value * 0.9,
                         COVERAGE: 100 * i + full["seed"],
+                        STATE_COVERAGE: state_cells[i] if state_cells is not None else 50 * i + full["seed"],
                         "losses/critic": 1.0 / i,
                     }
                 )
@@ -84,6 +88,7 @@ def write_trial(
                     Q_BIAS_MEAN: bias,
                     Q_BIAS_STD: abs(bias) / 2,
                     COVERAGE: 100 * i + full["seed"],
+                    STATE_COVERAGE: state_cells[i] if state_cells is not None else 50 * i + full["seed"],
                 }
             )
     if status is not None:

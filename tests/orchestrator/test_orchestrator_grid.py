@@ -43,7 +43,7 @@ def test_every_spec_grid_exists_with_both_profiles() -> None:
 def test_default_grid_cells() -> None:
     grid = load_grid("critic_i_mode", "local")
     assert grid.cells == ("critic_i=T", "critic_i=E", "Origin")
-    assert len(grid.trials) == 6 and grid.seeds == (1, 2) and grid.max_concurrent == 2
+    assert len(grid.trials) == 15 and grid.seeds == (1, 2, 3, 4, 5) and grid.max_concurrent == 2
     by_cell = {t.cell_name: t for t in grid.trials if t.seed == 1}
     assert by_cell["critic_i=T"].config["bn_mode"] == "TTTTT"
     assert by_cell["critic_i=E"].config["bn_mode"] == "TTETT"
