@@ -293,8 +293,9 @@ class TrialFields(BaseModel):
     precision: Precision = Field(
         "fp32",
         description=(
-            "learner arithmetic: fp32; tf32 (CUDA matmuls/convolutions in TF32); bf16 (update forward passes under "
-            "bfloat16 autocast). Not measured harmless for learning: keep fp32 for results"
+            "learner arithmetic: fp32 (PyTorch's CUDA default, pinned: cuDNN convolutions in TF32, matmuls in fp32); "
+            "tf32 (matmuls in TF32 too); bf16 (update forward passes under bfloat16 autocast). Not measured harmless "
+            "for learning: keep fp32 for results"
         ),
     )
 

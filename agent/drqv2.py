@@ -275,16 +275,20 @@ class DrQV2Agent:
         return self._critic_i_stats
 
     # ------------------------------------------------------------ learning
-    def batch_to_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    def batch_to_tensors(self, batch: dict[str, np.ndarray], pinned: bool = False) -> dict[str, torch.Tensor]:
         """Pixels stay uint8 until after the augmentation (4x less memory traffic).
 
         On CUDA the batch goes through reused pinned staging buffers, so the
         host-to-device copy is asynchronous. Reusing a buffer is safe because the
         previous update's metrics are read (a synchronization) before the next
-        batch is staged.
+        batch is staged. ``pinned``: the arrays already live in page-locked memory
+        (a worker pack's shared block), copied from there directly; safe for the
+        same reason (the workers sample into it again only after that read).
         """
-        if self.device.type == "cuda":
-            tensors: dict[str, torch.Tensor] = {}
+        tensors: dict[str, torch.Tensor] = {}
+        if self.device.type == "cuda" and pinned:
+            tensors = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in batch.items()}
+        elif self.device.type == "cuda":
             for key, value in batch.items():
                 staging = self._staging.get(key)
                 if staging is None or staging.shape != value.shape:
@@ -307,12 +311,12 @@ class DrQV2Agent:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def update(self, batch: dict[str, np.ndarray], step: int) -> UpdateResult:
+    def update(self, batch: dict[str, np.ndarray], step: int, pinned: bool = False) -> UpdateResult:
         """One DrQ-v2 update of every member. ``batch`` arrays are (K, rows, ...); rows past
-        batch_size feed buffer mixing only."""
+        batch_size feed buffer mixing only. ``pinned``: see ``batch_to_tensors``."""
         start = time.perf_counter()
         b = self.config.batch_size
-        t = self.batch_to_tensors(batch)
+        t = self.batch_to_tensors(batch, pinned)
         if self.aug is not None:
             rule = self.config.encoder_bn_passes
             with self.autocast(), bn_encoder_pass(self.encoder, self.modes, rule, "obs"):

@@ -322,6 +322,7 @@ class WorkerPack:
         self.workers: list[WorkerWorld] = []
         self.views: dict[str, np.ndarray] = {}
         self._block: mmap.mmap | None = None
+        self._registered: int | None = None  # the block's address while CUDA has it page-locked
         try:
             for k, config in enumerate(configs):
                 self.workers.append(WorkerWorld(self, k, *_start_worker(config, k, render_device)))
@@ -340,10 +341,34 @@ class WorkerPack:
             self.close()
             raise
 
+    def register_with_cuda(self) -> bool:
+        """Page-lock the shared block for CUDA (``cudaHostRegister``), so the learner copies the batches the
+        workers sampled into it to the GPU straight from there, asynchronously: no staging copy on the host.
+        False (the learner then stages as before) when CUDA refuses."""
+        import torch
+
+        if self._block is None or not torch.cuda.is_available():
+            return False
+        pointer = ctypes.addressof(ctypes.c_char.from_buffer(self._block))
+        status = torch.cuda.cudart().cudaHostRegister(pointer, len(self._block), 0)
+        if int(status) != 0:
+            print(
+                f"warning: cudaHostRegister of the pack's shared block failed ({status}); staging copies",
+                file=sys.stderr,
+            )
+            return False
+        self._registered = pointer
+        return True
+
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
         self.views = {}
+        if self._registered is not None:
+            import torch
+
+            torch.cuda.cudart().cudaHostUnregister(self._registered)
+            self._registered = None
 
 
 class _Process:

@@ -37,7 +37,7 @@ _OPEN = np.iinfo(np.int64).max  # episode_end of an episode still running
 FrameCodec = Literal["none", "lz4"]
 FRAME_CODECS: tuple[str, ...] = get_args(FrameCodec)
 KEYFRAME_INTERVAL = 16  # a compressed store starts a keyframe at every multiple of this global index
-LZ4_LEVEL = 10  # lz4 high-compression level of the "lz4" codec
+LZ4_LEVEL = 10  # lz4 high-compression level of the "lz4" codec; 0: lz4's fast mode (bench.replay_codec compares)
 
 
 class ReplayBuffer:
@@ -312,8 +312,10 @@ class _DeltaFrameStore:
         import lz4.block
 
         size = self.frame_bytes
-        self._compress = functools.partial(
-            lz4.block.compress, mode="high_compression", compression=LZ4_LEVEL, store_size=False
+        self._compress = (
+            functools.partial(lz4.block.compress, mode="high_compression", compression=LZ4_LEVEL, store_size=False)
+            if LZ4_LEVEL > 0
+            else functools.partial(lz4.block.compress, mode="default", store_size=False)
         )
         self._decompress = functools.partial(lz4.block.decompress, uncompressed_size=size)
 

@@ -106,9 +106,11 @@ class Trainer:
         self.device = torch.device(c.device)
         if self.device.type == "cuda" and c.obs_type == "pixels":
             select_render_device(self.device.index or 0)  # render where the learner runs (workers inherit it)
-        if c.precision == "tf32":
-            torch.backends.cuda.matmul.allow_tf32 = True
+        if self.device.type == "cuda":
+            # Pinned, whatever ran in this process before: PyTorch's defaults run cuDNN convolutions in TF32 even
+            # under "fp32" (83% of the update's arithmetic), matmuls in fp32; tf32 moves the matmuls to TF32 too.
             torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cuda.matmul.allow_tf32 = c.precision == "tf32"
         # Nothing a member computes draws from the global generators (each member has its own
         # streams); seeding them keeps any library that does use them reproducible.
         random.seed(c.seed)
@@ -116,12 +118,15 @@ class Trainer:
         torch.manual_seed(c.seed)
         self.threads: list[ThreadPoolExecutor] = []
         self.pack: WorkerPack | None = None
+        self.pinned_batches = False
         worlds: Sequence[LocalWorld | WorkerWorld]
         if c.member_processes:
             # the actions the agent returns (float32, or float64 where a test asks for it) cross unrounded
             action_dtype = np.dtype(str(torch.get_default_dtype()).removeprefix("torch.")).str
             self.pack = WorkerPack(list(configs), action_dtype)
             worlds = self.pack.workers
+            # the learner then copies batches to the GPU from the block the workers sampled into
+            self.pinned_batches = self.device.type == "cuda" and self.pack.register_with_cuda()
         else:
             # Members' environments and replays are independent: they step and sample in parallel on threads
             # (MuJoCo, rendering, numpy copies and lz4 release the GIL). Member i always runs on thread
@@ -268,9 +273,11 @@ class Trainer:
             self.timeline.add("wait_samples", tick)
         if any(ok is False for ok in could) or not self.members:  # None: that member failed and left
             return None  # no complete n-step transition yet (only with tiny seed phases)
+        pinned = False
         if self.pack is not None and len(self.members) == len(self.pack.workers):
             # The workers sampled straight into the shared block: the update reads it in place.
             batch = {key.removeprefix("batch/"): v for key, v in self.pack.views.items() if key.startswith("batch/")}
+            pinned = self.pinned_batches
         else:
             batches = [member.world.batch() for member in self.members]
             # One member: a view (np.stack would copy a 16 MB pixel batch on every update).
@@ -280,12 +287,12 @@ class Trainer:
                 else {key: np.stack([b[key] for b in batches]) for key in batches[0]}
             )
         if self.timeline is None:
-            return self.agent.update(batch, self.step), list(self.members)
+            return self.agent.update(batch, self.step, pinned=pinned), list(self.members)
         tick = time.perf_counter()
         if self.device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            result = self.agent.update(batch, self.step)
+            result = self.agent.update(batch, self.step, pinned=pinned)
             end.record()
             self._update_events = (start, end)  # read with the metrics, after the update's only synchronization
         else:

@@ -80,7 +80,7 @@ def reference_loop(
     def swap(trainer: Trainer) -> None:
         reference = ReferenceUpdate(trainer.config, trainer.spec.obs_shape, trainer.spec.action_dim, device)
 
-        def update(batch: dict[str, np.ndarray], step: int) -> UpdateResult:
+        def update(batch: dict[str, np.ndarray], step: int, pinned: bool = False) -> UpdateResult:
             start = time.perf_counter()
             reference.update({key: value[0] for key, value in batch.items()}, std=trainer.agent.stddev(step))
             synchronize(device)  # as ours, whose metrics are read in the same step

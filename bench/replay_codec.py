@@ -94,9 +94,12 @@ def measure(
 
     keep_freed_memory()
     codecs = ["none"] + [c for c in (codecs or FRAME_CODECS) if c != "none"]  # none: the reference
+    from agent import replay as replay_module
+
     report: dict[str, Any] = {
         "machine": machine(),
         "settings": {
+            "lz4_level": replay_module.LZ4_LEVEL,
             "rendered_steps_per_task": rendered,
             "capacity": capacity,
             "filled": int(1.25 * capacity),
@@ -207,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity", type=int, default=8000, help="replay capacity (filled 1.25x)")
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--json", help="also write the report here")
+    parser.add_argument(
+        "--lz4-level", type=int, default=None, help="lz4 high-compression level (0: fast mode); default LZ4_LEVEL"
+    )
     args = parser.parse_args(argv)
+    if args.lz4_level is not None:
+        from agent import replay
+
+        replay.LZ4_LEVEL = args.lz4_level
     report = measure(args.tasks, args.codecs, args.rendered, args.capacity, args.batches, verbose=True)
     print_table(report)
     if args.json:
