@@ -32,16 +32,17 @@ TOLERANCE = 1e-6
 # summation order (~1e-15), have not yet been pulled apart by the environment's chaos (measured: eval returns
 # agree to 1.5e-7 at frame 1000 after 300 updates, and part after ~500).
 STATES_RUN = {**TINY_STATES, "num_frames": 1200, "replay_capacity": 300, "checkpoint_every_frames": 1000}
-# Pixels: across an episode end and a wrapping ring too, without evaluations (rendered episodes are what costs
-# here; the states run covers evaluation in workers).
+# Pixels: across an episode end, a wrapping ring and evaluations too; action repeat 8 makes an episode 125
+# rendered steps (rendering is what costs here).
 PIXELS_RUN = {
     **PIXELS_TINY,
-    "num_frames": 1040,
-    "num_seed_frames": 960,
+    "action_repeat": 8,
+    "num_frames": 1200,
+    "num_seed_frames": 1000,
     "num_expl_steps": 400,
-    "replay_capacity": 400,
-    "eval_every_frames": 0,
-    "log_every_frames": 80,
+    "replay_capacity": 100,
+    "eval_every_frames": 1200,
+    "log_every_frames": 200,
 }
 
 
@@ -79,20 +80,30 @@ def test_pack_of_three_in_worker_processes_equals_each_member_alone(float64, tmp
         pd.testing.assert_frame_equal(got, expected, rtol=TOLERANCE, atol=TOLERANCE)
 
 
+# Placement keys change where and how fast, never what is computed: the same pack in one process (raw frames),
+# on member threads (lz4) and in worker processes with the overlap (lz4) gives the same metrics, bit for bit.
+PLACEMENTS = {
+    "threads": {"env_threads": 2, "frame_codec": "lz4"},
+    "workers": {"member_processes": True, "frame_codec": "lz4"},
+}
+
+
 @pytest.mark.parametrize("obs_type", ["states", "pixels"])
-def test_worker_processes_and_overlap_change_nothing(obs_type, tmp_path):
-    """The same pack in one process runs the same kernels in the same order: bit for bit (lz4 frames in the
-    workers, raw ones in process: the frame codec is placement too)."""
+def test_worker_processes_threads_and_codec_change_nothing(obs_type, tmp_path):
     base = STATES_RUN if obs_type == "states" else PIXELS_RUN
-    codec = {"frame_codec": "lz4"} if obs_type == "pixels" else {}
-    in_workers = [tmp_path / f"workers{k}" for k in range(3)]
-    in_process = [tmp_path / f"in_process{k}" for k in range(3)]
-    run_pack([build_config({**base, **member, "member_processes": True, **codec}) for member in MEMBERS], in_workers)
-    run_pack([build_config({**base, **member}) for member in MEMBERS], in_process)
-    for got, expected in zip(in_workers, in_process):
-        got_rows, expected_rows = comparable(read_metrics(got)), comparable(read_metrics(expected))
-        assert got_rows["train/episode_return"].notna().any() and got_rows["losses/critic"].notna().any()
-        pd.testing.assert_frame_equal(got_rows, expected_rows, check_exact=True)
+    placements = PLACEMENTS if obs_type == "pixels" else {"workers": {"member_processes": True}}
+    members = MEMBERS if obs_type == "states" else MEMBERS[:2]
+    plain = [tmp_path / f"plain{k}" for k in range(len(members))]
+    run_pack([build_config({**base, **member}) for member in members], plain)
+    for name, placement in placements.items():
+        outs = [tmp_path / f"{name}{k}" for k in range(len(members))]
+        statuses = run_pack([build_config({**base, **member, **placement}) for member in members], outs)
+        assert [s.state for s in statuses] == ["completed"] * len(members)
+        for got, expected in zip(outs, plain):
+            got_rows, expected_rows = comparable(read_metrics(got)), comparable(read_metrics(expected))
+            assert got_rows["train/episode_return"].notna().any() and got_rows["losses/critic"].notna().any()
+            assert got_rows["eval/episode_return"].notna().sum() >= 2
+            pd.testing.assert_frame_equal(got_rows, expected_rows, check_exact=True)
 
 
 def test_killed_pack_leaves_no_worker_and_resumes_exactly(tmp_path):

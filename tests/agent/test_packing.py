@@ -222,17 +222,8 @@ PIXELS_TINY = dict(
 )
 
 
-def test_member_threads_and_compressed_replay_change_nothing(tmp_path):
-    """env_threads (members' environments and replays on their own threads, rendering included) and the
-    lz4 frame store are placement: the same pack gives the same metrics with and without them."""
-    plain = [build_config({**PIXELS_TINY, "seed": s}) for s in (1, 2)]
-    threaded = [build_config({**PIXELS_TINY, "seed": s, "env_threads": 2, "frame_codec": "lz4"}) for s in (1, 2)]
-    assert [s.state for s in run_pack(plain, [tmp_path / "p1", tmp_path / "p2"])] == ["completed"] * 2
-    assert [s.state for s in run_pack(threaded, [tmp_path / "t1", tmp_path / "t2"])] == ["completed"] * 2
-    for k in (1, 2):
-        pd.testing.assert_frame_equal(
-            comparable(read_metrics(tmp_path / f"t{k}")), comparable(read_metrics(tmp_path / f"p{k}"))
-        )
+# env_threads and frame_codec=lz4 against a plain pack: tests/agent/test_member_processes.py
+# (test_worker_processes_threads_and_codec_change_nothing), with worker processes beside them.
 
 
 def test_bf16_precision_trains_and_tf32_needs_cuda(tmp_path):
