@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from agent.store import read_json_object
+from agent.store import open_regular, read_json_object
 
 FORMAT = 2  # 1: the pickled state.pt before issue #11 (no manifest)
 LATEST, PREVIOUS, PARTIAL, DAMAGED = "checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged"
@@ -167,7 +167,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 def _file_sha256(path: Path) -> tuple[int, str]:
     sha256, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular(path), "rb") as handle:  # a FIFO planted as state.pt would block open()
         while chunk := handle.read(1 << 24):
             sha256.update(chunk)
             size += len(chunk)
@@ -205,7 +205,8 @@ def load(directory: Path) -> dict[str, Any]:
     """The state of the checkpoint in ``directory``, verified first and read without running code."""
     verify(directory)
     try:
-        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        with os.fdopen(open_regular(Path(directory) / STATE_FILE), "rb") as handle:
+            state = torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - an unreadable file is one more damaged checkpoint
         raise CheckpointError(f"{Path(directory) / STATE_FILE} unreadable: {type(err).__name__}: {err}") from err
     return from_plain(state)
