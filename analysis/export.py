@@ -206,7 +206,8 @@ def final_latex(table: pd.DataFrame, settings: Settings, grid: str | None = None
     pct = f"{settings.confidence:.0%}"
     name = grid if grid is not None else (str(table["grid"].iloc[0]) if len(table) else "")
     lines = [
-        f"% Final return per task and cell, grid {latex_escape(name)} (bnsweep: python -m analysis.figures; needs booktabs).",
+        f"% Final return per task and cell, grid {latex_escape(name)} "
+        "(bnsweep: python -m analysis.figures; needs booktabs).",
         f"% IQM over seeds of each trial's final return (mean of its evaluations in the last "
         f"{settings.final_window:.0%} of its frames), {pct} percentile-bootstrap CI ({settings.reps} resamples, "
         f"seed {settings.seed}); diverged trials score {DIVERGED_TEXT[settings.diverged]}.",

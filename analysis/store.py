@@ -88,8 +88,6 @@ METHOD_ORDER = ("Origin", "LayerNorm", "BN (TTTTT)", "MA-BN")  # fixed order of 
 ID_COLUMNS = ("grid", "trial", "trial_id", "cell", "method", "cell_id", "task", "seed", "status")
 
 
-
-
 class StoreError(Exception):
     """The directory cannot be read as a result store; the message says what was expected."""
 
@@ -289,9 +287,7 @@ def read_metrics(path: Path) -> pd.DataFrame:
     frames = frame[FRAME].to_numpy(dtype=float)
     bad = ~(np.isfinite(frames) & (frames >= 0) & (frames <= MAX_FRAME) & (frames == np.floor(frames)))
     if bad.any():
-        raise TrialSetAside(
-            f"{path}: frame {float(frames[bad][0]):g} is not a whole number in [0, {MAX_FRAME:.0e}]"
-        )
+        raise TrialSetAside(f"{path}: frame {float(frames[bad][0]):g} is not a whole number in [0, {MAX_FRAME:.0e}]")
     values = frame.drop(columns=[FRAME]).to_numpy(dtype=float)
     if np.isinf(values).any():
         row, col = (int(i[0]) for i in np.nonzero(np.isinf(values)))
