@@ -31,7 +31,7 @@ from agent.allocator import keep_freed_memory
 from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
 from agent.replay import ReplayBuffer
-from agent.sinks import DiskSink, MetricSink, write_config
+from agent.sinks import DiskSink, MetricSink, sync_before_checkpoint, write_config
 from agent.store import (
     COMPLETED,
     FAILED,
@@ -440,6 +440,7 @@ class Trainer:
             },
             "replay": member.replay.state_dict() if c.checkpoint_replay else None,
         }
+        sync_before_checkpoint(member.sinks)  # the metrics are never older than a checkpoint on disk (#19)
         try:
             # the latest and the previous checkpoint are kept, each with its size and hash (agent.checkpoint)
             final = checkpoint.save(member.out_dir, state, self.frame, self.step)
