@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -119,8 +119,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
+def save(out_dir: Path, state: dict[str, Any], frame: int, step: int, owner: Mapping[str, Any] | None = None) -> Path:
     """Write ``state`` as the trial's latest checkpoint; the latest one before it becomes the previous one.
+    ``owner`` (``agent.store.checkpoint_owner`` of the trial's config) goes into the manifest: a checkpoint says
+    whose it is, and ``load_latest`` never adopts another config's (issue #19).
 
     Raises the ``OSError`` of a write the disk refused, after removing the partial directory; the existing
     checkpoints are untouched."""
@@ -141,6 +143,7 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
             "frame": int(frame),
             "step": int(step),
             "files": {STATE_FILE: {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}},
+            **({"owner": dict(owner)} if owner is not None else {}),
         }
         with open(partial / MANIFEST_FILE, "w") as handle:
             handle.write(json.dumps(manifest, indent=1) + "\n")
@@ -227,12 +230,37 @@ def candidates(out_dir: Path) -> Iterator[Path]:
             yield Path(out_dir) / name
 
 
-def load_latest(out_dir: Path) -> Loaded:
-    """The newest intact checkpoint of a trial; damaged ones are moved to ``checkpoint.damaged/``."""
+def foreign_reason(directory: Path, manifest: Mapping[str, Any] | None, owner: Mapping[str, Any] | None) -> str | None:
+    """Why the checkpoint in ``directory`` is not this trial's to resume (None: it is, or it does not say whose it
+    is: written before issue #19).  Another trial id: another config's checkpoint; the same trial with another
+    state layout (``agent.store.STATE_LAYOUT_KEYS``, e.g. ``frame_codec``): its replay cannot be loaded."""
+    theirs = (manifest or {}).get("owner")
+    if owner is None or not isinstance(theirs, dict):
+        return None
+    if theirs.get("trial_id") != owner.get("trial_id"):
+        return (
+            f"{directory} is the checkpoint of another config (trial {str(theirs.get('trial_id'))[:40]!r}, "
+            f"this one is {owner.get('trial_id')}): not adopted"
+        )
+    layout, mine = theirs.get("layout") or {}, owner.get("layout") or {}
+    differ = [f"{k}={layout.get(k)!r}, this run {v!r}" for k, v in mine.items() if layout.get(k, v) != v]
+    if differ:
+        return f"{directory} was written with {'; '.join(differ)}: its state cannot be loaded, not resumable"
+    return None
+
+
+def load_latest(out_dir: Path, owner: Mapping[str, Any] | None = None) -> Loaded:
+    """The newest intact checkpoint of a trial; damaged ones, and (given ``owner``) another config's or one
+    of another state layout (``foreign_reason``), are moved to ``checkpoint.damaged/``."""
     out_dir = Path(out_dir)
     found: list[tuple[int, Path, dict[str, Any]]] = []
     notes: list[str] = []
     for directory in candidates(out_dir):
+        foreign = foreign_reason(directory, read_manifest(directory), owner)
+        if foreign is not None:  # decided from the manifest: a multi-GB state is not read to be refused
+            notes.append(foreign)
+            _set_aside(directory)
+            continue
         try:
             state = load(directory)
         except CheckpointError as err:
@@ -255,6 +283,27 @@ def load_latest(out_dir: Path) -> Loaded:
         directory.rename(out_dir / LATEST)
     # one line per fallback: what was passed over, and where the trial resumes
     return Loaded(state, source, ["; ".join([*notes, f"resumed from {source}/ (frame {frame})"])] if notes else [])
+
+
+class NotApplicable(CheckpointError):
+    """A verified checkpoint whose state does not fit this trial's networks or replay (written before its
+    manifest said whose it is, issue #19): set aside, so the next run starts fresh instead of failing again."""
+
+
+def apply_or_set_aside(apply: Callable[[], None], out_dirs: Sequence[Path]) -> None:
+    """``apply()`` (loading the checkpoints' states into a trainer); when it raises, every checkpoint of
+    ``out_dirs`` is set aside and NotApplicable says so, once, in one line."""
+    try:
+        apply()
+    except Exception as err:  # noqa: BLE001 - any misfit (shapes, keys, types) is the same: not resumable
+        for out_dir in out_dirs:
+            for directory in list(candidates(out_dir)):
+                _set_aside(directory)
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise NotApplicable(
+            f"the checkpoint verified but does not fit this config ({detail}): set aside as {DAMAGED}/, "
+            f"the next run starts from frame 0"
+        ) from err
 
 
 def _set_aside(directory: Path) -> None:

@@ -112,6 +112,9 @@ def trial_dir(results: Path, grid: str, tid: str) -> Path:
 
 # ------------------------------------------------------------------ ids
 PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads")
+# Placement keys that change what a checkpoint holds (the replay's frame store): a checkpoint written under other
+# values is the same trial's but cannot be loaded, so it is not resumable (issue #19).
+STATE_LAYOUT_KEYS = ("frame_codec",)
 # Keys added after results were first stored: at these values they are left out of trial and
 # cell identities, so every trial stored before the key existed keeps its id. Each value is the one
 # that computes and measures what a trial did before the key existed.
@@ -162,6 +165,35 @@ def trial_id(config: Mapping[str, Any]) -> str:
     """Content hash of a resolved trial config (``TrialConfig.to_dict()``), placement keys excluded (and keys
     added later, at their neutral defaults: a trial stored before a key existed keeps its id)."""
     return config_digest(identity_config(config))
+
+
+def checkpoint_owner(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Whose a checkpoint is, written into its manifest: the trial id and the values of STATE_LAYOUT_KEYS."""
+    return {"trial_id": trial_id(config), "layout": {key: config.get(key) for key in STATE_LAYOUT_KEYS}}
+
+
+class ForeignTrialDir(ValueError):
+    """A trial directory that holds another trial's results (its config.yaml has another trial id)."""
+
+
+def check_trial_dir_owner(out_dir: Path, config: Mapping[str, Any]) -> None:
+    """Raise ForeignTrialDir when ``out_dir`` holds another config's trial: resuming there would adopt its
+    checkpoint and rows.  The message names the directory and the keys that differ.  No config.yaml (a new
+    directory) or an unreadable one (its checkpoints' manifests still say whose they are) passes."""
+    try:
+        stored = read_config(Path(out_dir))
+    except (OSError, ValueError):
+        return
+    if trial_id(stored) == trial_id(config):
+        return
+    mine, theirs = identity_config(config), identity_config(stored)
+    differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+    shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ[:3])
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    raise ForeignTrialDir(
+        f"{out_dir} holds another trial's results (trial {trial_id(stored)}; its {CONFIG_FILE} differs in "
+        f"{shown}{more}); nothing was written: choose another out= directory, or remove that one"
+    )
 
 
 def cell_id(config: Mapping[str, Any]) -> str:

@@ -40,6 +40,9 @@ from agent.store import (
     RUNNING,
     StoreWriteError,
     TrialStatus,
+    ForeignTrialDir,
+    check_trial_dir_owner,
+    checkpoint_owner,
     read_status,
     write_status,
 )
@@ -443,7 +446,7 @@ class Trainer:
         sync_before_checkpoint(member.sinks)  # the metrics are never older than a checkpoint on disk (#19)
         try:
             # the latest and the previous checkpoint are kept, each with its size and hash (agent.checkpoint)
-            final = checkpoint.save(member.out_dir, state, self.frame, self.step)
+            final = checkpoint.save(member.out_dir, state, self.frame, self.step, owner=checkpoint_owner(c.to_dict()))
         except OSError as err:
             raise StoreWriteError(
                 err, member.out_dir / checkpoint.PARTIAL, f"the checkpoint of frame {self.frame}"
@@ -553,7 +556,9 @@ def run_pack(
     if configs[0].torch_threads:
         torch.set_num_threads(configs[0].torch_threads)
     keep_freed_memory()  # process-wide; without it every pixel update runs on freshly faulted pages
-    loaded = [checkpoint.load_latest(d) for d in dirs]
+    for config, out_dir in zip(configs, dirs):  # before anything is written: never adopt another trial's results
+        check_trial_dir_owner(out_dir, config.to_dict())
+    loaded = [checkpoint.load_latest(d, checkpoint_owner(c.to_dict())) for c, d in zip(configs, dirs)]
     for found in loaded:
         for note in found.notes:
             print(f"checkpoint: {note}", file=sys.stderr, flush=True)
@@ -612,7 +617,8 @@ def _run_members(
     try:
         trainer = Trainer(configs, out_dirs, all_sinks)
         if all(found.state for found in loaded):
-            trainer.load_checkpoints([found.state for found in loaded if found.state is not None])
+            states = [found.state for found in loaded if found.state is not None]
+            checkpoint.apply_or_set_aside(lambda: trainer.load_checkpoints(states), out_dirs)
         trainer.run()
         finished = True
     except (KeyboardInterrupt, SystemExit):
@@ -695,7 +701,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m agent.trai
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = out or Path("runs") / f"{config.task}-{config.obs_type}-seed{config.seed}"
-    status = run_trial(config, out)
+    try:
+        status = run_trial(config, out)
+    except ForeignTrialDir as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{status.state}: {status.frame} frames in {status.wall_time_s or 0.0:.0f} s -> {out}")
     if status.state == FAILED:
         print(status.traceback or status.error or "", file=sys.stderr)

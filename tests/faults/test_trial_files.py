@@ -62,3 +62,97 @@ def test_metrics_are_durable_before_each_checkpoint(tmp_path: Path, monkeypatch:
         assert before, f"metrics.csv was not fsynced before the checkpoint of frame {frame}"
         needed = [row for row in rows[1:] if int(row.split(",")[0]) <= frame]
         assert before[-1] >= len("\n".join([rows[0], *needed])) + 1, f"frame {frame}: rows missing from the sync"
+
+
+# ------------------------------------------------------------------ case 3: a checkpoint is adopted by its own trial only
+def _interrupted(out: Path, overrides: dict | None = None, at: int = 1500) -> None:
+    from tests.faults.test_checkpoint_faults import StopAt
+
+    with pytest.raises(SystemExit):
+        run_trial(build_config({**TINY, **(overrides or {})}), out, sinks=[StopAt(at)])
+    assert store.read_status(out).state == store.INTERRUPTED
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_agent_train_refuses_a_directory_of_another_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Case 3: ``agent.train ... out=X`` where X holds an interrupted trial of a config differing in bn_mode:
+    one line naming X and the key, exit 2, X untouched (before, it resumed the other config's checkpoint)."""
+    from agent.train import main
+
+    out = tmp_path / "runs" / "cartpole_swingup-states-seed1"
+    _interrupted(out, {"bn_mode": "TTTTT", "actor_norm": "batch_norm", "critic_norm": "batch_norm"})
+    before = _snapshot(out)
+    args = [f"{k}={v}" for k, v in TINY.items()] + ["actor_norm=batch_norm", "critic_norm=batch_norm"]
+    assert main([*args, "bn_mode=TTETT", f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "another trial's results" in err[0], err
+    assert "bn_mode: 'TTTTT' there, 'TTETT' here" in err[0]
+    assert _snapshot(out) == before
+
+
+def test_a_checkpoint_of_another_config_is_set_aside_and_the_trial_starts_fresh(tmp_path: Path) -> None:
+    """Case 3: a checkpoint copied into the directory of another config (its config.yaml is right) says whose
+    it is: it is set aside with one note and the trial runs from frame 0, equal to an uninterrupted run."""
+    import shutil
+
+    from agent import checkpoint
+    from tests.faults.test_checkpoint_faults import metrics
+
+    reference = tmp_path / "reference"
+    assert run_trial(build_config(TINY), reference).state == store.COMPLETED
+    other, mine = tmp_path / "other", tmp_path / "mine"
+    _interrupted(other, {"lr": 3e-4})
+    _interrupted(mine)
+    shutil.rmtree(mine / checkpoint.LATEST)
+    shutil.rmtree(mine / checkpoint.PREVIOUS, ignore_errors=True)
+    shutil.copytree(other / checkpoint.LATEST, mine / checkpoint.LATEST)
+    final = run_trial(build_config(TINY), mine)
+    assert final.state == store.COMPLETED and final.resumed_from_frame is None
+    [fallback] = final.checkpoint_fallbacks
+    assert "checkpoint of another config" in fallback["note"] and "restarts from frame 0" in fallback["note"]
+    assert (mine / checkpoint.DAMAGED).is_dir()
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(metrics(mine), metrics(reference))
+
+
+def test_a_checkpoint_of_another_state_layout_is_not_resumable(tmp_path: Path) -> None:
+    """Case 3: the same trial with another frame_codec (a placement key: same trial id) cannot load the
+    replay it checkpointed; its manifest says so and the checkpoint is passed over, not failed on."""
+    from agent import checkpoint
+
+    config = build_config(TINY).to_dict()
+    checkpoint.save(tmp_path, {"frame": 1000, "step": 500}, 1000, 500, owner=store.checkpoint_owner(config))
+    assert checkpoint.load_latest(tmp_path, store.checkpoint_owner(config)).state is not None
+    changed = store.checkpoint_owner({**config, "frame_codec": "lz4"})
+    assert changed["trial_id"] == store.trial_id(config)
+    found = checkpoint.load_latest(tmp_path, changed)
+    assert found.state is None and "frame_codec='none', this run 'lz4'" in found.notes[0]
+    assert "not resumable" in found.notes[0] and (tmp_path / checkpoint.DAMAGED).is_dir()
+
+
+def test_a_verified_checkpoint_that_does_not_fit_fails_once_then_runs_fresh(tmp_path: Path) -> None:
+    """Case 3: a checkpoint from before manifests said whose they are, of other network sizes: verified, but
+    loading it fails.  The trial fails once with one line saying so and the checkpoint is set aside; the rerun
+    starts from frame 0 and completes (before, every rerun failed the same way)."""
+    import json
+    import shutil
+
+    from agent import checkpoint
+
+    other, mine = tmp_path / "other", tmp_path / "mine"
+    _interrupted(other, {"hidden_dim": 24})
+    _interrupted(mine)
+    shutil.rmtree(mine / checkpoint.LATEST)
+    shutil.copytree(other / checkpoint.LATEST, mine / checkpoint.LATEST)
+    manifest = json.loads((mine / checkpoint.LATEST / checkpoint.MANIFEST_FILE).read_text())
+    del manifest["owner"]  # as written before issue #19
+    (mine / checkpoint.LATEST / checkpoint.MANIFEST_FILE).write_text(json.dumps(manifest))
+    first = run_trial(build_config(TINY), mine)
+    assert first.state == store.FAILED and "does not fit this config" in (first.error or "")
+    assert "next run starts from frame 0" in first.error and "\n" not in first.error
+    again = run_trial(build_config(TINY), mine)
+    assert again.state == store.COMPLETED and again.resumed_from_frame is None
