@@ -30,6 +30,7 @@ from agent import metrics as m
 from agent.allocator import keep_freed_memory
 from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
+from agent.interrupts import Interrupted, interrupt_once
 from agent.replay import ReplayBuffer
 from agent.sinks import DiskSink, MetricSink, sync_before_checkpoint, write_config
 from agent.store import (
@@ -38,9 +39,9 @@ from agent.store import (
     FINISHED_STATUSES,
     INTERRUPTED,
     RUNNING,
+    ForeignTrialDir,
     StoreWriteError,
     TrialStatus,
-    ForeignTrialDir,
     check_trial_dir_owner,
     checkpoint_owner,
     read_status,
@@ -686,9 +687,21 @@ def parse_cli(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:
     return overrides, out
 
 
+def _resume_line(out: Path) -> str:
+    status = read_status(out)
+    state = status.state if status is not None else "no status"
+    frame = checkpoint.frame_of(out)
+    where = f"its checkpoint at frame {frame}" if frame is not None else "frame 0 (no checkpoint yet)"
+    return f"{out} is {state}; run the same command again to resume from {where}"
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m agent.train") -> int:
     """``prog``: the program name in the usage line (``bnsweep train`` through the bnsweep command)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    with interrupt_once():  # Ctrl-C and SIGTERM: the trial ends interrupted, in one line (never a traceback)
+        return _main(list(sys.argv[1:] if argv is None else argv), prog)
+
+
+def _main(argv: list[str], prog: str) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(f"usage: {prog} [key=value ...] [config=overrides.yaml] [out=DIR]\n")
         print("  out = runs/<task>-<obs_type>-seed<seed>   trial directory (resumes from its checkpoint)\n")
@@ -706,6 +719,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m agent.trai
     except ForeignTrialDir as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"interrupted ({stop}): {_resume_line(out)}", file=sys.stderr)
+        return stop.exit_code
     print(f"{status.state}: {status.frame} frames in {status.wall_time_s or 0.0:.0f} s -> {out}")
     if status.state == FAILED:
         print(status.traceback or status.error or "", file=sys.stderr)

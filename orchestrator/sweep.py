@@ -31,6 +31,7 @@ from typing import Any
 
 from agent import config as agent_config
 from agent import store
+from agent.interrupts import terminate_as_interrupt
 from agent.store import INTERRUPTED, RUNNING
 from orchestrator import faults, rates
 from orchestrator.grid import Grid, GridError, TrialSpec, load_grid
@@ -150,7 +151,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m orchestrat
         print("dry run: nothing launched")
         return EXIT_OK
     try:
-        return run_sweep(grid, results, None if args.no_figures else figures, args)
+        with terminate_as_interrupt():  # SIGTERM (a scheduler, `timeout`) stops the sweep as Ctrl-C does
+            return run_sweep(grid, results, None if args.no_figures else figures, args)
     except NotLaunched as err:
         print(f"error: {err}; nothing was launched", file=sys.stderr)
         return EXIT_NOT_LAUNCHED
@@ -585,10 +587,18 @@ def _run_locked(
                 # before anything is written: a profile the cluster cannot run starts nothing
                 check_resources(grid, plan_packs(grid, results, pending))
                 write_sweep_record(grid, results)
-                launched = launch(grid, pending, results, wandb_settings, args)
+                # again after ray.init: Ray's core worker installs its own SIGTERM handler (a stack dump, then death)
+                with terminate_as_interrupt():
+                    launched = launch(grid, pending, results, wandb_settings, args)
             finally:
                 if started_ray:
-                    ray.shutdown()
+                    ray.shutdown()  # its trial processes end with it: nothing writes a status after this
+                # Still under the lock: whatever ended the sweep (Ctrl-C, SIGTERM, an error), no status may
+                # claim a trial is training when nothing runs it.
+                faults.mark_interrupted(
+                    (store.trial_dir(results, grid.name, t.trial_id) for t in pending),
+                    "the sweep stopped (Ctrl-C, SIGTERM or an error) before this trial wrote its final status",
+                )
         else:
             write_sweep_record(grid, results)
     figure_note = draw_figures(grid.name, results, figures) if figures is not None else None

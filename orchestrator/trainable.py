@@ -318,8 +318,8 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
         )
 
     try:
-        # Ray stops a trial (Ctrl-C, a stopped sweep) by raising SystemExit out of tune.report: the
-        # worker then leaves its members "running" at their frame, so they resume from their checkpoints.
+        # Ray stops a trial (Ctrl-C, SIGTERM, a stopped sweep) by raising SystemExit out of tune.report: the
+        # worker then marks its members "interrupted" at their frame; they resume from their checkpoints.
         statuses = run_pack(configs, out_dirs, sinks, on_status)
     except Exception as err:  # run_pack raises only before its own bookkeeping starts (e.g. a full disk)
         statuses = []

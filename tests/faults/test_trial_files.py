@@ -64,7 +64,7 @@ def test_metrics_are_durable_before_each_checkpoint(tmp_path: Path, monkeypatch:
         assert before[-1] >= len("\n".join([rows[0], *needed])) + 1, f"frame {frame}: rows missing from the sync"
 
 
-# ------------------------------------------------------------------ case 3: a checkpoint is adopted by its own trial only
+# ---------------------------------------------------------- case 3: a checkpoint is adopted by its own trial only
 def _interrupted(out: Path, overrides: dict | None = None, at: int = 1500) -> None:
     from tests.faults.test_checkpoint_faults import StopAt
 
