@@ -23,12 +23,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import yaml
 
 from agent import checkpoint
 from agent import metrics as m
 from agent.allocator import keep_freed_memory
-from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
+from agent.config import EVAL_SEED_OFFSET, ConfigError, TrialConfig, build_config, check_packable, help_text
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
 from agent.interrupts import Interrupted, interrupt_once
 from agent.replay import ReplayBuffer
@@ -44,9 +43,11 @@ from agent.store import (
     TrialStatus,
     check_trial_dir_owner,
     checkpoint_owner,
+    read_regular_text,
     read_status,
     write_status,
 )
+from agent.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 from envs import Env, Step, make_env
 from envs.render_device import select_render_device
 
@@ -138,7 +139,7 @@ class Trainer:
     def _member(self, config: TrialConfig, out_dir: Path, sinks: list[MetricSink]) -> Member:
         c = config
         env = make_env(c.task, c.obs_type, c.seed, c.action_repeat, c.frame_stack)
-        eval_env = make_env(c.task, c.obs_type, c.seed + 100_000, c.action_repeat, c.frame_stack)
+        eval_env = make_env(c.task, c.obs_type, c.seed + EVAL_SEED_OFFSET, c.action_repeat, c.frame_stack)
         agent_steps = math.ceil(c.num_frames / c.action_repeat)
         # Never allocate more slots than the trial can fill: 1M pixel slots are 21 GB.
         capacity = min(c.replay_capacity, agent_steps + 2 * c.frame_stack + 2)
@@ -668,6 +669,23 @@ def _run_members(
     return statuses
 
 
+def _config_file(value: str) -> dict[str, Any]:
+    """The overrides of ``config=FILE``: a YAML mapping, read with bounds and repeated keys refused."""
+    try:
+        loaded = load_yaml(read_regular_text(value, MAX_YAML_BYTES), f"config={value}") or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config={value}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config={value}: not a text file") from None
+    except OSError as err:
+        raise ConfigError(f"config={value}: cannot be read ({err.strerror or err})") from None
+    except YamlError as err:
+        raise ConfigError(str(err)) from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config={value}: expected a mapping of config keys, got a {type(loaded).__name__}")
+    return loaded
+
+
 def parse_cli(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:
     overrides: dict[str, Any] = {}
     out: Path | None = None
@@ -678,12 +696,12 @@ def parse_cli(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:
         if key == "out":
             out = Path(value)
         elif key == "config":
-            loaded = yaml.safe_load(Path(value).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"config={value}: expected a mapping of config keys")
-            overrides.update(loaded)
+            overrides.update(_config_file(value))
         else:
-            overrides[key] = yaml.safe_load(value) if value else value
+            try:
+                overrides[key] = load_yaml(value, f"{key}={value[:80]}") if value else value
+            except YamlError as err:
+                raise ConfigError(f"{err} (a value is read as YAML: quote a string, e.g. {key}=\"'...'\")") from None
     return overrides, out
 
 

@@ -171,10 +171,39 @@ def replay_bytes(config: Mapping[str, Any]) -> int:
     return replay_transitions(config) * replay_bytes_per_transition(config)
 
 
+# MEMBER_OVERHEAD_BYTES was measured up to these sizes; beyond them a member's networks and update need more.
+MEASURED_HIDDEN_DIM, MEASURED_BATCH_SIZE, MEASURED_FEATURE_DIM = 1024, 256, 50
+# Activations an update keeps per row and hidden unit (actor and twin-critic MLPs, the target's, their backward
+# passes): an upper bound counted from agent/drqv2.py's five passes (two layers each, forward and backward).
+UPDATE_HIDDEN_ACTIVATIONS = 40
+
+
+def compute_bytes(config: Mapping[str, Any]) -> int:
+    """Memory of one member's networks and one update: parameters, gradients and Adam's two moments
+    (``network_numbers``), and the activations of a batch (hidden-wide, and the encoder's for pixels)."""
+    saved, trained = network_numbers(config)
+    weights = PARAM_BYTES * (saved + 3 * trained)
+    rows = int(config.get("batch_size", MEASURED_BATCH_SIZE))
+    hidden = int(config.get("hidden_dim", MEASURED_HIDDEN_DIM))
+    activations = PARAM_BYTES * rows * hidden * UPDATE_HIDDEN_ACTIVATIONS
+    if config.get("obs_type") == "pixels":
+        side = (IMAGE_SIZE - 3) // 2 + 1
+        activations += PARAM_BYTES * rows * ENCODER_CHANNELS * side * side * 4 * 3  # 4 convs; online, target, aug
+    return weights + activations
+
+
 def member_bytes(config: Mapping[str, Any]) -> int:
-    """Host memory of one member: its replay plus the fixed per-member overhead."""
+    """Host memory of one member: its replay plus the fixed per-member overhead (measured), plus what networks
+    and batches larger than the measured ones add (``compute_bytes``; issue #19: hidden_dim and batch_size of
+    a hundred thousand need hundreds of GiB, which the fixed overhead said fitted)."""
     overhead = MEMBER_OVERHEAD_BYTES.get(str(config.get("obs_type")), MEMBER_OVERHEAD_BYTES["pixels"])
-    return replay_bytes(config) + overhead
+    measured = {
+        **config,
+        "hidden_dim": min(int(config.get("hidden_dim", MEASURED_HIDDEN_DIM)), MEASURED_HIDDEN_DIM),
+        "batch_size": min(int(config.get("batch_size", MEASURED_BATCH_SIZE)), MEASURED_BATCH_SIZE),
+        "feature_dim": min(int(config.get("feature_dim", MEASURED_FEATURE_DIM)), MEASURED_FEATURE_DIM),
+    }
+    return replay_bytes(config) + overhead + max(0, compute_bytes(config) - compute_bytes(measured))
 
 
 def pack_bytes(configs: Sequence[Mapping[str, Any]]) -> int:
