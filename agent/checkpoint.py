@@ -131,7 +131,7 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int, owner: Map
     writer: _HashingWriter | None = None
     try:
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        partial.mkdir()  # never parents=True: a trial directory that vanished is not made again (issue #19)
         with open(partial / STATE_FILE, "wb") as handle:
             writer = _HashingWriter(handle)
             # torch.save needs only write() and flush(); its annotation (str | PathLike | IO[bytes]) is narrower.

@@ -229,11 +229,13 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, create_parent: bool = True) -> None:
     """Write via a temp file and rename, so a reader never sees half a file.  The file gets the mode an ordinary
     ``open`` would give it (0o666 less the umask): ``mkstemp`` makes it 0600, readable by its writer alone, and a
-    colleague's analysis or planner then reads the store as empty (issue #19)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    colleague's analysis or planner then reads the store as empty (issue #19).  ``create_parent=False``: a
+    missing directory is an error (FileNotFoundError), never made again (a trial directory that vanished)."""
+    if create_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
@@ -328,7 +330,9 @@ def write_status(out_dir: Path, status: TrialStatus) -> None:
     path = Path(out_dir) / STATUS_FILE
     text = json.dumps(status.to_json(), indent=2) + "\n"
     try:
-        atomic_write_text(path, text)
+        # Never into a trial directory made again: one renamed or deleted while its trial ran stays gone, and
+        # its trial is not recorded anywhere as finished (issue #19).
+        atomic_write_text(path, text, create_parent=False)
     except OSError as err:
         if not _overwrite_in_place(path, text):
             raise StoreWriteError(err, path, "the trial status") from err

@@ -156,3 +156,51 @@ def test_a_verified_checkpoint_that_does_not_fit_fails_once_then_runs_fresh(tmp_
     assert "next run starts from frame 0" in first.error and "\n" not in first.error
     again = run_trial(build_config(TINY), mine)
     assert again.state == store.COMPLETED and again.resumed_from_frame is None
+
+
+# ---------------------------------------------------------- case 4: a trial directory that moves while it runs
+class MoveAt:
+    """A sink that renames (or deletes) the trial directory once the trial logs ``frame``: someone else's hand."""
+
+    def __init__(self, out: Path, frame: int, delete: bool):
+        self.out, self.frame, self.delete, self.done = out, frame, delete, False
+
+    def log(self, frame: int, metrics: object) -> None:
+        if frame >= self.frame and not self.done:
+            self.done = True
+            if self.delete:
+                import shutil
+
+                shutil.rmtree(self.out)
+            else:
+                self.out.rename(self.out.with_name("moved"))
+
+    def checkpoint(self, frame: int, path: Path) -> None:
+        pass
+
+    def close(self, status: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["renamed", "deleted"])
+def test_a_trial_directory_that_vanishes_is_never_made_again_nor_completed(tmp_path: Path, delete: bool) -> None:
+    """Case 4: the trial's next write refuses in one line (never recreating the directory, never writing into
+    the moved one), nothing says completed, and the rerun runs the trial afresh in its place."""
+    from tests.faults.test_checkpoint_faults import metrics
+
+    out = tmp_path / "trial"
+    final = run_trial(build_config(TINY), out, sinks=[MoveAt(out, 1500, delete)])
+    assert final.state == store.INTERRUPTED and final.store_error, final
+    assert "moved or deleted while the trial ran" in (final.error or "") and str(out) in final.error
+    assert not out.exists()
+    if not delete:
+        moved = tmp_path / "moved"
+        assert store.read_status(moved).state == store.RUNNING  # as it was when it moved: never completed
+        assert max(int(r["frame"]) for r in store.read_metric_rows(moved / store.METRICS_FILE)) == 1500
+    reference = tmp_path / "reference"
+    assert run_trial(build_config(TINY), reference).state == store.COMPLETED
+    again = run_trial(build_config(TINY), out)
+    assert again.state == store.COMPLETED and again.resumed_from_frame is None
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(metrics(out), metrics(reference))
