@@ -6,12 +6,14 @@ A trial directory holds up to three checkpoint directories::
     checkpoint.prev/   the one before it, kept so that a damaged latest one has an intact fallback
     checkpoint.tmp/    one being written; complete (and then usable) only once its manifest exists
 
-Each holds ``state.pt`` and ``manifest.json`` = ``{"format": 2, "frame", "step", "files": {"state.pt":
-{"bytes", "sha256"}}}``.  The manifest is written last, so a directory with a manifest whose size and
-hash match is a whole checkpoint, and anything else is ignored.  ``state.pt`` is ``torch.save`` of
-plain containers, numbers, strings and tensors only (numpy arrays and scalars are stored as tensors
-with a tag, see ``to_plain``), read back with ``torch.load(weights_only=True)``: loading a checkpoint
-never runs code, so a shared store that someone else can write into cannot run code in our workers.
+Each holds ``state.pt``, ``replay.pt`` (the replay, when saved; a finished trial drops it, issue #19) and
+``manifest.json`` = ``{"format": 2, "frame", "step", "files": {"state.pt": {"bytes", "sha256"}, ...},
+"owner": {"trial_id", "layout"}}`` (``owner``: whose checkpoint it is, since issue #19).  The manifest is
+written last, so a directory with a manifest whose size and hash match is a whole checkpoint, and anything
+else is ignored.  ``state.pt`` and ``replay.pt`` are ``torch.save`` of plain containers, numbers, strings and
+tensors only (numpy arrays and scalars are stored as tensors with a tag, see ``to_plain``), read back with
+``torch.load(weights_only=True)``: loading a checkpoint never runs code, so a shared store that someone else
+can write into cannot run code in our workers.
 
 ``load_latest`` tries the latest checkpoint, then an unrenamed complete one, then the previous one; a
 damaged or untrusted checkpoint is moved aside to ``checkpoint.damaged/`` and named in the returned
@@ -42,6 +44,7 @@ from agent.store import open_regular, read_json_object
 FORMAT = 2  # 1: the pickled state.pt before issue #11 (no manifest)
 LATEST, PREVIOUS, PARTIAL, DAMAGED = "checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged"
 STATE_FILE = "state.pt"
+REPLAY_FILE = "replay.pt"  # the replay's arrays (absent: not saved, or dropped when the trial finished)
 MANIFEST_FILE = "manifest.json"
 _NDARRAY, _NPSCALAR = "__ndarray__", "__npscalar__"
 
@@ -128,31 +131,37 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int, owner: Map
     checkpoints are untouched."""
     out_dir = Path(out_dir)
     partial, latest, previous = out_dir / PARTIAL, out_dir / LATEST, out_dir / PREVIOUS
-    writer: _HashingWriter | None = None
+    writers: list[_HashingWriter] = []
+    # The replay in a file of its own: a finished trial drops it (prune_finished) without rewriting the rest.
+    parts = {STATE_FILE: {k: v for k, v in state.items() if k != "replay"}}
+    if state.get("replay") is not None:
+        parts[REPLAY_FILE] = state["replay"]
     try:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()  # never parents=True: a trial directory that vanished is not made again (issue #19)
-        with open(partial / STATE_FILE, "wb") as handle:
-            writer = _HashingWriter(handle)
-            # torch.save needs only write() and flush(); its annotation (str | PathLike | IO[bytes]) is narrower.
-            torch.save(to_plain(state), writer)  # type: ignore[arg-type]
-            handle.flush()
-            os.fsync(handle.fileno())
+        files = {}
+        for name, part in parts.items():
+            with open(partial / name, "wb") as handle:
+                writer = _HashingWriter(handle)
+                writers.append(writer)
+                # torch.save needs only write() and flush(); its annotation (str | PathLike | IO[bytes]) is narrower.
+                torch.save(to_plain(part), writer)  # type: ignore[arg-type]
+                handle.flush()
+                os.fsync(handle.fileno())
+            files[name] = {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}
         manifest = {
             "format": FORMAT,
             "frame": int(frame),
             "step": int(step),
-            "files": {STATE_FILE: {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}},
+            "files": files,
             **({"owner": dict(owner)} if owner is not None else {}),
         }
-        with open(partial / MANIFEST_FILE, "w") as handle:
-            handle.write(json.dumps(manifest, indent=1) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_manifest(partial, manifest)
     except Exception as err:
         shutil.rmtree(partial, ignore_errors=True)  # give the space back: the disk may be full
-        if not isinstance(err, OSError) and writer is not None and writer.error is not None:
-            raise writer.error from err  # the refused write, not torch's RuntimeError about it
+        refused = next((w.error for w in writers if w.error is not None), None)
+        if not isinstance(err, OSError) and refused is not None:
+            raise refused from err  # the refused write, not torch's RuntimeError about it
         raise
     # Two renames; a crash between them leaves PREVIOUS and a complete PARTIAL, both found by load_latest.
     if latest.exists():
@@ -161,6 +170,14 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int, owner: Map
     partial.rename(latest)
     _fsync_dir(out_dir)
     return latest
+
+
+def _write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
+    """The manifest, written last and durably: once it is there, the checkpoint is whole."""
+    with open(directory / MANIFEST_FILE, "w") as handle:
+        handle.write(json.dumps(manifest, indent=1) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 # --------------------------------------------------------------------------- reading
@@ -206,13 +223,21 @@ def verify(directory: Path) -> dict[str, Any]:
 
 def load(directory: Path) -> dict[str, Any]:
     """The state of the checkpoint in ``directory``, verified first and read without running code."""
-    verify(directory)
+    manifest = verify(directory)
+    state = _load_part(Path(directory) / STATE_FILE)
+    if REPLAY_FILE in manifest.get("files", {}):
+        state["replay"] = _load_part(Path(directory) / REPLAY_FILE)
+    elif "replay" not in state:
+        state["replay"] = None  # dropped when the trial finished (prune_finished), or never saved
+    return state
+
+
+def _load_part(path: Path) -> Any:
     try:
-        with os.fdopen(open_regular(Path(directory) / STATE_FILE), "rb") as handle:
-            state = torch.load(handle, map_location="cpu", weights_only=True)
+        with os.fdopen(open_regular(path), "rb") as handle:
+            return from_plain(torch.load(handle, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 - an unreadable file is one more damaged checkpoint
-        raise CheckpointError(f"{Path(directory) / STATE_FILE} unreadable: {type(err).__name__}: {err}") from err
-    return from_plain(state)
+        raise CheckpointError(f"{path} unreadable: {type(err).__name__}: {err}") from err
 
 
 @dataclass
@@ -316,11 +341,32 @@ def _set_aside(directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def prune_finished(out_dir: Path) -> None:
+def prune_finished(out_dir: Path, keep_replay: bool = False) -> None:
     """A finished trial keeps only its latest checkpoint (and a damaged one, for inspection): the previous one was
-    a fallback for resuming, which it never will."""
+    a fallback for resuming, which it never will.  Its replay goes too unless ``keep_replay`` (issue #19: a pixel
+    replay is GiBs that nobody resumes from); the weights, statistics and counters stay, so analysis can read them
+    and a longer run can continue from them (with an empty replay, as ``checkpoint_replay=false`` does)."""
     for name in (PREVIOUS, PARTIAL):
         shutil.rmtree(Path(out_dir) / name, ignore_errors=True)
+    if not keep_replay:
+        drop_replay(Path(out_dir) / LATEST)
+
+
+def drop_replay(directory: Path) -> None:
+    """Remove the replay from the checkpoint in ``directory``: its file goes, the manifest (rewritten atomically)
+    says so.  A checkpoint without a replay file, or not whole, is left as it is."""
+    manifest = read_manifest(directory)
+    if manifest is None or REPLAY_FILE not in manifest.get("files", {}):
+        return
+    files = {k: v for k, v in manifest["files"].items() if k != REPLAY_FILE}
+    staging = directory / (MANIFEST_FILE + ".tmp")
+    with open(staging, "w") as handle:
+        handle.write(json.dumps({**manifest, "files": files, "replay_dropped": True}, indent=1) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    staging.rename(directory / MANIFEST_FILE)  # first: a crash leaves a whole checkpoint either way
+    (directory / REPLAY_FILE).unlink(missing_ok=True)
+    _fsync_dir(directory)
 
 
 def frame_of(out_dir: Path) -> int | None:

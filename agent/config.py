@@ -277,6 +277,11 @@ class TrialFields(BaseModel):
     checkpoint_replay: bool = Field(
         True, description="include the replay buffer in checkpoints, so a resumed trial continues exactly"
     )
+    keep_replay: bool = Field(
+        False,
+        description="keep the replay in a finished trial's checkpoint (default: dropped when the trial finishes; "
+        "weights, statistics and counters stay); placement: never part of the trial id",
+    )
     # --- speed (same learning semantics) ---
     channels_last: bool = Field(True, description="run the conv encoder in channels_last memory format")
     frame_codec: FrameCodec = Field(

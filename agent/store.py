@@ -111,7 +111,7 @@ def trial_dir(results: Path, grid: str, tid: str) -> Path:
 
 
 # ------------------------------------------------------------------ ids
-PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads")
+PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads", "keep_replay")
 # Placement keys that change what a checkpoint holds (the replay's frame store): a checkpoint written under other
 # values is the same trial's but cannot be loaded, so it is not resumable (issue #19).
 STATE_LAYOUT_KEYS = ("frame_codec",)

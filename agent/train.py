@@ -653,7 +653,7 @@ def _run_members(
             if status.state == INTERRUPTED:  # metrics.csv holds rows to "frame"; a rerun resumes from here
                 status = replace(status, checkpoint_frame=checkpoint.frame_of(out_dir) or 0)
             elif status.state in FINISHED_STATUSES:
-                checkpoint.prune_finished(out_dir)
+                checkpoint.prune_finished(out_dir, keep_replay=configs[k].keep_replay)
             status = replace(status, wall_time_s=(status.wall_time_s or 0.0) + elapsed, finished_at=_now())
             try:
                 write_status(out_dir, status)

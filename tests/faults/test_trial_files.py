@@ -204,3 +204,37 @@ def test_a_trial_directory_that_vanishes_is_never_made_again_nor_completed(tmp_p
     import pandas as pd
 
     pd.testing.assert_frame_equal(metrics(out), metrics(reference))
+
+
+# ---------------------------------------------------------- case 10: a finished trial drops its replay
+@pytest.mark.parametrize("keep_replay", [False, True])
+def test_a_finished_trial_keeps_its_weights_and_drops_its_replay_unless_asked(
+    tmp_path: Path, keep_replay: bool
+) -> None:
+    """Case 10: the finished trial's one checkpoint holds its networks, statistics and counters, verified and
+    loadable; its replay file is gone unless keep_replay (a placement key: the trial id is the same)."""
+    from agent import checkpoint
+
+    out = tmp_path / "trial"
+    config = build_config({**TINY, "keep_replay": keep_replay})
+    assert run_trial(config, out).state == store.COMPLETED
+    latest = out / checkpoint.LATEST
+    assert (latest / checkpoint.REPLAY_FILE).exists() == keep_replay
+    assert not (out / checkpoint.PREVIOUS).exists()
+    state = checkpoint.load(latest)
+    assert state["agent"] and state["step"] and state["coverage"] is not None
+    assert (state["replay"] is not None) == keep_replay
+    assert store.trial_id(config.to_dict()) == store.trial_id(build_config(TINY).to_dict())
+
+
+def test_the_disk_plan_counts_finished_trials_without_their_replay() -> None:
+    """Case 10: the paper's hopper_hop pixel trial keeps ~4 GiB of replay in its checkpoint while it runs; a
+    finished one keeps a few MiB, or all of it with keep_replay."""
+    from orchestrator import packing
+
+    config = build_config(
+        {"task": "hopper_hop", "obs_type": "pixels", "num_frames": 3_100_000, "replay_capacity": 1_000_000}
+    ).to_dict()
+    assert packing.checkpoint_bytes(config) > 4 * 1024**3
+    assert packing.finished_checkpoint_bytes(config) < 128 * 1024**2  # networks and optimizer state
+    assert packing.finished_checkpoint_bytes({**config, "keep_replay": True}) == packing.checkpoint_bytes(config)
