@@ -241,6 +241,9 @@ def atomic_write_text(path: Path, text: str, create_parent: bool = True) -> None
         with os.fdopen(fd, "w") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(text)
+            handle.flush()
+            # durable before the rename: after a power loss the name never points at an empty file (#19)
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
