@@ -8,6 +8,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from agent import store
@@ -16,6 +17,16 @@ from agent.train import run_trial
 from tests.agent.test_train import TINY_STATES
 
 TINY = {**TINY_STATES, "num_frames": 2000}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """The metrics of an uninterrupted run of TINY: what every recovered trial must reproduce."""
+    from tests.faults.test_checkpoint_faults import metrics
+
+    out = tmp_path_factory.mktemp("reference")
+    assert run_trial(build_config(TINY), out).state == store.COMPLETED
+    return metrics(out)
 
 
 @pytest.fixture
@@ -93,7 +104,9 @@ def test_agent_train_refuses_a_directory_of_another_config(tmp_path: Path, capsy
     assert _snapshot(out) == before
 
 
-def test_a_checkpoint_of_another_config_is_set_aside_and_the_trial_starts_fresh(tmp_path: Path) -> None:
+def test_a_checkpoint_of_another_config_is_set_aside_and_the_trial_starts_fresh(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
     """Case 3: a checkpoint copied into the directory of another config (its config.yaml is right) says whose
     it is: it is set aside with one note and the trial runs from frame 0, equal to an uninterrupted run."""
     import shutil
@@ -101,8 +114,6 @@ def test_a_checkpoint_of_another_config_is_set_aside_and_the_trial_starts_fresh(
     from agent import checkpoint
     from tests.faults.test_checkpoint_faults import metrics
 
-    reference = tmp_path / "reference"
-    assert run_trial(build_config(TINY), reference).state == store.COMPLETED
     other, mine = tmp_path / "other", tmp_path / "mine"
     _interrupted(other, {"lr": 3e-4})
     _interrupted(mine)
@@ -114,9 +125,7 @@ def test_a_checkpoint_of_another_config_is_set_aside_and_the_trial_starts_fresh(
     [fallback] = final.checkpoint_fallbacks
     assert "checkpoint of another config" in fallback["note"] and "restarts from frame 0" in fallback["note"]
     assert (mine / checkpoint.DAMAGED).is_dir()
-    import pandas as pd
-
-    pd.testing.assert_frame_equal(metrics(mine), metrics(reference))
+    pd.testing.assert_frame_equal(metrics(mine), reference)
 
 
 def test_a_checkpoint_of_another_state_layout_is_not_resumable(tmp_path: Path) -> None:
@@ -183,7 +192,9 @@ class MoveAt:
 
 
 @pytest.mark.parametrize("delete", [False, True], ids=["renamed", "deleted"])
-def test_a_trial_directory_that_vanishes_is_never_made_again_nor_completed(tmp_path: Path, delete: bool) -> None:
+def test_a_trial_directory_that_vanishes_is_never_made_again_nor_completed(
+    tmp_path: Path, delete: bool, reference: pd.DataFrame
+) -> None:
     """Case 4: the trial's next write refuses in one line (never recreating the directory, never writing into
     the moved one), nothing says completed, and the rerun runs the trial afresh in its place."""
     from tests.faults.test_checkpoint_faults import metrics
@@ -197,13 +208,9 @@ def test_a_trial_directory_that_vanishes_is_never_made_again_nor_completed(tmp_p
         moved = tmp_path / "moved"
         assert store.read_status(moved).state == store.RUNNING  # as it was when it moved: never completed
         assert max(int(r["frame"]) for r in store.read_metric_rows(moved / store.METRICS_FILE)) == 1500
-    reference = tmp_path / "reference"
-    assert run_trial(build_config(TINY), reference).state == store.COMPLETED
     again = run_trial(build_config(TINY), out)
     assert again.state == store.COMPLETED and again.resumed_from_frame is None
-    import pandas as pd
-
-    pd.testing.assert_frame_equal(metrics(out), metrics(reference))
+    pd.testing.assert_frame_equal(metrics(out), reference)
 
 
 # ---------------------------------------------------------- case 10: a finished trial drops its replay
