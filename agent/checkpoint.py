@@ -234,8 +234,12 @@ def load(directory: Path) -> dict[str, Any]:
 
 def _load_part(path: Path) -> Any:
     try:
-        with os.fdopen(open_regular(path), "rb") as handle:
-            return from_plain(torch.load(handle, map_location="cpu", weights_only=True))
+        with os.fdopen(open_regular(path), "rb") as handle:  # a FIFO planted as the file would block open()
+            # By its descriptor's path where there is one: torch reads a path with its own (fast) file reader,
+            # and this one is the regular file just checked, whatever the name points at now.
+            proc = Path(f"/proc/self/fd/{handle.fileno()}")
+            source: Any = proc if proc.exists() else handle
+            return from_plain(torch.load(source, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 - an unreadable file is one more damaged checkpoint
         raise CheckpointError(f"{path} unreadable: {type(err).__name__}: {err}") from err
 
