@@ -76,7 +76,7 @@ constraints: ## refresh constraints.txt: pin every package .venv holds (pip free
 test: install ## run the test suite (what CI runs; the slow fault-injection tests are in test-faults)
 	$(PY) -m pytest -q -m "not faults_slow"
 
-test-faults: install ## the slow fault-injection tests (killed driver, full disk; ~4 min, root with mount rights)
+test-faults: install ## the slow fault-injection tests (killed driver, full disk, SIGTERM/double Ctrl-C to a pack; ~6 min, root with mount rights)
 	$(PY) -m pytest -q -m faults_slow
 
 # All three gates run, so one pass shows every finding; the target fails if any of them fails.

@@ -6,12 +6,14 @@ A trial directory holds up to three checkpoint directories::
     checkpoint.prev/   the one before it, kept so that a damaged latest one has an intact fallback
     checkpoint.tmp/    one being written; complete (and then usable) only once its manifest exists
 
-Each holds ``state.pt`` and ``manifest.json`` = ``{"format": 2, "frame", "step", "files": {"state.pt":
-{"bytes", "sha256"}}}``.  The manifest is written last, so a directory with a manifest whose size and
-hash match is a whole checkpoint, and anything else is ignored.  ``state.pt`` is ``torch.save`` of
-plain containers, numbers, strings and tensors only (numpy arrays and scalars are stored as tensors
-with a tag, see ``to_plain``), read back with ``torch.load(weights_only=True)``: loading a checkpoint
-never runs code, so a shared store that someone else can write into cannot run code in our workers.
+Each holds ``state.pt``, ``replay.pt`` (the replay, when saved; a finished trial drops it, issue #19) and
+``manifest.json`` = ``{"format": 2, "frame", "step", "files": {"state.pt": {"bytes", "sha256"}, ...},
+"owner": {"trial_id", "layout"}}`` (``owner``: whose checkpoint it is, since issue #19).  The manifest is
+written last, so a directory with a manifest whose size and hash match is a whole checkpoint, and anything
+else is ignored.  ``state.pt`` and ``replay.pt`` are ``torch.save`` of plain containers, numbers, strings and
+tensors only (numpy arrays and scalars are stored as tensors with a tag, see ``to_plain``), read back with
+``torch.load(weights_only=True)``: loading a checkpoint never runs code, so a shared store that someone else
+can write into cannot run code in our workers.
 
 ``load_latest`` tries the latest checkpoint, then an unrenamed complete one, then the previous one; a
 damaged or untrusted checkpoint is moved aside to ``checkpoint.damaged/`` and named in the returned
@@ -29,7 +31,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,11 +39,12 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from agent.store import read_json_object
+from agent.store import open_regular, read_json_object
 
 FORMAT = 2  # 1: the pickled state.pt before issue #11 (no manifest)
 LATEST, PREVIOUS, PARTIAL, DAMAGED = "checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged"
 STATE_FILE = "state.pt"
+REPLAY_FILE = "replay.pt"  # the replay's arrays (absent: not saved, or dropped when the trial finished)
 MANIFEST_FILE = "manifest.json"
 _NDARRAY, _NPSCALAR = "__ndarray__", "__npscalar__"
 
@@ -119,37 +122,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
+def save(out_dir: Path, state: dict[str, Any], frame: int, step: int, owner: Mapping[str, Any] | None = None) -> Path:
     """Write ``state`` as the trial's latest checkpoint; the latest one before it becomes the previous one.
+    ``owner`` (``agent.store.checkpoint_owner`` of the trial's config) goes into the manifest: a checkpoint says
+    whose it is, and ``load_latest`` never adopts another config's (issue #19).
 
     Raises the ``OSError`` of a write the disk refused, after removing the partial directory; the existing
     checkpoints are untouched."""
     out_dir = Path(out_dir)
     partial, latest, previous = out_dir / PARTIAL, out_dir / LATEST, out_dir / PREVIOUS
-    writer: _HashingWriter | None = None
+    writers: list[_HashingWriter] = []
+    # The replay in a file of its own: a finished trial drops it (prune_finished) without rewriting the rest.
+    parts = {STATE_FILE: {k: v for k, v in state.items() if k != "replay"}}
+    if state.get("replay") is not None:
+        parts[REPLAY_FILE] = state["replay"]
     try:
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        with open(partial / STATE_FILE, "wb") as handle:
-            writer = _HashingWriter(handle)
-            # torch.save needs only write() and flush(); its annotation (str | PathLike | IO[bytes]) is narrower.
-            torch.save(to_plain(state), writer)  # type: ignore[arg-type]
-            handle.flush()
-            os.fsync(handle.fileno())
+        partial.mkdir()  # never parents=True: a trial directory that vanished is not made again (issue #19)
+        files = {}
+        for name, part in parts.items():
+            with open(partial / name, "wb") as handle:
+                writer = _HashingWriter(handle)
+                writers.append(writer)
+                # torch.save needs only write() and flush(); its annotation (str | PathLike | IO[bytes]) is narrower.
+                torch.save(to_plain(part), writer)  # type: ignore[arg-type]
+                handle.flush()
+                os.fsync(handle.fileno())
+            files[name] = {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}
         manifest = {
             "format": FORMAT,
             "frame": int(frame),
             "step": int(step),
-            "files": {STATE_FILE: {"bytes": writer.bytes, "sha256": writer.sha256.hexdigest()}},
+            "files": files,
+            **({"owner": dict(owner)} if owner is not None else {}),
         }
-        with open(partial / MANIFEST_FILE, "w") as handle:
-            handle.write(json.dumps(manifest, indent=1) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_manifest(partial, manifest)
     except Exception as err:
         shutil.rmtree(partial, ignore_errors=True)  # give the space back: the disk may be full
-        if not isinstance(err, OSError) and writer is not None and writer.error is not None:
-            raise writer.error from err  # the refused write, not torch's RuntimeError about it
+        refused = next((w.error for w in writers if w.error is not None), None)
+        if not isinstance(err, OSError) and refused is not None:
+            raise refused from err  # the refused write, not torch's RuntimeError about it
         raise
     # Two renames; a crash between them leaves PREVIOUS and a complete PARTIAL, both found by load_latest.
     if latest.exists():
@@ -160,6 +172,14 @@ def save(out_dir: Path, state: dict[str, Any], frame: int, step: int) -> Path:
     return latest
 
 
+def _write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
+    """The manifest, written last and durably: once it is there, the checkpoint is whole."""
+    with open(directory / MANIFEST_FILE, "w") as handle:
+        handle.write(json.dumps(manifest, indent=1) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 # --------------------------------------------------------------------------- reading
 def read_manifest(directory: Path) -> dict[str, Any] | None:
     return read_json_object(Path(directory) / MANIFEST_FILE)
@@ -167,7 +187,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 def _file_sha256(path: Path) -> tuple[int, str]:
     sha256, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular(path), "rb") as handle:  # a FIFO planted as state.pt would block open()
         while chunk := handle.read(1 << 24):
             sha256.update(chunk)
             size += len(chunk)
@@ -203,12 +223,25 @@ def verify(directory: Path) -> dict[str, Any]:
 
 def load(directory: Path) -> dict[str, Any]:
     """The state of the checkpoint in ``directory``, verified first and read without running code."""
-    verify(directory)
+    manifest = verify(directory)
+    state = _load_part(Path(directory) / STATE_FILE)
+    if REPLAY_FILE in manifest.get("files", {}):
+        state["replay"] = _load_part(Path(directory) / REPLAY_FILE)
+    elif "replay" not in state:
+        state["replay"] = None  # dropped when the trial finished (prune_finished), or never saved
+    return state
+
+
+def _load_part(path: Path) -> Any:
     try:
-        state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+        with os.fdopen(open_regular(path), "rb") as handle:  # a FIFO planted as the file would block open()
+            # By its descriptor's path where there is one: torch reads a path with its own (fast) file reader,
+            # and this one is the regular file just checked, whatever the name points at now.
+            proc = Path(f"/proc/self/fd/{handle.fileno()}")
+            source: Any = proc if proc.exists() else handle
+            return from_plain(torch.load(source, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 - an unreadable file is one more damaged checkpoint
-        raise CheckpointError(f"{Path(directory) / STATE_FILE} unreadable: {type(err).__name__}: {err}") from err
-    return from_plain(state)
+        raise CheckpointError(f"{path} unreadable: {type(err).__name__}: {err}") from err
 
 
 @dataclass
@@ -226,12 +259,37 @@ def candidates(out_dir: Path) -> Iterator[Path]:
             yield Path(out_dir) / name
 
 
-def load_latest(out_dir: Path) -> Loaded:
-    """The newest intact checkpoint of a trial; damaged ones are moved to ``checkpoint.damaged/``."""
+def foreign_reason(directory: Path, manifest: Mapping[str, Any] | None, owner: Mapping[str, Any] | None) -> str | None:
+    """Why the checkpoint in ``directory`` is not this trial's to resume (None: it is, or it does not say whose it
+    is: written before issue #19).  Another trial id: another config's checkpoint; the same trial with another
+    state layout (``agent.store.STATE_LAYOUT_KEYS``, e.g. ``frame_codec``): its replay cannot be loaded."""
+    theirs = (manifest or {}).get("owner")
+    if owner is None or not isinstance(theirs, dict):
+        return None
+    if theirs.get("trial_id") != owner.get("trial_id"):
+        return (
+            f"{directory} is the checkpoint of another config (trial {str(theirs.get('trial_id'))[:40]!r}, "
+            f"this one is {owner.get('trial_id')}): not adopted"
+        )
+    layout, mine = theirs.get("layout") or {}, owner.get("layout") or {}
+    differ = [f"{k}={layout.get(k)!r}, this run {v!r}" for k, v in mine.items() if layout.get(k, v) != v]
+    if differ:
+        return f"{directory} was written with {'; '.join(differ)}: its state cannot be loaded, not resumable"
+    return None
+
+
+def load_latest(out_dir: Path, owner: Mapping[str, Any] | None = None) -> Loaded:
+    """The newest intact checkpoint of a trial; damaged ones, and (given ``owner``) another config's or one
+    of another state layout (``foreign_reason``), are moved to ``checkpoint.damaged/``."""
     out_dir = Path(out_dir)
     found: list[tuple[int, Path, dict[str, Any]]] = []
     notes: list[str] = []
     for directory in candidates(out_dir):
+        foreign = foreign_reason(directory, read_manifest(directory), owner)
+        if foreign is not None:  # decided from the manifest: a multi-GB state is not read to be refused
+            notes.append(foreign)
+            _set_aside(directory)
+            continue
         try:
             state = load(directory)
         except CheckpointError as err:
@@ -256,6 +314,27 @@ def load_latest(out_dir: Path) -> Loaded:
     return Loaded(state, source, ["; ".join([*notes, f"resumed from {source}/ (frame {frame})"])] if notes else [])
 
 
+class NotApplicable(CheckpointError):
+    """A verified checkpoint whose state does not fit this trial's networks or replay (written before its
+    manifest said whose it is, issue #19): set aside, so the next run starts fresh instead of failing again."""
+
+
+def apply_or_set_aside(apply: Callable[[], None], out_dirs: Sequence[Path]) -> None:
+    """``apply()`` (loading the checkpoints' states into a trainer); when it raises, every checkpoint of
+    ``out_dirs`` is set aside and NotApplicable says so, once, in one line."""
+    try:
+        apply()
+    except Exception as err:  # noqa: BLE001 - any misfit (shapes, keys, types) is the same: not resumable
+        for out_dir in out_dirs:
+            for directory in list(candidates(out_dir)):
+                _set_aside(directory)
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise NotApplicable(
+            f"the checkpoint verified but does not fit this config ({detail}): set aside as {DAMAGED}/, "
+            f"the next run starts from frame 0"
+        ) from err
+
+
 def _set_aside(directory: Path) -> None:
     """Keep one damaged checkpoint for inspection, out of the way of the next save."""
     target = directory.parent / DAMAGED
@@ -266,11 +345,32 @@ def _set_aside(directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def prune_finished(out_dir: Path) -> None:
+def prune_finished(out_dir: Path, keep_replay: bool = False) -> None:
     """A finished trial keeps only its latest checkpoint (and a damaged one, for inspection): the previous one was
-    a fallback for resuming, which it never will."""
+    a fallback for resuming, which it never will.  Its replay goes too unless ``keep_replay`` (issue #19: a pixel
+    replay is GiBs that nobody resumes from); the weights, statistics and counters stay, so analysis can read them
+    and a longer run can continue from them (with an empty replay, as ``checkpoint_replay=false`` does)."""
     for name in (PREVIOUS, PARTIAL):
         shutil.rmtree(Path(out_dir) / name, ignore_errors=True)
+    if not keep_replay:
+        drop_replay(Path(out_dir) / LATEST)
+
+
+def drop_replay(directory: Path) -> None:
+    """Remove the replay from the checkpoint in ``directory``: its file goes, the manifest (rewritten atomically)
+    says so.  A checkpoint without a replay file, or not whole, is left as it is."""
+    manifest = read_manifest(directory)
+    if manifest is None or REPLAY_FILE not in manifest.get("files", {}):
+        return
+    files = {k: v for k, v in manifest["files"].items() if k != REPLAY_FILE}
+    staging = directory / (MANIFEST_FILE + ".tmp")
+    with open(staging, "w") as handle:
+        handle.write(json.dumps({**manifest, "files": files, "replay_dropped": True}, indent=1) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    staging.rename(directory / MANIFEST_FILE)  # first: a crash leaves a whole checkpoint either way
+    (directory / REPLAY_FILE).unlink(missing_ok=True)
+    _fsync_dir(directory)
 
 
 def frame_of(out_dir: Path) -> int | None:

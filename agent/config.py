@@ -81,6 +81,10 @@ GROUP_BUDGETS: dict[str, dict[str, tuple[int, str]]] = {
 MAX_BUFFER_MIX_RATIO = 4.0
 
 
+EVAL_SEED_OFFSET = 100_000  # the evaluation environment's seed is the trial's seed + this (agent/train.py)
+MAX_SEED = 2**32 - 1 - EVAL_SEED_OFFSET  # numpy's and dm_control's seeds are 32-bit unsigned
+
+
 class ConfigError(ValueError):
     """A trial config that cannot run; the message names key, value and what is allowed."""
 
@@ -133,7 +137,13 @@ class TrialFields(BaseModel):
     num_frames: Int = Field(
         3_100_000, ge=1, description="environment frames to train for (action repeat included); the task preset sets it"
     )
-    seed: Int = Field(1, description="seed for torch, numpy, replay sampling and the environment")
+    seed: Int = Field(
+        1,
+        ge=0,
+        le=MAX_SEED,
+        description=f"seed for torch, numpy, replay sampling and the environment (0 to {MAX_SEED}; the evaluation "
+        f"environment uses seed + {EVAL_SEED_OFFSET:,}, and numpy seeds are below 2**32)",
+    )
     device: Device = Field("cpu", description="torch device: cpu, cuda or cuda:N")
     torch_threads: Int = Field(
         0,
@@ -266,6 +276,11 @@ class TrialFields(BaseModel):
     )
     checkpoint_replay: bool = Field(
         True, description="include the replay buffer in checkpoints, so a resumed trial continues exactly"
+    )
+    keep_replay: bool = Field(
+        False,
+        description="keep the replay in a finished trial's checkpoint (default: dropped when the trial finishes; "
+        "weights, statistics and counters stay); placement: never part of the trial id",
     )
     # --- speed (same learning semantics) ---
     channels_last: bool = Field(True, description="run the conv encoder in channels_last memory format")

@@ -197,10 +197,12 @@ def _eval_reply(step: Any, mine: dict[str, np.ndarray]) -> tuple[float, bool]:
     return float(step.reward), bool(step.last)
 
 
-def _save_checkpoint(world: MemberWorld, loop_state: dict[str, Any], out_dir: str, frame: int, step: int) -> str:
+def _save_checkpoint(
+    world: MemberWorld, loop_state: dict[str, Any], out_dir: str, frame: int, step: int, owner: Any
+) -> str:
     from agent import checkpoint  # torch, on the CPU only: the worker never touches CUDA
 
-    return str(checkpoint.save(Path(out_dir), {**loop_state, **world.state_dict()}, frame, step))
+    return str(checkpoint.save(Path(out_dir), {**loop_state, **world.state_dict()}, frame, step, owner=owner))
 
 
 # --------------------------------------------------------------------------- the trainer's side
@@ -294,10 +296,10 @@ class WorkerWorld:
     def load(self, state: dict[str, Any]) -> Reply:
         return self.send("load", state)
 
-    def save_checkpoint(self, loop_state: dict[str, Any], out_dir: Path, frame: int, step: int) -> Reply:
+    def save_checkpoint(self, loop_state: dict[str, Any], out_dir: Path, frame: int, step: int, owner: Any) -> Reply:
         """The worker adds its world's part (coverage, streams, replay) and writes the checkpoint itself: the
         replay never crosses a pipe."""
-        return self.send("checkpoint", loop_state, str(out_dir), frame, step, convert=Path)
+        return self.send("checkpoint", loop_state, str(out_dir), frame, step, owner, convert=Path)
 
     def _stepped(self, report: StepReport) -> StepReport:
         self.last = report.last

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from agent import metrics as m
-from agent.config import TrialConfig
+from agent.config import EVAL_SEED_OFFSET, TrialConfig
 from agent.replay import ReplayBuffer
 from envs import Step, make_env
 
@@ -57,7 +57,7 @@ class MemberWorld:
     def __init__(self, config: TrialConfig):
         c = self.config = config
         self.env = make_env(c.task, c.obs_type, c.seed, c.action_repeat, c.frame_stack)
-        self.eval_env = make_env(c.task, c.obs_type, c.seed + 100_000, c.action_repeat, c.frame_stack)
+        self.eval_env = make_env(c.task, c.obs_type, c.seed + EVAL_SEED_OFFSET, c.action_repeat, c.frame_stack)
         agent_steps = math.ceil(c.num_frames / c.action_repeat)
         # Never allocate more slots than the trial can fill: 1M pixel slots are 21 GB.
         capacity = min(c.replay_capacity, agent_steps + 2 * c.frame_stack + 2)
@@ -270,11 +270,11 @@ class LocalWorld:
     def load(self, state: dict[str, Any]) -> Any:
         return self._call(self.world.load_state_dict, state)
 
-    def save_checkpoint(self, loop_state: dict[str, Any], out_dir: Path, frame: int, step: int) -> Done:
+    def save_checkpoint(self, loop_state: dict[str, Any], out_dir: Path, frame: int, step: int, owner: Any) -> Done:
         from agent import checkpoint
 
         state = {**loop_state, **self._call(self.world.state_dict).result()}
-        return Done(checkpoint.save(out_dir, state, frame, step))
+        return Done(checkpoint.save(out_dir, state, frame, step, owner=owner))
 
     def close(self) -> None:
         self._call(self.world.close).result()

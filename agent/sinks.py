@@ -8,8 +8,10 @@ The store's layout, ids and statuses are agent/store.py's.
 from __future__ import annotations
 
 import csv
+import errno
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +27,15 @@ class MetricSink(Protocol):
     def checkpoint(self, frame: int, path: Path) -> None: ...
 
     def close(self, status: TrialStatus) -> None: ...
+
+
+def sync_before_checkpoint(sinks: Sequence[MetricSink]) -> None:
+    """Make every row logged so far durable before a checkpoint is written (issue #19): checkpoints are fsynced,
+    so after a power loss a checkpoint newer than the metrics on disk would resume past rows that are gone."""
+    for sink in sinks:
+        sync = getattr(sink, "sync", None)  # only sinks that own files (DiskSink); a view has nothing to sync
+        if sync is not None:
+            sync()
 
 
 def write_config(out_dir: Path, config: Mapping[str, Any]) -> None:
@@ -65,7 +76,20 @@ class DiskSink:
         except OSError as err:
             raise StoreWriteError(err, self.path, "the metrics truncated to the checkpoint") from err
 
+    def _check_in_place(self, what: str) -> None:
+        """The open metrics.csv is still the trial directory's: a directory renamed or deleted while the trial
+        runs would otherwise take every later row with it, and the trial would end "completed" with no data in
+        its place (issue #19)."""
+        try:
+            same = os.path.samestat(os.fstat(self._handle.fileno()), os.stat(self.path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            gone = OSError(errno.ENOENT, "the trial directory was moved or deleted while the trial ran", str(self.path))
+            raise StoreWriteError(gone, self.path, what)
+
     def log(self, frame: int, metrics: Mapping[str, float]) -> None:
+        self._check_in_place(f"the metrics row of frame {int(frame)}")
         row: dict[str, int | str] = {"frame": int(frame)}
         for key, value in metrics.items():
             row[key] = "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
@@ -74,6 +98,15 @@ class DiskSink:
             self._handle.flush()
         except OSError as err:
             raise StoreWriteError(err, self.path, f"the metrics row of frame {int(frame)}") from err
+
+    def sync(self) -> None:
+        """metrics.csv on stable storage (flushed at every row, fsynced here: before each checkpoint)."""
+        self._check_in_place("the metrics synced before a checkpoint")
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as err:
+            raise StoreWriteError(err, self.path, "the metrics synced before a checkpoint") from err
 
     def checkpoint(self, frame: int, path: Path) -> None:
         pass

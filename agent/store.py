@@ -20,6 +20,8 @@ import errno
 import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
 import typing
 from collections.abc import Callable, Mapping
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bn_modes import DEFAULT_BN_MODE, step_is_train
+from agent.yamlio import YamlError, load_yaml
 
 # ------------------------------------------------------------------ layout
 CONFIG_FILE = "config.yaml"
@@ -86,7 +89,20 @@ LOCK_FILE = ".sweep.lock"
 CHECKPOINT_META = ".metadata.json"  # the frame of a checkpoint (ray.tune.Checkpoint.set_metadata writes it)
 
 
+# A grid's name is a directory of the store and a file name under `bnsweep figures --out`: one plain path
+# component, visible to analysis (which skips names starting with "." or "_": Ray's and the sweep's own).
+PLAIN_NAME_RULE = "a letter or digit, then letters, digits, '.', '_' or '-', at most 100 characters"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def is_plain_name(name: object) -> bool:
+    """Whether ``name`` may name a grid (``PLAIN_NAME_RULE``): never a path (``..``, ``/``, absolute), never hidden."""
+    return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None
+
+
 def grid_dir(results: Path, grid: str) -> Path:
+    if not is_plain_name(grid):  # the planner and the trainable build every path through here
+        raise ValueError(f"grid name {grid!r} is not a plain name ({PLAIN_NAME_RULE})")
     return Path(results) / grid
 
 
@@ -95,7 +111,10 @@ def trial_dir(results: Path, grid: str, tid: str) -> Path:
 
 
 # ------------------------------------------------------------------ ids
-PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads", "member_processes")
+PLACEMENT_KEYS = ("device", "torch_threads", "frame_codec", "env_threads", "member_processes", "keep_replay")
+# Placement keys that change what a checkpoint holds (the replay's frame store): a checkpoint written under other
+# values is the same trial's but cannot be loaded, so it is not resumable (issue #19).
+STATE_LAYOUT_KEYS = ("frame_codec",)
 # Keys added after results were first stored: at these values they are left out of trial and
 # cell identities, so every trial stored before the key existed keeps its id. Each value is the one
 # that computes and measures what a trial did before the key existed.
@@ -148,6 +167,35 @@ def trial_id(config: Mapping[str, Any]) -> str:
     return config_digest(identity_config(config))
 
 
+def checkpoint_owner(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Whose a checkpoint is, written into its manifest: the trial id and the values of STATE_LAYOUT_KEYS."""
+    return {"trial_id": trial_id(config), "layout": {key: config.get(key) for key in STATE_LAYOUT_KEYS}}
+
+
+class ForeignTrialDir(ValueError):
+    """A trial directory that holds another trial's results (its config.yaml has another trial id)."""
+
+
+def check_trial_dir_owner(out_dir: Path, config: Mapping[str, Any]) -> None:
+    """Raise ForeignTrialDir when ``out_dir`` holds another config's trial: resuming there would adopt its
+    checkpoint and rows.  The message names the directory and the keys that differ.  No config.yaml (a new
+    directory) or an unreadable one (its checkpoints' manifests still say whose they are) passes."""
+    try:
+        stored = read_config(Path(out_dir))
+    except (OSError, ValueError):
+        return
+    if trial_id(stored) == trial_id(config):
+        return
+    mine, theirs = identity_config(config), identity_config(stored)
+    differ = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+    shown = ", ".join(f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here" for k in differ[:3])
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    raise ForeignTrialDir(
+        f"{out_dir} holds another trial's results (trial {trial_id(stored)}; its {CONFIG_FILE} differs in "
+        f"{shown}{more}); nothing was written: choose another out= directory, or remove that one"
+    )
+
+
 def cell_id(config: Mapping[str, Any]) -> str:
     """The trial hash without the seed: one id per experimental condition (task included)."""
     return config_digest({k: v for k, v in identity_config(config).items() if k != "seed"})
@@ -167,13 +215,35 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only be read by setting it, which races
+    with other threads creating files); from /proc where there is one."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str, create_parent: bool = True) -> None:
+    """Write via a temp file and rename, so a reader never sees half a file.  The file gets the mode an ordinary
+    ``open`` would give it (0o666 less the umask): ``mkstemp`` makes it 0600, readable by its writer alone, and a
+    colleague's analysis or planner then reads the store as empty (issue #19).  ``create_parent=False``: a
+    missing directory is an error (FileNotFoundError), never made again (a trial directory that vanished)."""
+    if create_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             handle.write(text)
+            handle.flush()
+            # durable before the rename: after a power loss the name never points at an empty file (#19)
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -263,7 +333,9 @@ def write_status(out_dir: Path, status: TrialStatus) -> None:
     path = Path(out_dir) / STATUS_FILE
     text = json.dumps(status.to_json(), indent=2) + "\n"
     try:
-        atomic_write_text(path, text)
+        # Never into a trial directory made again: one renamed or deleted while its trial ran stays gone, and
+        # its trial is not recorded anywhere as finished (issue #19).
+        atomic_write_text(path, text, create_parent=False)
     except OSError as err:
         if not _overwrite_in_place(path, text):
             raise StoreWriteError(err, path, "the trial status") from err
@@ -283,14 +355,80 @@ def _overwrite_in_place(path: Path, text: str) -> bool:
         return False
 
 
-def read_json_object(path: Path) -> dict[str, Any] | None:
-    """A JSON file holding an object, or None when it is missing, unreadable, torn or something else: every
-    JSON file of the store (status, trial.json, manifests) is read so, and a bad one never stops a reader."""
+# The largest small file (status.json, trial.json, config.yaml, a manifest) a reader takes from a store: the
+# worker writes a few KiB; a larger one was put there by someone else and costs its trial, not the reader's memory.
+MAX_SMALL_FILE_BYTES = 1 << 20
+
+
+class NotARegularFile(OSError):
+    """A store path that is not a regular file (a FIFO, a device, a socket, a directory): never read, since
+    reading a FIFO blocks forever (issue #19); or a small file too large to be the worker's."""
+
+    def __init__(self, path: Path | str, what: str):
+        super().__init__(errno.EINVAL, what, str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
+def open_regular(path: Path | str) -> int:
+    """A read-only descriptor of ``path`` once it is known to be a regular file.  O_NONBLOCK: opening a FIFO
+    with no writer would otherwise block before fstat could look at it.  Raises NotARegularFile (an OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        value = json.loads(Path(path).read_text())
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, f"{_file_kind(mode)}, not a regular file: not read")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular_bytes(path: Path | str, limit: int | None = None) -> bytes:
+    """The bytes of a regular file (see ``open_regular``); over ``limit`` bytes raises NotARegularFile."""
+    with os.fdopen(open_regular(path), "rb") as handle:
+        if limit is not None and os.fstat(handle.fileno()).st_size > limit:
+            raise NotARegularFile(path, f"larger than {limit:,} bytes: not read")
+        return handle.read()
+
+
+def read_regular_text(path: Path | str, limit: int | None = None) -> str:
+    """Text (UTF-8) of a regular file; a file that is not text raises UnicodeDecodeError (a ValueError)."""
+    return read_regular_bytes(path, limit).decode()
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file holding an object, or None when it is missing, unreadable, torn, not a regular file or
+    something else: every JSON file of the store (status, trial.json, manifests) is read so, and a bad one never
+    stops a reader."""
+    try:
+        value = json.loads(read_regular_text(path, MAX_SMALL_FILE_BYTES))
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def read_config(out_dir: Path) -> dict[str, Any]:
+    """A trial's ``config.yaml`` as a mapping.  Raises OSError (missing, unreadable, not a regular file) or
+    ValueError (not text, not YAML, an alias bomb, not a mapping), each saying what is wrong."""
+    path = Path(out_dir) / CONFIG_FILE
+    try:
+        text = read_regular_text(path, MAX_SMALL_FILE_BYTES)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not text") from None
+    value = load_yaml(text, str(path), strict=False)
+    if not isinstance(value, dict):
+        raise YamlError(f"{path}: a {type(value).__name__}, not a mapping of config keys")
+    return value
 
 
 def read_status(out_dir: Path) -> TrialStatus | None:
@@ -326,7 +464,7 @@ def read_trial_meta(out_dir: Path) -> dict[str, Any] | None:
 def read_metric_rows(path: Path) -> list[dict[str, str]]:
     """The complete rows of a metrics.csv: a last line cut short (a crash or a full disk in mid-write)
     and rows with the wrong number of fields are left out."""
-    text = Path(path).read_text()
+    text = read_regular_text(path)
     lines = text.split("\n")
     if lines and lines[-1] != "":
         lines = lines[:-1]  # no newline after it: the write never finished
@@ -347,7 +485,8 @@ def checkpoint_frame(out_dir: Path) -> int | None:
     if frame is not None:
         return frame
     try:
-        return int(json.loads((Path(out_dir) / CHECKPOINT_DIR / CHECKPOINT_META).read_text())["frame"])
+        marker = Path(out_dir) / CHECKPOINT_DIR / CHECKPOINT_META
+        return int(json.loads(read_regular_text(marker, MAX_SMALL_FILE_BYTES))["frame"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -23,27 +23,32 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import yaml
 
 from agent import checkpoint
 from agent import metrics as m
 from agent.allocator import keep_freed_memory
 from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
+from agent.interrupts import Interrupted, interrupt_once
 from agent.member_process import WorkerError, WorkerPack, WorkerWorld
 from agent.member_world import WORLD_KEYS, Done, LocalWorld, StepReport, WorldSpec
-from agent.sinks import DiskSink, MetricSink, write_config
+from agent.sinks import DiskSink, MetricSink, sync_before_checkpoint, write_config
 from agent.store import (
     COMPLETED,
     FAILED,
     FINISHED_STATUSES,
     INTERRUPTED,
     RUNNING,
+    ForeignTrialDir,
     StoreWriteError,
     TrialStatus,
+    check_trial_dir_owner,
+    checkpoint_owner,
+    read_regular_text,
     read_status,
     write_status,
 )
+from agent.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 from envs.render_device import select_render_device
 
 
@@ -501,10 +506,12 @@ class Trainer:
             "next_q_bias_frame": self.next_q_bias_frame,
             "q_bias_pending": list(member.q_bias_pending),
         }
+        sync_before_checkpoint(member.sinks)  # the metrics are never older than a checkpoint on disk (#19)
         try:
             # the world adds coverage, streams and replay, and writes it (a worker process: there, so the replay
             # never crosses a pipe); the latest and the previous checkpoint are kept, each with its size and hash
-            final = member.world.save_checkpoint(state, member.out_dir, self.frame, self.step).result()
+            owner = checkpoint_owner(c.to_dict())
+            final = member.world.save_checkpoint(state, member.out_dir, self.frame, self.step, owner).result()
         except OSError as err:
             raise StoreWriteError(
                 err, member.out_dir / checkpoint.PARTIAL, f"the checkpoint of frame {self.frame}"
@@ -616,7 +623,9 @@ def run_pack(
     if configs[0].torch_threads:
         torch.set_num_threads(configs[0].torch_threads)
     keep_freed_memory()  # process-wide; without it every pixel update runs on freshly faulted pages
-    loaded = [checkpoint.load_latest(d) for d in dirs]
+    for config, out_dir in zip(configs, dirs):  # before anything is written: never adopt another trial's results
+        check_trial_dir_owner(out_dir, config.to_dict())
+    loaded = [checkpoint.load_latest(d, checkpoint_owner(c.to_dict())) for c, d in zip(configs, dirs)]
     for found in loaded:
         for note in found.notes:
             print(f"checkpoint: {note}", file=sys.stderr, flush=True)
@@ -675,7 +684,8 @@ def _run_members(
     try:
         trainer = Trainer(configs, out_dirs, all_sinks)
         if all(found.state for found in loaded):
-            trainer.load_checkpoints([found.state for found in loaded if found.state is not None])
+            states = [found.state for found in loaded if found.state is not None]
+            checkpoint.apply_or_set_aside(lambda: trainer.load_checkpoints(states), out_dirs)
         trainer.run()
         finished = True
     except (KeyboardInterrupt, SystemExit):
@@ -708,7 +718,7 @@ def _run_members(
             if status.state == INTERRUPTED:  # metrics.csv holds rows to "frame"; a rerun resumes from here
                 status = replace(status, checkpoint_frame=checkpoint.frame_of(out_dir) or 0)
             elif status.state in FINISHED_STATUSES:
-                checkpoint.prune_finished(out_dir)
+                checkpoint.prune_finished(out_dir, keep_replay=configs[k].keep_replay)
             status = replace(status, wall_time_s=(status.wall_time_s or 0.0) + elapsed, finished_at=_now())
             try:
                 write_status(out_dir, status)
@@ -724,6 +734,23 @@ def _run_members(
     return statuses
 
 
+def _config_file(value: str) -> dict[str, Any]:
+    """The overrides of ``config=FILE``: a YAML mapping, read with bounds and repeated keys refused."""
+    try:
+        loaded = load_yaml(read_regular_text(value, MAX_YAML_BYTES), f"config={value}") or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config={value}: no such file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config={value}: not a text file") from None
+    except OSError as err:
+        raise ConfigError(f"config={value}: cannot be read ({err.strerror or err})") from None
+    except YamlError as err:
+        raise ConfigError(str(err)) from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config={value}: expected a mapping of config keys, got a {type(loaded).__name__}")
+    return loaded
+
+
 def parse_cli(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:
     overrides: dict[str, Any] = {}
     out: Path | None = None
@@ -734,18 +761,30 @@ def parse_cli(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:
         if key == "out":
             out = Path(value)
         elif key == "config":
-            loaded = yaml.safe_load(Path(value).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"config={value}: expected a mapping of config keys")
-            overrides.update(loaded)
+            overrides.update(_config_file(value))
         else:
-            overrides[key] = yaml.safe_load(value) if value else value
+            try:
+                overrides[key] = load_yaml(value, f"{key}={value[:80]}") if value else value
+            except YamlError as err:
+                raise ConfigError(f"{err} (a value is read as YAML: quote a string, e.g. {key}=\"'...'\")") from None
     return overrides, out
+
+
+def _resume_line(out: Path) -> str:
+    status = read_status(out)
+    state = status.state if status is not None else "no status"
+    frame = checkpoint.frame_of(out)
+    where = f"its checkpoint at frame {frame}" if frame is not None else "frame 0 (no checkpoint yet)"
+    return f"{out} is {state}; run the same command again to resume from {where}"
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m agent.train") -> int:
     """``prog``: the program name in the usage line (``bnsweep train`` through the bnsweep command)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    with interrupt_once():  # Ctrl-C and SIGTERM: the trial ends interrupted, in one line (never a traceback)
+        return _main(list(sys.argv[1:] if argv is None else argv), prog)
+
+
+def _main(argv: list[str], prog: str) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(f"usage: {prog} [key=value ...] [config=overrides.yaml] [out=DIR]\n")
         print("  out = runs/<task>-<obs_type>-seed<seed>   trial directory (resumes from its checkpoint)\n")
@@ -758,7 +797,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m agent.trai
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = out or Path("runs") / f"{config.task}-{config.obs_type}-seed{config.seed}"
-    status = run_trial(config, out)
+    try:
+        status = run_trial(config, out)
+    except ForeignTrialDir as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Interrupted as stop:
+        print(f"interrupted ({stop}): {_resume_line(out)}", file=sys.stderr)
+        return stop.exit_code
     print(f"{status.state}: {status.frame} frames in {status.wall_time_s or 0.0:.0f} s -> {out}")
     if status.state == FAILED:
         print(status.traceback or status.error or "", file=sys.stderr)

@@ -180,8 +180,14 @@ _LATEX_SPECIAL = {
 
 
 def latex_escape(text: object) -> str:
-    """``text`` as LaTeX text mode: the ten special characters escaped, a few symbols as math."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """``text`` as LaTeX text mode: the ten special characters escaped, a few symbols as math, and control
+    characters (a newline or a carriage return would end a ``%`` comment or a table row) as spaces: names come
+    from the store, which others can write into (issue #19)."""
+    return "".join(" " if _is_control(ch) else _LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _is_control(ch: str) -> bool:
+    return ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029\u0085"
 
 
 def _tex_num(value: float | None, digits: int = 1) -> str:
@@ -200,7 +206,8 @@ def final_latex(table: pd.DataFrame, settings: Settings, grid: str | None = None
     pct = f"{settings.confidence:.0%}"
     name = grid if grid is not None else (str(table["grid"].iloc[0]) if len(table) else "")
     lines = [
-        f"% Final return per task and cell, grid {name} (bnsweep: python -m analysis.figures; needs booktabs).",
+        f"% Final return per task and cell, grid {latex_escape(name)} "
+        "(bnsweep: python -m analysis.figures; needs booktabs).",
         f"% IQM over seeds of each trial's final return (mean of its evaluations in the last "
         f"{settings.final_window:.0%} of its frames), {pct} percentile-bootstrap CI ({settings.reps} resamples, "
         f"seed {settings.seed}); diverged trials score {DIVERGED_TEXT[settings.diverged]}.",

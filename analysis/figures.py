@@ -36,12 +36,17 @@ def make_figures(
     """
     settings = settings or Settings()
     store = load_store(results)
+    for warning in store.warnings:  # trials left out (unreadable, damaged or hostile files): one line each
+        print(f"warning: {warning}", file=sys.stderr)
     available = store.grids
     selected = list(dict.fromkeys(grids)) if grids else available
     missing = [g for g in selected if g not in available]
     if missing:
         raise StoreError(f"grid {', '.join(missing)} not in {results}; grids there: {', '.join(available)}")
     out = Path(out)
+    for name in available:  # load_store takes only plain names from trial.json: never a path out of `out`
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise StoreError(f"grid name {name!r} in {results} is not a plain directory name")
     files: dict[str, list[Path]] = {}
     grid_data = []
     for name in available:

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from agent.metrics import EVAL_RETURN, FRAME, METRIC_NAMES
 from agent.store import (
@@ -34,12 +33,16 @@ from agent.store import (
     FINISHED_STATUSES,
     METRICS_FILE,
     PLACEMENT_KEYS,
+    PLAIN_NAME_RULE,
     STATUS_FILE,
     TRIAL_FILE,
     cell_id,
     config_digest,
     format_value,
+    is_plain_name,
+    read_config,
     read_json_object,
+    read_regular_text,
     read_status,
     state_of,
 )
@@ -83,10 +86,6 @@ METHOD_ORDER = ("Origin", "LayerNorm", "BN (TTTTT)", "MA-BN")  # fixed order of 
 
 # Derived columns added by the loader, in the order they lead each table.
 ID_COLUMNS = ("grid", "trial", "trial_id", "cell", "method", "cell_id", "task", "seed", "status")
-
-
-# libyaml's loader when PyYAML was built with it: ten times faster on stores of thousands of trials.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class StoreError(Exception):
@@ -240,13 +239,32 @@ def find_trial_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
+# A frame beyond this is no trial's (the paper's longest run is 3M frames): a damaged or hostile file.
+MAX_FRAME = 10**12
+
+
+class TrialSetAside(ValueError):
+    """One trial's files cannot be read as the worker writes them: the trial is left out with a warning (the
+    message names the file and what is wrong); the rest of the store is read as usual."""
+
+
 def read_metrics(path: Path) -> pd.DataFrame:
-    """metrics.csv as floats; tolerant of a missing file, a header alone and a half-written last line."""
+    """metrics.csv as floats; tolerant of a missing file, a header alone and a half-written last line.
+
+    Raises TrialSetAside for a file the worker cannot have written: not a regular file (a FIFO would block the
+    reader), not text, a frame that is not a whole number in [0, MAX_FRAME], or a metric of ±inf (the worker
+    writes a non-finite value as an empty cell, and a diverged update ends the trial before it is logged)."""
     columns = [FRAME, *METRIC_NAMES]
     try:
-        text = path.read_text()
-    except (FileNotFoundError, UnicodeDecodeError):
+        text = read_regular_text(path)
+    except FileNotFoundError:
         text = ""
+    except UnicodeDecodeError:
+        raise TrialSetAside(f"{path}: not text (binary data); its rows are not read") from None
+    except OSError as err:
+        raise TrialSetAside(f"{path}: {err.strerror or err}") from None
+    if "\0" in text:
+        raise TrialSetAside(f"{path}: not text (NUL bytes); its rows are not read")
     if not text.endswith("\n"):
         # The worker appends whole lines; text after the last newline is a line still being written.
         text = text[: text.rfind("\n") + 1]
@@ -256,6 +274,8 @@ def read_metrics(path: Path) -> pd.DataFrame:
             frame = pd.read_csv(io.StringIO(text), on_bad_lines="skip")
     except pd.errors.EmptyDataError:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+    except (pd.errors.ParserError, ValueError) as err:
+        raise TrialSetAside(f"{path}: not a CSV table ({' '.join(str(err).split())[:200]})") from None
     for column in frame.columns:
         if not pd.api.types.is_float_dtype(frame[column]):
             # A half-written last line can leave text (e.g. "1.2e") in a numeric column: it becomes NaN.
@@ -264,6 +284,18 @@ def read_metrics(path: Path) -> pd.DataFrame:
         if column not in frame:
             frame[column] = np.nan
     frame = frame[frame[FRAME].notna()].copy()
+    frames = frame[FRAME].to_numpy(dtype=float)
+    bad = ~(np.isfinite(frames) & (frames >= 0) & (frames <= MAX_FRAME) & (frames == np.floor(frames)))
+    if bad.any():
+        raise TrialSetAside(f"{path}: frame {float(frames[bad][0]):g} is not a whole number in [0, {MAX_FRAME:.0e}]")
+    values = frame.drop(columns=[FRAME]).to_numpy(dtype=float)
+    if np.isinf(values).any():
+        row, col = (int(i[0]) for i in np.nonzero(np.isinf(values)))
+        name = [c for c in frame.columns if c != FRAME][col]
+        raise TrialSetAside(
+            f"{path}: {name} is {float(values[row, col]):g} at frame {int(frames[row])} (the worker never writes "
+            f"an infinite value)"
+        )
     frame[FRAME] = frame[FRAME].astype(np.int64)
     extra = [c for c in frame.columns if c not in columns]
     return frame[columns + extra].reset_index(drop=True)
@@ -290,23 +322,32 @@ def load_store(root: Path | str) -> Store:
     problems: list[str] = []
     records: list[dict[str, Any]] = []  # one per readable trial: its files as read
     for path in dirs:
+        rel = _printable(path.relative_to(root).as_posix())
         try:
-            config = yaml.load((path / CONFIG_FILE).read_text(), Loader=_YAML_LOADER)
-        except (OSError, yaml.YAMLError) as err:
-            problems.append(f"{path.relative_to(root)}: unreadable {CONFIG_FILE} ({type(err).__name__}); skipped")
-            continue
-        if not isinstance(config, dict):
-            problems.append(f"{path.relative_to(root)}: {CONFIG_FILE} is not a mapping; skipped")
+            config = read_config(path)
+        except (OSError, ValueError) as err:
+            problems.append(f"{rel}: unreadable {CONFIG_FILE} ({_reason(err)}); skipped")
             continue
         meta = read_json_object(path / TRIAL_FILE) or {}
-        metrics = read_metrics(path / METRICS_FILE)
+        try:
+            metrics = read_metrics(path / METRICS_FILE)
+        except TrialSetAside as err:
+            problems.append(f"{rel}: {_reason(err)}; skipped")
+            continue
         status = read_status(path)
-        rel = path.relative_to(root)
-        grid = str(meta.get("grid") or (path.parent.name if path != root else root.parent.name) or "store")
+        # A grid named by trial.json becomes a directory under `figures --out`: only a plain name is taken from
+        # it (a directory's own name is one path component already).
+        grid = meta.get("grid") or (path.parent.name if path != root else root.parent.name) or "store"
+        if "grid" in meta and not is_plain_name(grid):
+            problems.append(
+                f"{rel}: {TRIAL_FILE} names the grid {_shown(grid)}, which is not a plain name ({PLAIN_NAME_RULE}); "
+                f"skipped"
+            )
+            continue
         records.append(
             {
                 "path": path,
-                "rel": rel.as_posix() if str(rel) != "." else path.name,
+                "rel": path.relative_to(root).as_posix() if path != root else path.name,
                 "grid": grid,
                 "config": config,
                 "meta": meta,
@@ -381,6 +422,23 @@ def load_store(root: Path | str) -> Store:
     else:
         data = pd.DataFrame(columns=[*ID_COLUMNS, FRAME, *METRIC_NAMES])
     return Store(root, data, trials, problems, eval_floors(data))
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying what is wrong with a file, without repeating its path (the caller names the trial)."""
+    text = " ".join(str(err).split())
+    return text[:300] + ("…" if len(text) > 300 else "")
+
+
+def _printable(text: str) -> str:
+    """A path for a one-line warning: as is, or its repr when it holds a newline or another control character."""
+    return text if text.isprintable() else repr(text)
+
+
+def _shown(value: Any) -> str:
+    """A value read from the store, as a bounded repr for a warning (never its raw control characters)."""
+    text = repr(value)
+    return text[:80] + ("…" if len(text) > 80 else "")
 
 
 def eval_floors(data: pd.DataFrame) -> dict[str, float]:

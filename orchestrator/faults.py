@@ -81,9 +81,16 @@ def full_disk(results: Path) -> str | None:
 
 class QuietStoreErrors:
     """A logging filter for Ray's handlers: a refused store write that Ray logs with its traceback becomes one
-    line (the sweep reports the fault itself); everything else passes unchanged."""
+    line (the sweep reports the fault itself), and Ray's hint to resume with ``Tuner.restore`` says what this
+    driver does instead; everything else passes unchanged."""
 
     def filter(self, record: Any) -> bool:
+        if "Tuner.restore(" in str(record.msg):  # Ray's hint after a stop: this driver never restores (issue #19)
+            record.msg, record.args = (
+                f"{record.getMessage().splitlines()[0]} (run the same command again: each trial resumes from "
+                f"its own checkpoint in the store; Ray's state is never restored)",
+                None,
+            )
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, OSError) and exc.errno in STORE_ERRNOS:
             record.msg, record.args, record.exc_info, record.exc_text = (

@@ -16,23 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from agent import config as agent_config
 from agent.bn_modes import STEP_NAMES
 from agent.config import FIELD_DEFAULTS, FIELDS, ConfigError, build_config
 from agent.schema import did_you_mean
-from agent.store import cell_id, format_value, trial_id
+from agent.store import PLAIN_NAME_RULE, cell_id, format_value, is_plain_name, read_regular_text, trial_id
+from agent.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 from orchestrator import SWEEPS_DIR
 from orchestrator.grid_schema import DEFAULT_PACK, GridLevel, Resources, grid_messages, validate_grid
+
+MAX_MESSAGE = 2000  # characters of one grid error
 
 
 class GridError(Exception):
     """A grid that must not run; ``messages`` name file, key path, value and what is allowed."""
 
     def __init__(self, messages: Sequence[str]):
-        self.messages = list(messages)
+        # a value quoted in a message can be as long as the file: each message stays readable
+        self.messages = [m if len(m) <= MAX_MESSAGE else m[:MAX_MESSAGE] + " … (cut)" for m in messages]
         super().__init__("\n".join(self.messages))
 
 
@@ -103,25 +106,6 @@ class Grid:
 
 
 # ------------------------------------------------------------------ loading
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects repeated mapping keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def available_grids() -> list[str]:
     return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
 
@@ -149,11 +133,15 @@ def resolve_grid_path(ref: str) -> Path:
 def load_grid(ref: str | Path, profile: str) -> Grid:
     """Read, validate and expand a grid for one profile.  Raises GridError listing every problem."""
     path = resolve_grid_path(str(ref))
-    text = path.read_text()
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as err:
-        raise GridError([f"{path}: not valid YAML: {err}"]) from None
+        text = read_regular_text(path, MAX_YAML_BYTES)
+        data = load_yaml(text, str(path))  # bounded, repeated keys refused (agent.yamlio)
+    except YamlError as err:
+        raise GridError([str(err)]) from None
+    except UnicodeDecodeError:
+        raise GridError([f"{path}: not a text file"]) from None
+    except OSError as err:
+        raise GridError([f"{path}: cannot be read ({err.strerror or err})"]) from None
     return _GridBuilder(path, text).build(data, profile)
 
 
@@ -193,6 +181,15 @@ class _GridBuilder:
         # reported while the local one is being tried, not after days on a cluster.
         top = _level(spec, "")
         name = spec.name or self.path.stem
+        if not is_plain_name(name):  # it names the grid's directory in the store and under figures/
+            where = "name" if spec.name else ""
+            origin = "" if spec.name else f"the file name gives the grid name {name!r}: "
+            self.error(
+                where,
+                f"{origin}{name!r} is not a plain grid name ({PLAIN_NAME_RULE}); "
+                + ("change `name`" if spec.name else "rename the file or set `name:`"),
+            )
+            self.fail_if_errors()
         chosen: Grid | None = None
         for pname in profiles or {profile: {}}:
             merged = self.merge(top, profiles.get(pname, {}), pname if profiles else None)
@@ -270,6 +267,8 @@ class _GridBuilder:
 
         seen_names: dict[str, str] = {}
         for variant, _, _, origin in cells:
+            if not variant.isprintable():  # a newline or another control character would split every line naming it
+                self.error("cells", f"{where}{origin}: cell name {variant!r} holds a control character (a newline?)")
             if variant in seen_names:
                 self.error(
                     "cells",

@@ -13,7 +13,6 @@ editors use to check a grid while it is written (sweeps/README.md).
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ from agent.schema import (
     model_bounds,
     standard_bounds,
 )
+from agent.store import PLAIN_NAME_RULE, is_plain_name
 from envs import check_task_name
 
 # Keys a grid must not set through `base`/axes/cells: they have their own grid key,
@@ -70,7 +70,6 @@ CONFIG_KEYS = tuple(k for k in FIELDS if k not in MANAGED_KEYS)
 WandbMode = Literal["online", "offline", "disabled"]
 DEFAULT_MAX_FAILURES = 2
 DEFAULT_PACK = 1  # members per pack (issue #9): 1 = every trial is its own process, as before packing
-GRID_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # Named value lists usable in place of an axis list (`bn_mode: all`).  Every key with an
 # allowed set (norms, optimizers, target_bn_stats, obs_type) also accepts `all`.
@@ -125,13 +124,18 @@ def _tasks_input(value: Any) -> Any:
     return value
 
 
+MAX_SEEDS = 1000  # seeds of one grid: a count of 10**9 was a MemoryError, not a message
+
+
 def _seeds_input(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ValueError("a seed count must be >= 1 (or give a list of seeds)")
+        if not 1 <= value <= MAX_SEEDS:
+            raise ValueError(f"a seed count must be 1 to {MAX_SEEDS} (or give a list of seeds)")
         return list(range(1, value + 1))
     if not isinstance(value, list) or not value:
         raise ValueError("expected a non-empty list of integer seeds, or a count N meaning seeds 1..N")
+    if len(value) > MAX_SEEDS:
+        raise ValueError(f"{len(value):,} seeds: at most {MAX_SEEDS} in one grid")
     return value
 
 
@@ -162,8 +166,8 @@ def _pack_input(value: Any) -> Any:
 
 
 def _grid_name(name: str) -> str:
-    if not GRID_NAME_RE.fullmatch(name):
-        raise ValueError("must be a directory-safe name (letters, digits, _ . -)")
+    if not is_plain_name(name):  # the store's naming rule, defined once (agent.store)
+        raise ValueError(f"{name!r} is not a plain grid name ({PLAIN_NAME_RULE})")
     return name
 
 

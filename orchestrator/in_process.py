@@ -53,7 +53,11 @@ def run_packs(packs: Sequence[Pack], results: Path, grid_name: str) -> int:
             )
         print(f"pack {pack.number}/{len(packs)} ({pack.pack_id}): {len(todo)} trial(s) ...", flush=True)
         start = time.perf_counter()
-        statuses = run_pack([build_config(m.config) for m in todo], out_dirs)
+        try:
+            statuses = run_pack([build_config(m.config) for m in todo], out_dirs)
+        except store.ForeignTrialDir as err:  # nothing was written there: that directory is another trial's
+            print(f"error: pack {pack.pack_id}: {err}; skipped", file=sys.stderr)
+            continue
         launched += len(todo)
         ended = ", ".join(f"{m.trial_id} {s.state}" for m, s in zip(todo, statuses))
         print(f"pack {pack.number}/{len(packs)}: {ended} ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -174,12 +174,41 @@ def replay_bytes(config: Mapping[str, Any]) -> int:
     return replay_transitions(config) * replay_bytes_per_transition(config)
 
 
+# MEMBER_OVERHEAD_BYTES was measured up to these sizes; beyond them a member's networks and update need more.
+MEASURED_HIDDEN_DIM, MEASURED_BATCH_SIZE, MEASURED_FEATURE_DIM = 1024, 256, 50
+# Activations an update keeps per row and hidden unit (actor and twin-critic MLPs, the target's, their backward
+# passes): an upper bound counted from agent/drqv2.py's five passes (two layers each, forward and backward).
+UPDATE_HIDDEN_ACTIVATIONS = 40
+
+
+def compute_bytes(config: Mapping[str, Any]) -> int:
+    """Memory of one member's networks and one update: parameters, gradients and Adam's two moments
+    (``network_numbers``), and the activations of a batch (hidden-wide, and the encoder's for pixels)."""
+    saved, trained = network_numbers(config)
+    weights = PARAM_BYTES * (saved + 3 * trained)
+    rows = int(config.get("batch_size", MEASURED_BATCH_SIZE))
+    hidden = int(config.get("hidden_dim", MEASURED_HIDDEN_DIM))
+    activations = PARAM_BYTES * rows * hidden * UPDATE_HIDDEN_ACTIVATIONS
+    if config.get("obs_type") == "pixels":
+        side = (IMAGE_SIZE - 3) // 2 + 1
+        activations += PARAM_BYTES * rows * ENCODER_CHANNELS * side * side * 4 * 3  # 4 convs; online, target, aug
+    return weights + activations
+
+
 def member_bytes(config: Mapping[str, Any]) -> int:
-    """Host memory of one member: its replay plus the fixed per-member overhead."""
+    """Host memory of one member: its replay plus the fixed per-member overhead (measured), plus what networks
+    and batches larger than the measured ones add (``compute_bytes``; issue #19: hidden_dim and batch_size of
+    a hundred thousand need hundreds of GiB, which the fixed overhead said fitted)."""
     overhead = MEMBER_OVERHEAD_BYTES.get(str(config.get("obs_type")), MEMBER_OVERHEAD_BYTES["pixels"])
     if config.get("member_processes"):
         overhead += WORKER_PROCESS_BYTES
-    return replay_bytes(config) + overhead
+    measured = {
+        **config,
+        "hidden_dim": min(int(config.get("hidden_dim", MEASURED_HIDDEN_DIM)), MEASURED_HIDDEN_DIM),
+        "batch_size": min(int(config.get("batch_size", MEASURED_BATCH_SIZE)), MEASURED_BATCH_SIZE),
+        "feature_dim": min(int(config.get("feature_dim", MEASURED_FEATURE_DIM)), MEASURED_FEATURE_DIM),
+    }
+    return replay_bytes(config) + overhead + max(0, compute_bytes(config) - compute_bytes(measured))
 
 
 def pack_bytes(configs: Sequence[Mapping[str, Any]]) -> int:
@@ -223,9 +252,10 @@ def fmt_bytes(n: float) -> str:
 # `checkpoint_replay`, the default: the same arrays the replay holds in memory, so `replay_bytes` at full
 # fill), its networks with BN statistics, the critic target, the optimizers' state and a few small
 # things (random streams, counters, the metric window): CHECKPOINT_FIXED_BYTES bounds those and the file
-# format.  The worker keeps the latest and the previous checkpoint (`checkpoint/`, `checkpoint.prev/`), also
-# after the trial finished, and writes the next one beside them (`checkpoint.tmp/`) before it drops the
-# previous.  With `ray_checkpoints`, Ray keeps a copy of each pack's latest checkpoint (num_to_keep=1, also
+# format.  The worker keeps the latest and the previous checkpoint (`checkpoint/`, `checkpoint.prev/`) while
+# the trial runs and writes the next one beside them (`checkpoint.tmp/`) before it drops the previous; a
+# finished trial keeps its latest one only, without its replay unless `keep_replay` (issue #19).  With
+# `ray_checkpoints`, Ray keeps a copy of each pack's latest checkpoint (num_to_keep=1, also
 # after the experiment) under `_ray/`, and holds the next copy while it persists it, before it deletes the
 # older one.  Metrics: a row of metrics.csv is ~0.3 KB; METRICS_ROW_BYTES also covers W&B's offline copy.
 PARAM_BYTES = 4  # float32 parameters, statistics and optimizer moments (precision changes only the compute)
@@ -290,6 +320,14 @@ def checkpoint_bytes(config: Mapping[str, Any]) -> int:
     return replay + network_state_bytes(config) + CHECKPOINT_FIXED_BYTES
 
 
+def finished_checkpoint_bytes(config: Mapping[str, Any]) -> int:
+    """Planned size of the checkpoint a finished trial keeps: without its replay unless ``keep_replay``
+    (agent.checkpoint.prune_finished; issue #19)."""
+    if config.get("keep_replay", False):
+        return checkpoint_bytes(config)
+    return network_state_bytes(config) + CHECKPOINT_FIXED_BYTES
+
+
 def metrics_bytes(config: Mapping[str, Any]) -> int:
     """metrics.csv and W&B's offline copy of one trial: one row per log point and per evaluation."""
     frames = int(config["num_frames"])
@@ -306,10 +344,11 @@ class DiskPlan:
     running_trials: int  # members of the packs that run at once (the largest ones)
     running_packs: int
     largest_checkpoint: int
-    kept: int  # the latest checkpoint of every trial to run + the previous one of each running trial
+    kept: int  # the checkpoint every finished trial keeps + the latest and previous one of each running trial
     writing: int  # the checkpoint each running trial writes beside them
     ray: int  # Ray's kept copy of every pack's checkpoint + the one it persists for each running pack
     metrics: int
+    replays_kept: int = 0  # finished trials that keep their replay (keep_replay); the others drop it
 
     @property
     def total(self) -> int:
@@ -321,9 +360,15 @@ class DiskPlan:
             if self.ray
             else " (no Ray copies: ray_checkpoints false)"
         )
+        replays = (
+            "every replay dropped when its trial finishes (keep_replay: false)"
+            if not self.replays_kept
+            else f"{self.replays_kept} of them with their replay (keep_replay: true)"
+        )
         return (
-            f"{self.trials} trials x {KEPT_CHECKPOINTS} kept checkpoint (the latest) + {self.running_trials} "
-            f"running trials x {RUNNING_EXTRA_CHECKPOINTS} previous {fmt_bytes(self.kept)} + "
+            f"{self.trials} trials x {KEPT_CHECKPOINTS} kept checkpoint (the latest; {replays}) + "
+            f"{self.running_trials} running trials x {KEPT_CHECKPOINTS + RUNNING_EXTRA_CHECKPOINTS} at full size "
+            f"(latest, previous) {fmt_bytes(self.kept)} + "
             f"{self.running_trials} running trials x 1 being written "
             f"{fmt_bytes(self.writing)}{ray} + metrics {fmt_bytes(self.metrics)}; "
             f"the largest checkpoint {fmt_bytes(self.largest_checkpoint)}"
@@ -342,12 +387,16 @@ def store_disk_plan(packs: Sequence[Pack], running_packs: int, ray_checkpoints: 
     running = sorted(sizes, key=sum, reverse=True)[: max(0, running_packs)]
     every = sum(sum(s) for s in sizes)
     in_flight = sum(sum(s) for s in running)
+    # Each finished trial keeps one checkpoint, its replay dropped unless keep_replay; a running one holds its
+    # latest and its previous at full size (counted for the running packs, on top of their finished size).
+    finished = sum(finished_checkpoint_bytes(c) for p in packs for c in p.configs)
     return DiskPlan(
         trials=sum(len(s) for s in sizes),
         running_trials=sum(len(s) for s in running),
         running_packs=len(running),
         largest_checkpoint=max((max(s) for s in sizes if s), default=0),
-        kept=KEPT_CHECKPOINTS * every + RUNNING_EXTRA_CHECKPOINTS * in_flight,
+        kept=KEPT_CHECKPOINTS * finished + (KEPT_CHECKPOINTS + RUNNING_EXTRA_CHECKPOINTS) * in_flight,
+        replays_kept=sum(bool(c.get("keep_replay", False)) for p in packs for c in p.configs),
         writing=WRITING_CHECKPOINTS * in_flight,
         ray=(every + in_flight) if ray_checkpoints else 0,
         metrics=sum(metrics_bytes(c) for p in packs for c in p.configs),

@@ -9,9 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from agent.store import CONFIG_FILE, FINISHED_STATUSES, STATUS_FILE, TrialStatus, read_status, read_trial_meta
+from agent.store import FINISHED_STATUSES, STATUS_FILE, TrialStatus, read_config, read_status, read_trial_meta
 
 
 def rate_key(config: Mapping[str, Any]) -> tuple:
@@ -58,9 +56,9 @@ def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> 
             frames, wall = float(status.frame or 0), float(status.wall_time_s or 0)
             if frames < 2000 or wall <= 0:
                 continue
-            config = yaml.safe_load((status_path.parent / CONFIG_FILE).read_text()) or {}
-        except (OSError, ValueError, yaml.YAMLError):
-            continue
+            config = read_config(status_path.parent)
+        except (OSError, ValueError):
+            continue  # a trial whose config cannot be read measures nothing (analysis names it)
         key = rate_key(config)
         if key in wanted:
             found.setdefault((key, pack_size_of(status_path.parent, status)), []).append(frames / wall)

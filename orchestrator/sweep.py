@@ -4,7 +4,9 @@
 2. Look every trial up in the result store; finished ones (completed/diverged) are skipped.
 3. ``--dry-run``: print the trial table, counts, frames and a wall-time estimate; stop.
 4. Otherwise run the rest with Ray Tune (a local Ray instance, or the cluster at
-   ``RAY_ADDRESS``), resuming Ray's own experiment when it covers exactly these trials.
+   ``RAY_ADDRESS``), always as a new Ray experiment: every unfinished trial resumes from its own verified
+   checkpoint in the store. Ray's experiment state (``_ray/``) is never restored: restoring it unpickles
+   ``tuner.pkl``, and anyone who can write into the store could plant one (issue #19).
 5. Print the summary from the store, draw the grid's figures.
 
 Exit codes: 0 all trials finished (completed or diverged), 1 a trial failed or is
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ from typing import Any
 
 from agent import config as agent_config
 from agent import store
+from agent.interrupts import terminate_as_interrupt
 from agent.store import INTERRUPTED, RUNNING
 from orchestrator import faults, rates
 from orchestrator.grid import Grid, GridError, TrialSpec, load_grid
@@ -157,7 +159,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m orchestrat
         print("dry run: nothing launched")
         return EXIT_OK
     try:
-        return run_sweep(grid, results, None if args.no_figures else figures, args)
+        with terminate_as_interrupt():  # SIGTERM (a scheduler, `timeout`) stops the sweep as Ctrl-C does
+            return run_sweep(grid, results, None if args.no_figures else figures, args)
     except NotLaunched as err:
         print(f"error: {err}; nothing was launched", file=sys.stderr)
         return EXIT_NOT_LAUNCHED
@@ -597,10 +600,18 @@ def _run_locked(
                 # before anything is written: a profile the cluster cannot run starts nothing
                 check_resources(grid, plan_packs(grid, results, pending))
                 write_sweep_record(grid, results)
-                launched = launch(grid, pending, results, wandb_settings, args)
+                # again after ray.init: Ray's core worker installs its own SIGTERM handler (a stack dump, then death)
+                with terminate_as_interrupt():
+                    launched = launch(grid, pending, results, wandb_settings, args)
             finally:
                 if started_ray:
-                    ray.shutdown()
+                    ray.shutdown()  # its trial processes end with it: nothing writes a status after this
+                # Still under the lock: whatever ended the sweep (Ctrl-C, SIGTERM, an error), no status may
+                # claim a trial is training when nothing runs it.
+                faults.mark_interrupted(
+                    (store.trial_dir(results, grid.name, t.trial_id) for t in pending),
+                    "the sweep stopped (Ctrl-C, SIGTERM or an error) before this trial wrote its final status",
+                )
         else:
             write_sweep_record(grid, results)
     figure_note = draw_figures(grid.name, results, figures) if figures is not None else None
@@ -679,43 +690,6 @@ def check_resources(grid: Grid, packs: Sequence[Pack] = ()) -> None:
         )
 
 
-def _fingerprint(grid: Grid, results: Path, wandb_settings: Mapping[str, Any] | None) -> str:
-    """What a restored Ray experiment must share with this invocation besides its trials."""
-    blob = json.dumps(
-        {
-            "results": str(results),
-            "wandb": wandb_settings,
-            "resources": grid.resources,
-            "max_concurrent": grid.max_concurrent,
-            "max_failures": grid.max_failures,
-            "pack": grid.pack,
-            "payload": "packs-v1",
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def find_restorable(ray_root: Path, pending: Sequence[TrialSpec], fingerprint: str) -> Path | None:
-    """The newest Ray experiment of this grid that lists every pending trial and has the same settings."""
-    from ray import tune
-
-    wanted = {t.trial_id for t in pending}
-    for record in sorted(ray_root.glob("*.launch.json"), reverse=True):
-        try:
-            launch_info = json.loads(record.read_text())
-        except (OSError, ValueError):
-            continue
-        path = ray_root / launch_info.get("experiment", "")
-        if (
-            launch_info.get("fingerprint") == fingerprint
-            and wanted <= set(launch_info.get("trials", []))
-            and tune.Tuner.can_restore(str(path))
-        ):
-            return path
-    return None
-
-
 def launch(
     grid: Grid,
     pending: Sequence[TrialSpec],
@@ -734,67 +708,57 @@ def launch(
     faults.quiet_ray_store_errors()
     ray_root = store.grid_dir(results, grid.name) / store.RAY_DIR
     ray_root.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(grid, results, wandb_settings)
     runnable = tune.with_resources(trainable.run, trainable.pack_resources)
     attempted: set[str] = set()
     todo = list(pending)
-    restore_path = find_restorable(ray_root, todo, fingerprint)
     stopper = faults.store_fault_stopper()
     while todo:
         packs = plan_packs(grid, results, todo)
         payloads = {p.pack_id: pack_payload(p, results, grid, wandb_settings) for p in packs}
         view = ProgressView(payloads, every_s=args.progress_every)
-        if restore_path is not None:
-            print(f"resuming the Ray experiment {restore_path} (unfinished and errored trials continue)")
-            tuner = tune.Tuner.restore(
-                str(restore_path), trainable=runnable, resume_unfinished=True, resume_errored=True
+        name = f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        (ray_root / f"{name}.launch.json").write_text(
+            json.dumps(
+                {
+                    "experiment": name,
+                    "trials": sorted(t.trial_id for t in todo),
+                    "packs": {p.pack_id: p.trial_ids for p in packs},
+                    "pack": grid.pack,
+                    "profile": grid.profile,
+                },
+                indent=2,
             )
-            _replace_callbacks(tuner, view, stopper)
-        else:
-            name = f"sweep-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-            (ray_root / f"{name}.launch.json").write_text(
-                json.dumps(
-                    {
-                        "experiment": name,
-                        "fingerprint": fingerprint,
-                        "trials": sorted(t.trial_id for t in todo),
-                        "packs": {p.pack_id: p.trial_ids for p in packs},
-                        "pack": grid.pack,
-                        "profile": grid.profile,
-                    },
-                    indent=2,
-                )
-                + "\n"
-            )
-            unit = (
-                f"{len(packs)} pack{'s' if len(packs) != 1 else ''} of at most {grid.pack} trials ({len(todo)} trials)"
-                if grid.pack > 1
-                else f"{len(todo)} trials"
-            )
-            print(
-                f"starting Ray experiment {ray_root / name}: {unit}, "
-                f"{grid.cpus_per_trial:g} CPU / {grid.gpus_per_trial:g} GPU each"
-                + (f", at most {grid.max_concurrent} at a time" if grid.max_concurrent else "")
-            )
-            tuner = tune.Tuner(
-                runnable,
-                param_space={"pack": tune.grid_search([payloads[p.pack_id] for p in packs])},
-                tune_config=tune.TuneConfig(
-                    max_concurrent_trials=grid.max_concurrent,
-                    reuse_actors=False,
-                    trial_name_creator=trainable.trial_name,
-                    trial_dirname_creator=trainable.trial_dirname,
-                ),
-                run_config=tune.RunConfig(
-                    name=name,
-                    storage_path=str(ray_root),
-                    verbose=0,
-                    callbacks=[view],
-                    stop=stopper,
-                    failure_config=tune.FailureConfig(max_failures=grid.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                ),
-            )
+            + "\n"
+        )
+        unit = (
+            f"{len(packs)} pack{'s' if len(packs) != 1 else ''} of at most {grid.pack} trials ({len(todo)} trials)"
+            if grid.pack > 1
+            else f"{len(todo)} trials"
+        )
+        print(
+            f"starting Ray experiment {ray_root / name}: {unit}, "
+            f"{grid.cpus_per_trial:g} CPU / {grid.gpus_per_trial:g} GPU each"
+            + (f", at most {grid.max_concurrent} at a time" if grid.max_concurrent else "")
+        )
+        tuner = tune.Tuner(
+            runnable,
+            param_space={"pack": tune.grid_search([payloads[p.pack_id] for p in packs])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=grid.max_concurrent,
+                reuse_actors=False,
+                trial_name_creator=trainable.trial_name,
+                trial_dirname_creator=trainable.trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(ray_root),
+                verbose=0,
+                callbacks=[view],
+                stop=stopper,
+                failure_config=tune.FailureConfig(max_failures=grid.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
         try:
             result_grid = tuner.fit()
         except Exception as err:  # Ray failing on a full store (e.g. reading back an error file it truncated)
@@ -810,19 +774,16 @@ def launch(
         )
         if fault is not None:
             raise faults.StoreFaultError(fault)
-        # a restored experiment has its own packs (grouped when it started): only their states count
-        expected = None if restore_path is not None else len(packs)
-        if interrupted(result_grid, expected, todo, attempted, results, grid.name):
-            print("interrupted: Ray saved its state; run the same command again to continue")
+        if interrupted(result_grid, len(packs), todo, attempted, results, grid.name):
+            print("interrupted: run the same command again to continue (each trial from its own checkpoint)")
             break
-        # A restored experiment runs only what Ray itself still had open; anything else the store
-        # says is unfinished (e.g. Ray marked it finished but its directory was removed) runs fresh.
+        # Anything else the store says is unfinished (e.g. Ray saw it finish but its directory was removed)
+        # runs in a new experiment.
         todo = [
             t
             for t in todo
             if t.trial_id not in attempted and not store.is_done(store.trial_dir(results, grid.name, t.trial_id))
         ]
-        restore_path = None
     return len(attempted)
 
 
@@ -843,16 +804,6 @@ def interrupted(
         for t in todo
         if t.trial_id in attempted
     )
-
-
-def _replace_callbacks(tuner: Any, view: Any, stopper: Any) -> None:
-    """A restored Tuner brings the callbacks and stopper pickled with the old run; use fresh ones."""
-    try:
-        run_config = tuner._local_tuner.get_run_config()
-        run_config.callbacks = [view]
-        run_config.stop = stopper
-    except AttributeError:  # Ray changed its internals: the restored view still prints, just without our counts
-        pass
 
 
 def draw_figures(grid_name: str, results: Path, figures: Path) -> str:

@@ -283,7 +283,16 @@ def run(param: dict[str, Any]) -> None:
 
 def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_dirs: Sequence[Path]) -> None:
     from agent.config import build_config
-    from agent.store import FAILED, INTERRUPTED, NEW, StoreWriteError, TrialStatus, read_status, write_status
+    from agent.store import (
+        FAILED,
+        INTERRUPTED,
+        NEW,
+        ForeignTrialDir,
+        StoreWriteError,
+        TrialStatus,
+        read_status,
+        write_status,
+    )
     from agent.train import run_pack
 
     grid_dir = out_dirs[0].parent
@@ -318,8 +327,8 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
         )
 
     try:
-        # Ray stops a trial (Ctrl-C, a stopped sweep) by raising SystemExit out of tune.report: the
-        # worker then leaves its members "running" at their frame, so they resume from their checkpoints.
+        # Ray stops a trial (Ctrl-C, SIGTERM, a stopped sweep) by raising SystemExit out of tune.report: the
+        # worker then marks its members "interrupted" at their frame; they resume from their checkpoints.
         statuses = run_pack(configs, out_dirs, sinks, on_status)
     except Exception as err:  # run_pack raises only before its own bookkeeping starts (e.g. a full disk)
         statuses = []
@@ -335,7 +344,8 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
                     previous, state=FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
                 )
             try:
-                write_status(out_dir, status)
+                if not isinstance(err, ForeignTrialDir):  # that directory's status is another trial's: untouched
+                    write_status(out_dir, status)
             except StoreWriteError:
                 pass  # the store refuses writes: the driver marks it when it can and reports the path
             for sink in sinks[index]:

@@ -164,6 +164,7 @@ def test_a_damaged_store_checkpoint_is_replaced_by_rays_intact_copy(tmp_path: Pa
     from orchestrator.trainable import restore_ray_checkpoint
 
     trial = tmp_path / "aaaaaaaaaaaa"
+    trial.mkdir()  # save() never makes a trial directory (issue #19)
     checkpoint.save(trial, {"label": "intact", "frame": 3000, "step": 1500}, 3000, 1500)
     ray_copy = tmp_path / "ray_copy"
     ray_copy.mkdir()

@@ -145,13 +145,20 @@ def test_dry_run_plans_the_store_disk_and_it_fits(tmp_path: Path, capsys: pytest
     plan = packing.store_disk_plan(packs, at_once, ray_checkpoints=True)
     one = packing.checkpoint_bytes(grid.trials[0].config)  # full replay (2,500 steps + 2 x 3 + 2 slots) + the rest
     assert one == 2508 * 48 + packing.network_state_bytes(grid.trials[0].config) + packing.CHECKPOINT_FIXED_BYTES
+    finished = packing.finished_checkpoint_bytes(grid.trials[0].config)  # its replay dropped (issue #19)
+    assert finished == one - 2508 * 48
     running = min(at_once, 2) * 2
     assert plan.total == (
-        4 * one + running * one + running * one + (4 + running) * one + 4 * packing.metrics_bytes(grid.trials[0].config)
+        4 * finished
+        + 2 * running * one  # latest and previous of each running trial
+        + running * one  # the one each writes
+        + (4 + running) * one  # Ray's copies
+        + 4 * packing.metrics_bytes(grid.trials[0].config)
     )
     line = next(line for line in out.splitlines() if line.startswith("disk:"))
     assert f"up to {packing.fmt_bytes(plan.total)} ({plan.total:,} bytes) at its peak" in line
-    assert f"4 trials x 1 kept checkpoint (the latest) + {running} running trials x 1 previous" in line
+    assert "4 trials x 1 kept checkpoint (the latest; every replay dropped when its trial finishes" in line
+    assert f"{running} running trials x 2 at full size (latest, previous)" in line
     assert "Ray's copies" in line
     assert f"free on the results filesystem ({tmp_path})" in line
     assert "warning:" not in out

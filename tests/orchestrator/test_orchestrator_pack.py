@@ -459,6 +459,7 @@ def _write_checkpoint(directory: Path, label: str, frame: int) -> None:
     from agent import checkpoint
 
     staging = directory.parent / f".{directory.name}.staging"
+    staging.mkdir(parents=True)  # save() never makes a trial directory (issue #19)
     checkpoint.save(staging, {"label": label, "frame": frame, "step": frame // 2}, frame, frame // 2)
     (staging / checkpoint.LATEST).rename(directory)
     shutil.rmtree(staging)

@@ -102,13 +102,10 @@ def test_two_trial_grid_end_to_end(first_run: dict[str, Any]) -> None:
         assert int(rows[-1]["frame"]) == 2000 and any(r["eval/episode_return"] for r in rows)
         cells.add(meta["cell_id"])
     assert len(cells) == 2
-    # Ray's own experiment state sits beside the trials and can be restored
-    from ray import tune
-
+    # Ray's own experiment state sits beside the trials, with a record of what it ran (never restored: #19)
     launches = list((first_run["results"] / "e2e" / store.RAY_DIR).glob("*.launch.json"))
     assert len(launches) == 1
-    experiment = launches[0].with_name(json.loads(launches[0].read_text())["experiment"])
-    assert tune.Tuner.can_restore(str(experiment))
+    assert sorted(json.loads(launches[0].read_text())["trials"]) == sorted(d.name for d in dirs)
 
 
 def test_wandb_offline_runs_read_back(first_run: dict[str, Any]) -> None:
@@ -252,7 +249,8 @@ def test_interrupted_sweep_continues_from_checkpoints(
 
     code, out, _ = run_cli(capsys, "--grid", str(grid_path), "--results", str(results), "--no-wandb", "--no-figures")
     assert code == 0, out
-    assert "1 to run" in out and "resuming the Ray experiment" in out
+    # a new Ray experiment; the trial resumes from its own checkpoint in the store (Ray's state is never restored)
+    assert "1 to run" in out and "resuming the Ray experiment" not in out and "starting Ray experiment" in out
     status = _status(directory)
     assert status["status"] == "completed" and status["resumed_from_frame"] >= 2000
     frames = [int(r["frame"]) for r in _metrics(directory)]
