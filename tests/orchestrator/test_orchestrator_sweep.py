@@ -179,7 +179,9 @@ def test_failed_trial_is_reported_and_the_sweep_goes_on(
 
     trial_dir = store.trial_dir(tmp_path / "results", "fails", broken.trial_id)
     # An intact checkpoint (its hash matches) of something else: the worker cannot resume from it. (A damaged
-    # one no longer fails a trial: it falls back, issue #11.)
+    # one no longer fails a trial: it falls back, issue #11.) Checkpoint writes never make a trial's directory
+    # (issue #19: it may have been moved away): the trial's first run would have.
+    trial_dir.mkdir(parents=True)
     checkpoints.save(trial_dir, {"frame": 1000, "step": 500}, 1000, 500)
     checkpoint = trial_dir / checkpoints.LATEST
     code, out, _ = run_cli(
