@@ -25,6 +25,7 @@ The rules here are the ones a reader of the figures needs to know (docs/analysis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,17 +102,8 @@ def final_scores(
     """
     check_diverged(diverged)
     columns = [*store.trials.columns, "value", "final_frame", "n_points"]
-    trials = store.trials[store.trials["status"].isin(FINISHED)]
-    if trials.empty or store.data.empty:
-        return pd.DataFrame(columns=columns)
-    data = store.data[[FRAME, "trial", metric]]
-    data = data[np.isfinite(data[metric].to_numpy(dtype=float))]
-    by_trial = dict(list(data.groupby("trial", sort=False)))
     rows = []
-    for _, trial in trials.iterrows():
-        points = by_trial.get(trial["trial"])
-        if points is None or points.empty:
-            continue
+    for trial, points in _finished_points(store, metric):
         planned = _planned_frames(trial)
         if not np.isfinite(planned):
             planned = float(points[FRAME].max())
@@ -133,6 +125,21 @@ def final_scores(
     return pd.DataFrame(rows, columns=columns)
 
 
+def _finished_points(store: Store, metric: str) -> Iterator[tuple[pd.Series, pd.DataFrame]]:
+    """Each finished trial (a row of ``store.trials``) with its finite (frame, trial, ``metric``) points, in the
+    store's trial order; trials without any are left out."""
+    trials = store.trials[store.trials["status"].isin(FINISHED)]
+    if trials.empty or store.data.empty:
+        return
+    data = store.data[[FRAME, "trial", metric]]
+    data = data[np.isfinite(data[metric].to_numpy(dtype=float))]
+    by_trial = dict(list(data.groupby("trial", sort=False)))
+    for _, trial in trials.iterrows():
+        points = by_trial.get(trial["trial"])
+        if points is not None and not points.empty:
+            yield trial, points
+
+
 def area_scores(store: Store, diverged: str = DEFAULT_DIVERGED) -> pd.DataFrame:
     """One row per finished trial: ``value`` = the area under its return curve / its planned frames.
 
@@ -140,17 +147,8 @@ def area_scores(store: Store, diverged: str = DEFAULT_DIVERGED) -> pd.DataFrame:
     """
     check_diverged(diverged)
     columns = [*store.trials.columns, "value", "final_frame", "n_points"]
-    trials = store.trials[store.trials["status"].isin(FINISHED)]
-    if trials.empty or store.data.empty:
-        return pd.DataFrame(columns=columns)
-    data = store.data[[FRAME, "trial", EVAL_RETURN]]
-    data = data[np.isfinite(data[EVAL_RETURN].to_numpy(dtype=float))]
-    by_trial = dict(list(data.groupby("trial", sort=False)))
     rows = []
-    for _, trial in trials.iterrows():
-        points = by_trial.get(trial["trial"])
-        if points is None or points.empty:
-            continue
+    for trial, points in _finished_points(store, EVAL_RETURN):
         points = points.drop_duplicates(FRAME, keep="last").sort_values(FRAME)
         frames = points[FRAME].to_numpy(dtype=float)
         returns = points[EVAL_RETURN].to_numpy(dtype=float)

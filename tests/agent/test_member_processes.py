@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 
 from agent.config import build_config
 from agent.train import run_pack, run_trial
-from tests.agent.test_packing import MEMBERS, PACK_SCRIPT, PIXELS_TINY
+from tests.agent.test_packing import MEMBERS, PIXELS_TINY, pack_until_checkpointed
 from tests.agent.test_train import TINY_STATES, comparable, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,17 +107,7 @@ def test_worker_processes_threads_and_codec_change_nothing(obs_type, tmp_path):
 def test_killed_pack_leaves_no_worker_and_resumes_exactly(tmp_path):
     overrides = [{**TINY_STATES, "num_frames": 4000, "member_processes": True, **member} for member in MEMBERS]
     killed = [tmp_path / f"killed{k}" for k in range(3)]
-    process = subprocess.Popen(
-        [sys.executable, "-c", PACK_SCRIPT, repr(overrides), *map(str, killed)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    checkpoints = [out / "checkpoint" / "state.pt" for out in killed]
-    deadline = time.time() + 240
-    while not all(c.exists() for c in checkpoints) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+    process, checkpoints = pack_until_checkpointed(overrides, killed)
     workers = worker_pids(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()

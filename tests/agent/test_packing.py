@@ -125,21 +125,27 @@ def _pack_overrides(num_frames: int) -> list[dict]:
     return [{**TINY_STATES, "num_frames": num_frames, **member} for member in MEMBERS]
 
 
-def test_killed_pack_resumes_every_member_exactly(tmp_path):
-    overrides = _pack_overrides(4000)
-    killed = [tmp_path / f"killed{k}" for k in range(3)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def pack_until_checkpointed(overrides: list[dict], outs: list[Path]) -> tuple[subprocess.Popen, list[Path]]:
+    """A pack of ``overrides`` training into ``outs`` in a process of its own, once every member has written a
+    checkpoint (or the process ended, or 240 s passed); the process and the checkpoint files."""
     process = subprocess.Popen(
-        [sys.executable, "-c", PACK_SCRIPT, repr(overrides), *map(str, killed)],
+        [sys.executable, "-c", PACK_SCRIPT, repr(overrides), *map(str, outs)],
         cwd=REPO,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    checkpoints = [out / "checkpoint" / "state.pt" for out in killed]
+    checkpoints = [out / "checkpoint" / "state.pt" for out in outs]
     deadline = time.time() + 240
     while not all(c.exists() for c in checkpoints) and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    return process, checkpoints
+
+
+def test_killed_pack_resumes_every_member_exactly(tmp_path):
+    overrides = _pack_overrides(4000)
+    killed = [tmp_path / f"killed{k}" for k in range(3)]
+    process, checkpoints = pack_until_checkpointed(overrides, killed)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert all(c.exists() for c in checkpoints), process.stderr.read().decode()
