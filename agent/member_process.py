@@ -29,7 +29,6 @@ trainer ended) and is killed by the kernel when the trainer dies
 from __future__ import annotations
 
 import ctypes
-import functools
 import mmap
 import os
 import pickle
@@ -156,11 +155,12 @@ def worker_main(conn: Connection, config: Any, k: int, parent_pid: int, render_d
     commands: dict[str, Callable[..., Any]] = {
         "reset": lambda: mine["obs"].__setitem__(..., world.reset()),
         "coverage": world.coverage_values,
-        "eval_reset": lambda: _eval_reply(world.eval_reset(), mine),
-        "eval_step": lambda: _eval_reply(world.eval_step(mine["action"].copy()), mine),
+        "eval_reset": lambda: _evaluated(world, world.eval_reset(), mine),
+        "eval_step": lambda: _evaluated(world, world.eval_step(mine["action"].copy()), mine),
         "load": world.load_state_dict,
-        "world_state": world.state_dict,
-        "checkpoint": functools.partial(_save_checkpoint, world),
+        "checkpoint": lambda state, out_dir, frame, step, owner: str(
+            world.save_checkpoint(state, Path(out_dir), frame, step, owner)
+        ),
     }
     while True:
         try:
@@ -192,17 +192,9 @@ def worker_main(conn: Connection, config: Any, k: int, parent_pid: int, render_d
     world.close()
 
 
-def _eval_reply(step: Any, mine: dict[str, np.ndarray]) -> tuple[float, bool]:
-    mine["eval_obs"][...] = step.obs
-    return float(step.reward), bool(step.last)
-
-
-def _save_checkpoint(
-    world: MemberWorld, loop_state: dict[str, Any], out_dir: str, frame: int, step: int, owner: Any
-) -> str:
-    from agent import checkpoint  # torch, on the CPU only: the worker never touches CUDA
-
-    return str(checkpoint.save(Path(out_dir), {**loop_state, **world.state_dict()}, frame, step, owner=owner))
+def _evaluated(world: MemberWorld, reply: tuple[float, bool], mine: dict[str, np.ndarray]) -> tuple[float, bool]:
+    mine["eval_obs"][...] = world.eval_obs  # where the trainer reads it
+    return reply
 
 
 # --------------------------------------------------------------------------- the trainer's side
@@ -289,9 +281,6 @@ class WorkerWorld:
     def eval_step(self, action: np.ndarray) -> Reply:
         self.pack.views["action"][self.k] = action
         return self.send("eval_step")
-
-    def world_state(self) -> Reply:
-        return self.send("world_state")
 
     def load(self, state: dict[str, Any]) -> Reply:
         return self.send("load", state)

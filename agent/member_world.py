@@ -76,22 +76,14 @@ class MemberWorld:
         # the state cells' reference: the uniform-random phase all methods share (method.md §7)
         self.coverage = m.Coverage(projection, c.coverage_cell_size, max(2, c.num_expl_steps))
         self.time_step: Step | None = None
-        self.eval_step_: Step | None = None
+        self.eval_obs: np.ndarray | None = None  # the evaluation environment's latest observation
         self.episode_return, self.episode_length = 0.0, 0
         self._sample_s = 0.0  # the last batch's sampling time, reported with the step after it
 
     def spec(self) -> WorldSpec:
-        env, rows = self.env, self.config.replay_rows_per_update
-        obs_dtype = np.dtype(np.uint8 if self.config.obs_type == "pixels" else np.float32)
-        obs = tuple(env.obs_shape)  # a sampled observation is the stack the policy sees
-        batch = {
-            "obs": ((rows, *obs), obs_dtype.str),
-            "action": ((rows, env.action_dim), np.dtype(np.float32).str),
-            "reward": ((rows, 1), np.dtype(np.float32).str),
-            "discount": ((rows, 1), np.dtype(np.float32).str),
-            "next_obs": ((rows, *obs), obs_dtype.str),
-        }
-        return WorldSpec(obs, obs_dtype.str, env.action_dim, batch)
+        batch = self.replay.batch_spec(self.config.replay_rows_per_update)
+        _, obs_dtype = batch["obs"]
+        return WorldSpec(tuple(self.env.obs_shape), obs_dtype, self.env.action_dim, batch)
 
     # ------------------------------------------------------------ training
     @property
@@ -140,13 +132,16 @@ class MemberWorld:
         return self.coverage.values()
 
     # ------------------------------------------------------------ evaluation (its own environment and streams)
-    def eval_reset(self) -> Step:
-        self.eval_step_ = self.eval_env.reset()
-        return self.eval_step_
+    def eval_reset(self) -> tuple[float, bool]:
+        """(reward, last) of the evaluation episode's first step; its observation is ``eval_obs``."""
+        return self._evaluated(self.eval_env.reset())
 
-    def eval_step(self, action: np.ndarray) -> Step:
-        self.eval_step_ = self.eval_env.step(action)
-        return self.eval_step_
+    def eval_step(self, action: np.ndarray) -> tuple[float, bool]:
+        return self._evaluated(self.eval_env.step(action))
+
+    def _evaluated(self, step: Step) -> tuple[float, bool]:
+        self.eval_obs = step.obs
+        return float(step.reward), bool(step.last)
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -169,6 +164,14 @@ class MemberWorld:
         self.replay.rng.bit_generator.state = rng["replay"]
         self.env.set_rng_state(rng["env"])
         self.eval_env.set_rng_state(rng["eval_env"])
+
+    def save_checkpoint(
+        self, loop_state: dict[str, Any], out_dir: Path, frame: int, step: int, owner: dict[str, Any]
+    ) -> Path:
+        """The trainer's part of a checkpoint (agent, counters, windows) with this world's, written as one."""
+        from agent import checkpoint  # torch, on the CPU: a worker process never touches CUDA
+
+        return checkpoint.save(out_dir, {**loop_state, **self.state_dict()}, frame, step, owner=owner)
 
     def close(self) -> None:
         self.env.close()
@@ -213,7 +216,6 @@ class LocalWorld:
         self.world: MemberWorld = self._call(MemberWorld, config).result()
         self.spec = self.world.spec()
         self._batch: dict[str, np.ndarray] | None = None
-        self._eval: Step | None = None
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.thread.submit(fn, *args) if self.thread is not None else Done(fn(*args))
@@ -224,8 +226,8 @@ class LocalWorld:
 
     @property
     def eval_obs(self) -> np.ndarray:
-        assert self._eval is not None
-        return self._eval.obs
+        assert self.world.eval_obs is not None, "the member's evaluation environment was never reset"
+        return self.world.eval_obs
 
     @property
     def last(self) -> bool:
@@ -254,27 +256,17 @@ class LocalWorld:
     def coverage(self) -> Any:
         return self._call(self.world.coverage_values)
 
-    def _eval_reply(self, step: Step) -> tuple[float, bool]:
-        self._eval = step
-        return float(step.reward), bool(step.last)
-
     def eval_reset(self) -> Any:
-        return self._call(lambda: self._eval_reply(self.world.eval_reset()))
+        return self._call(self.world.eval_reset)
 
     def eval_step(self, action: np.ndarray) -> Any:
-        return self._call(lambda: self._eval_reply(self.world.eval_step(action)))
-
-    def world_state(self) -> Any:
-        return self._call(self.world.state_dict)
+        return self._call(self.world.eval_step, action)
 
     def load(self, state: dict[str, Any]) -> Any:
         return self._call(self.world.load_state_dict, state)
 
-    def save_checkpoint(self, loop_state: dict[str, Any], out_dir: Path, frame: int, step: int, owner: Any) -> Done:
-        from agent import checkpoint
-
-        state = {**loop_state, **self._call(self.world.state_dict).result()}
-        return Done(checkpoint.save(out_dir, state, frame, step, owner=owner))
+    def save_checkpoint(self, loop_state: dict[str, Any], out_dir: Path, frame: int, step: int, owner: Any) -> Any:
+        return self._call(self.world.save_checkpoint, loop_state, out_dir, frame, step, owner)
 
     def close(self) -> None:
         self._call(self.world.close).result()

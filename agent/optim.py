@@ -45,48 +45,9 @@ SGD_DEFAULTS = {
 }
 
 
-def _dense(tensor: torch.Tensor) -> torch.Tensor:
-    """A member's slice as the fused kernel wants it, contiguous: a weight stored transposed
-    (agent.networks.PackedLinear) is stepped through its transpose, which is the same elementwise
-    update; the kernel would otherwise copy it in and out at every step."""
-    if tensor.dim() == 2 and not tensor.is_contiguous() and tensor.t().is_contiguous():
-        return tensor.t()
-    return tensor
-
-
-def _whole(
-    params: list[torch.nn.Parameter],
-    grads: dict[int, torch.Tensor],
-    index: list[int],
-    exp_avg: list[torch.Tensor] | None,
-    exp_avg_sq: list[torch.Tensor] | None,
-    momentum_buffer: list[torch.Tensor] | None,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Any], list[torch.Tensor]]:
-    """The stacked tensors as the fused kernel steps them whole: a weight stored transposed (PackedLinear's
-    (K, out, in) view of (K, in, out) memory) through that transpose, and its gradient and state the same way
-    (their layouts are the parameter's), so the kernel writes in place."""
-
-    def view(tensor: torch.Tensor, transposed: bool) -> torch.Tensor:
-        return tensor.transpose(1, 2) if transposed else tensor
-
-    flipped = {i: _is_transposed(params[i]) for i in index}
-    p_list = [view(params[i].detach(), flipped[i]) for i in index]
-    g_list = [view(grads[i], flipped[i]) for i in index]
-    if exp_avg is not None and exp_avg_sq is not None:
-        return (
-            p_list,
-            g_list,
-            [view(exp_avg[i], flipped[i]) for i in index],
-            [view(exp_avg_sq[i], flipped[i]) for i in index],
-        )
-    buffers = (
-        [view(momentum_buffer[i], flipped[i]) for i in index] if momentum_buffer is not None else [None] * len(index)
-    )
-    return p_list, g_list, buffers, []
-
-
-def _is_transposed(tensor: torch.Tensor) -> bool:
-    return tensor.dim() == 3 and not tensor.is_contiguous() and tensor.transpose(1, 2).is_contiguous()
+def _transposed_storage(tensor: torch.Tensor) -> bool:
+    """A weight stored transposed (agent.networks.PackedLinear: a (.., out, in) view of (.., in, out) memory)."""
+    return tensor.dim() >= 2 and not tensor.is_contiguous() and tensor.transpose(-1, -2).is_contiguous()
 
 
 class PackedOptimizer:
@@ -137,35 +98,39 @@ class PackedOptimizer:
         grads = {i: p.grad for i, p in enumerate(self.params) if p.grad is not None}
         if not grads:
             return
-        index = list(grads)
-        if self.whole:
-            ((lr, momentum),) = self.groups
-            self._step(
-                lr,
-                momentum,
-                *_whole(
-                    self.params,
-                    grads,
-                    index,
-                    getattr(self, "exp_avg", None),
-                    getattr(self, "exp_avg_sq", None),
-                    getattr(self, "momentum_buffer", None),
-                ),
-                [self.steps[i][0] for i in index] if self.kind == "adam" else [],
-            )
-            return
         for (lr, momentum), members in self.groups.items():
-            slices = [(i, k) for k in members for i in index]
-            p_list = [_dense(self.params[i].detach()[k]) for i, k in slices]
-            g_list = [_dense(grads[i][k]) for i, k in slices]
-            if self.kind == "adam":
-                m1 = [_dense(self.exp_avg[i][k]) for i, k in slices]
-                m2 = [_dense(self.exp_avg_sq[i][k]) for i, k in slices]
-                self._step(lr, momentum, p_list, g_list, m1, m2, [self.steps[i][k] for i, k in slices])
-            else:
-                momentum_buffer = self.momentum_buffer
-                buffers = [_dense(momentum_buffer[i][k]) if momentum_buffer and momentum else None for i, k in slices]
-                self._step(lr, momentum, p_list, g_list, buffers, [], [])
+            # Every member shares these hyper-parameters: each stacked tensor whole (k None); else each member's
+            # slice of it.
+            pieces: list[tuple[int, int | None]] = (
+                [(i, None) for i in grads] if self.whole else [(i, k) for k in members for i in grads]
+            )
+            self._step_pieces(lr, momentum, pieces, grads)
+
+    def _step_pieces(
+        self, lr: float, momentum: float, pieces: list[tuple[int, int | None]], grads: dict[int, torch.Tensor]
+    ) -> None:
+        # A weight stored transposed is stepped through its transpose, and its gradient and state the same way
+        # (their layouts are the parameter's): the same elementwise update, written in place (the kernel would
+        # otherwise copy it in and out at every step).
+        flipped = [_transposed_storage(self._piece(self.params[i].detach(), k)) for i, k in pieces]
+
+        def stepped(tensors: Sequence[torch.Tensor] | dict[int, torch.Tensor]) -> list[torch.Tensor]:
+            views = [self._piece(tensors[i], k) for i, k in pieces]
+            return [view.transpose(-1, -2) if flip else view for view, flip in zip(views, flipped)]
+
+        p_list, g_list = stepped([p.detach() for p in self.params]), stepped(grads)
+        if self.kind == "adam":
+            steps = [self.steps[i][k or 0] for i, k in pieces]
+            self._step(lr, momentum, p_list, g_list, stepped(self.exp_avg), stepped(self.exp_avg_sq), steps)
+        else:
+            buffers: list[Any] = (
+                stepped(self.momentum_buffer) if self.momentum_buffer is not None and momentum else [None] * len(pieces)
+            )
+            self._step(lr, momentum, p_list, g_list, buffers, [], [])
+
+    @staticmethod
+    def _piece(tensor: torch.Tensor, k: int | None) -> torch.Tensor:
+        return tensor if k is None else tensor[k]
 
     def _step(
         self,

@@ -184,6 +184,19 @@ class ReplayBuffer:
         stacked = frames.reshape(2, len(g), -1, *self.frame_shape[1:])
         return stacked[0], stacked[1]
 
+    def batch_spec(self, batch_size: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Shape and dtype of each array ``sample(batch_size)`` returns (a worker's batch slot is laid out so)."""
+        frame_dtype = np.dtype(np.uint8) if self._store is not None else self.frames.dtype
+        obs = (batch_size, self.frame_shape[0] * self.frame_stack, *self.frame_shape[1:])
+        scalar = ((batch_size, 1), np.dtype(np.float32).str)
+        return {
+            "obs": (obs, frame_dtype.str),
+            "action": ((batch_size, self.actions.shape[1]), self.actions.dtype.str),
+            "reward": scalar,
+            "discount": scalar,
+            "next_obs": (obs, frame_dtype.str),
+        }
+
     def sample(self, batch_size: int) -> dict[str, np.ndarray]:
         g = self.sample_indices(batch_size)
         return self.transitions(g)

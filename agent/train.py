@@ -222,9 +222,14 @@ class Trainer:
         if c.eval_every_frames and self.members:
             self.evaluate()  # the final evaluation, at num_frames
 
+    @property
+    def _whole_pack(self) -> bool:
+        """No member has left: the shared block's rows are the agent's members, in its order."""
+        return not self.ended
+
     def observations(self) -> np.ndarray:
         """(K, *obs_shape): every member's current observation."""
-        if self.pack is not None and len(self.members) == len(self.pack.workers):
+        if self.pack is not None and self._whole_pack:
             return self.pack.views["obs"]  # the shared block already holds them side by side
         return np.stack([member.world.obs for member in self.members])
 
@@ -279,7 +284,7 @@ class Trainer:
         if any(ok is False for ok in could) or not self.members:  # None: that member failed and left
             return None  # no complete n-step transition yet (only with tiny seed phases)
         pinned = False
-        if self.pack is not None and len(self.members) == len(self.pack.workers):
+        if self.pack is not None and self._whole_pack:
             # The workers sampled straight into the shared block: the update reads it in place.
             batch = {key.removeprefix("batch/"): v for key, v in self.pack.views.items() if key.startswith("batch/")}
             pinned = self.pinned_batches
@@ -291,18 +296,17 @@ class Trainer:
                 if len(batches) == 1
                 else {key: np.stack([b[key] for b in batches]) for key in batches[0]}
             )
-        if self.timeline is None:
-            return self.agent.update(batch, self.step, pinned=pinned), list(self.members)
         tick = time.perf_counter()
-        if self.device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            result = self.agent.update(batch, self.step, pinned=pinned)
-            end.record()
-            self._update_events = (start, end)  # read with the metrics, after the update's only synchronization
-        else:
-            result = self.agent.update(batch, self.step)
-        self.timeline.add("update", tick)  # host time: on a GPU the device runs on while the envs step
+        events = None
+        if self.timeline is not None and self.device.type == "cuda":
+            events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            events[0].record()
+        result = self.agent.update(batch, self.step, pinned=pinned)
+        if events is not None:
+            events[1].record()
+            self._update_events = events  # read with the metrics, after the update's only synchronization
+        if self.timeline is not None:
+            self.timeline.add("update", tick)  # host time: on a GPU the device runs on while the envs step
         return result, list(self.members)
 
     def record_update(self, update: tuple[UpdateResult, list[Member]], frame: int) -> None:
@@ -540,13 +544,14 @@ class Trainer:
         )
 
     def close(self) -> None:
-        for member in [*self.members, *self.ended]:
-            try:
-                member.world.close()
-            except Exception as err:  # noqa: BLE001 - a member that failed may not close cleanly; the others must
-                print(f"warning: closing member {member.out_dir}: {type(err).__name__}: {err}", file=sys.stderr)
         if self.pack is not None:
-            self.pack.close()
+            self.pack.close()  # every worker, and the shared block
+        else:
+            for member in [*self.members, *self.ended]:
+                try:
+                    member.world.close()
+                except Exception as err:  # noqa: BLE001 - a member that failed may not close cleanly; the others must
+                    print(f"warning: closing member {member.out_dir}: {type(err).__name__}: {err}", file=sys.stderr)
         for thread in self.threads:
             thread.shutdown()
 

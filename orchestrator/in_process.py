@@ -11,7 +11,6 @@ write W&B runs (W&B is a view; ``wandb sync`` nothing).
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 from agent import store
 from agent.config import build_config
 from agent.train import run_pack
-from orchestrator.packing import Pack
+from orchestrator.packing import Pack, member_meta
 
 
 def run_packs(packs: Sequence[Pack], results: Path, grid_name: str) -> int:
@@ -39,17 +38,9 @@ def run_packs(packs: Sequence[Pack], results: Path, grid_name: str) -> int:
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         for member, out_dir in zip(todo, out_dirs):
             out_dir.mkdir(parents=True, exist_ok=True)
+            ids = [m.trial_id for m in todo]
             store.write_trial_meta(
-                out_dir,
-                {
-                    **member.meta(),
-                    "node": socket.gethostname(),
-                    "started_at": started_at,
-                    "pack_id": pack.pack_id,
-                    "pack_size": len(todo),
-                    "pack_members": [m.trial_id for m in todo],
-                    "runner": "in-process",
-                },
+                out_dir, member_meta(member.meta(), pack.pack_id, ids, started_at, runner="in-process")
             )
         print(f"pack {pack.number}/{len(packs)} ({pack.pack_id}): {len(todo)} trial(s) ...", flush=True)
         start = time.perf_counter()

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -464,6 +465,22 @@ def packed_speedup(config: Mapping[str, Any], size: int) -> tuple[float, str | N
         f"no packed measurement for K={size} on {where} ({key[0]}, hidden {key[1]}{codec}{loop}): assuming "
         f"aggregate rate = per-trial rate x 1, i.e. no gain (each member at 1/{size} of a trial's rate)"
     )
+
+
+def member_meta(
+    meta: Mapping[str, Any], pack_id: str, member_ids: Sequence[str], started_at: str, **extra: Any
+) -> dict[str, Any]:
+    """What a pack member's ``trial.json`` records besides its place in the grid (``meta``): where it trains, when
+    its pack started and with whom. The Ray trainable and the in-process runner write the same."""
+    return {
+        **meta,
+        **extra,
+        "node": socket.gethostname(),
+        "started_at": started_at,
+        "pack_id": pack_id,
+        "pack_size": len(member_ids),
+        "pack_members": list(member_ids),
+    }
 
 
 # ------------------------------------------------------------------ grouping

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from ray import tune
 
 from agent import store
 from orchestrator.faults import STORE_FAULT_KEY, quiet_ray_store_errors
+from orchestrator.packing import member_meta
 
 PACK_CHECKPOINT_FILE = "pack.json"
 MEMBER_KEY = "member"  # the trial id a reported row belongs to
@@ -267,15 +267,8 @@ def run(param: dict[str, Any]) -> None:
         note = restore_ray_checkpoint(out_dir, member["trial_id"], checkpoint, single=len(members) == 1)
         if note:
             record_fallback(out_dir, note)
-        meta = {
-            **member["meta"],
-            "resources": spec.get("resources"),
-            "node": socket.gethostname(),
-            "started_at": started_at,
-            "pack_id": spec["pack_id"],
-            "pack_size": len(todo),
-            "pack_members": [m["trial_id"] for m in todo],
-        }
+        members = [m["trial_id"] for m in todo]
+        meta = member_meta(member["meta"], spec["pack_id"], members, started_at, resources=spec.get("resources"))
         store.write_trial_meta(out_dir, meta)
         out_dirs.append(out_dir)
     run_members(spec, todo, out_dirs)

@@ -213,3 +213,17 @@ def test_compressed_codecs_refuse_state_vectors_and_unknown_names():
         ReplayBuffer(10, (5,), np.float32, 1, 1, nstep=3, discount=0.99, seed=0, frame_codec=COMPRESSED[0])
     with pytest.raises(ValueError, match="must be one of"):
         ReplayBuffer(10, (3, 4, 4), np.uint8, 3, 1, nstep=3, discount=0.99, seed=0, frame_codec="png")
+
+
+@pytest.mark.parametrize("codec", FRAME_CODECS)
+def test_batch_spec_is_what_sample_returns(steps, codec):
+    """A worker lays out its batch slot from batch_spec: it must be sample's shapes and dtypes exactly."""
+    replay = make_replay(codec)
+    for step in steps[:60]:
+        replay.add(*step[:-1], **step[-1])
+    states = ReplayBuffer(32, (5,), np.float32, 1, 2, nstep=3, discount=0.99, seed=1)
+    for i in range(20):
+        states.add(np.full(5, i, np.float32), None if i == 0 else np.zeros(2), 1.0, 1.0, first=i == 0, last=False)
+    for buffer in (replay, states):
+        batch = buffer.sample(8)
+        assert buffer.batch_spec(8) == {key: (value.shape, value.dtype.str) for key, value in batch.items()}
