@@ -80,11 +80,12 @@ test-faults: install ## the slow fault-injection tests (killed driver, full disk
 	$(PY) -m pytest -q -m faults_slow
 
 # All three gates run, so one pass shows every finding; the target fails if any of them fails.
-lint: install ## quality gates (CI runs them after the tests): ruff check, ruff format --check, mypy (config: pyproject.toml)
+lint: install ## quality gates (CI runs them after the tests): ruff check, ruff format --check, mypy, import rules (config: pyproject.toml)
 	@status=0; \
 	echo "ruff check ."; $(VENV)/bin/ruff check . || status=1; \
 	echo "ruff format --check ."; $(VENV)/bin/ruff format --check . || status=1; \
-	echo "mypy (agent envs orchestrator analysis bench)"; $(VENV)/bin/mypy || status=1; \
+	echo "mypy (agent contract envs orchestrator analysis bench)"; $(VENV)/bin/mypy || status=1; \
+	echo "lint-imports (the architecture's import rules)"; $(VENV)/bin/lint-imports --no-cache || status=1; \
 	exit $$status
 
 sweep: install ## run GRID (sweeps/<GRID>.yaml or a path) on PROFILE, then draw its figures

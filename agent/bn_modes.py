@@ -1,12 +1,11 @@
-"""Which BatchNorm mode each of the five update steps runs in (method.md §3).
+"""Puts a network's BatchNorm layers into the modes of method.md §3 (what a mode means, as data: ``contract/modes.py``).
 
-A mode is data: a 5-letter string over {T, E} in the order of ``STEP_NAMES``.
 ``bn_step`` puts every BatchNorm layer of a packed module into each member's
 mode for the step (members of a pack may run different mode strings) for one
 forward pass and restores the previous flags afterwards; the rest of the module
 (LayerNorm, Linear) has no train/eval behaviour, so only BN layers are touched.
 
-Two more places say what a mode means, both here: which mode the encoder's
+Two more places apply what a mode means, both here: the mode the encoder's
 BatchNorm runs in for each pass that runs the encoder (``bn_encoder_pass``), and
 how Critic-I's normalization is read for a measurement (``bn_critic_i_measurement``,
 the Q-bias of method.md §7).
@@ -14,53 +13,31 @@ the Q-bias of method.md §7).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
+
+from contract.modes import (  # noqa: F401 - what a mode means (data); this module applies it to networks
+    ALL_BN_MODES,
+    DEFAULT_BN_MODE,
+    ENCODER_BN_PASSES,
+    ENCODER_PASS_STEPS,
+    Q_BIAS_BN_STATS,
+    STEP_NAMES,
+    STEP_TITLES,
+    EncoderBnPasses,
+    QBiasBnStats,
+    encoder_pass_is_train,
+    mode_by_step,
+    step_is_train,
+    validate_bn_mode,
+)
 
 if TYPE_CHECKING:  # the mode strings are data: the store and analysis read them without torch (issue #12)
     import torch
     from torch import nn
 
     from agent.networks import PackedBatchNorm
-
-STEP_NAMES = ("actor_i", "actor_ii", "critic_i", "critic_ii", "critic_iii")
-STEP_TITLES = ("Actor-I", "Actor-II", "Critic-I", "Critic-II", "Critic-III")
-DEFAULT_BN_MODE = "TTETT"  # MA-BN: actor TT, critic ETT
-ALL_BN_MODES = tuple("".join(letters) for letters in itertools.product("TE", repeat=len(STEP_NAMES)))
-
-# The update's two encoder passes (encoder_norm=batch_norm) and, under encoder_bn_passes=by_step, the step whose
-# letter each one follows: the pass on s feeds the critic update (Critic-II; Actor-I and Critic-I read its
-# output detached), the pass on s' feeds the target computation (Actor-II and Critic-III).
-ENCODER_PASS_STEPS = {"obs": "critic_ii", "next_obs": "critic_iii"}
-# train: the authors' code (drqv2/drqv2.py, DrQV2AgentOni.update) calls `self.encoder.train()` before both passes,
-# whatever the mode string, so both run on batch statistics and move the running ones; by_step: ENCODER_PASS_STEPS.
-EncoderBnPasses = Literal["train", "by_step"]
-ENCODER_BN_PASSES: tuple[str, ...] = get_args(EncoderBnPasses)
-# How a Critic-I = T member's BN layers normalize in the Q-bias pass: with the batch statistics the latest update's
-# Critic-I forward computed (update: the authors' cal_est_bias), or with those of the evaluation batch itself.
-QBiasBnStats = Literal["update", "eval_batch"]
-Q_BIAS_BN_STATS: tuple[str, ...] = get_args(QBiasBnStats)
-
-
-def validate_bn_mode(mode: str) -> str:
-    if not isinstance(mode, str) or len(mode) != len(STEP_NAMES) or set(mode) - {"T", "E"}:
-        raise ValueError(
-            f"must be {len(STEP_NAMES)} letters, each T (train) or E (eval), in the order "
-            f"{', '.join(STEP_TITLES)}; e.g. {DEFAULT_BN_MODE} (MA-BN) or TTTTT"
-        )
-    return mode
-
-
-def step_is_train(mode: str, step: str) -> bool:
-    """True when ``step`` (one of STEP_NAMES) runs its BN layers on batch statistics."""
-    return validate_bn_mode(mode)[STEP_NAMES.index(step)] == "T"
-
-
-def mode_by_step(mode: str) -> dict[str, str]:
-    """{'actor_i': 'T', ...}: one key per step, for dashboards that group by a single step."""
-    return dict(zip(STEP_NAMES, validate_bn_mode(mode)))
 
 
 def bn_layers(module: nn.Module) -> list[PackedBatchNorm]:
@@ -116,16 +93,6 @@ def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
             layer.running_mean.copy_(mean)
             layer.running_var.copy_(var)
             layer.num_batches_tracked.copy_(count)
-
-
-def encoder_pass_is_train(mode: str, rule: str, encoder_pass: str) -> bool:
-    """Whether the encoder's BN layers run on batch statistics in ``encoder_pass`` ("obs" or "next_obs") of an
-    update, for a member with mode string ``mode`` under ``rule`` (one of ENCODER_BN_PASSES)."""
-    if rule == "train":
-        return True
-    if rule == "by_step":
-        return step_is_train(mode, ENCODER_PASS_STEPS[encoder_pass])
-    raise ValueError(f"encoder_bn_passes={rule!r}: allowed values are {', '.join(ENCODER_BN_PASSES)}")
 
 
 @contextmanager

@@ -31,7 +31,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,13 +39,21 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from agent.store import open_regular, read_json_object
+from contract.checkpoints import (  # noqa: F401 - the layout's names: callers of this module take them from here too
+    DAMAGED,
+    FORMAT,
+    LATEST,
+    MANIFEST_FILE,
+    PARTIAL,
+    PREVIOUS,
+    REPLAY_FILE,
+    STATE_FILE,
+    candidates,
+    frame_of,
+    read_manifest,
+)
+from contract.files import open_regular
 
-FORMAT = 2  # 1: the pickled state.pt before issue #11 (no manifest)
-LATEST, PREVIOUS, PARTIAL, DAMAGED = "checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged"
-STATE_FILE = "state.pt"
-REPLAY_FILE = "replay.pt"  # the replay's arrays (absent: not saved, or dropped when the trial finished)
-MANIFEST_FILE = "manifest.json"
 _NDARRAY, _NPSCALAR = "__ndarray__", "__npscalar__"
 
 
@@ -124,7 +132,7 @@ def _fsync_dir(path: Path) -> None:
 
 def save(out_dir: Path, state: dict[str, Any], frame: int, step: int, owner: Mapping[str, Any] | None = None) -> Path:
     """Write ``state`` as the trial's latest checkpoint; the latest one before it becomes the previous one.
-    ``owner`` (``agent.store.checkpoint_owner`` of the trial's config) goes into the manifest: a checkpoint says
+    ``owner`` (``contract.store.checkpoint_owner`` of the trial's config) goes into the manifest: a checkpoint says
     whose it is, and ``load_latest`` never adopts another config's (issue #19).
 
     Raises the ``OSError`` of a write the disk refused, after removing the partial directory; the existing
@@ -181,10 +189,6 @@ def _write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- reading
-def read_manifest(directory: Path) -> dict[str, Any] | None:
-    return read_json_object(Path(directory) / MANIFEST_FILE)
-
-
 def _file_sha256(path: Path) -> tuple[int, str]:
     sha256, size = hashlib.sha256(), 0
     with os.fdopen(open_regular(path), "rb") as handle:  # a FIFO planted as state.pt would block open()
@@ -253,16 +257,10 @@ class Loaded:
     notes: list[str] = field(default_factory=list)  # at most one line: what was passed over, for status.json
 
 
-def candidates(out_dir: Path) -> Iterator[Path]:
-    for name in (LATEST, PARTIAL, PREVIOUS):
-        if (Path(out_dir) / name).is_dir():
-            yield Path(out_dir) / name
-
-
 def foreign_reason(directory: Path, manifest: Mapping[str, Any] | None, owner: Mapping[str, Any] | None) -> str | None:
     """Why the checkpoint in ``directory`` is not this trial's to resume (None: it is, or it does not say whose it
     is: written before issue #19).  Another trial id: another config's checkpoint; the same trial with another
-    state layout (``agent.store.STATE_LAYOUT_KEYS``, e.g. ``frame_codec``): its replay cannot be loaded."""
+    state layout (``contract.store.STATE_LAYOUT_KEYS``, e.g. ``frame_codec``): its replay cannot be loaded."""
     theirs = (manifest or {}).get("owner")
     if owner is None or not isinstance(theirs, dict):
         return None
@@ -371,12 +369,6 @@ def drop_replay(directory: Path) -> None:
     staging.rename(directory / MANIFEST_FILE)  # first: a crash leaves a whole checkpoint either way
     (directory / REPLAY_FILE).unlink(missing_ok=True)
     _fsync_dir(directory)
-
-
-def frame_of(out_dir: Path) -> int | None:
-    """The frame of a trial's newest complete checkpoint, from its manifest (not verified: cheap)."""
-    frames = [int(m["frame"]) for d in candidates(out_dir) if (m := read_manifest(d)) and "frame" in m]
-    return max(frames) if frames else None
 
 
 # --------------------------------------------------------------------------- conversion of old checkpoints

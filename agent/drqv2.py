@@ -31,7 +31,6 @@ from agent.bn_modes import (
     frozen_bn_statistics,
     step_is_train,
 )
-from agent.config import TrialConfig, check_packable
 from agent.networks import (
     Actor,
     Critic,
@@ -43,7 +42,8 @@ from agent.networks import (
     init_linears,
 )
 from agent.optim import PackedOptimizer
-from agent.schedules import parse_schedule
+from contract.config import TrialConfig, check_packable
+from contract.schedules import parse_schedule
 
 # How the encoder's output is flattened for the trunks (Encoder.forward). Checkpoints
 # without this key were written before the change from DrQ-v2's (C, H, W) order and

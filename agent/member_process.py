@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from agent.member_world import MemberWorld, StepReport, WorldSpec
+from contract.store import StoreWriteError
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.5  # how often a waiting trainer checks that the worker it waits for is still alive
@@ -247,8 +248,6 @@ class WorkerWorld:
         if status == "ok":
             return payload[0] if payload else None
         if status == "store_error":
-            from agent.store import StoreWriteError
-
             errno, strerror, filename = payload
             raise StoreWriteError(OSError(errno, strerror, filename), filename, "a checkpoint")
         raise WorkerError(payload[0], payload[1])

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from agent import metrics as m
-from agent.config import EVAL_SEED_OFFSET, TrialConfig
 from agent.replay import ReplayBuffer
+from contract.config import EVAL_SEED_OFFSET, TrialConfig
 from envs import Step, make_env
 
 

@@ -1,4 +1,4 @@
-"""Metric names (the contract between worker, store, W&B and analysis) and the two derived measures.
+"""The two derived measures (their names, with every metric's: ``contract/metrics.py``).
 
 ``q_bias`` and ``Coverage`` follow method.md §7; both are pure functions of arrays so
 they can be checked against hand-computed values.
@@ -10,39 +10,25 @@ import zlib
 
 import numpy as np
 
-FRAME = "frame"
-EVAL_RETURN = "eval/episode_return"
-TRAIN_RETURN = "train/episode_return"
-TRAIN_LENGTH = "train/episode_length"
-Q_BIAS_MEAN = "q_bias/mean"
-Q_BIAS_STD = "q_bias/std"
-COVERAGE = "coverage/cells"
-STATE_COVERAGE = "coverage/state_cells"
-CRITIC_LOSS = "losses/critic"
-ACTOR_LOSS = "losses/actor"
-Q_MEAN = "q/mean"
-ACTOR_STD = "actor/std"
-BN_MISMATCH = "bn/critic_i_batch_vs_running"
-FPS = "perf/fps"
-UPDATE_MS = "perf/update_ms"
-
-METRIC_NAMES = (
-    EVAL_RETURN,
-    TRAIN_RETURN,
-    TRAIN_LENGTH,
-    Q_BIAS_MEAN,
-    Q_BIAS_STD,
-    COVERAGE,
-    STATE_COVERAGE,
-    CRITIC_LOSS,
+from contract.metrics import (  # noqa: F401 - the names: the worker's modules take them from here too
     ACTOR_LOSS,
-    Q_MEAN,
     ACTOR_STD,
     BN_MISMATCH,
+    COLUMNS,
+    COVERAGE,
+    CRITIC_LOSS,
+    EVAL_RETURN,
     FPS,
+    FRAME,
+    METRIC_NAMES,
+    Q_BIAS_MEAN,
+    Q_BIAS_STD,
+    Q_MEAN,
+    STATE_COVERAGE,
+    TRAIN_LENGTH,
+    TRAIN_RETURN,
     UPDATE_MS,
 )
-COLUMNS = (FRAME, *METRIC_NAMES)
 
 
 def discounted_returns(rewards: np.ndarray, discount: float) -> np.ndarray:

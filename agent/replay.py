@@ -28,14 +28,14 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
+from contract.config import FRAME_CODECS, FrameCodec  # noqa: F401 - declared with the trial config
+
 _OPEN = np.iinfo(np.int64).max  # episode_end of an episode still running
 
-FrameCodec = Literal["none", "lz4"]
-FRAME_CODECS: tuple[str, ...] = get_args(FrameCodec)
 KEYFRAME_INTERVAL = 16  # a compressed store starts a keyframe at every multiple of this global index
 LZ4_LEVEL = 10  # lz4 high-compression level of the "lz4" codec; 0: lz4's fast mode (bench.replay_codec compares)
 

@@ -2,7 +2,7 @@
 
 The disk sink is the source of truth; the orchestrator adds Ray Tune and W&B
 sinks with the same interface.  A sink must never lose what was already written.
-The store's layout, ids and statuses are agent/store.py's.
+The store's layout, ids and statuses are contract/store.py's.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import yaml
 
 from agent.metrics import COLUMNS
-from agent.store import CONFIG_FILE, METRICS_FILE, StoreWriteError, TrialStatus, atomic_write_text, read_metric_rows
+from contract.store import CONFIG_FILE, METRICS_FILE, StoreWriteError, TrialStatus, atomic_write_text, read_metric_rows
 
 
 class MetricSink(Protocol):

@@ -27,19 +27,21 @@ import torch
 from agent import checkpoint
 from agent import metrics as m
 from agent.allocator import keep_freed_memory
-from agent.config import ConfigError, TrialConfig, build_config, check_packable, help_text
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
 from agent.interrupts import Interrupted, interrupt_once
 from agent.member_process import WorkerError, WorkerPack, WorkerWorld
 from agent.member_world import WORLD_KEYS, Done, LocalWorld, StepReport, WorldSpec
 from agent.sinks import DiskSink, MetricSink, sync_before_checkpoint, write_config
-from agent.store import (
+from contract.config import ConfigError, TrialConfig, build_config, check_packable, help_text
+from contract.store import (
     COMPLETED,
+    DIVERGED,
     FAILED,
     FINISHED_STATUSES,
     INTERRUPTED,
     RUNNING,
     ForeignTrialDir,
+    Status,
     StoreWriteError,
     TrialStatus,
     check_trial_dir_owner,
@@ -48,7 +50,7 @@ from agent.store import (
     read_status,
     write_status,
 )
-from agent.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
+from contract.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 from envs.render_device import select_render_device
 
 
@@ -323,7 +325,7 @@ class Trainer:
                 continue  # it left the pack (failed) after the update ran
             if k in bad:
                 shown = {key: float(column[k]) for key, column in values.items() if not np.isfinite(column[k])}
-                self.end_members([member], "diverged", f"non-finite values: {shown}", frame=frame)
+                self.end_members([member], DIVERGED, f"non-finite values: {shown}", frame=frame)
                 continue
             for key, column in values.items():
                 member.pending[key].append(float(column[k]))
@@ -331,7 +333,7 @@ class Trainer:
     def end_members(
         self,
         ending: Sequence[Member],
-        status: str,
+        status: Status,
         error: str,
         trace: str | None = None,
         frame: int | None = None,

@@ -43,10 +43,20 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from agent.metrics import COVERAGE, EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD, STATE_COVERAGE
 from analysis import stats
+from analysis.markdown import table
 from analysis.store import AXIS_NAMES, Store, StoreError, axis_text, format_value, load_store
-from analysis.summary import Settings, final_scores, normalized_finals, per_task_scores
+from analysis.summary import (
+    DIVERGED_TEXT,
+    Settings,
+    add_settings_arguments,
+    final_scores,
+    normalized_finals,
+    per_task_scores,
+    settings_from,
+)
+from contract.metrics import COVERAGE, EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD, STATE_COVERAGE
+from contract.status import DIVERGED
 
 CLOSE_TOLERANCE = 0.1  # "close to" / "within a margin": at most 0.1 normalized score below (100 return points)
 RANGE_FRACTION = 0.8  # "keeps a high return" at a learning rate: IQM >= 80% of the best IQM of the comparison
@@ -598,7 +608,7 @@ def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: st
         seeds=seeds,
         seeds_needed=needed,
         runs=len(used),
-        diverged=int((used["status"] == "diverged").sum()),
+        diverged=int((used["status"] == DIVERGED).sum()),
         cells=tuple(comparison.cells),
     )
 
@@ -785,9 +795,42 @@ def header(confidence: float) -> list[str]:
     ]
 
 
-def _parser(prog: str) -> argparse.ArgumentParser:
-    from analysis.figures import add_settings_arguments
+def claims_lines(store: Store, settings: Settings) -> list[str]:
+    """The claims section: every claim of ``analysis.claims.CLAIMS`` judged on ``store``, and the rules."""
+    pct = f"{settings.confidence:.0%}"
+    lines = [
+        "## Claims of the paper",
+        "",
+        "Each finding of the paper that a grid tests, as a comparison of its cells (definitions as data in "
+        '`analysis/claims.py`, explained in docs/analysis.md, "Claims"). Scores are final returns divided '
+        "by the task maximum (0.1 = 100 return points on a DMC task) unless the comparison says otherwise; "
+        f"CI: {pct} stratified bootstrap ({settings.reps} resamples, seed {settings.seed}; every cell "
+        "resampled on its own within each task); probability of improvement: over pairs of runs per task, "
+        "ties counting 1/2.",
+        "",
+    ]
+    lines += table(header(settings.confidence), table_rows(evaluate_claims(store, settings)))
+    lines += [
+        "",
+        f"**Verdict**: a stratified permutation test ({settings.reps} relabellings, seed {settings.seed}) of the "
+        f'effect against the claim\'s threshold (0, or -{CLOSE_TOLERANCE:g} for "within"), two-sided at '
+        f"{1 - settings.confidence:.0%}: *supported* when an effect this far above the threshold has probability "
+        f"<= {(1 - settings.confidence) / 2:.1%} if the compared runs were exchangeable, *contradicted* when one "
+        "this far below has, *inconclusive* otherwise. Its false-verdict rate under no effect is at most "
+        f"{1 - settings.confidence:.0%} at any number of seeds; where the runs allow too few relabellings for "
+        "any test at that level to reject (2 to 4 seeds per cell on one task, the IQM of 4 tying relabellings), the "
+        "row says *direction only*. "
+        "The CI and the probability of improvement describe the effect; they do not decide. "
+        f"**Seeds needed** (no verdict): the seeds per cell at which a test at this level would find the observed "
+        f"effect with {POWER:.0%} probability (its standard error, from the CI, shrinking as 1/sqrt(n)), never "
+        "fewer than the seeds at which the test can reject at all; an estimate from few seeds, not a promise. "
+        f"**Diverged trials** score {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`).",
+        "",
+    ]
+    return lines
 
+
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="Print the claims table of a result store (as in report.md)."
     )
@@ -798,9 +841,6 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m analysis.claims") -> int:
     """``prog``: the program name in usage and error lines (``bnsweep claims`` through the bnsweep command)."""
-    from analysis.figures import settings_from
-    from analysis.report import claims_lines
-
     parser = _parser(prog)
     args = parser.parse_args(argv)
     settings = settings_from(parser, args)

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from agent.metrics import EVAL_RETURN
 from analysis.store import Store
 from analysis.summary import DIVERGED_TEXT, CellSummary, Settings, cell_summaries, final_scores
+from contract.metrics import EVAL_RETURN
 
 if TYPE_CHECKING:  # figures passes its GridData (cached summaries); no import of matplotlib for this alone
     from analysis.plots import GridData

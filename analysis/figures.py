@@ -15,12 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis import stats
 from analysis.export import EXPORT_FILES, write_exports
 from analysis.plots import GridData, figure_names, figures_for
 from analysis.report import write_report
 from analysis.store import StoreError, load_store
-from analysis.summary import DEFAULT_DIVERGED, DEFAULT_FINAL_WINDOW, DIVERGED_RULES, Settings
+from analysis.summary import Settings, add_settings_arguments, settings_from
 
 
 def make_figures(
@@ -64,46 +63,6 @@ def make_figures(
         grid_data.append(grid)
     report = write_report(out, store, grid_data, files, str(results), drawn=selected)
     return report, {name: files[name] for name in selected}
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """The statistics options shared by ``analysis.figures`` and ``analysis.claims`` (fields of ``Settings``)."""
-    parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples (default: 2000)")
-    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap RNG seed (default: 0)")
-    parser.add_argument(
-        "--confidence",
-        type=float,
-        default=stats.DEFAULT_CONFIDENCE,
-        help="confidence level of the intervals (default: 0.95)",
-    )
-    parser.add_argument(
-        "--final-window",
-        type=float,
-        default=DEFAULT_FINAL_WINDOW,
-        help="fraction of a trial's frames whose evaluations make its final return (default: 0.1)",
-    )
-    parser.add_argument(
-        "--diverged",
-        choices=DIVERGED_RULES,
-        default=DEFAULT_DIVERGED,
-        help="what a diverged trial's return counts as: task_min (default) = the lowest evaluation "
-        "return of any trial of the store on its task, since a diverged trial has no policy "
-        "left; last = its last evaluation before divergence (the optimistic reading)",
-    )
-
-
-def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace, dpi: int = 150) -> Settings:
-    """``Settings`` from the parsed options; a bad value exits through ``parser.error`` (status 2)."""
-    if args.reps < 1 or dpi < 10 or not 0 < args.confidence < 1 or not 0 <= args.final_window <= 1:
-        parser.error("--reps must be >= 1, --dpi >= 10, --confidence in (0, 1), --final-window in [0, 1]")
-    return Settings(
-        reps=args.reps,
-        confidence=args.confidence,
-        seed=args.seed,
-        final_window=args.final_window,
-        dpi=dpi,
-        diverged=args.diverged,
-    )
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:

@@ -23,8 +23,6 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from agent.bn_modes import STEP_NAMES, step_is_train
-from agent.metrics import BN_MISMATCH, COVERAGE, EVAL_RETURN, FRAME, Q_BIAS_MEAN, Q_BIAS_STD, STATE_COVERAGE
 from analysis import stats
 from analysis.store import AXIS_NAMES, Store, format_value
 from analysis.style import FRAMES_FORMATTER, METHOD_COLORS, RC, cell_styles, method_color, plt, save
@@ -40,6 +38,9 @@ from analysis.summary import (
     improvement,
     normalized_finals,
 )
+from contract.metrics import BN_MISMATCH, COVERAGE, EVAL_RETURN, FRAME, Q_BIAS_MEAN, Q_BIAS_STD, STATE_COVERAGE
+from contract.modes import STEP_NAMES, step_is_train
+from contract.status import DIVERGED, RUNNING
 
 if TYPE_CHECKING:
     from matplotlib.artist import Artist
@@ -142,7 +143,7 @@ class GridData:
         several = len(counts) > 1
         if several:
             text += " per task"
-        for status in ("diverged", "running"):
+        for status in (DIVERGED, RUNNING):
             k = int((mine["status"] == status).sum())
             if k:
                 text += f", {k} of {len(mine)} runs {status}" if several else f", {k} {status}"

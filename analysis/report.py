@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from agent.store import FAILED, INTERRUPTED, NEW, RUNNING
 from analysis import stats
-from analysis.claims import CLOSE_TOLERANCE, POWER, evaluate_claims, header, table_rows
+from analysis.claims import claims_lines
+from analysis.markdown import md as _md
+from analysis.markdown import table as _table
 from analysis.plots import GridData
 from analysis.store import Store
 from analysis.style import frames_text
@@ -29,6 +30,7 @@ from analysis.summary import (
     normalized_finals,
     unnormalizable_tasks,
 )
+from contract.status import DIVERGED, FAILED, INTERRUPTED, NEW, RUNNING
 
 REPORT_FILE = "report.md"
 
@@ -44,18 +46,6 @@ FIGURE_CAPTIONS = {
     "aggregate": "Median / IQM / Mean / Optimality gap of normalized final return across tasks, 95% CIs",
     "probability_of_improvement": "probability of improvement of MA-BN over each baseline, 95% CIs",
 }
-
-
-def _md(text: object) -> str:
-    """One table cell: no pipes or newlines, long errors cut."""
-    value = str(text).replace("|", "\\|").replace("\n", " ").strip()
-    return value if len(value) <= 160 else value[:157] + "..."
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows]
-    return lines
 
 
 def _num(x: float, digits: int = 1) -> str:
@@ -139,7 +129,7 @@ def _aggregate_lines(grid: GridData) -> list[str]:
     ]
     estimates = aggregate(finals, grid.settings)
     names = list(stats.AGGREGATES)
-    diverged = finals[finals["status"] == "diverged"].groupby("cell").size()
+    diverged = finals[finals["status"] == DIVERGED].groupby("cell").size()
     rows = []
     for cell, by_name in estimates.items():
         n_tasks = by_name["IQM"].n_tasks
@@ -175,44 +165,9 @@ def _aggregate_lines(grid: GridData) -> list[str]:
     return lines
 
 
-def claims_lines(store: Store, settings: Settings) -> list[str]:
-    """The claims section: every claim of ``analysis.claims.CLAIMS`` judged on ``store``, and the rules."""
-    pct = f"{settings.confidence:.0%}"
-    lines = [
-        "## Claims of the paper",
-        "",
-        "Each finding of the paper that a grid tests, as a comparison of its cells (definitions as data in "
-        '`analysis/claims.py`, explained in docs/analysis.md, "Claims"). Scores are final returns divided '
-        "by the task maximum (0.1 = 100 return points on a DMC task) unless the comparison says otherwise; "
-        f"CI: {pct} stratified bootstrap ({settings.reps} resamples, seed {settings.seed}; every cell "
-        "resampled on its own within each task); probability of improvement: over pairs of runs per task, "
-        "ties counting 1/2.",
-        "",
-    ]
-    lines += _table(header(settings.confidence), table_rows(evaluate_claims(store, settings)))
-    lines += [
-        "",
-        f"**Verdict**: a stratified permutation test ({settings.reps} relabellings, seed {settings.seed}) of the "
-        f'effect against the claim\'s threshold (0, or -{CLOSE_TOLERANCE:g} for "within"), two-sided at '
-        f"{1 - settings.confidence:.0%}: *supported* when an effect this far above the threshold has probability "
-        f"<= {(1 - settings.confidence) / 2:.1%} if the compared runs were exchangeable, *contradicted* when one "
-        "this far below has, *inconclusive* otherwise. Its false-verdict rate under no effect is at most "
-        f"{1 - settings.confidence:.0%} at any number of seeds; where the runs allow too few relabellings for "
-        "any test at that level to reject (2 to 4 seeds per cell on one task, the IQM of 4 tying relabellings), the "
-        "row says *direction only*. "
-        "The CI and the probability of improvement describe the effect; they do not decide. "
-        f"**Seeds needed** (no verdict): the seeds per cell at which a test at this level would find the observed "
-        f"effect with {POWER:.0%} probability (its standard error, from the CI, shrinking as 1/sqrt(n)), never "
-        "fewer than the seeds at which the test can reject at all; an estimate from few seeds, not a promise. "
-        f"**Diverged trials** score {DIVERGED_TEXT[settings.diverged]} (`--diverged {settings.diverged}`).",
-        "",
-    ]
-    return lines
-
-
 def _trouble_lines(store: Store, grids: Sequence[str], settings: Settings | None) -> list[str]:
     trials = store.trials[store.trials["grid"].isin(grids)]
-    bad = trials[trials["status"].isin(("diverged", "failed"))]
+    bad = trials[trials["status"].isin((DIVERGED, FAILED))]
     lines = ["## Trials that diverged or failed", ""]
     if bad.empty:
         lines.append("None.")

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from agent.metrics import EVAL_RETURN, FRAME, METRIC_NAMES
-from agent.store import (
+from contract.checkpoints import CHECKPOINT_DIRS
+from contract.metrics import EVAL_RETURN, FRAME, METRIC_NAMES
+from contract.store import (
     CONFIG_FILE,
     FINISHED_STATUSES,
     METRICS_FILE,
@@ -50,7 +51,7 @@ from agent.store import (
 FINISHED = FINISHED_STATUSES  # trials whose last evaluation is a final result
 # Directories that are never trials and never hold trials (worker checkpoints, W&B runs, Ray Tune and
 # orchestrator state such as _ray/ and _sweep/); dot-directories are skipped too.
-SKIP_DIRS = ("checkpoint", "checkpoint.prev", "checkpoint.tmp", "checkpoint.damaged", "wandb")
+SKIP_DIRS = (*CHECKPOINT_DIRS, "wandb")
 
 # Keys that never separate cells: the seed, bookkeeping and speed options with the same learning semantics.
 NON_CELL_KEYS = (

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from agent.bn_modes import ALL_BN_MODES  # noqa: E402 - the 32 mode strings, data (no torch)
+from contract.modes import ALL_BN_MODES  # noqa: E402 - the 32 mode strings, data (no torch)
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType

@@ -25,16 +25,17 @@ The rules here are the ones a reader of the figures needs to know (docs/analysis
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from agent.metrics import EVAL_RETURN, FRAME, Q_BIAS_MEAN
-from agent.store import COMPLETED, DIVERGED, FAILED, INTERRUPTED, NEW, RUNNING
 from analysis import stats
 from analysis.store import FINISHED, Store
+from contract.metrics import EVAL_RETURN, FRAME, Q_BIAS_MEAN
+from contract.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, NEW, RUNNING
 
 DEFAULT_FINAL_WINDOW = 0.1
 # failed trials crashed for reasons outside the method; interrupted ones are partial, like running ones
@@ -108,7 +109,7 @@ def final_scores(
         if not np.isfinite(planned):
             planned = float(points[FRAME].max())
         end = budget * planned
-        if trial["status"] == "diverged" and (budget >= 1.0 or float(points[FRAME].max()) < end):
+        if trial["status"] == DIVERGED and (budget >= 1.0 or float(points[FRAME].max()) < end):
             used = points.iloc[[-1]]
             value = float(used[metric].iloc[0])
             if metric == EVAL_RETURN:
@@ -157,7 +158,7 @@ def area_scores(store: Store, diverged: str = DEFAULT_DIVERGED) -> pd.DataFrame:
             planned = float(frames.max())
         if planned <= 0:
             continue
-        if trial["status"] == "diverged":  # from its divergence on, the value the final-return rule gives it
+        if trial["status"] == DIVERGED:  # from its divergence on, the value the final-return rule gives it
             held = diverged_value(store, trial, float(returns[-1]), diverged)
             frames, returns = np.append(frames, frames[-1]), np.append(returns, held)
         keep = frames <= planned
@@ -205,7 +206,7 @@ def curves(
         table = part.pivot(index=FRAME, columns="trial", values="value").sort_index()
         if hold_diverged:
             for trial in table.columns:
-                if status.get(trial) != "diverged":
+                if status.get(trial) != DIVERGED:
                     continue
                 column = table[trial]
                 last = column.last_valid_index()
@@ -280,7 +281,7 @@ def cell_summaries(store: Store, settings: Settings) -> list[CellSummary]:
                 method=str(method),
                 n_trials=len(group),
                 n_final=len(mine),
-                n_diverged=int(counts.get("diverged", 0)),
+                n_diverged=int(counts.get(DIVERGED, 0)),
                 n_running=int(counts.get(RUNNING, 0)),
                 n_interrupted=int(counts.get(INTERRUPTED, 0)),
                 n_failed=int(counts.get(FAILED, 0)),
@@ -368,3 +369,43 @@ def improvement(finals: pd.DataFrame, settings: Settings, target: str = "MA-BN")
             [a for a, _ in shared], [b for _, b in shared], settings.reps, settings.confidence, settings.seed
         )
     return out
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The statistics options shared by ``analysis.figures`` and ``analysis.claims`` (fields of ``Settings``)."""
+    parser.add_argument("--reps", type=int, default=stats.DEFAULT_REPS, help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED, help="bootstrap RNG seed (default: 0)")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=stats.DEFAULT_CONFIDENCE,
+        help="confidence level of the intervals (default: 0.95)",
+    )
+    parser.add_argument(
+        "--final-window",
+        type=float,
+        default=DEFAULT_FINAL_WINDOW,
+        help="fraction of a trial's frames whose evaluations make its final return (default: 0.1)",
+    )
+    parser.add_argument(
+        "--diverged",
+        choices=DIVERGED_RULES,
+        default=DEFAULT_DIVERGED,
+        help="what a diverged trial's return counts as: task_min (default) = the lowest evaluation "
+        "return of any trial of the store on its task, since a diverged trial has no policy "
+        "left; last = its last evaluation before divergence (the optimistic reading)",
+    )
+
+
+def settings_from(parser: argparse.ArgumentParser, args: argparse.Namespace, dpi: int = 150) -> Settings:
+    """``Settings`` from the parsed options; a bad value exits through ``parser.error`` (status 2)."""
+    if args.reps < 1 or dpi < 10 or not 0 < args.confidence < 1 or not 0 <= args.final_window <= 1:
+        parser.error("--reps must be >= 1, --dpi >= 10, --confidence in (0, 1), --final-window in [0, 1]")
+    return Settings(
+        reps=args.reps,
+        confidence=args.confidence,
+        seed=args.seed,
+        final_window=args.final_window,
+        dpi=dpi,
+        diverged=args.diverged,
+    )

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from agent.allocator import keep_freed_memory
-from agent.config import build_config
 from agent.drqv2 import DrQV2Agent, UpdateResult
 from agent.train import Timeline, Trainer
 from bench.common import PIXEL_OBS_SHAPE, TASK, TimingSink, loop_fps, random_batch
 from bench.reference_update import ReferenceUpdate
+from contract.config import build_config
 
 
 def synchronize(device: torch.device) -> None:

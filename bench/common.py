@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.config import build_config
 from agent.train import Trainer
+from contract.config import build_config
 
 TASK = "cartpole_swingup"
 PIXEL_OBS_SHAPE = (9, 84, 84)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.config import build_config
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -213,7 +215,6 @@ def count_update_ops(k: int, obs_type: str, shared_lr: bool, modes: tuple[str, .
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from agent.config import build_config
     from agent.drqv2 import DrQV2Agent
     from bench.common import random_batch
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agent.bn_modes import step_is_train
-from agent.config import TrialConfig
+from contract.config import TrialConfig
 
 
 @contextmanager

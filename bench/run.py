@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from agent.allocator import keep_freed_memory
-from agent.config import build_config
 from agent.drqv2 import DrQV2Agent
 from agent.replay import ReplayBuffer
 from bench import packed, replay_codec
 from bench.common import PIXEL_OBS_SHAPE, TASK, loop_fps, machine, random_batch
+from contract.config import build_config
 from envs import make_env
 from envs.dmc import DMCEnv
 

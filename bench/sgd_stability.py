@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from agent.config import build_config
 from agent.drqv2 import DrQV2Agent
 from bench.common import machine, random_batch
+from contract.config import build_config
 
 METHODS = {
     "Origin": {"actor_norm": "none", "critic_norm": "none"},

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent.store import INTERRUPTED, RUNNING, STORE_ERRNOS, StoreWriteError, read_status, write_status
+from contract.store import INTERRUPTED, RUNNING, STORE_ERRNOS, StoreWriteError, read_status, write_status
 from orchestrator.packing import free_disk_bytes
 
 STORE_FAULT_KEY = "store_fault"  # a pack reports it once when the result store refused a write

@@ -18,12 +18,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent import config as agent_config
 from agent.bn_modes import STEP_NAMES
-from agent.config import FIELD_DEFAULTS, FIELDS, ConfigError, build_config
-from agent.schema import did_you_mean
-from agent.store import PLAIN_NAME_RULE, cell_id, format_value, is_plain_name, read_regular_text, trial_id
-from agent.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
+from contract import config as agent_config
+from contract.config import FIELD_DEFAULTS, FIELDS, ConfigError, build_config
+from contract.schema import did_you_mean
+from contract.store import PLAIN_NAME_RULE, cell_id, format_value, is_plain_name, read_regular_text, trial_id
+from contract.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 from orchestrator import SWEEPS_DIR
 from orchestrator.grid_schema import DEFAULT_PACK, GridLevel, Resources, grid_messages, validate_grid
 
@@ -135,7 +135,7 @@ def load_grid(ref: str | Path, profile: str) -> Grid:
     path = resolve_grid_path(str(ref))
     try:
         text = read_regular_text(path, MAX_YAML_BYTES)
-        data = load_yaml(text, str(path))  # bounded, repeated keys refused (agent.yamlio)
+        data = load_yaml(text, str(path))  # bounded, repeated keys refused (contract.yamlio)
     except YamlError as err:
         raise GridError([str(err)]) from None
     except UnicodeDecodeError:

@@ -1,7 +1,7 @@
 """The grid format (``sweeps/*.yaml``) as one typed schema: validation, coercion and its JSON Schema.
 
 ``GridFile`` is a pydantic model (issue #12). Trial config values anywhere in a grid (``base``, an axis, a named
-axis's variants, ``cells``) are checked by the worker's own field declarations (``agent.config.TrialFields``), so
+axis's variants, ``cells``) are checked by the worker's own field declarations (``contract.config.TrialFields``), so
 a key's type, range and allowed values are declared once. Every problem of a file is reported at once, each
 naming the key path, the value and what is allowed. Rules across keys (``bn_mode`` needs a BN network, buffer
 mixing needs Critic-I = T) are the worker's and run per trial when the grid expands (``orchestrator.grid``).
@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from agent.bn_modes import ALL_BN_MODES
-from agent.config import (
+from contract.config import (
     DESCRIPTIONS,
     EASY_TASKS,
     FIELDS,
@@ -42,7 +42,7 @@ from agent.config import (
     TrialFields,
     field_allowed,
 )
-from agent.schema import (
+from contract.schema import (
     MODEL_CONFIG,
     At,
     Int,
@@ -54,7 +54,7 @@ from agent.schema import (
     model_bounds,
     standard_bounds,
 )
-from agent.store import PLAIN_NAME_RULE, is_plain_name
+from contract.store import PLAIN_NAME_RULE, is_plain_name
 from envs import check_task_name
 
 # Keys a grid must not set through `base`/axes/cells: they have their own grid key,
@@ -166,7 +166,7 @@ def _pack_input(value: Any) -> Any:
 
 
 def _grid_name(name: str) -> str:
-    if not is_plain_name(name):  # the store's naming rule, defined once (agent.store)
+    if not is_plain_name(name):  # the store's naming rule, defined once (contract.store)
         raise ValueError(f"{name!r} is not a plain grid name ({PLAIN_NAME_RULE})")
     return name
 
@@ -178,7 +178,7 @@ def _field_type(name: str) -> Any:
 
 # ------------------------------------------------------------------ trial config values
 class _Strict(BaseModel):
-    """Frozen, unknown keys refused, YAML text coerced (agent.schema.MODEL_CONFIG)."""
+    """Frozen, unknown keys refused, YAML text coerced (contract.schema.MODEL_CONFIG)."""
 
     model_config = MODEL_CONFIG
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent import store
-from agent.config import build_config
 from agent.train import run_pack
+from contract import store
+from contract.config import build_config
 from orchestrator.packing import Pack, member_meta
 
 

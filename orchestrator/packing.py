@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.store import config_digest
+from contract.config import TrialConfig, pack_signature
+from contract.store import config_digest
 
 GiB = 1024**3
 
@@ -518,8 +519,7 @@ def pack_id(trial_ids: Sequence[str]) -> str:
 
 
 def signature(config: Mapping[str, Any]) -> tuple:
-    """The worker's pack signature of a resolved config dict (agent.config.pack_signature)."""
-    from agent.config import TrialConfig, pack_signature
+    """The worker's pack signature of a resolved config dict (contract.config.pack_signature)."""
 
     return pack_signature(TrialConfig(**dict(config)))
 

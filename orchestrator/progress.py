@@ -16,7 +16,9 @@ from typing import Any
 
 from ray import tune
 
-from agent import metrics, store
+from agent import metrics
+from contract import store
+from contract.store import FAILED, RUNNING, read_status, write_status
 from orchestrator.report import fmt_duration
 from orchestrator.trainable import MEMBER_KEY, MEMBER_STATUS_KEY
 
@@ -110,7 +112,7 @@ class ProgressView(tune.Callback):
         status = result.get(MEMBER_STATUS_KEY)
         if status in store.FINISHED_STATUSES and not result.get("skipped"):
             self._finish(tid)
-        elif status == "failed":
+        elif status == store.FAILED:
             entry["status"] = "failed"  # printed when Ray retries the pack or gives up on it
 
     def _finish(self, tid: str, word: str | None = None, suffix: str = "") -> None:
@@ -188,7 +190,6 @@ def record_process_death(out_dir: Path, trial: Any) -> str:
     The trainable records every failure it sees; a process killed from outside (out of
     memory, a lost node) leaves ``running`` behind, which would read as "still going".
     """
-    from agent.store import FAILED, RUNNING, read_status, write_status
 
     status = read_status(out_dir)
     if status is None or status.state != RUNNING:

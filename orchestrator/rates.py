@@ -1,5 +1,5 @@
 """Frame rates for the planner's time estimates: measured from finished trials in the store, else reference
-rates.  (Read from the store on disk through agent.store; nothing here writes it.)"""
+rates.  (Read from the store on disk through contract.store; nothing here writes it.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.store import FINISHED_STATUSES, STATUS_FILE, TrialStatus, read_config, read_status, read_trial_meta
+from contract.store import FINISHED_STATUSES, STATUS_FILE, TrialStatus, read_config, read_status, read_trial_meta
 
 
 def rate_key(config: Mapping[str, Any]) -> tuple:

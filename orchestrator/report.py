@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent import store
+from contract import store
+from contract.store import FAILED, UNFINISHED_STATUSES, read_status
 
 
 def fmt_duration(seconds: float) -> str:
@@ -55,7 +56,6 @@ def summary_lines(
     figure_note: str | None,
 ) -> list[str]:
     """The end-of-sweep report: counts from the store, failures with their errors, where everything is."""
-    from agent.store import FAILED, UNFINISHED_STATUSES, read_status
 
     dirs = [store.trial_dir(results, t.grid, t.trial_id) for t in trials]
     counts = store_counts(dirs)

@@ -29,10 +29,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent import config as agent_config
-from agent import store
 from agent.interrupts import terminate_as_interrupt
-from agent.store import INTERRUPTED, RUNNING
+from contract import config as agent_config
+from contract import store
+from contract.store import INTERRUPTED, RUNNING, atomic_write_text
 from orchestrator import faults, rates
 from orchestrator.grid import Grid, GridError, TrialSpec, load_grid
 from orchestrator.packing import (
@@ -369,7 +369,7 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
     resources = f"cpu {grid.cpus_per_trial:g}" + (f" gpu {grid.gpus_per_trial:g}" if grid.gpus_per_trial else "")
     for i, t in enumerate(grid.trials, 1):
         state = states[t.trial_id]
-        if state in ("running", "failed"):
+        if state in (store.RUNNING, store.FAILED):
             state += f" @ {_done_frame(results, t):,}"
         pack = str(pack_of.get(t.trial_id, "-"))
         print(
@@ -378,7 +378,7 @@ def print_plan(grid: Grid, results: Path, address: str | None, host_memory: int 
         )
     for line in schedule_lines(grid):
         print(line)
-    started = [t for t in pending if states[t.trial_id] != "new"]
+    started = [t for t in pending if states[t.trial_id] != store.NEW]
     print(
         f"cells: {len(grid.cells)}, tasks: {len(grid.tasks)}, seeds: {len(grid.seeds)} -> {len(grid.trials)} trials; "
         f"{len(done)} done, {len(pending)} to run ({len(started)} of them resume from a checkpoint)"
@@ -513,7 +513,6 @@ def pack_payload(pack: Pack, results: Path, grid: Grid, wandb_settings: Mapping[
 
 def write_sweep_record(grid: Grid, results: Path) -> None:
     """results/<grid>/_sweep/<profile>.json: the trials this grid file asks for now (for analysis and audits)."""
-    from agent.store import atomic_write_text
 
     record = {
         "grid": grid.name,

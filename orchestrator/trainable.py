@@ -37,7 +37,20 @@ from typing import Any
 
 from ray import tune
 
-from agent import store
+from contract import store
+from contract.config import build_config
+from contract.store import (
+    FAILED,
+    INTERRUPTED,
+    NEW,
+    RUNNING,
+    STORE_ERRNOS,
+    ForeignTrialDir,
+    StoreWriteError,
+    TrialStatus,
+    read_status,
+    write_status,
+)
 from orchestrator.faults import STORE_FAULT_KEY, quiet_ray_store_errors
 from orchestrator.packing import member_meta
 
@@ -118,7 +131,6 @@ class PackCheckpointer:
 def _ray_store_writes(path: Path, what: str) -> Iterator[None]:
     """Ray persists results and checkpoints into the store (its syncer, inside tune.report): a refused write
     there is the store's fault like any other (issue #11), not the trial's."""
-    from agent.store import STORE_ERRNOS, StoreWriteError
 
     try:
         yield
@@ -213,7 +225,6 @@ def restore_ray_checkpoint(out_dir: Path, trial_id: str, checkpoint: Any, single
 
 def record_fallback(out_dir: Path, note: str) -> None:
     """Add a checkpoint fallback to the trial's status.json (the worker keeps the list and adds its own)."""
-    from agent.store import RUNNING, TrialStatus, read_status, write_status
 
     status = read_status(out_dir) or TrialStatus(RUNNING, frame=0)
     fallback = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "note": note}
@@ -275,17 +286,6 @@ def run(param: dict[str, Any]) -> None:
 
 
 def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_dirs: Sequence[Path]) -> None:
-    from agent.config import build_config
-    from agent.store import (
-        FAILED,
-        INTERRUPTED,
-        NEW,
-        ForeignTrialDir,
-        StoreWriteError,
-        TrialStatus,
-        read_status,
-        write_status,
-    )
     from agent.train import run_pack
 
     grid_dir = out_dirs[0].parent

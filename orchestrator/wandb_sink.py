@@ -28,10 +28,10 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from agent.store import TrialStatus
+from contract.status import DIVERGED, FAILED, FINISHED_STATUSES
+from contract.store import TrialStatus, atomic_write_text, read_json_object
 
 DEFAULT_PROJECT = "bnsweep"
 FRAME = "frame"
@@ -133,14 +133,12 @@ def flat_config(meta: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str,
 
 def offline_fallbacks(trial_dir: Path) -> list[dict[str, Any]]:
     """The offline runs recorded in a trial's ``wandb_offline.json`` (none when the file is absent or unreadable)."""
-    from agent.store import read_json_object
 
     runs = (read_json_object(Path(trial_dir) / OFFLINE_FALLBACK_FILE) or {}).get("runs")
     return [r for r in runs if isinstance(r, dict) and r.get("offline_dir")] if isinstance(runs, list) else []
 
 
 def _record_fallback(trial_dir: Path, entry: Mapping[str, Any]) -> None:
-    from agent.store import atomic_write_text
 
     runs = [*offline_fallbacks(trial_dir), dict(entry)]  # a resumed trial may have fallen back before
     atomic_write_text(Path(trial_dir) / OFFLINE_FALLBACK_FILE, json.dumps({"runs": runs}, indent=2) + "\n")
@@ -356,9 +354,9 @@ class WandbSink:
         try:
             state = status.state
             run.summary.update({"status": state, "final_frame": status.frame, "wall_time_s": status.wall_time_s})
-            if state in ("diverged", "failed"):
+            if state in (DIVERGED, FAILED):
                 run.tags = tuple(run.tags or ()) + (str(state),)
-            run.finish(exit_code=0 if state in ("completed", "diverged") else 1)
+            run.finish(exit_code=0 if state in FINISHED_STATUSES else 1)
         except Exception as err:  # noqa: BLE001
             self.warn(f"finishing the run failed: {_one_line(err)}")
         if self.teardown:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from agent.config import build_config
 from agent.drqv2 import DrQV2Agent
 from agent.replay import ReplayBuffer
+from contract.config import build_config
 from envs import make_env
 
 TINY = dict(

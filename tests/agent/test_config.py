@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent import train
-from agent.config import FIELDS, ConfigError, build_config, identity_config
+from contract.config import FIELDS, ConfigError, build_config, identity_config
 
 BAD = [
     ({"bn_mode": "TTXTT"}, ["bn_mode", "TTXTT", "T (train) or E (eval)"]),

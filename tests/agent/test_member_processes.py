@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent.config import build_config
 from agent.train import run_pack, run_trial
+from contract.config import build_config
 from tests.agent.test_packing import MEMBERS, PIXELS_TINY, pack_until_checkpointed
 from tests.agent.test_train import TINY_STATES, comparable, read_metrics
 

@@ -23,9 +23,9 @@ import pytest
 import torch
 
 from agent.bn_modes import bn_layers
-from agent.config import ConfigError, build_config
 from agent.drqv2 import DrQV2Agent
 from agent.train import run_pack, run_trial
+from contract.config import ConfigError, build_config
 from tests.agent.test_train import TINY_STATES, comparable, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def test_members_must_share_what_fixes_shapes(tiny_config):
 
 PACK_SCRIPT = """
 import sys
-from agent.config import build_config
+from contract.config import build_config
 from agent.train import run_pack
 overrides, outs = eval(sys.argv[1]), sys.argv[2:]
 run_pack([build_config(o) for o in overrides], outs)

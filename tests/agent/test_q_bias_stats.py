@@ -15,10 +15,10 @@ import torch
 
 from agent import metrics
 from agent.bn_modes import bn_layers
-from agent.config import build_config
 from agent.drqv2 import DrQV2Agent
 from agent.networks import features_first
 from agent.train import run_trial
+from contract.config import build_config
 from tests.agent.conftest import packed
 from tests.agent.test_train import TINY_STATES, comparable, read_metrics
 

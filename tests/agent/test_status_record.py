@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import store
-from agent.store import (
+from contract import store
+from contract.store import (
     COMPLETED,
     FAILED,
     INTERRUPTED,
@@ -61,6 +61,7 @@ def test_a_record_round_trips_and_writes_the_keys_the_dict_writers_wrote(tmp_pat
         write_status(tmp_path, status)
         assert raw(tmp_path) == old
         assert read_status(tmp_path) == status
+    write_status(tmp_path, TrialStatus(RUNNING))  # the writer moves only along the status machine: failed -> running
     full = TrialStatus(
         INTERRUPTED, frame=10, error="stopped", store_error=True, checkpoint_frame=8, extra={"note": [1, 2]}
     )
@@ -128,5 +129,5 @@ def test_updates_and_states_are_checked(tmp_path: Path) -> None:
 
 
 def test_the_store_module_imports_without_torch() -> None:
-    code = "import sys, agent.store; assert 'torch' not in sys.modules; agent.store.TrialStatus('running')"
+    code = "import sys, contract.store; assert 'torch' not in sys.modules; contract.store.TrialStatus('running')"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from agent.config import build_config
 from agent.metrics import COLUMNS
 from agent.train import run_trial
+from contract.config import build_config
 from envs import check_task_name, make_env
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ def test_analysis_imports_no_orchestrator_module():
 
 def test_the_store_module_and_analysis_import_no_torch():
     code = (
-        "import sys, agent.store, analysis.figures, analysis.claims, analysis.store, analysis.style; "
+        "import sys, contract.store, analysis.figures, analysis.claims, analysis.store, analysis.style; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -9,8 +9,7 @@ import pytest
 from synthetic_store import LAYER_NORM, ORIGIN, write_trial
 
 from analysis import claims, stats
-from analysis.claims import CLAIMS, Claim, evaluate_claims, seeds_needed, table_rows
-from analysis.report import claims_lines
+from analysis.claims import CLAIMS, Claim, claims_lines, evaluate_claims, seeds_needed, table_rows
 from analysis.store import load_store
 from analysis.summary import Settings, area_scores, final_scores
 

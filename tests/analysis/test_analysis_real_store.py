@@ -41,8 +41,8 @@ def worker_store(tmp_path_factory) -> Path:
     """Two trials run by the worker's own entry point (``run_trial``, what the orchestrator calls)."""
     import torch
 
-    from agent.config import build_config
     from agent.train import run_trial
+    from contract.config import build_config
 
     root = tmp_path_factory.mktemp("real") / "results"
     threads = torch.get_num_threads()

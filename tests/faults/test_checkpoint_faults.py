@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from agent import checkpoint
-from agent.config import build_config
-from agent.store import TrialStatus
 from agent.train import run_trial
+from contract.config import build_config
+from contract.store import TrialStatus
 from tests.agent.test_train import TINY_STATES
 
 REPO = Path(__file__).resolve().parents[2]

@@ -53,7 +53,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent import store
+from contract import store
 from orchestrator import REPO_ROOT
 from orchestrator.grid import load_grid
 from tests.orchestrator.orch_helpers import TINY_BASE

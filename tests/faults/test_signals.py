@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent import checkpoint, store
-from agent.config import build_config
+from agent import checkpoint
 from agent.train import run_trial
+from contract import store
+from contract.config import build_config
 from orchestrator import REPO_ROOT
 from tests.faults.test_checkpoint_faults import TINY, metrics
 

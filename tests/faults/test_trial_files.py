@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agent import store
-from agent.config import build_config
 from agent.train import run_trial
+from contract import store
+from contract.config import build_config
 from tests.agent.test_train import TINY_STATES
 
 TINY = {**TINY_STATES, "num_frames": 2000}

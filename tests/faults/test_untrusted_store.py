@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent import store
+from contract import store
 from orchestrator import REPO_ROOT
 from tests.orchestrator.orch_helpers import TINY_BASE
 

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent import checkpoint, store
+from agent import checkpoint
 from agent.sinks import DiskSink, write_config
-from agent.store import RUNNING, StoreWriteError, TrialStatus
+from contract import store
+from contract.store import RUNNING, StoreWriteError, TrialStatus
 
 
 class Faults:

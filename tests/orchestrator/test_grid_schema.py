@@ -10,7 +10,7 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, write_grid
 
-from agent.config import ConfigError, build_config, help_text
+from contract.config import ConfigError, build_config, help_text
 from orchestrator.grid import GridError, load_grid
 from orchestrator.grid_schema import SCHEMA_FILE, json_schema
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orch_helpers import grid_dict, subprocess_env, trial_dirs, write_grid
 
-from agent import store
+from contract import store
 from orchestrator import REPO_ROOT
 
 # A machine without Ray or W&B: importing either fails in this driver.

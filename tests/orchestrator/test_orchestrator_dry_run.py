@@ -11,8 +11,8 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, write_grid
 
-from agent import store
-from agent.store import TrialStatus, write_status
+from contract import store
+from contract.store import TrialStatus, write_status
 from orchestrator import packing
 from orchestrator.grid import load_grid
 from orchestrator.sweep import concurrency, plan_packs
@@ -229,8 +229,8 @@ def test_planned_network_state_is_the_agents(overrides: dict) -> None:
     """The disk plan counts the networks from the architecture; the real agent has exactly those numbers."""
     import torch
 
-    from agent.config import build_config
     from agent.drqv2 import NETWORKS, DrQV2Agent
+    from contract.config import build_config
 
     config = build_config(overrides)
     state_dim, action_dim, _ = packing.task_dims(config.task)

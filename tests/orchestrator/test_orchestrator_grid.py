@@ -10,8 +10,8 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, write_grid
 
-from agent import store
 from agent.bn_modes import ALL_BN_MODES
+from contract import store
 from orchestrator import REPO_ROOT, SWEEPS_DIR
 from orchestrator.grid import GridError, available_grids, load_grid
 
@@ -295,7 +295,7 @@ def test_exit_code_of_the_real_command(tmp_path: Path) -> None:
 
 
 def test_cell_names_spell_values_as_the_figures_do() -> None:
-    """One spelling of a config value (agent.store.format_value) in cell names, W&B groups and figure labels."""
+    """One spelling of a config value (contract.store.format_value) in cell names, W&B groups and figure labels."""
     grid = load_grid("learning_rate", "paper")
     assert {t.config["lr"] for t in grid.trials} == {5e-5, 7.5e-5, 1e-4, 2e-4, 5e-4, 1e-3}
     for trial in grid.trials:

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, trial_dirs, write_grid
 
-from agent import store
-from agent.store import TrialStatus, read_status, write_status
+from contract import store
+from contract.store import TrialStatus, read_status, write_status
 from orchestrator import packing
 from orchestrator.grid import load_grid
 from orchestrator.wandb_offline import read_run

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, subprocess_env, trial_dirs, write_grid
 
-from agent import store
+from contract import store
 from orchestrator import REPO_ROOT
 from orchestrator.grid import load_grid
 from orchestrator.wandb_offline import read_run

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from orch_helpers import TINY_BASE
 
-from agent.config import build_config
-from agent.store import TrialStatus
 from agent.train import run_trial
+from contract.config import build_config
+from contract.store import TrialStatus
 from orchestrator.wandb_sink import (
     INIT_TIMEOUT_ENV,
     WANDB_INIT_TIMEOUT_S,

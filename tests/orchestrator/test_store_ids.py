@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import build_config
-from agent.store import cell_id, trial_id
+from contract.config import build_config
+from contract.store import cell_id, trial_id
 
 # Ids the store computed before packing, frame codecs, member threads and precision existed (commit 393e91f).
 STORED = [

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJsonSchema, model_validator
 
-from agent.bn_modes import (
+from contract.modes import (
     DEFAULT_BN_MODE,
     STEP_NAMES,
     EncoderBnPasses,
@@ -23,8 +23,8 @@ from agent.bn_modes import (
     step_is_train,
     validate_bn_mode,
 )
-from agent.replay import FrameCodec
-from agent.schema import (
+from contract.schedules import parse_schedule
+from contract.schema import (
     MODEL_CONFIG,
     Float,
     Int,
@@ -35,7 +35,7 @@ from agent.schema import (
     is_null,
     model_bounds,
 )
-from agent.store import (  # noqa: F401 - the store owns the ids; these names are the config's interface too
+from contract.store import (  # noqa: F401 - the store owns the ids; these names are the config's interface too
     ID_NEUTRAL_DEFAULTS,
     ID_NEUTRAL_WHEN,
     PLACEMENT_KEYS,
@@ -44,7 +44,7 @@ from agent.store import (  # noqa: F401 - the store owns the ids; these names ar
     identity_config,
     trial_id,
 )
-from envs import check_task_name, is_gym_task
+from contract.tasks import check_task_name, is_gym_task
 
 Norm = Literal["none", "layer_norm", "batch_norm"]
 EncoderNorm = Literal["none", "batch_norm"]
@@ -53,6 +53,8 @@ Precision = Literal["fp32", "tf32", "bf16"]
 Optimizer = Literal["adam", "sgd"]
 TargetBnStats = Literal["independent", "copy", "soft"]
 TaskPresets = Literal["drqv2", "ma_bn"]
+# How the replay stores pixel frames (agent/replay.py): raw, or lz4-compressed (issue #9).
+FrameCodec = Literal["none", "lz4"]
 NORMS: tuple[str, ...] = get_args(Norm)
 ENCODER_NORMS: tuple[str, ...] = get_args(EncoderNorm)
 OBS_TYPES: tuple[str, ...] = get_args(ObsType)
@@ -60,6 +62,7 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 TARGET_BN_STATS: tuple[str, ...] = get_args(TargetBnStats)
 TASK_PRESETS: tuple[str, ...] = get_args(TaskPresets)
+FRAME_CODECS: tuple[str, ...] = get_args(FrameCodec)
 # What members of one pack may differ in (issue #9): everything else fixes tensor shapes or the
 # loop's schedule, so members must share it.
 PACK_MEMBER_KEYS = ("seed", "bn_mode", "lr", "actor_lr", "critic_lr", "target_bn_stats", "sgd_momentum")
@@ -101,8 +104,6 @@ def _device(device: str) -> str:
 
 
 def _schedule(text: str) -> str:
-    from agent.schedules import parse_schedule  # local: keeps this module free of torch at import
-
     parse_schedule(text)
     return text
 
