@@ -202,7 +202,8 @@ def write_status(out_dir: Path, status: TrialStatus) -> None:
     text fits in it (a status must be able to say ``interrupted`` on a full disk).  Only along an edge of the
     status machine from the state on disk (StatusTransitionError otherwise): a finished trial is never made
     unfinished, nor a fresh one finished without having run."""
-    check_transition(trial_state(Path(out_dir)), status.state)
+    if Path(out_dir).is_dir():  # a vanished trial directory is refused by the write below, in the store's one line
+        check_transition(trial_state(Path(out_dir)), status.state)
     path = Path(out_dir) / STATUS_FILE
     text = json.dumps(status.to_json(), indent=2) + "\n"
     try:

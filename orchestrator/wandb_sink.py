@@ -353,7 +353,7 @@ class WandbSink:
         self._drop_run()
         try:
             state = status.state
-            run.summary.update({"status": state, "final_frame": status.frame, "wall_time_s": status.wall_time_s})
+            run.summary.update({"status": str(state), "final_frame": status.frame, "wall_time_s": status.wall_time_s})
             if state in (DIVERGED, FAILED):
                 run.tags = tuple(run.tags or ()) + (str(state),)
             run.finish(exit_code=0 if state in FINISHED_STATUSES else 1)

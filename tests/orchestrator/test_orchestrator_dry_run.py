@@ -23,6 +23,7 @@ def _fake_finished(results: Path, trial, frames_per_s: float) -> Path:
     directory = store.trial_dir(results, trial.grid, trial.trial_id)
     directory.mkdir(parents=True)
     (directory / "config.yaml").write_text(yaml.safe_dump(trial.config))
+    write_status(directory, TrialStatus("running"))  # along the status machine, as the worker writes it
     write_status(
         directory, TrialStatus("completed", frame=trial.num_frames, wall_time_s=trial.num_frames / frames_per_s)
     )

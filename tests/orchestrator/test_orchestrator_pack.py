@@ -247,6 +247,7 @@ def test_dry_run_uses_rates_measured_in_packs(tmp_path: Path, capsys: pytest.Cap
         directory = store.trial_dir(results, trial.grid, trial.trial_id)
         directory.mkdir(parents=True)
         (directory / "config.yaml").write_text(yaml.safe_dump(trial.config))
+        write_status(directory, TrialStatus("running"))  # along the status machine, as the worker writes it
         write_status(directory, TrialStatus("completed", frame=trial.num_frames, wall_time_s=trial.num_frames / 150.0))
         store.write_trial_meta(
             directory,
@@ -435,7 +436,8 @@ def test_partly_done_pack_reruns_only_its_unfinished_member(
     # the pack was stopped after `second` had finished: `first` is unfinished, from its checkpoint at 1000
     status = read_status(first)
     assert status is not None
-    write_status(first, replace(status, state="running", frame=1000))
+    # what a pack killed mid-run leaves on disk (written as a file: no writer moves a finished trial back)
+    (first / store.STATUS_FILE).write_text(json.dumps(replace(status, state="running", frame=1000).to_json()))
     kept = [f for f in _metric_frames(first) if f <= 1000]
     before = (second / "status.json").stat().st_mtime_ns
     code, out, _ = run_cli(
