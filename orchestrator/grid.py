@@ -222,11 +222,11 @@ class _GridBuilder:
     def shared_profile(self, key_path: str, ref: str) -> dict[str, Any]:
         path = shared_profile_path(self.path, ref)
         if not path.is_file():
-            names = ", ".join(p.stem for p in sorted(PROFILES_DIR.glob("*.yaml")))
+            names = [p.stem for p in sorted(PROFILES_DIR.glob("*.yaml"))]
             self.error(
                 key_path,
-                f"{ref!r}: no such shared profile ({path}); shared profiles in {PROFILES_DIR}: {names}, "
-                "or give a path to a YAML file relative to the grid file",
+                f"{ref!r}: no such shared profile ({path}){did_you_mean(ref, names)}; shared profiles in "
+                f"{PROFILES_DIR}: {', '.join(names)}, or give a path to a YAML file relative to the grid file",
             )
             return {}
         try:
