@@ -18,7 +18,7 @@ from analysis import stats
 from analysis.claims import claims_lines
 from analysis.markdown import md as _md
 from analysis.markdown import table as _table
-from analysis.plots import GridData, caption
+from analysis.plots import GridData, caption, figure_names
 from analysis.store import Store
 from analysis.style import frames_text
 from analysis.summary import (
@@ -30,6 +30,7 @@ from analysis.summary import (
     normalized_finals,
     unnormalizable_tasks,
 )
+from contract.grid_shows import grid_shows
 from contract.status import DIVERGED, FAILED, INTERRUPTED, NEW, RUNNING
 
 REPORT_FILE = "report.md"
@@ -285,7 +286,8 @@ def write_report(
             ],
             _cell_rows(grid),
         )
-        if grid.name == "normalization" or len(grid.tasks) > 1:
+        shows_aggregate = "aggregate" in figure_names(grid.name, grid_shows(store.root, grid.name))
+        if shows_aggregate or len(grid.tasks) > 1:  # the aggregate figure's numbers, and any comparison across tasks
             lines += [""] + _aggregate_lines(grid)
         lines.append("")
     lines += _trouble_lines(store, names, settings)
