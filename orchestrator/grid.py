@@ -232,7 +232,8 @@ class _GridBuilder:
         try:
             data = load_yaml(read_regular_text(path, MAX_YAML_BYTES), str(path))
             if not isinstance(data, Mapping):
-                raise YamlError(f"{path}: expected a mapping of profile keys, got {type(data).__name__}")
+                self.error(key_path, f"{ref!r}: {path} holds {type(data).__name__}, not a mapping of profile keys")
+                return {}
             return _level(validate_shared_profile(data), f"{path}: ")
         except ValidationError as err:
             for message in grid_messages(err, shared_profile=True):

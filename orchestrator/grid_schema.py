@@ -4,7 +4,9 @@
 axis's variants, ``cells``) are checked by the worker's own field declarations (``contract.config.TrialFields``), so
 a key's type, range and allowed values are declared once. Every problem of a file is reported at once, each
 naming the key path, the value and what is allowed. Rules across keys (``bn_mode`` needs a BN network, buffer
-mixing needs Critic-I = T) are the worker's and run per trial when the grid expands (``orchestrator.grid``).
+mixing needs Critic-I = T) are the worker's and run per trial when the grid expands (``orchestrator.grid``). The
+names a grid's ``figures`` and ``claims`` may use are the analysis's own (``analysis.plots.FIGURES``, the ids of
+``analysis.claims.CLAIMS``), so they are declared once too.
 
 ``python -m orchestrator.grid_schema`` prints the JSON Schema; ``sweeps/grid.schema.json`` is that output, which
 editors use to check a grid while it is written (sweeps/README.md).

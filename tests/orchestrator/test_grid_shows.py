@@ -80,3 +80,6 @@ def test_a_missing_or_broken_shared_profile_is_reported(tmp_path: Path) -> None:
     assert f"{broken}: base.hiden_dim: unknown trial config key 'hiden_dim' (did you mean hidden_dim" in text
     assert f"{broken}: name: unknown key 'name'" in text and "allowed in a shared profile: description, base" in text
     assert f"{broken}: extends: unknown key 'extends'" in text  # one level: a shared profile extends nothing
+    (tmp_path / "list.yaml").write_text("- seeds\n- pack\n")
+    listed = write_grid(tmp_path, "l.yaml", grid_dict("l", profiles={"local": {"extends": "list.yaml"}}))
+    assert "profiles.local.extends: 'list.yaml': " in _errors(listed) and "holds list, not a mapping" in _errors(listed)
