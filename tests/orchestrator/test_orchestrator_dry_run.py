@@ -11,7 +11,7 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, write_grid
 
-from contract import store
+from contract import store, tasks
 from contract.store import TrialStatus, write_status
 from orchestrator import packing
 from orchestrator.grid import load_grid
@@ -234,7 +234,7 @@ def test_planned_network_state_is_the_agents(overrides: dict) -> None:
     from contract.config import build_config
 
     config = build_config(overrides)
-    state_dim, action_dim, _ = packing.task_dims(config.task)
+    state_dim, action_dim, _ = tasks.task_dims(config.task)
     shape = (3 * config.frame_stack, 84, 84) if config.obs_type == "pixels" else (state_dim,)
     agent = DrQV2Agent(config, shape, action_dim, torch.device("cpu"))
     state = agent.member_state_dict(0)
