@@ -27,10 +27,11 @@ from typing import Any
 from agent.interrupts import terminate_as_interrupt
 from contract import store
 from orchestrator import faults, launch
+from orchestrator.dry_run import format_plan
 from orchestrator.grid import Grid, GridError, load_grid
 from orchestrator.options import SweepOptions
 from orchestrator.packing import parse_size
-from orchestrator.plan import NotLaunched, Plan, build_plan, format_plan
+from orchestrator.plan import NotLaunched, Plan, build_plan
 from orchestrator.report import summary_lines
 from orchestrator.wandb_sink import WANDB_INIT_TIMEOUT_S, resolve_settings
 
@@ -135,19 +136,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m orchestrat
             print(f"  {message}", file=sys.stderr)
         return EXIT_NOT_LAUNCHED
     apply_overrides(grid, options)
-    plan = build_plan(grid, options)
-    # A pack the planned host cannot hold starts nothing, not even Ray or the grid directory (a cluster's
-    # nodes are checked once connected).
-    if plan.memory.error is not None:
-        print(f"error: {plan.memory.error}; nothing was launched", file=sys.stderr)
-        return EXIT_NOT_LAUNCHED
     if options.dry_run:
-        print(format_plan(plan))
-        print("dry run: nothing launched")
-        return EXIT_OK
+        return dry_run(grid, options)
     try:
         with terminate_as_interrupt():  # SIGTERM (a scheduler, `timeout`) stops the sweep as Ctrl-C does
-            return run_sweep(plan, options)
+            return run_sweep(build_plan(grid, options), options)
     except NotLaunched as err:
         print(f"error: {err}; nothing was launched", file=sys.stderr)
         return EXIT_NOT_LAUNCHED
@@ -170,9 +163,21 @@ def apply_overrides(grid: Grid, options: SweepOptions) -> None:
         grid.pack, grid.pack_source = options.pack, "--pack"
 
 
+def dry_run(grid: Grid, options: SweepOptions) -> int:
+    plan = build_plan(grid, options)
+    if plan.memory.error is not None:  # before printing anything: exit 2 with one message
+        print(f"error: {plan.memory.error}; nothing was launched", file=sys.stderr)
+        return EXIT_NOT_LAUNCHED
+    print(format_plan(plan))
+    print("dry run: nothing launched")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- running and after
 def run_sweep(plan: Plan, options: SweepOptions) -> int:
     started = time.time()
+    if plan.memory.error is not None:  # a pack this machine cannot hold starts nothing, not even Ray or the grid dir
+        raise NotLaunched(plan.memory.error)
     wandb_settings = resolve_settings(plan.grid.wandb, enabled=options.wandb and not options.in_process)
     try:
         launched = launch.run_plan(plan, options, wandb_settings)
