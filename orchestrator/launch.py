@@ -28,7 +28,10 @@ from orchestrator.plan import NotLaunched, Plan, memory_fit_error, plan_packs
 
 
 def run_plan(plan: Plan, options: SweepOptions, wandb_settings: Mapping[str, Any] | None) -> int:
-    """Run the plan's pending trials; returns how many (member) trials were started."""
+    """Run the plan's pending trials; returns how many (member) trials were started.
+
+    The plan was read just before the lock is taken (a pack that does not fit must not even create the grid
+    directory the lock lives in); a sweep of this grid that was running then still holds the lock here."""
     grid, results = plan.grid, plan.results
     gdir = store.grid_dir(results, grid.name)
     with grid_lock(gdir):
