@@ -106,3 +106,33 @@ def test_a_real_run_reads_each_status_and_manifest_once_before_it_trains(tmp_pat
     # no pack re-read the statuses of its members before training them (the plan's packs ran as planned).
     assert at_first_pack == [([1, 1, 1, 1], 1)]
     assert at_own_pack == {d: 1 for d in dirs[1:]}
+
+
+def test_the_plan_is_one_value_from_typed_options_and_its_text_reads_nothing(tmp_path: Path, monkeypatch) -> None:
+    from orchestrator.dry_run import format_plan
+    from orchestrator.options import SweepOptions
+    from orchestrator.plan import build_plan
+    from orchestrator.sweep import parse_args
+
+    path, results, dirs, _ = _store_with_every_state(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the default of --address
+    options = parse_args(["--grid", str(path), "--results", str(results), "--dry-run", "--host-memory", "1GiB"])
+    assert options == SweepOptions(
+        grid=str(path),
+        profile="local",
+        results=results.resolve(),
+        figures=Path("figures").resolve(),
+        dry_run=True,
+        host_memory=1 << 30,
+    )
+    grid = load_grid(str(path), "local")
+    plan = build_plan(grid, options)
+    assert [t.trial_id for t in plan.pending] == [d.name for d in dirs[1:]]
+    assert [(p.trial_ids, p.resume_frame) for p in plan.packs] == [
+        ([d.name], f) for d, f in zip(dirs[1:], (2000, 0, 0))
+    ]
+    assert plan.memory.machine == "the host given by --host-memory"
+    assert plan.memory.error is not None and "does not fit" in plan.memory.error  # one trial plans 2 GiB
+    reads = _count_reads(monkeypatch)
+    assert "failed @ 2,000" in format_plan(plan)
+    assert not reads  # the dry run's text comes from the plan alone
