@@ -15,7 +15,7 @@ from contract import store, tasks
 from contract.store import TrialStatus, write_status
 from orchestrator import packing
 from orchestrator.grid import load_grid
-from orchestrator.sweep import concurrency, plan_packs
+from orchestrator.plan import concurrency, plan_packs
 
 
 def _fake_finished(results: Path, trial, frames_per_s: float) -> Path:
