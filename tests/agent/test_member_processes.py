@@ -19,7 +19,7 @@ import pytest
 
 from agent.train import run_pack, run_trial
 from contract.config import build_config
-from tests.agent.test_packing import MEMBERS, PIXELS_TINY, pack_until_checkpointed
+from tests.agent.test_packing import KILLED_PACK_FRAMES, MEMBERS, PIXELS_TINY, pack_until_checkpointed
 from tests.agent.test_train import TINY_STATES, comparable, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,7 +105,9 @@ def test_worker_processes_threads_and_codec_change_nothing(obs_type, tmp_path):
 
 
 def test_killed_pack_leaves_no_worker_and_resumes_exactly(tmp_path):
-    overrides = [{**TINY_STATES, "num_frames": 4000, "member_processes": True, **member} for member in MEMBERS]
+    overrides = [
+        {**TINY_STATES, "num_frames": KILLED_PACK_FRAMES, "member_processes": True, **member} for member in MEMBERS
+    ]
     killed = [tmp_path / f"killed{k}" for k in range(3)]
     process, checkpoints = pack_until_checkpointed(overrides, killed)
     workers = worker_pids(process.pid)

@@ -142,8 +142,12 @@ def pack_until_checkpointed(overrides: list[dict], outs: list[Path]) -> tuple[su
     return process, checkpoints
 
 
+# Past the first checkpoint (where the pack is killed) to an episode end and a second checkpoint after it.
+KILLED_PACK_FRAMES = 2500
+
+
 def test_killed_pack_resumes_every_member_exactly(tmp_path):
-    overrides = _pack_overrides(4000)
+    overrides = _pack_overrides(KILLED_PACK_FRAMES)
     killed = [tmp_path / f"killed{k}" for k in range(3)]
     process, checkpoints = pack_until_checkpointed(overrides, killed)
     process.send_signal(signal.SIGKILL)

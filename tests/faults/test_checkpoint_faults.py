@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +55,6 @@ def metrics(out: Path) -> pd.DataFrame:
 
 def status(out: Path) -> dict[str, Any]:
     return json.loads((out / "status.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    """The uninterrupted run every recovered trial must reproduce."""
-    out = tmp_path_factory.mktemp("reference")
-    assert run_trial(build_config(TINY), out).state == "completed"
-    return metrics(out)
-
-
-def interrupted_trial(out: Path, at: int = 3500) -> None:
-    with pytest.raises(SystemExit):
-        run_trial(build_config(TINY), out, sinks=[StopAt(at)])
-    assert status(out)["status"] == "interrupted" and status(out)["checkpoint_frame"] == 3000
-    assert checkpoint.read_manifest(out / checkpoint.LATEST)["frame"] == 3000
-    assert checkpoint.read_manifest(out / checkpoint.PREVIOUS)["frame"] == 2000
 
 
 def damage(directory: Path) -> None:
@@ -137,7 +121,9 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     assert "restarts from frame 0" in found.notes[-1]
 
 
-def test_damaged_latest_falls_back_to_the_previous_then_to_frame_0(tmp_path: Path, reference: pd.DataFrame) -> None:
+def test_damaged_latest_falls_back_to_the_previous_then_to_frame_0(
+    tmp_path: Path, tiny_reference: pd.DataFrame, interrupted_trial: Callable[[Path], None]
+) -> None:
     out = tmp_path / "trial"
     interrupted_trial(out)
     damage(out / checkpoint.LATEST)
@@ -148,7 +134,7 @@ def test_damaged_latest_falls_back_to_the_previous_then_to_frame_0(tmp_path: Pat
     assert status(out)["checkpoint_fallbacks"] == list(final.checkpoint_fallbacks)
     assert (out / checkpoint.DAMAGED).is_dir()  # kept for inspection, out of the way
     assert not (out / checkpoint.PREVIOUS).exists()  # a finished trial keeps one checkpoint
-    pd.testing.assert_frame_equal(metrics(out), reference)
+    pd.testing.assert_frame_equal(metrics(out), tiny_reference)
 
     # both intact copies damaged: a restart from frame 0, with the metrics truncated to match
     again = tmp_path / "again"
@@ -158,19 +144,21 @@ def test_damaged_latest_falls_back_to_the_previous_then_to_frame_0(tmp_path: Pat
     final = run_trial(build_config(TINY), again)
     assert final.state == "completed" and final.resumed_from_frame is None
     assert "restarts from frame 0" in final.checkpoint_fallbacks[-1]["note"]
-    pd.testing.assert_frame_equal(metrics(again), reference)
+    pd.testing.assert_frame_equal(metrics(again), tiny_reference)
 
 
-def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path: Path, reference: pd.DataFrame) -> None:
+def test_torn_last_metrics_line_is_dropped_on_resume(
+    tmp_path: Path, tiny_reference: pd.DataFrame, interrupted_trial: Callable[[Path], None]
+) -> None:
     out = tmp_path / "trial"
     interrupted_trial(out)
     with (out / "metrics.csv").open("a") as handle:
         handle.write("3600,12.5,0.")  # a crash in mid-row: no newline
     assert run_trial(build_config(TINY), out).state == "completed"
-    pd.testing.assert_frame_equal(metrics(out), reference)
+    pd.testing.assert_frame_equal(metrics(out), tiny_reference)
 
 
-def test_sigkill_during_a_checkpoint_write_loses_nothing(tmp_path: Path, reference: pd.DataFrame) -> None:
+def test_sigkill_during_a_checkpoint_write_loses_nothing(tmp_path: Path, tiny_reference: pd.DataFrame) -> None:
     """The trial process is killed while ``checkpoint.tmp/`` exists (a write under way) after its first
     checkpoint; the rerun resumes from an intact checkpoint and ends with the uninterrupted numbers."""
     out = tmp_path / "trial"
@@ -194,7 +182,7 @@ def test_sigkill_during_a_checkpoint_write_loses_nothing(tmp_path: Path, referen
     final = run_trial(build_config(TINY), out)
     assert final.state == "completed" and final.resumed_from_frame in (1000, 2000)
     assert not (out / checkpoint.PARTIAL).exists()
-    pd.testing.assert_frame_equal(metrics(out), reference)
+    pd.testing.assert_frame_equal(metrics(out), tiny_reference)
 
 
 def test_old_format_is_refused_with_a_message_and_converted_on_request(tmp_path: Path) -> None:

@@ -16,9 +16,7 @@ import pandas as pd
 import pytest
 
 from agent import checkpoint
-from agent.train import run_trial
 from contract import store
-from contract.config import build_config
 from orchestrator import REPO_ROOT
 from tests.faults.test_checkpoint_faults import TINY, metrics
 
@@ -34,15 +32,10 @@ def _wait_for_checkpoint(out: Path, process: subprocess.Popen, frame: int = 1000
     pytest.fail(f"no checkpoint of frame {frame} within {timeout} s")
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    out = tmp_path_factory.mktemp("reference")
-    assert run_trial(build_config(TINY), out).state == store.COMPLETED
-    return metrics(out)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_agent_train_stops_in_one_line_on_sigterm_or_ctrl_c(tmp_path: Path, signum: int, reference) -> None:
+def test_agent_train_stops_in_one_line_on_sigterm_or_ctrl_c(
+    tmp_path: Path, signum: int, tiny_reference: pd.DataFrame
+) -> None:
     """No traceback, exit 128 + the signal, status ``interrupted``; a second signal while it writes its final
     status is ignored; the same command again finishes with the uninterrupted numbers."""
     out = tmp_path / "trial"
@@ -62,7 +55,7 @@ def test_agent_train_stops_in_one_line_on_sigterm_or_ctrl_c(tmp_path: Path, sign
     assert status.state == store.INTERRUPTED and status.checkpoint_frame and status.checkpoint_frame >= 1000
     again = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
-    pd.testing.assert_frame_equal(metrics(out), reference)
+    pd.testing.assert_frame_equal(metrics(out), tiny_reference)
 
 
 # ------------------------------------------------------------------ a sweep of a pack of 2

@@ -204,10 +204,15 @@ def test_failed_trial_is_reported_and_the_sweep_goes_on(
     assert _status(other[0])["status"] == "completed"
 
 
+# Long enough that the driver is still training when it is stopped past its 2,000-frame checkpoint (the stop
+# comes within a poll of 0.3 s), and that the rerun has frames left to train after resuming.
+LONG_FRAMES = 5000
+
+
 def test_interrupted_sweep_continues_from_checkpoints(
     local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    grid_path = write_grid(tmp_path, "long.yaml", grid_dict("long", modes=["TTETT"], frames=8000))
+    grid_path = write_grid(tmp_path, "long.yaml", grid_dict("long", modes=["TTETT"], frames=LONG_FRAMES))
     results = tmp_path / "results"
     trial = load_grid(str(grid_path), "local").trials[0]
     directory = store.trial_dir(results, "long", trial.trial_id)
@@ -256,7 +261,7 @@ def test_interrupted_sweep_continues_from_checkpoints(
     status = _status(directory)
     assert status["status"] == "completed" and status["resumed_from_frame"] >= 2000
     frames = [int(r["frame"]) for r in _metrics(directory)]
-    assert frames == sorted(frames) and frames[-1] == 8000
+    assert frames == sorted(frames) and frames[-1] == LONG_FRAMES
 
 
 def test_profile_the_cluster_cannot_run_launches_nothing(
