@@ -32,11 +32,10 @@ from agent.bn_modes import (
     step_is_train,
 )
 from agent.networks import (
-    Actor,
-    Critic,
     Encoder,
     PackedBatchNorm1d,
     RandomShift,
+    build_networks,
     group_pixels,
     init_linears,
 )
@@ -110,27 +109,13 @@ class DrQV2Agent:
         # One random stream per member (noise, augmentation shifts, exploration); its seed is the member's.
         self.generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
         init_generators = [torch.Generator().manual_seed(c.seed) for c in configs]
-        sizes = (config.feature_dim, config.hidden_dim)
-        bn_args = (config.bn_momentum, config.bn_eps)
-        if self.pixels:
-            self.encoder: nn.Module = Encoder(
-                k,
-                obs_shape,
-                channels_last=config.channels_last,
-                norm=config.encoder_norm,
-                bn_momentum=config.bn_momentum,
-                bn_eps=config.bn_eps,
-            )
+        networks = build_networks(config, k, obs_shape, action_dim)
+        self.encoder: nn.Module = networks.encoder
+        self.actor, self.critic, self.critic_target = networks.actor, networks.critic, networks.critic_target
+        self.aug: RandomShift | None = None
+        if isinstance(self.encoder, Encoder):
             self.encoder.reset_parameters(init_generators)
-            repr_dim = self.encoder.repr_dim
-            self.aug: RandomShift | None = RandomShift(pad=4)
-        else:
-            self.encoder = nn.Identity()
-            repr_dim = int(np.prod(obs_shape))
-            self.aug = None
-        self.actor = Actor(k, repr_dim, action_dim, *sizes, config.actor_norm, *bn_args)
-        self.critic = Critic(k, repr_dim, action_dim, *sizes, config.critic_norm, *bn_args)
-        self.critic_target = Critic(k, repr_dim, action_dim, *sizes, config.critic_norm, *bn_args)
+            self.aug = RandomShift(pad=4)
         init_linears(self.actor, init_generators)
         init_linears(self.critic, init_generators)
         for net in (self.encoder, self.actor, self.critic, self.critic_target):

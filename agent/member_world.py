@@ -11,7 +11,6 @@ draws comes from its own streams, in the same order.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from agent import metrics as m
-from agent.replay import ReplayBuffer
+from agent.replay import FRAME_DTYPES, ReplayBuffer, replay_slots
 from contract.config import EVAL_SEED_OFFSET, TrialConfig
 from envs import Step, make_env
 
@@ -58,13 +57,10 @@ class MemberWorld:
         c = self.config = config
         self.env = make_env(c.task, c.obs_type, c.seed, c.action_repeat, c.frame_stack)
         self.eval_env = make_env(c.task, c.obs_type, c.seed + EVAL_SEED_OFFSET, c.action_repeat, c.frame_stack)
-        agent_steps = math.ceil(c.num_frames / c.action_repeat)
-        # Never allocate more slots than the trial can fill: 1M pixel slots are 21 GB.
-        capacity = min(c.replay_capacity, agent_steps + 2 * c.frame_stack + 2)
         self.replay = ReplayBuffer(
-            capacity,
+            replay_slots(c.replay_capacity, c.num_frames, c.action_repeat, c.frame_stack),
             self.env.frame_shape,
-            np.uint8 if c.obs_type == "pixels" else np.float32,
+            FRAME_DTYPES[c.obs_type],
             self.env.frame_stack,
             self.env.action_dim,
             c.nstep,

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import dataclass
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from contract.config import TrialConfig
 
 
 def _orthogonal_(weight: torch.Tensor, generators: Sequence[torch.Generator], gain: float = 1.0) -> None:
@@ -350,6 +353,7 @@ class Encoder(nn.Module):
     """
 
     CHANNELS = 32
+    STRIDES = (2, 1, 1, 1)
 
     def __init__(
         self,
@@ -365,17 +369,23 @@ class Encoder(nn.Module):
         self.channels_last = channels_last
         c = self.CHANNELS
         layers: list[nn.Module] = []
-        for in_c, stride in ((obs_shape[0], 2), (c, 1), (c, 1), (c, 1)):
+        for in_c, stride in zip((obs_shape[0], c, c, c), self.STRIDES):
             layers.append(PackedConv2d(k, in_c, c, stride))
             if norm == "batch_norm":
                 layers.append(PackedBatchNorm2d(k, c, momentum=bn_momentum, eps=bn_eps))
             layers.append(nn.ReLU(inplace=True))
         self.convnet = nn.Sequential(*layers)
-        side = obs_shape[1]
-        for stride in (2, 1, 1, 1):
+        self.out_shape = self.conv_shapes(obs_shape)[-1]  # (C, H, W) of a member's last conv
+        self.repr_dim = math.prod(self.out_shape)
+
+    @classmethod
+    def conv_shapes(cls, obs_shape: tuple[int, ...]) -> list[tuple[int, int, int]]:
+        """(C, H, W) of a member's activations after each convolution, for its input ``obs_shape`` (C, H, W)."""
+        shapes, side = [], obs_shape[1]
+        for stride in cls.STRIDES:
             side = (side - 3) // stride + 1
-        self.out_shape = (c, side, side)  # (C, H, W) of a member's last conv
-        self.repr_dim = c * side * side
+            shapes.append((cls.CHANNELS, side, side))
+        return shapes
 
     def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
         for layer in self.convnet:
@@ -448,6 +458,66 @@ class Critic(nn.Module):
         """obs (K, N, repr), action (K, N, A) -> Q1, Q2 (K, N, 1)."""
         features_action = to_mlp_layout(torch.cat([self.trunk(obs), action], dim=-1))
         return from_mlp_layout(self.q1(features_action)), from_mlp_layout(self.q2(features_action))
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The networks of one pack (method.md §1): the encoder (the identity for states), the actor, the critic and
+    the critic target, which follows the critic instead of being trained."""
+
+    encoder: nn.Module
+    actor: Actor
+    critic: Critic
+    critic_target: Critic
+
+    def every(self) -> tuple[nn.Module, ...]:
+        return (self.encoder, self.actor, self.critic, self.critic_target)
+
+    def trained(self) -> tuple[nn.Module, ...]:
+        return (self.encoder, self.actor, self.critic)
+
+
+def build_networks(config: TrialConfig, k: int, obs_shape: tuple[int, ...], action_dim: int) -> Networks:
+    """The networks of a pack of ``k`` members shaped by ``config``, their weights not yet initialized (the
+    agent draws them from each member's generator). ``obs_shape``: a member's observation (C, H, W) or (state_dim,)."""
+    if config.obs_type == "pixels":
+        encoder: nn.Module = Encoder(
+            k,
+            obs_shape,
+            channels_last=config.channels_last,
+            norm=config.encoder_norm,
+            bn_momentum=config.bn_momentum,
+            bn_eps=config.bn_eps,
+        )
+        repr_dim = cast(Encoder, encoder).repr_dim
+    else:
+        encoder, repr_dim = nn.Identity(), math.prod(obs_shape)
+    sizes = (config.feature_dim, config.hidden_dim)
+    bn_args = (config.bn_momentum, config.bn_eps)
+    return Networks(
+        encoder,
+        Actor(k, repr_dim, action_dim, *sizes, config.actor_norm, *bn_args),
+        Critic(k, repr_dim, action_dim, *sizes, config.critic_norm, *bn_args),
+        Critic(k, repr_dim, action_dim, *sizes, config.critic_norm, *bn_args),
+    )
+
+
+class ParameterCount(NamedTuple):
+    """How many numbers one trial's networks hold."""
+
+    saved: int  # what its checkpoint saves: every parameter and buffer (BN statistics and step counters)
+    trained: int  # the parameters its optimizers train (the encoder's, the actor's and the critic's)
+
+
+def parameter_count(config: TrialConfig, obs_shape: tuple[int, ...], action_dim: int) -> ParameterCount:
+    """The numbers of one trial's networks, counted on networks built on the meta device (shapes without memory
+    or compute), so the count is the architecture's whatever it becomes."""
+    with torch.device("meta"):
+        networks = build_networks(config, 1, obs_shape, action_dim)
+    return ParameterCount(
+        saved=sum(value.numel() for net in networks.every() for value in net.state_dict().values()),
+        trained=sum(p.numel() for net in networks.trained() for p in net.parameters()),
+    )
 
 
 class TruncatedNormal:

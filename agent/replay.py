@@ -26,6 +26,7 @@ Frames are kept by a frame store chosen with ``frame_codec`` (``FRAME_CODECS``):
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import threading
 from typing import Any
@@ -34,10 +35,31 @@ import numpy as np
 
 from contract.config import FRAME_CODECS, FrameCodec  # noqa: F401 - declared with the trial config
 
-_OPEN = np.iinfo(np.int64).max  # episode_end of an episode still running
+# How the replay stores a frame of each observation type (rendered pixels, the state vector), and what every slot
+# holds besides its frame: the action, the reward and discount, the episode's start and end.
+FRAME_DTYPES: dict[str, np.dtype] = {"pixels": np.dtype(np.uint8), "states": np.dtype(np.float32)}
+ACTION_DTYPE, SCALAR_DTYPE, INDEX_DTYPE = np.dtype(np.float32), np.dtype(np.float32), np.dtype(np.int64)
+_OPEN = np.iinfo(INDEX_DTYPE).max  # episode_end of an episode still running
 
 KEYFRAME_INTERVAL = 16  # a compressed store starts a keyframe at every multiple of this global index
 LZ4_LEVEL = 10  # lz4 high-compression level of the "lz4" codec; 0: lz4's fast mode (bench.replay_codec compares)
+
+
+def replay_slots(capacity: int, num_frames: int, action_repeat: int, frame_stack: int) -> int:
+    """Slots a trial's replay allocates: ``capacity``, capped by what the trial can fill (its agent steps and a
+    margin of ``2 * frame_stack + 2``): never allocate what stays empty, 1M pixel slots are 21 GB."""
+    agent_steps = math.ceil(num_frames / action_repeat)
+    return min(capacity, agent_steps + 2 * frame_stack + 2)
+
+
+def slot_bytes(action_dim: int) -> int:
+    """Bytes every slot holds besides its frame, whatever the frame codec (the arrays ``ReplayBuffer`` allocates)."""
+    return ACTION_DTYPE.itemsize * action_dim + 2 * SCALAR_DTYPE.itemsize + 2 * INDEX_DTYPE.itemsize
+
+
+def raw_frame_bytes(obs_type: str, frame_shape: tuple[int, ...]) -> int:
+    """Bytes of one uncompressed stored frame (``frame_codec: none``)."""
+    return math.prod(frame_shape) * FRAME_DTYPES[obs_type].itemsize
 
 
 class ReplayBuffer:
@@ -80,11 +102,11 @@ class ReplayBuffer:
             self._store = None
         else:
             self._store = _DeltaFrameStore(self.capacity, self.frame_shape, frame_codec)
-        self.actions = np.zeros((self.capacity, action_dim), dtype=np.float32)
-        self.rewards = np.zeros(self.capacity, dtype=np.float32)
-        self.discounts = np.zeros(self.capacity, dtype=np.float32)
-        self.episode_start = np.zeros(self.capacity, dtype=np.int64)
-        self.episode_end = np.full(self.capacity, _OPEN, dtype=np.int64)
+        self.actions = np.zeros((self.capacity, action_dim), dtype=ACTION_DTYPE)
+        self.rewards = np.zeros(self.capacity, dtype=SCALAR_DTYPE)
+        self.discounts = np.zeros(self.capacity, dtype=SCALAR_DTYPE)
+        self.episode_start = np.zeros(self.capacity, dtype=INDEX_DTYPE)
+        self.episode_end = np.full(self.capacity, _OPEN, dtype=INDEX_DTYPE)
         self.next_index = 0  # global index of the next slot to write
         self._current_start = 0
         self.rng = np.random.default_rng(seed)

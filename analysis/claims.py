@@ -2,9 +2,10 @@
 
     python -m analysis.claims [--results results] [--diverged task_min|last] [--reps N] ...
 
-prints the table (the report holds the same one). Each finding is one ``Claim`` in ``CLAIMS``: the grid that
-tests it, which cells it compares (selected by the labels and config values of ``analysis.store``, never by
-position), the metric and the budget at which it is read, the effect and the direction it needs.
+prints the table (the report holds the same one). Each finding is one ``Claim`` in ``CLAIMS``: its id (which the
+grids that test it name in their ``claims`` key, read through ``contract.grid_shows``), which cells it compares
+(selected by the labels and config values of ``analysis.store``, never by position), the metric and the budget at
+which it is read, the effect and the direction it needs.
 docs/analysis.md ("Claims") repeats the definitions and justifies the rule; in short:
 
 - **Scores**: a trial's return at the end of its run (``analysis.summary``, with the diverged rule of the
@@ -55,6 +56,7 @@ from analysis.summary import (
     per_task_scores,
     settings_from,
 )
+from contract.grid_shows import grid_shows, shipped_shows
 from contract.metrics import COVERAGE, EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD, STATE_COVERAGE
 from contract.status import DIVERGED
 
@@ -103,7 +105,7 @@ class Claim:
     ``summary.area_scores``: how fast a method learns). ``absolute``: compare |score| (the size of a bias).
     """
 
-    grid: str
+    id: str  # what a grid's `claims` key names (sweeps/*.yaml); the grid whose cells it compares
     statement: str  # the paper's finding, in words, with what it compares and at which budget
     kind: str
     x: Mapping[str, Any]
@@ -121,24 +123,29 @@ class Claim:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"{self.grid}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+            raise ValueError(f"{self.id}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
         by_axis = self.kind in ("slope", "range", "drop")
         if by_axis != (self.axis is not None):
-            raise ValueError(f"{self.grid}: a {self.kind} claim {'needs' if self.axis is None else 'takes no'} axis")
+            raise ValueError(f"{self.id}: a {self.kind} claim {'needs' if self.axis is None else 'takes no'} axis")
         if (self.kind == "slope") != (self.y is None):
-            raise ValueError(f"{self.grid}: a {self.kind} claim {'takes no' if self.y is not None else 'needs'} y")
+            raise ValueError(f"{self.id}: a {self.kind} claim {'takes no' if self.y is not None else 'needs'} y")
         if (self.kind == "drop") != bool(self.high):
-            raise ValueError(f"{self.grid}: high axis values go with a drop claim, and a drop claim needs them")
+            raise ValueError(f"{self.id}: high axis values go with a drop claim, and a drop claim needs them")
         if self.kind in ("range", "drop") and self.threshold:
-            raise ValueError(f"{self.grid}: a {self.kind} claim is tested against 0 only")
+            raise ValueError(f"{self.id}: a {self.kind} claim is tested against 0 only")
         if self.tune is not None and by_axis:
-            raise ValueError(f"{self.grid}: only difference and relative claims tune a cell over an axis")
+            raise ValueError(f"{self.id}: only difference and relative claims tune a cell over an axis")
         if self.tune_seeds and self.tune is None:
-            raise ValueError(f"{self.grid}: tune seeds without an axis to tune")
+            raise ValueError(f"{self.id}: tune seeds without an axis to tune")
         if self.area and (self.metric != EVAL_RETURN or self.budget < 1.0):
-            raise ValueError(f"{self.grid}: an area claim reads the whole return curve (no budget, no other metric)")
+            raise ValueError(f"{self.id}: an area claim reads the whole return curve (no budget, no other metric)")
         if not 0.0 < self.budget <= 1.0:
-            raise ValueError(f"{self.grid}: budget {self.budget} is not a fraction of the run in (0, 1]")
+            raise ValueError(f"{self.id}: budget {self.budget} is not a fraction of the run in (0, 1]")
+
+    @property
+    def grid(self) -> str | None:
+        """The shipped grid (sweeps/) whose ``claims`` key names this claim; None when none does."""
+        return next((name for name, shows in shipped_shows().items() if self.id in shows.claims), None)
 
     @property
     def x_name(self) -> str:
@@ -199,14 +206,14 @@ SGD_TUNE_SEEDS = (1,)  # the optimizer grid's seed that picks each method's SGD 
 # values, so a grid's cells are found whatever their order or names in the YAML.
 CLAIMS: tuple[Claim, ...] = (
     Claim(
-        "critic_i_mode",
+        "eval_mode_return",
         "Critic-I in eval mode (E, MA-BN) beats train mode (T), final return",
         "difference",
         x=MA_BN,
         y=CRITIC_I_T,
     ),
     Claim(
-        "critic_i_mode",
+        "train_mode_q_bias",
         "Critic-I = T has a larger Q-bias than E (MA-BN), final |Q-bias mean|",
         "difference",
         x=CRITIC_I_T,
@@ -215,7 +222,7 @@ CLAIMS: tuple[Claim, ...] = (
         absolute=True,
     ),
     Claim(
-        "critic_i_mode",
+        "train_mode_q_bias_noise",
         "Critic-I = T has a noisier Q-bias than E (MA-BN), final Q-bias std",
         "difference",
         x=CRITIC_I_T,
@@ -223,14 +230,14 @@ CLAIMS: tuple[Claim, ...] = (
         metric=Q_BIAS_STD,
     ),
     Claim(
-        "buffer_mixing",
+        "mixing_slope",
         "with Critic-I = T the return rises with the buffer-mixing ratio ρ",
         "slope",
         x=CRITIC_I_T,
         axis="buffer_mix_ratio",
     ),
     Claim(
-        "buffer_mixing",
+        "mixing_closes_gap",
         "mixing closes the gap to MA-BN: Critic-I = T at ρ = 1 comes within 0.1 of MA-BN",
         "difference",
         x={**CRITIC_I_T, "buffer_mix_ratio": 1.0},
@@ -238,7 +245,7 @@ CLAIMS: tuple[Claim, ...] = (
         threshold=-CLOSE_TOLERANCE,
     ),
     Claim(
-        "learning_rate",
+        "high_lr_drop",
         "MA-BN loses less of its own best return than Origin at the highest learning rates (5e-4, 1e-3)",
         "drop",
         x=MA_BN,
@@ -247,7 +254,7 @@ CLAIMS: tuple[Claim, ...] = (
         high=(5e-4, 1e-3),
     ),
     Claim(
-        "optimizer",
+        "sgd_near_adam_baseline",
         "SGD with MA-BN comes within 0.1 of the Adam-trained baseline (Adam, Origin; the paper's Fig. 8)",
         "difference",
         x={**MA_BN, "optimizer": "sgd"},
@@ -257,7 +264,7 @@ CLAIMS: tuple[Claim, ...] = (
         tune_seeds=SGD_TUNE_SEEDS,
     ),
     Claim(
-        "optimizer",
+        "sgd_beats_origin",
         "with SGD, MA-BN beats Origin (each at its own best SGD learning rate)",
         "difference",
         x={**MA_BN, "optimizer": "sgd"},
@@ -266,7 +273,7 @@ CLAIMS: tuple[Claim, ...] = (
         tune_seeds=SGD_TUNE_SEEDS,
     ),
     Claim(
-        "optimizer",
+        "sgd_near_adam_ma_bn",
         "this project's stricter test: SGD with MA-BN comes within 0.1 of Adam with MA-BN",
         "difference",
         x={**MA_BN, "optimizer": "sgd"},
@@ -276,7 +283,7 @@ CLAIMS: tuple[Claim, ...] = (
         tune_seeds=SGD_TUNE_SEEDS,
     ),
     Claim(
-        "exploration",
+        "early_state_coverage",
         "MA-BN explores more than Origin: state cells visited over the first half of the run (this project's "
         "proxy; the authors released no coverage code)",
         "relative",
@@ -286,7 +293,7 @@ CLAIMS: tuple[Claim, ...] = (
         budget=EARLY_BUDGET,
     ),
     Claim(
-        "normalization",
+        "faster_learning",
         "MA-BN learns faster than Origin: area under the return curve (mean return over the run), all tasks",
         "difference",
         x=MA_BN,
@@ -294,7 +301,7 @@ CLAIMS: tuple[Claim, ...] = (
         area=True,
     ),
     Claim(
-        "normalization",
+        "near_layer_norm",
         "MA-BN's final return is within 0.1 of LayerNorm's, all tasks",
         "difference",
         x=MA_BN,
@@ -307,6 +314,7 @@ CLAIMS: tuple[Claim, ...] = (
 @dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
+    grid: str  # the grid judged: one whose `claims` key names the claim
     profile: str | None  # the orchestrator profile of the trials judged (None: the grid has one or none)
     verdict: str  # one of VERDICTS
     note: str = ""  # why there is no verdict (no data)
@@ -323,7 +331,7 @@ class ClaimResult:
 
     @property
     def grid_label(self) -> str:
-        return self.claim.grid + (f" ({self.profile})" if self.profile else "")
+        return self.grid + (f" ({self.profile})" if self.profile else "")
 
     def verdict_text(self) -> str:
         if self.verdict == "no data":
@@ -556,21 +564,24 @@ class _Comparison:
     detail: str = ""
 
 
-def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: str | None = None) -> ClaimResult:
-    """Judge ``claim`` on ``scores`` (``claim_scores`` of its grid, one profile)."""
+def evaluate(
+    claim: Claim, grid: str, scores: pd.DataFrame, settings: Settings, profile: str | None = None
+) -> ClaimResult:
+    """Judge ``claim`` on ``scores`` (``claim_scores`` of ``grid``, one profile)."""
     try:
         comparison = _comparison(claim, scores)
     except _NoVerdict as why:
         note = str(why)
         if note.startswith("no finished trial") and claim.metric != EVAL_RETURN:
             note += f" with {claim.metric} logged"  # e.g. a store written before the metric existed
-        return ClaimResult(claim, profile, "no data", note=note)
+        return ClaimResult(claim, grid, profile, "no data", note=note)
     effect = stats.effect_interval(
         comparison.groups, comparison.effect, stats.iqm, settings.reps, settings.confidence, settings.seed
     )
     if not math.isfinite(effect.point):
         return ClaimResult(
             claim,
+            grid,
             profile,
             "no data",
             note="the effect is not finite (a zero IQM to divide by)",
@@ -598,6 +609,7 @@ def evaluate(claim: Claim, scores: pd.DataFrame, settings: Settings, profile: st
             )
     return ClaimResult(
         claim,
+        grid,
         profile,
         verdict,
         detail=comparison.detail,
@@ -731,25 +743,39 @@ def _comparison(claim: Claim, scores: pd.DataFrame) -> _Comparison:
     )
 
 
+def claim_grids(store: Store) -> dict[str, list[str]]:
+    """Claim id -> the grids whose ``claims`` key names it: the shipped grids, then the store's other grids (by the
+    grid text their runs recorded)."""
+    shows = dict(shipped_shows())
+    for name in store.grids:
+        shows.setdefault(name, grid_shows(store.root, name))
+    grids: dict[str, list[str]] = {}
+    for name, declared in shows.items():
+        for claim_id in declared.claims:
+            grids.setdefault(claim_id, []).append(name)
+    return grids
+
+
 def evaluate_claims(store: Store, settings: Settings, claims: Sequence[Claim] = CLAIMS) -> list[ClaimResult]:
-    """Every claim judged on its grid of ``store``, per orchestrator profile when the grid holds several."""
+    """Every claim judged on each grid that names it, per orchestrator profile when the grid holds several."""
     out = []
     scores_by: dict[tuple[str, str, float, bool, bool], pd.DataFrame] = {}
-    for claim in claims:
-        if claim.grid not in store.grids:
-            out.append(ClaimResult(claim, None, "no data", note=f"grid {claim.grid} not in the store"))
+    grids_of = claim_grids(store)
+    for claim, grid in ((c, g) for c in claims for g in grids_of.get(c.id, ())):
+        if grid not in store.grids:
+            out.append(ClaimResult(claim, grid, None, "no data", note=f"grid {grid} not in the store"))
             continue
-        key = (claim.grid, claim.metric, claim.budget, claim.area, claim.absolute)
+        key = (grid, claim.metric, claim.budget, claim.area, claim.absolute)
         if key not in scores_by:
-            scores_by[key] = claim_scores(store.grid(claim.grid), claim, settings)
+            scores_by[key] = claim_scores(store.grid(grid), claim, settings)
         scores = scores_by[key]
-        profiles = sorted({str(p) for p in store.grid(claim.grid).trials["profile"] if isinstance(p, str)})
+        profiles = sorted({str(p) for p in store.grid(grid).trials["profile"] if isinstance(p, str)})
         if len(profiles) <= 1:  # one profile (or none recorded): judge the grid as a whole
-            out.append(evaluate(claim, scores, settings))
+            out.append(evaluate(claim, grid, scores, settings))
             continue
         for profile in profiles:  # a local and a paper run of one grid are separate evidence
             mine = scores[scores["profile"] == profile] if len(scores) else scores
-            out.append(evaluate(claim, mine, settings, profile))
+            out.append(evaluate(claim, grid, mine, settings, profile))
     return out
 
 
@@ -796,7 +822,8 @@ def header(confidence: float) -> list[str]:
 
 
 def claims_lines(store: Store, settings: Settings) -> list[str]:
-    """The claims section: every claim of ``analysis.claims.CLAIMS`` judged on ``store``, and the rules."""
+    """The claims section: every claim of ``analysis.claims.CLAIMS`` judged on the grids that name it, and the
+    rules."""
     pct = f"{settings.confidence:.0%}"
     lines = [
         "## Claims of the paper",

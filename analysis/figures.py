@@ -2,10 +2,10 @@
 
     python -m analysis.figures [--results results] [--out figures] [--grid NAME ...] [--diverged task_min|last]
 
-Writes ``<out>/<grid>/<figure>.png`` and ``.pdf`` for each grid (method.md §8 says which figures), the grid's data
-exports ``<out>/<grid>/runs.parquet``, ``final.csv`` and ``final.tex`` (``analysis.export``) and
-``<out>/report.md`` (with the claims table of ``analysis.claims``). Exit status 0 on success, 2 when the results
-directory is missing, empty or not a result store, or a requested grid is not in it.
+Writes ``<out>/<grid>/<figure>.png`` and ``.pdf`` for each grid (the figures its grid file names in its key
+``figures``), the grid's data exports ``<out>/<grid>/runs.parquet``, ``final.csv`` and ``final.tex``
+(``analysis.export``) and ``<out>/report.md`` (with the claims table of ``analysis.claims``). Exit status 0 on
+success, 2 when the results directory is missing, empty or not a result store, or a requested grid is not in it.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.export import EXPORT_FILES, write_exports
-from analysis.plots import GridData, figure_names, figures_for
+from analysis.plots import GridData, figure_names, figures_for, unknown_figures
 from analysis.report import write_report
 from analysis.store import StoreError, load_store
 from analysis.summary import Settings, add_settings_arguments, settings_from
+from contract.grid_shows import grid_shows
 
 
 def make_figures(
@@ -50,13 +51,16 @@ def make_figures(
     grid_data = []
     for name in available:
         grid = GridData(store.grid(name), settings)
+        shows = grid_shows(store.root, name)
         if name in selected:
-            files[name] = [path for fig in figures_for(name) for path in fig(grid, out / name)]
+            for unknown in unknown_figures(shows):
+                print(f"warning: grid {name} names figure {unknown!r}, which this version has not", file=sys.stderr)
+            files[name] = [path for fig in figures_for(name, shows) for path in fig(grid, out / name)]
             write_exports(grid, out / name)
         else:  # not redrawn: the report still covers it, linking whatever an earlier run left
             files[name] = [
                 path
-                for stem in figure_names(name)
+                for stem in figure_names(name, shows)
                 for path in (out / name / f"{stem}.png", out / name / f"{stem}.pdf")
                 if path.is_file()
             ]

@@ -1,4 +1,7 @@
-"""The figures of method.md §8, one function per figure; ``FIGURES_BY_GRID`` says which grid gets which.
+"""The figures of method.md §8, one function per figure, each registered with its caption (``figure``).
+
+A grid names the figures it shows (its YAML key ``figures``, read through ``contract.grid_shows``); a grid that
+names none gets the training curves (``GENERIC_FIGURES``).
 
 Every figure function takes a ``GridData`` and an output directory and returns the files it wrote. Figures
 never fail on partial data: a panel without data says so in words, so the set of files for a grid is the
@@ -38,6 +41,7 @@ from analysis.summary import (
     improvement,
     normalized_finals,
 )
+from contract.grid_shows import GridShows, shipped_shows
 from contract.metrics import BN_MISMATCH, COVERAGE, EVAL_RETURN, FRAME, Q_BIAS_MEAN, Q_BIAS_STD, STATE_COVERAGE
 from contract.modes import STEP_NAMES, step_is_train
 from contract.status import DIVERGED, RUNNING
@@ -153,14 +157,26 @@ class GridData:
 Figure = Callable[["GridData", Path], list[Path]]
 
 
-def figure(name: str) -> Callable[[Figure], Figure]:
-    """Mark a figure function with the file stem it writes (``<out>/<grid>/<name>.png|pdf``)."""
+@dataclass(frozen=True)
+class RegisteredFigure:
+    name: str  # the file stem it writes: <out>/<grid>/<name>.png|pdf, and the name a grid's `figures` key uses
+    caption: str  # the report's line under the figure
+    draw: Figure
 
-    def mark(fn: Figure) -> Figure:
-        fn.figure_name = name  # type: ignore[attr-defined]
+
+FIGURES: dict[str, RegisteredFigure] = {}  # every figure by name, in the order of this file
+
+
+def figure(name: str, caption: str) -> Callable[[Figure], Figure]:
+    """Register a figure function under the file stem it writes, with the caption the report prints for it."""
+
+    def register(fn: Figure) -> Figure:
+        if name in FIGURES:
+            raise ValueError(f"two figures named {name!r}")
+        FIGURES[name] = RegisteredFigure(name, caption, fn)
         return fn
 
-    return mark
+    return register
 
 
 def _context(grid: GridData) -> AbstractContextManager[None]:
@@ -275,9 +291,9 @@ def _curve_panels(
         return save(fig, out_dir, name)
 
 
-@figure("curves")
+@figure("curves", "evaluation return, relative Q-bias mean and Q-bias std vs frames; IQM over seeds, 95% CI bands")
 def fig_curves(grid: GridData, out_dir: Path) -> list[Path]:
-    """Return, Q-bias mean and Q-bias std vs frames: the training curves every grid gets."""
+    """Return, Q-bias mean and Q-bias std vs frames: the training curves (a grid that names no figures gets these)."""
     return _curve_panels(
         grid,
         [EVAL_RETURN, Q_BIAS_MEAN, Q_BIAS_STD],
@@ -288,14 +304,14 @@ def fig_curves(grid: GridData, out_dir: Path) -> list[Path]:
     )
 
 
-@figure("bn_mismatch")
+@figure("bn_mismatch", "distance between Critic-I batch and running BN statistics vs frames")
 def fig_bn_mismatch(grid: GridData, out_dir: Path) -> list[Path]:
     return _curve_panels(
         grid, [BN_MISMATCH], out_dir, "bn_mismatch", "Critic-I batch vs running statistics (cells without BN have none)"
     )
 
 
-@figure("coverage")
+@figure("coverage", "state cells (scaled; the claim's proxy) and state-action cells visited by training vs frames")
 def fig_coverage(grid: GridData, out_dir: Path) -> list[Path]:
     # coverage/state_cells is the claim's proxy (method.md §7); coverage/cells is drawn beside it for comparison
     return _curve_panels(grid, [STATE_COVERAGE, COVERAGE], out_dir, "coverage", "exploration coverage vs frames")
@@ -413,7 +429,7 @@ def _tick(x: float) -> str:
     return format_value(float(x))
 
 
-@figure("vs_mixing_ratio")
+@figure("vs_mixing_ratio", "final return and final Q-bias vs buffer-mixing ratio ρ")
 def fig_buffer_mixing(grid: GridData, out_dir: Path) -> list[Path]:
     def critic_i_train(cell: str) -> bool:
         mode = grid.cell_value(cell, "bn_mode")
@@ -431,7 +447,7 @@ def fig_buffer_mixing(grid: GridData, out_dir: Path) -> list[Path]:
     )
 
 
-@figure("vs_learning_rate")
+@figure("vs_learning_rate", "final return vs learning rate, one line per normalization")
 def fig_learning_rate(grid: GridData, out_dir: Path) -> list[Path]:
     return _vs_axis_panels(
         grid,
@@ -493,7 +509,7 @@ def fig_final_bars(grid: GridData, out_dir: Path, name: str = "final_bars", what
         return save(fig, out_dir, name)
 
 
-@figure("final_bars")
+@figure("final_bars", "final return per cell (Adam vs SGD)")
 def fig_optimizer_bars(grid: GridData, out_dir: Path) -> list[Path]:
     return fig_final_bars(grid, out_dir, "final_bars", "Adam vs SGD, final return")
 
@@ -547,7 +563,7 @@ def _reference_estimates(grid: GridData, normalized: bool) -> list[tuple[str, st
     return refs
 
 
-@figure("modes_ranked")
+@figure("modes_ranked", "the BN mode strings ranked by final return, MA-BN highlighted")
 def fig_bn_modes_ranked(grid: GridData, out_dir: Path) -> list[Path]:
     """Ranked bars of the final return of every mode string, each string spelled out as five letter tiles."""
     estimates, what, normalized = _mode_estimates(grid)
@@ -659,7 +675,7 @@ ACTOR_MODES = tuple("".join(p) for p in itertools.product("TE", repeat=2))
 CRITIC_MODES = tuple("".join(p) for p in itertools.product("TE", repeat=3))
 
 
-@figure("modes_heatmap")
+@figure("modes_heatmap", "final return of the 32 mode strings as actor (rows) x critic (columns) letters")
 def fig_bn_modes_heatmap(grid: GridData, out_dir: Path) -> list[Path]:
     """4 actor modes x 8 critic modes = the 32 strings, one heat map per task (+ normalized aggregate)."""
     finals = grid.normalized()
@@ -741,7 +757,7 @@ def _interval_row(ax: Axes, y: float, est: stats.Interval, color: str) -> None:
     ax.plot([est.point, est.point], [y - 0.3, y + 0.3], color=color, linewidth=2)
 
 
-@figure("aggregate")
+@figure("aggregate", "Median / IQM / Mean / Optimality gap of normalized final return across tasks, 95% CIs")
 def fig_aggregate(grid: GridData, out_dir: Path) -> list[Path]:
     """rliable's interval-estimate plot: Median, IQM, Mean and Optimality gap of normalized scores per method."""
     finals = grid.normalized()
@@ -780,7 +796,7 @@ def fig_aggregate(grid: GridData, out_dir: Path) -> list[Path]:
         return save(fig, out_dir, "aggregate")
 
 
-@figure("probability_of_improvement")
+@figure("probability_of_improvement", "probability of improvement of MA-BN over each baseline, 95% CIs")
 def fig_improvement(grid: GridData, out_dir: Path) -> list[Path]:
     finals = grid.normalized()
     poi = improvement(finals, grid.settings) if len(finals) else {}
@@ -807,24 +823,37 @@ def fig_improvement(grid: GridData, out_dir: Path) -> list[Path]:
         return save(fig, out_dir, "probability_of_improvement")
 
 
-GENERIC: tuple[Figure, ...] = (fig_curves,)
+GENERIC_FIGURES = ("curves",)  # what a grid that names no figures gets
+GENERIC: tuple[Figure, ...] = tuple(FIGURES[name].draw for name in GENERIC_FIGURES)
+
+
+def figure_names(grid: str, shows: GridShows | None = None) -> list[str]:
+    """Stems of the files a grid's figures write (each as .png and .pdf), in the order the grid names them.
+
+    ``shows``: the grid's declarations (default: its shipped grid file's); names no figure function has are left
+    out (``unknown_figures`` says which), and a grid that names none gets ``GENERIC_FIGURES``.
+    """
+    shows = shipped_shows().get(grid) if shows is None else shows
+    names = [name for name in (shows.figures if shows else ()) if name in FIGURES]
+    return names or list(GENERIC_FIGURES)
+
+
+def unknown_figures(shows: GridShows) -> list[str]:
+    """The figure names in ``shows`` that no figure function has (a store recorded by another version)."""
+    return [name for name in shows.figures if name not in FIGURES]
+
+
+def figures_for(grid: str, shows: GridShows | None = None) -> tuple[Figure, ...]:
+    """The figure functions of ``grid`` (see ``figure_names``)."""
+    return tuple(FIGURES[name].draw for name in figure_names(grid, shows))
+
+
+def caption(name: str) -> str:
+    """The report's caption of the figure file stem ``name`` (the stem itself for a file no figure writes)."""
+    return FIGURES[name].caption if name in FIGURES else name
+
+
+# Which shipped grid draws which figures: built from the `figures` key of each grid file in sweeps/.
 FIGURES_BY_GRID: dict[str, tuple[Figure, ...]] = {
-    "critic_i_mode": (fig_curves, fig_bn_mismatch),
-    "bn_modes": (fig_bn_modes_ranked, fig_bn_modes_heatmap, fig_curves),
-    "buffer_mixing": (fig_buffer_mixing, fig_curves, fig_bn_mismatch),
-    "target_bn_stats": (fig_curves,),
-    "learning_rate": (fig_learning_rate, fig_curves),
-    "optimizer": (fig_curves, fig_optimizer_bars),
-    "exploration": (fig_coverage, fig_curves),
-    "normalization": (fig_aggregate, fig_improvement, fig_curves),
-    "smoke": (fig_curves,),
+    grid: figures_for(grid, shows) for grid, shows in shipped_shows().items() if shows.figures
 }
-
-
-def figures_for(grid: str) -> tuple[Figure, ...]:
-    return FIGURES_BY_GRID.get(grid, GENERIC)
-
-
-def figure_names(grid: str) -> list[str]:
-    """Stems of the files a grid's figures write (each as .png and .pdf)."""
-    return [f.figure_name for f in figures_for(grid)]  # type: ignore[attr-defined]

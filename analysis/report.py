@@ -18,7 +18,7 @@ from analysis import stats
 from analysis.claims import claims_lines
 from analysis.markdown import md as _md
 from analysis.markdown import table as _table
-from analysis.plots import GridData
+from analysis.plots import GridData, caption, figure_names
 from analysis.store import Store
 from analysis.style import frames_text
 from analysis.summary import (
@@ -30,22 +30,10 @@ from analysis.summary import (
     normalized_finals,
     unnormalizable_tasks,
 )
+from contract.grid_shows import grid_shows
 from contract.status import DIVERGED, FAILED, INTERRUPTED, NEW, RUNNING
 
 REPORT_FILE = "report.md"
-
-FIGURE_CAPTIONS = {
-    "curves": "evaluation return, relative Q-bias mean and Q-bias std vs frames; IQM over seeds, 95% CI bands",
-    "bn_mismatch": "distance between Critic-I batch and running BN statistics vs frames",
-    "coverage": "state cells (scaled; the claim's proxy) and state-action cells visited by training vs frames",
-    "vs_mixing_ratio": "final return and final Q-bias vs buffer-mixing ratio ρ",
-    "vs_learning_rate": "final return vs learning rate, one line per normalization",
-    "final_bars": "final return per cell (Adam vs SGD)",
-    "modes_ranked": "the BN mode strings ranked by final return, MA-BN highlighted",
-    "modes_heatmap": "final return of the 32 mode strings as actor (rows) x critic (columns) letters",
-    "aggregate": "Median / IQM / Mean / Optimality gap of normalized final return across tasks, 95% CIs",
-    "probability_of_improvement": "probability of improvement of MA-BN over each baseline, 95% CIs",
-}
 
 
 def _num(x: float, digits: int = 1) -> str:
@@ -102,7 +90,7 @@ def _figure_lines(grid: str, files: Sequence[Path], out_dir: Path) -> list[str]:
         stems.setdefault(path.stem, {})[path.suffix.lstrip(".")] = Path(os.path.relpath(path, out_dir)).as_posix()
     for stem, by_ext in stems.items():
         links = " · ".join(f"[{ext.upper()}]({by_ext[ext]})" for ext in ("png", "pdf") if ext in by_ext)
-        lines.append(f"- **{stem}**: {FIGURE_CAPTIONS.get(stem, stem)} ({links})")
+        lines.append(f"- **{stem}**: {caption(stem)} ({links})")
         if "png" in by_ext:
             lines.append(f"\n  ![{grid} {stem}]({by_ext['png']})\n")
     return lines
@@ -298,7 +286,8 @@ def write_report(
             ],
             _cell_rows(grid),
         )
-        if grid.name == "normalization" or len(grid.tasks) > 1:
+        shows_aggregate = "aggregate" in figure_names(grid.name, grid_shows(store.root, grid.name))
+        if shows_aggregate or len(grid.tasks) > 1:  # the aggregate figure's numbers, and any comparison across tasks
             lines += [""] + _aggregate_lines(grid)
         lines.append("")
     lines += _trouble_lines(store, names, settings)

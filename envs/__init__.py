@@ -21,12 +21,14 @@ from contract.tasks import (  # noqa: E402, F401 - the names a config accepts, d
     gym_task_names,
     is_gym_task,
 )
-from envs.base import Env, Step  # noqa: E402
+from envs.base import IMAGE_SIZE, Env, Step  # noqa: E402
 
 __all__ = ["Env", "Step", "make_env", "check_task_name", "all_task_names", "is_gym_task"]
 
 
-def make_env(task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int, image_size: int = 84) -> Env:
+def make_env(
+    task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int, image_size: int = IMAGE_SIZE
+) -> Env:
     check_task_name(task)
     if is_gym_task(task):
         from envs.gym_mujoco import GymMujocoEnv

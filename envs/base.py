@@ -8,6 +8,34 @@ from typing import Any
 
 import numpy as np
 
+IMAGE_SIZE = 84  # DrQ-v2's camera images: 84 x 84 RGB
+
+
+def pixel_frame_shape(image_size: int = IMAGE_SIZE) -> tuple[int, int, int]:
+    """One rendered frame, channels first: (3, image_size, image_size)."""
+    return (3, image_size, image_size)
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """How an observation is made of frames: the replay stores ``frame_shape``, the networks see ``obs_shape``."""
+
+    frame_shape: tuple[int, ...]
+    frame_stack: int
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return (self.frame_shape[0] * self.frame_stack, *self.frame_shape[1:])
+
+
+def observation_layout(
+    obs_type: str, state_dim: int, frame_stack: int, image_size: int = IMAGE_SIZE
+) -> ObservationLayout:
+    """Pixels: the last ``frame_stack`` rendered frames; states: the state vector alone (states are never stacked)."""
+    if obs_type == "pixels":
+        return ObservationLayout(pixel_frame_shape(image_size), frame_stack)
+    return ObservationLayout((state_dim,), 1)
+
 
 @dataclass
 class Step:
@@ -28,6 +56,8 @@ class Step:
 
 
 class Env:
+    """What every backend sets at construction, from ``observation_layout``: frame_shape, frame_stack, obs_shape."""
+
     obs_shape: tuple[int, ...]
     frame_shape: tuple[int, ...]
     action_dim: int

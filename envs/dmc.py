@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from dm_control import suite
 
-from envs.base import Env, FrameStacker, Step
+from envs.base import IMAGE_SIZE, Env, FrameStacker, Step, observation_layout
 
 
 def _flatten(observation: dict[str, Any]) -> np.ndarray:
@@ -23,7 +23,7 @@ class DMCEnv(Env):
         seed: int,
         action_repeat: int,
         frame_stack: int,
-        image_size: int = 84,
+        image_size: int = IMAGE_SIZE,
     ):
         self._env = suite.load(
             domain, task, task_kwargs={"random": seed}, environment_kwargs={"flat_observation": False}
@@ -36,13 +36,8 @@ class DMCEnv(Env):
         self.action_dim = int(np.prod(spec.shape))
         self._low, self._high = spec.minimum.astype(np.float32), spec.maximum.astype(np.float32)
         self.state_dim = int(sum(np.prod(s.shape) for s in self._env.observation_spec().values()))
-        if obs_type == "pixels":
-            self.frame_stack = frame_stack
-            self.frame_shape = (3, image_size, image_size)
-        else:
-            self.frame_stack = 1  # states are never stacked
-            self.frame_shape = (self.state_dim,)
-        self.obs_shape = (self.frame_shape[0] * self.frame_stack, *self.frame_shape[1:])
+        layout = observation_layout(obs_type, self.state_dim, frame_stack, image_size)
+        self.frame_shape, self.frame_stack, self.obs_shape = layout.frame_shape, layout.frame_stack, layout.obs_shape
         self._stack = FrameStacker(self.frame_stack)
 
     def _frame(self, state: np.ndarray) -> np.ndarray:

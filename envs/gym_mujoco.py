@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from envs.base import Env, FrameStacker, Step
+from envs.base import IMAGE_SIZE, Env, FrameStacker, Step, observation_layout
 
 
 def _box(space: gymnasium.Space[Any], task: str, what: str) -> gymnasium.spaces.Box:
@@ -19,7 +19,9 @@ def _box(space: gymnasium.Space[Any], task: str, what: str) -> gymnasium.spaces.
 
 
 class GymMujocoEnv(Env):
-    def __init__(self, task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int, image_size: int = 84):
+    def __init__(
+        self, task: str, obs_type: str, seed: int, action_repeat: int, frame_stack: int, image_size: int = IMAGE_SIZE
+    ):
         kwargs: dict[str, Any] = {}
         if obs_type == "pixels":
             kwargs = {"render_mode": "rgb_array", "width": image_size, "height": image_size}
@@ -31,13 +33,8 @@ class GymMujocoEnv(Env):
         self.action_dim = int(np.prod(space.shape))
         self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
         self.state_dim = int(np.prod(_box(self._env.observation_space, task, "observations").shape))
-        if obs_type == "pixels":
-            self.frame_stack = frame_stack
-            self.frame_shape = (3, image_size, image_size)
-        else:
-            self.frame_stack = 1
-            self.frame_shape = (self.state_dim,)
-        self.obs_shape = (self.frame_shape[0] * self.frame_stack, *self.frame_shape[1:])
+        layout = observation_layout(obs_type, self.state_dim, frame_stack, image_size)
+        self.frame_shape, self.frame_stack, self.obs_shape = layout.frame_shape, layout.frame_stack, layout.obs_shape
         self._stack = FrameStacker(self.frame_stack)
 
     def _frame(self, state: np.ndarray) -> np.ndarray:

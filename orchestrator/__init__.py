@@ -9,5 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contract.grid_shows import SWEEPS_DIR
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SWEEPS_DIR = REPO_ROOT / "sweeps"
+__all__ = ["REPO_ROOT", "SWEEPS_DIR"]

@@ -18,16 +18,25 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.bn_modes import STEP_NAMES
 from contract import config as agent_config
 from contract.config import FIELD_DEFAULTS, FIELDS, ConfigError, build_config
+from contract.grid_shows import PROFILES_DIR, grid_files
 from contract.schema import did_you_mean
 from contract.store import PLAIN_NAME_RULE, cell_id, format_value, is_plain_name, read_regular_text, trial_id
 from contract.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 from orchestrator import SWEEPS_DIR
-from orchestrator.grid_schema import DEFAULT_PACK, GridLevel, Resources, grid_messages, validate_grid
+from orchestrator.grid_schema import (
+    DEFAULT_PACK,
+    GridLevel,
+    Profile,
+    Resources,
+    grid_messages,
+    validate_grid,
+    validate_shared_profile,
+)
 
 MAX_MESSAGE = 2000  # characters of one grid error
+MERGED_KEYS = ("base", "resources", "wandb", "axes")  # a profile merges these key by key; other keys replace
 
 
 class GridError(Exception):
@@ -107,7 +116,7 @@ class Grid:
 
 # ------------------------------------------------------------------ loading
 def available_grids() -> list[str]:
-    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+    return [path.stem for path in grid_files(SWEEPS_DIR)]
 
 
 def resolve_grid_path(ref: str) -> Path:
@@ -173,7 +182,8 @@ class _GridBuilder:
             spec = validate_grid(data)
         except ValidationError as err:
             raise GridError([f"{self.path}: {message}" for message in grid_messages(err)]) from None
-        profiles = {name: _level(level, f"profiles.{name}.") for name, level in spec.profiles.items()}
+        profiles = {name: self.profile(name, level) for name, level in spec.profiles.items()}
+        self.fail_if_errors()
         if profiles and profile not in profiles:
             self.error("profiles", f"no profile {profile!r} in this grid; its profiles: {', '.join(profiles)}")
         self.fail_if_errors()
@@ -201,19 +211,41 @@ class _GridBuilder:
         return chosen
 
     # -------------------------------------------------------------- profiles
+    def profile(self, pname: str, level: Profile) -> dict[str, Any]:
+        """A profile's own keys over those of the shared profile it extends (merged as a profile over the top)."""
+        own = _level(level, f"profiles.{pname}.")
+        if level.extends is None:
+            return own
+        shared = self.shared_profile(f"profiles.{pname}.extends", level.extends)
+        return _over(shared, own, drop_null_axes=False)  # a null axis still removes the top level's axis
+
+    def shared_profile(self, key_path: str, ref: str) -> dict[str, Any]:
+        path = shared_profile_path(self.path, ref)
+        if not path.is_file():
+            names = [p.stem for p in sorted(PROFILES_DIR.glob("*.yaml"))]
+            self.error(
+                key_path,
+                f"{ref!r}: no such shared profile ({path}){did_you_mean(ref, names)}; shared profiles in "
+                f"{PROFILES_DIR}: {', '.join(names)}, or give a path to a YAML file relative to the grid file",
+            )
+            return {}
+        try:
+            data = load_yaml(read_regular_text(path, MAX_YAML_BYTES), str(path))
+            if not isinstance(data, Mapping):
+                self.error(key_path, f"{ref!r}: {path} holds {type(data).__name__}, not a mapping of profile keys")
+                return {}
+            return _level(validate_shared_profile(data), f"{path}: ")
+        except ValidationError as err:
+            for message in grid_messages(err, shared_profile=True):
+                if f"{path}: {message}" not in self.errors:  # two profiles may extend one file
+                    self.errors.append(f"{path}: {message}")
+        except (YamlError, UnicodeDecodeError, OSError) as err:
+            self.error(key_path, f"{ref!r}: {path} cannot be read as a profile ({err})")
+        return {}
+
     def merge(self, top: Mapping[str, Any], profile: Mapping[str, Any], pname: str | None) -> dict[str, Any]:
         """A profile is a partial grid over the top level: mappings merge key by key, the rest replaces."""
-        merged = {k: v for k, v in top.items() if k not in ("name", "profiles")}
-        for key, value in profile.items():
-            if (
-                key in ("base", "resources", "wandb", "axes")
-                and isinstance(value, Mapping)
-                and isinstance(merged.get(key), Mapping)
-            ):
-                combined = {**merged[key], **value}
-                merged[key] = {k: v for k, v in combined.items() if v is not None} if key == "axes" else combined
-            else:
-                merged[key] = value
+        merged = _over(top, profile, drop_null_axes=True)
         if "pack" in merged:
             merged["_pack_source"] = f"profiles.{pname}.pack" if "pack" in profile and pname else "pack"
         base = merged.get("base") or {}
@@ -396,19 +428,37 @@ def _fill_axes(trials: list[TrialSpec], cells: Sequence[tuple[str, dict, dict, s
             trial.axes[key] = trial.config[key]
 
 
+def _over(under: Mapping[str, Any], over: Mapping[str, Any], drop_null_axes: bool) -> dict[str, Any]:
+    """The keys of ``over`` over those of ``under``: mappings merge key by key, the rest replaces.
+
+    ``drop_null_axes``: remove the axes ``over`` sets to null (the last merge; before it they stay, to remove the
+    top level's axis)."""
+    merged = dict(under)
+    for key, value in over.items():
+        if key in MERGED_KEYS and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            combined = {**merged[key], **value}
+            drop = drop_null_axes and key == "axes"
+            merged[key] = {k: v for k, v in combined.items() if v is not None} if drop else combined
+        else:
+            merged[key] = value
+    return merged
+
+
+def shared_profile_path(grid_path: Path, ref: str) -> Path:
+    """A profile's ``extends``: a name of a file in sweeps/profiles/, or a path relative to the grid file."""
+    if "/" not in ref and not ref.endswith((".yaml", ".yml")):
+        return PROFILES_DIR / f"{ref}.yaml"
+    return (grid_path.parent / Path(ref).expanduser()).resolve()
+
+
 def _level(level: GridLevel, prefix: str) -> dict[str, Any]:
     """A validated level (the top or a profile) as plain values: only the keys the file sets, and in `base`,
-    axes and cells only the config keys they set; `null` axes kept (a profile's way to remove an axis)."""
-    out = level.model_dump(exclude_unset=True, exclude={"name", "profiles"})
+    axes and cells only the config keys they set; `null` axes kept (a profile's way to remove an axis). The keys
+    that say what the grid is rather than which trials it runs are left out."""
+    out = level.model_dump(exclude_unset=True, exclude={"name", "profiles", "extends", "figures", "claims"})
     if "cells" in out:
         out["cells"] = [
             {"name": cell.pop("name", None), "overrides": cell, "origin": f"{prefix}cells[{i}]"}
             for i, cell in enumerate(out["cells"])
         ]
     return out
-
-
-def bn_mode_columns(mode: str | None) -> dict[str, str | None]:
-    """{'bn_mode.actor_i': 'T', ...} for dashboards that group by one update step's mode."""
-    letters = mode if mode else [None] * len(STEP_NAMES)
-    return {f"bn_mode.{step}": letter for step, letter in zip(STEP_NAMES, letters, strict=True)}

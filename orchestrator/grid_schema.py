@@ -4,7 +4,9 @@
 axis's variants, ``cells``) are checked by the worker's own field declarations (``contract.config.TrialFields``), so
 a key's type, range and allowed values are declared once. Every problem of a file is reported at once, each
 naming the key path, the value and what is allowed. Rules across keys (``bn_mode`` needs a BN network, buffer
-mixing needs Critic-I = T) are the worker's and run per trial when the grid expands (``orchestrator.grid``).
+mixing needs Critic-I = T) are the worker's and run per trial when the grid expands (``orchestrator.grid``). The
+names a grid's ``figures`` and ``claims`` may use are the analysis's own (``analysis.plots.FIGURES``, the ids of
+``analysis.claims.CLAIMS``), so they are declared once too.
 
 ``python -m orchestrator.grid_schema`` prints the JSON Schema; ``sweeps/grid.schema.json`` is that output, which
 editors use to check a grid while it is written (sweeps/README.md).
@@ -32,6 +34,8 @@ from pydantic import (
 )
 
 from agent.bn_modes import ALL_BN_MODES
+from analysis.claims import CLAIMS
+from analysis.plots import FIGURES
 from contract.config import (
     DESCRIPTIONS,
     EASY_TASKS,
@@ -329,12 +333,34 @@ class GridLevel(_Strict):
     wandb: Wandb = Field(default_factory=Wandb)
 
 
+class Profile(GridLevel):
+    """A profile: the keys of a level, over a shared profile file it may extend."""
+
+    extends: str | None = Field(
+        None,
+        description="a shared profile this one starts from, overriding what it sets: a name in sweeps/profiles/ "
+        "(paper) or a path to a YAML file, relative to the grid file",
+    )
+
+
+# What a grid may name: the figure functions and the claims the analysis has, by the names they are registered under.
+FigureName: Any = Literal.__getitem__(tuple(FIGURES))
+ClaimId: Any = Literal.__getitem__(tuple(claim.id for claim in CLAIMS))
+
+
 class GridFile(GridLevel):
-    """A grid file: the keys of a level, a name, and profiles (partial grids chosen with --profile)."""
+    """A grid file: the keys of a level, a name, what it shows, and profiles (partial grids chosen with --profile)."""
 
     model_config = ConfigDict(**{**MODEL_CONFIG, "title": "bnsweep grid"})
     name: Annotated[str, AfterValidator(_grid_name)] | None = Field(None, description="default: the file name")
-    profiles: dict[str, GridLevel] = Field(default_factory=dict)
+    figures: Annotated[list[FigureName], AfterValidator(lambda v: _distinct(v, "figure"))] = Field(
+        default_factory=list,
+        description="the figures `make figures` draws for this grid, in this order (default: curves)",
+    )
+    claims: Annotated[list[ClaimId], AfterValidator(lambda v: _distinct(v, "claim"))] = Field(
+        default_factory=list, description="ids of the claims (analysis/claims.py) the claims table judges on this grid"
+    )
+    profiles: dict[str, Profile] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _no_empty_axis(self) -> GridFile:
@@ -345,13 +371,14 @@ class GridFile(GridLevel):
 
 
 TOP_KEYS = tuple(GridFile.model_fields)
-PROFILE_KEYS = tuple(GridLevel.model_fields)
+PROFILE_KEYS = tuple(Profile.model_fields)
+SHARED_PROFILE_KEYS = tuple(GridLevel.model_fields)
 RESOURCE_KEYS = tuple(Resources.model_fields)
 WANDB_KEYS = tuple(Wandb.model_fields)
 
 
 # ------------------------------------------------------------------ messages
-def _unknown_key(loc: tuple[str | int, ...]) -> str:
+def _unknown_key(loc: tuple[str | int, ...], shared_profile: bool) -> str:
     """The message for an unknown key at ``loc``: what is allowed where it stands, and the closest names."""
     inner = loc[2:] if loc[:1] == ("profiles",) else loc
     key, parent = str(loc[-1]), inner[:-1]
@@ -364,7 +391,10 @@ def _unknown_key(loc: tuple[str | int, ...]) -> str:
     allowed = nested.get(parent)
     if allowed:
         return f"unknown key {key!r}{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}"
-    where, allowed = ("a profile", PROFILE_KEYS) if loc[:1] == ("profiles",) else ("a grid", TOP_KEYS)
+    if shared_profile:
+        where, allowed = "a shared profile", SHARED_PROFILE_KEYS
+    else:
+        where, allowed = ("a profile", PROFILE_KEYS) if loc[:1] == ("profiles",) else ("a grid", TOP_KEYS)
     extra = " (trial config keys go under `base`)" if key in FIELDS else ""
     return f"unknown key {key!r}{did_you_mean(key, allowed)}{extra}; allowed in {where}: {', '.join(allowed)}"
 
@@ -381,14 +411,16 @@ def _not_an_axis(axis: str) -> str:
 _BOUNDS = model_bounds(TrialFields)
 
 
-def grid_messages(err: ValidationError) -> list[str]:
-    """``key.path: value: what is allowed`` per problem (the caller adds the file); config values as key=value."""
+def grid_messages(err: ValidationError, shared_profile: bool = False) -> list[str]:
+    """``key.path: value: what is allowed`` per problem (the caller adds the file); config values as key=value.
+
+    ``shared_profile``: the errors are of a shared profile file (``validate_shared_profile``), not of a grid."""
     messages: list[str] = []
     for error in err.errors():
         loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("<")))
         axes_at = loc.index("axes") if "axes" in loc else -1
         if error["type"] == "extra_forbidden":
-            text, at = _unknown_key(loc), ""
+            text, at = _unknown_key(loc, shared_profile), ""
         elif axes_at >= 0 and len(loc) == axes_at + 2 and loc[-1] not in CONFIG_KEYS and error["type"] == "dict_type":
             text, at = _not_an_axis(str(loc[-1])), ""  # a list under a name that is no config key
         else:
@@ -408,6 +440,12 @@ def grid_messages(err: ValidationError) -> list[str]:
 def validate_grid(data: Mapping[str, Any]) -> GridFile:
     """The grid file's data as a typed ``GridFile``; raises ``ValidationError`` (see ``grid_messages``)."""
     return GridFile.model_validate(data)
+
+
+def validate_shared_profile(data: Mapping[str, Any]) -> GridLevel:
+    """A shared profile file's data (what a profile's ``extends`` names) as a typed level; raises ``ValidationError``
+    (``grid_messages(err, shared_profile=True)``)."""
+    return GridLevel.model_validate(data)
 
 
 def json_schema() -> dict[str, Any]:

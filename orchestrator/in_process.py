@@ -2,7 +2,7 @@
 this process (``bnsweep sweep --in-process``).
 
 For a machine that has no Ray and cannot install it (the lent GPU box). Ray stays the orchestrator everywhere
-else: this runs the same plan (``plan_packs``: the same packs, trial ids and directories), writes the same store
+else: this runs the same plan (``orchestrator.plan``: the same packs, trial ids and directories), writes the same store
 (each member's ``trial.json``, ``config.yaml``, ``metrics.csv``, ``status.json``, checkpoints) through the same
 worker (``agent.train.run_pack``), so ``bnsweep figures`` and analysis read it as any other. What it does not do:
 run packs side by side, retry a failed pack (a rerun resumes it from its checkpoints, as after any stop), or
@@ -13,34 +13,28 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 from agent.train import run_pack
 from contract import store
 from contract.config import build_config
-from orchestrator.packing import Pack, member_meta
+from orchestrator.packing import member_meta
+from orchestrator.plan import Plan
 
 
-def run_packs(packs: Sequence[Pack], results: Path, grid_name: str) -> int:
-    """Train ``packs`` one after another; returns how many member trials were started."""
+def run_plan(plan: Plan) -> int:
+    """Train the plan's packs (its unfinished trials) one after another; returns how many member trials were
+    started."""
+    results, grid_name, packs = plan.results, plan.grid.name, plan.packs
     launched = 0
     for pack in packs:
-        todo = [
-            m
-            for m in pack.members
-            if store.trial_state(store.trial_dir(results, grid_name, m.trial_id)) not in store.FINISHED_STATUSES
-        ]
-        if not todo:
-            continue
+        todo = pack.members
         out_dirs = [store.trial_dir(results, grid_name, m.trial_id) for m in todo]
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
         for member, out_dir in zip(todo, out_dirs):
             out_dir.mkdir(parents=True, exist_ok=True)
-            ids = [m.trial_id for m in todo]
             store.write_trial_meta(
-                out_dir, member_meta(member.meta(), pack.pack_id, ids, started_at, runner="in-process")
+                out_dir, member_meta(member.meta(), pack.pack_id, pack.trial_ids, started_at, runner="in-process")
             )
         print(f"pack {pack.number}/{len(packs)} ({pack.pack_id}): {len(todo)} trial(s) ...", flush=True)
         start = time.perf_counter()

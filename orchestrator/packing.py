@@ -18,6 +18,7 @@ The numbers here are documented in docs/orchestrator.md ("Packed trials").
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -26,18 +27,39 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from contract.config import TrialConfig, pack_signature
+from agent.replay import raw_frame_bytes, replay_slots, slot_bytes
+from contract.config import FIELD_DEFAULTS, PACK_MEMBER_KEYS, TrialConfig, pack_signature
 from contract.store import config_digest
+from contract.tasks import task_dims
+from envs.base import ObservationLayout, observation_layout, pixel_frame_shape
+
+if TYPE_CHECKING:
+    from agent.networks import ParameterCount
 
 GiB = 1024**3
 
+# ------------------------------------------------------------------ the configs the planner reads
+PlannedConfig = TrialConfig | Mapping[str, Any]  # a TrialConfig, or its to_dict() (what a grid's TrialSpec holds)
+
+
+def as_trial_config(config: PlannedConfig) -> TrialConfig:
+    """``config`` as the TrialConfig it was resolved as, without validating it again (a grid's trials were validated
+    when it loaded); a key it lacks takes its declared default."""
+    return config if isinstance(config, TrialConfig) else TrialConfig.model_construct(**config)
+
+
+def _observation(config: TrialConfig) -> tuple[ObservationLayout, int]:
+    """(the observation's layout, action_dim) of a trial's task, from the task table: no environment is built."""
+    dims = task_dims(config.task)
+    return observation_layout(config.obs_type, dims.state_dim, config.frame_stack), dims.action_dim
+
+
 # ------------------------------------------------------------------ replay memory per transition
-# The worker's replay (agent/replay.py) stores each frame once, plus per transition: the action
-# (float32 x action_dim), reward and discount (float32 each), episode start and end (int64 each).
-PIXEL_FRAME_BYTES = 3 * 84 * 84  # one 84x84 RGB uint8 frame: 21,168 B (21,196 B per transition at action_dim 1)
-TRANSITION_FIXED_BYTES = 4 + 4 + 8 + 8
+# The worker's replay (agent/replay.py) stores each frame once (raw_frame_bytes) and per transition what slot_bytes
+# counts: the action, reward and discount, episode start and end.
+PIXEL_FRAME_BYTES = raw_frame_bytes("pixels", pixel_frame_shape())  # 21,168 B (21,196 B per transition at action_dim 1)
 # Bytes of one stored pixel frame with `frame_codec: lz4` (agent/replay.py: lz4 of the difference to the
 # previous frame, keyframes every 16 steps).  Measured by `python -m bench.replay_codec` on the 2-core dev
 # machine, 2026-11-26 (random-policy frames, 10,000 transitions in an 8,000-slot ring, frame bytes per
@@ -63,76 +85,6 @@ def compressed_pixel_bytes(task: str) -> int:
     return min(PIXEL_FRAME_BYTES, math.ceil(measured * COMPRESSED_MARGIN))
 
 
-# (state_dim, action_dim) of every dm_control suite task and Gymnasium MuJoCo v5 task, read from
-# their specs (dm_control 1.0.50, gymnasium 1.x); the estimate must not build environments.
-TASK_DIMS: dict[str, tuple[int, int]] = {
-    "acrobot_swingup": (6, 1),
-    "acrobot_swingup_sparse": (6, 1),
-    "ball_in_cup_catch": (8, 2),
-    "cup_catch": (8, 2),
-    "cartpole_balance": (5, 1),
-    "cartpole_balance_sparse": (5, 1),
-    "cartpole_swingup": (5, 1),
-    "cartpole_swingup_sparse": (5, 1),
-    "cartpole_three_poles": (11, 1),
-    "cartpole_two_poles": (8, 1),
-    "cheetah_run": (17, 6),
-    "dog_fetch": (232, 38),
-    "dog_run": (223, 38),
-    "dog_stand": (223, 38),
-    "dog_trot": (223, 38),
-    "dog_walk": (223, 38),
-    "finger_spin": (9, 2),
-    "finger_turn_easy": (12, 2),
-    "finger_turn_hard": (12, 2),
-    "fish_swim": (24, 5),
-    "fish_upright": (21, 5),
-    "hopper_hop": (15, 4),
-    "hopper_stand": (15, 4),
-    "humanoid_CMU_run": (137, 56),
-    "humanoid_CMU_stand": (137, 56),
-    "humanoid_CMU_walk": (137, 56),
-    "humanoid_run": (67, 21),
-    "humanoid_run_pure_state": (55, 21),
-    "humanoid_stand": (67, 21),
-    "humanoid_walk": (67, 21),
-    "lqr_lqr_2_1": (4, 1),
-    "lqr_lqr_6_2": (12, 2),
-    "manipulator_bring_ball": (44, 5),
-    "manipulator_bring_peg": (44, 5),
-    "manipulator_insert_ball": (44, 5),
-    "manipulator_insert_peg": (44, 5),
-    "pendulum_swingup": (3, 1),
-    "point_mass_easy": (4, 2),
-    "point_mass_hard": (4, 2),
-    "quadruped_escape": (101, 12),
-    "quadruped_fetch": (90, 12),
-    "quadruped_run": (78, 12),
-    "quadruped_walk": (78, 12),
-    "reacher_easy": (6, 2),
-    "reacher_hard": (6, 2),
-    "stacker_stack_2": (49, 5),
-    "stacker_stack_4": (63, 5),
-    "swimmer_swimmer15": (61, 14),
-    "swimmer_swimmer6": (25, 5),
-    "walker_run": (24, 6),
-    "walker_stand": (24, 6),
-    "walker_walk": (24, 6),
-    "Ant-v5": (105, 8),
-    "HalfCheetah-v5": (17, 6),
-    "Hopper-v5": (11, 3),
-    "Humanoid-v5": (348, 17),
-    "HumanoidStandup-v5": (348, 17),
-    "InvertedDoublePendulum-v5": (9, 1),
-    "InvertedPendulum-v5": (4, 1),
-    "Pusher-v5": (23, 7),
-    "Reacher-v5": (10, 2),
-    "Swimmer-v5": (8, 2),
-    "Walker2d-v5": (17, 6),
-}
-# Safe upper bounds for a task missing above (the largest above: 348 and 56).
-STATE_DIM_BOUND, ACTION_DIM_BOUND = 512, 64
-
 # ------------------------------------------------------------------ fixed overheads
 # Host memory besides the replay.  Measured on the 2-core dev machine (peak RSS, torch 2.13 CPU):
 # imports (Python, torch, MuJoCo) 0.27 GiB; one pixel member (hopper_hop, hidden 1024, batch 256,
@@ -148,31 +100,22 @@ WORKER_PROCESS_BYTES = int(0.5 * GiB)
 # (measured: 504 MiB of frames, +2 MiB peak RSS while saving; as numpy arrays it was +3288 MiB).
 
 
-def task_dims(task: str) -> tuple[int, int, bool]:
-    """(state_dim, action_dim, known): a safe upper bound for tasks not in TASK_DIMS."""
-    if task in TASK_DIMS:
-        return (*TASK_DIMS[task], True)
-    return STATE_DIM_BOUND, ACTION_DIM_BOUND, False
+def replay_bytes_per_transition(config: PlannedConfig) -> int:
+    """Replay bytes of one stored transition of this trial (its frame, raw or as lz4 plans it, and slot_bytes)."""
+    c = as_trial_config(config)
+    layout, action_dim = _observation(c)
+    compressed = c.obs_type == "pixels" and c.frame_codec != "none"
+    frame = compressed_pixel_bytes(c.task) if compressed else raw_frame_bytes(c.obs_type, layout.frame_shape)
+    return frame + slot_bytes(action_dim)
 
 
-def replay_bytes_per_transition(config: Mapping[str, Any]) -> int:
-    """Replay bytes of one stored transition of this trial (frame + action + reward/discount/episode bounds)."""
-    state_dim, action_dim, _ = task_dims(str(config.get("task")))
-    if config.get("obs_type") == "pixels":
-        compressed = str(config.get("frame_codec", "none") or "none") != "none"
-        frame = compressed_pixel_bytes(str(config.get("task"))) if compressed else PIXEL_FRAME_BYTES
-    else:
-        frame = 4 * state_dim  # float32 state vector
-    return frame + 4 * action_dim + TRANSITION_FIXED_BYTES
+def replay_transitions(config: PlannedConfig) -> int:
+    """Slots the worker's replay allocates (agent.replay.replay_slots)."""
+    c = as_trial_config(config)
+    return replay_slots(c.replay_capacity, c.num_frames, c.action_repeat, c.frame_stack)
 
 
-def replay_transitions(config: Mapping[str, Any]) -> int:
-    """Slots the worker allocates: replay_capacity, capped by what the trial can fill (agent/train.py's rule)."""
-    agent_steps = math.ceil(int(config["num_frames"]) / int(config.get("action_repeat", 1)))
-    return min(int(config["replay_capacity"]), agent_steps + 2 * int(config.get("frame_stack", 1)) + 2)
-
-
-def replay_bytes(config: Mapping[str, Any]) -> int:
+def replay_bytes(config: PlannedConfig) -> int:
     return replay_transitions(config) * replay_bytes_per_transition(config)
 
 
@@ -183,42 +126,43 @@ MEASURED_HIDDEN_DIM, MEASURED_BATCH_SIZE, MEASURED_FEATURE_DIM = 1024, 256, 50
 UPDATE_HIDDEN_ACTIVATIONS = 40
 
 
-def compute_bytes(config: Mapping[str, Any]) -> int:
+def compute_bytes(config: PlannedConfig) -> int:
     """Memory of one member's networks and one update: parameters, gradients and Adam's two moments
     (``network_numbers``), and the activations of a batch (hidden-wide, and the encoder's for pixels)."""
-    saved, trained = network_numbers(config)
-    weights = PARAM_BYTES * (saved + 3 * trained)
-    rows = int(config.get("batch_size", MEASURED_BATCH_SIZE))
-    hidden = int(config.get("hidden_dim", MEASURED_HIDDEN_DIM))
-    activations = PARAM_BYTES * rows * hidden * UPDATE_HIDDEN_ACTIVATIONS
-    if config.get("obs_type") == "pixels":
-        side = (IMAGE_SIZE - 3) // 2 + 1
-        activations += PARAM_BYTES * rows * ENCODER_CHANNELS * side * side * 4 * 3  # 4 convs; online, target, aug
+    c = as_trial_config(config)
+    numbers, convs = _networks(c)
+    weights = PARAM_BYTES * (numbers.saved + 3 * numbers.trained)
+    activations = PARAM_BYTES * c.batch_size * c.hidden_dim * UPDATE_HIDDEN_ACTIVATIONS
+    if convs:
+        largest = max(math.prod(shape) for shape in convs)  # the first convolution's output
+        activations += PARAM_BYTES * c.batch_size * largest * len(convs) * 3  # online, target, augmented
     return weights + activations
 
 
-def member_bytes(config: Mapping[str, Any]) -> int:
+def member_bytes(config: PlannedConfig) -> int:
     """Host memory of one member: its replay plus the fixed per-member overhead (measured), plus what networks
     and batches larger than the measured ones add (``compute_bytes``; issue #19: hidden_dim and batch_size of
     a hundred thousand need hundreds of GiB, which the fixed overhead said fitted)."""
-    overhead = MEMBER_OVERHEAD_BYTES.get(str(config.get("obs_type")), MEMBER_OVERHEAD_BYTES["pixels"])
-    if config.get("member_processes"):
+    c = as_trial_config(config)
+    overhead = MEMBER_OVERHEAD_BYTES[c.obs_type]
+    if c.member_processes:
         overhead += WORKER_PROCESS_BYTES
-    measured = {
-        **config,
-        "hidden_dim": min(int(config.get("hidden_dim", MEASURED_HIDDEN_DIM)), MEASURED_HIDDEN_DIM),
-        "batch_size": min(int(config.get("batch_size", MEASURED_BATCH_SIZE)), MEASURED_BATCH_SIZE),
-        "feature_dim": min(int(config.get("feature_dim", MEASURED_FEATURE_DIM)), MEASURED_FEATURE_DIM),
-    }
-    return replay_bytes(config) + overhead + max(0, compute_bytes(config) - compute_bytes(measured))
+    measured = c.model_copy(
+        update={
+            "hidden_dim": min(c.hidden_dim, MEASURED_HIDDEN_DIM),
+            "batch_size": min(c.batch_size, MEASURED_BATCH_SIZE),
+            "feature_dim": min(c.feature_dim, MEASURED_FEATURE_DIM),
+        }
+    )
+    return replay_bytes(c) + overhead + max(0, compute_bytes(c) - compute_bytes(measured))
 
 
-def pack_bytes(configs: Sequence[Mapping[str, Any]]) -> int:
+def pack_bytes(configs: Sequence[PlannedConfig]) -> int:
     """Host memory of one pack process: its members plus one process overhead."""
     return PROCESS_OVERHEAD_BYTES + sum(member_bytes(c) for c in configs)
 
 
-def max_members(config: Mapping[str, Any], memory: int) -> int:
+def max_members(config: PlannedConfig, memory: int) -> int:
     """How many members like ``config`` one process can hold in ``memory`` bytes (0: not even one)."""
     return max(0, (memory - PROCESS_OVERHEAD_BYTES) // member_bytes(config))
 
@@ -266,75 +210,62 @@ KEPT_CHECKPOINTS = 1  # checkpoint/ stays in a finished trial's directory (its c
 RUNNING_EXTRA_CHECKPOINTS = 1  # checkpoint.prev/ of a running trial
 WRITING_CHECKPOINTS = 1  # checkpoint.tmp/ while a running trial writes its next one
 METRICS_ROW_BYTES = 1024
-ENCODER_CHANNELS, IMAGE_SIZE = 32, 84  # agent/networks.py Encoder (4 conv 3x3, the first with stride 2)
 
 
-def network_numbers(config: Mapping[str, Any]) -> tuple[int, int]:
-    """(numbers a checkpoint saves for the networks, trained parameters) of one trial, counted from the
-    architecture of agent/networks.py: encoder (pixels), actor, critic and critic target, each with its
-    normalization layers (BatchNorm: weight, bias, running mean and variance, a step counter)."""
-    state_dim, action_dim, _ = task_dims(str(config.get("task")))
-    feature, hidden = int(config.get("feature_dim", 50)), int(config.get("hidden_dim", 1024))
-
-    def norm(kind: str, width: int) -> tuple[int, int]:
-        if kind == "batch_norm":
-            return 4 * width + 1, 2 * width
-        if kind == "layer_norm":
-            return 2 * width, 2 * width
-        return 0, 0
-
-    saved = trained = 0
-    if config.get("obs_type") == "pixels":
-        c, side, in_c = ENCODER_CHANNELS, IMAGE_SIZE, 3 * int(config.get("frame_stack", 3))
-        for stride in (2, 1, 1, 1):
-            conv = in_c * 9 * c + c
-            bn_saved, bn_trained = norm(str(config.get("encoder_norm", "none")), c)
-            saved, trained = saved + conv + bn_saved, trained + conv + bn_trained
-            in_c, side = c, (side - 3) // stride + 1
-        repr_dim = c * side * side
-    else:
-        repr_dim = state_dim  # states are never stacked
-    trunk = repr_dim * feature + feature + 2 * feature  # Linear + LayerNorm
-
-    def mlp(in_dim: int, out_dim: int, kind: str) -> tuple[int, int]:
-        linear = in_dim * hidden + hidden + hidden * hidden + hidden + hidden * out_dim + out_dim
-        n_saved, n_trained = norm(kind, hidden)
-        return linear + 2 * n_saved, linear + 2 * n_trained
-
-    actor_saved, actor_trained = mlp(feature, action_dim, str(config.get("actor_norm", "none")))
-    q_saved, q_trained = mlp(feature + action_dim, 1, str(config.get("critic_norm", "none")))
-    critic_saved, critic_trained = trunk + 2 * q_saved, trunk + 2 * q_trained
-    saved += trunk + actor_saved + 2 * critic_saved  # the critic target is a second critic
-    trained += trunk + actor_trained + critic_trained
-    return saved, trained
+def network_numbers(config: PlannedConfig) -> ParameterCount:
+    """The numbers a checkpoint saves for one trial's networks and those its optimizers train: the agent's
+    networks built on the meta device (agent.networks.parameter_count)."""
+    return _networks(as_trial_config(config))[0]
 
 
-def network_state_bytes(config: Mapping[str, Any]) -> int:
+# The members of a pack differ only in PACK_MEMBER_KEYS, never in their networks' shapes: counted once per pack.
+_MEMBER_KEY_DEFAULTS = {key: FIELD_DEFAULTS[key] for key in PACK_MEMBER_KEYS}
+
+
+def _networks(config: TrialConfig) -> tuple[ParameterCount, list[tuple[int, int, int]]]:
+    """(the numbers of a trial's networks, the encoder's (C, H, W) after each convolution: none for states)."""
+    return _built_networks(config.model_copy(update=_MEMBER_KEY_DEFAULTS))
+
+
+@functools.cache
+def _built_networks(config: TrialConfig) -> tuple[ParameterCount, list[tuple[int, int, int]]]:
+    # agent.networks imports torch (seconds): paid by a plan that counts networks, not by every importer (the CLI).
+    from agent.networks import Encoder, parameter_count
+
+    layout, action_dim = _observation(config)
+    convs = Encoder.conv_shapes(layout.obs_shape) if config.obs_type == "pixels" else []
+    return parameter_count(config, layout.obs_shape, action_dim), convs
+
+
+def network_state_bytes(config: PlannedConfig) -> int:
     """Checkpoint bytes of one trial's networks and optimizer state (Adam: two moments, SGD: one)."""
-    saved, trained = network_numbers(config)
-    moments = 2 if str(config.get("optimizer", "adam")) == "adam" else 1
-    return PARAM_BYTES * (saved + moments * trained)
+    c = as_trial_config(config)
+    numbers = network_numbers(c)
+    moments = 2 if c.optimizer == "adam" else 1
+    return PARAM_BYTES * (numbers.saved + moments * numbers.trained)
 
 
-def checkpoint_bytes(config: Mapping[str, Any]) -> int:
+def checkpoint_bytes(config: PlannedConfig) -> int:
     """Planned size of one checkpoint of this trial at its largest (full replay, if it is saved)."""
-    replay = replay_bytes(config) if config.get("checkpoint_replay", True) else 0
-    return replay + network_state_bytes(config) + CHECKPOINT_FIXED_BYTES
+    c = as_trial_config(config)
+    replay = replay_bytes(c) if c.checkpoint_replay else 0
+    return replay + network_state_bytes(c) + CHECKPOINT_FIXED_BYTES
 
 
-def finished_checkpoint_bytes(config: Mapping[str, Any]) -> int:
+def finished_checkpoint_bytes(config: PlannedConfig) -> int:
     """Planned size of the checkpoint a finished trial keeps: without its replay unless ``keep_replay``
     (agent.checkpoint.prune_finished; issue #19)."""
-    if config.get("keep_replay", False):
-        return checkpoint_bytes(config)
-    return network_state_bytes(config) + CHECKPOINT_FIXED_BYTES
+    c = as_trial_config(config)
+    if c.keep_replay:
+        return checkpoint_bytes(c)
+    return network_state_bytes(c) + CHECKPOINT_FIXED_BYTES
 
 
-def metrics_bytes(config: Mapping[str, Any]) -> int:
+def metrics_bytes(config: PlannedConfig) -> int:
     """metrics.csv and W&B's offline copy of one trial: one row per log point and per evaluation."""
-    frames = int(config["num_frames"])
-    rows = frames // max(1, int(config.get("log_every_frames", 5000)))
-    rows += frames // max(1, int(config.get("eval_every_frames", 10000))) + 2
+    c = as_trial_config(config)
+    rows = c.num_frames // max(1, c.log_every_frames)
+    rows += c.num_frames // max(1, c.eval_every_frames) + 2
     return rows * METRICS_ROW_BYTES
 
 
@@ -398,7 +329,7 @@ def store_disk_plan(packs: Sequence[Pack], running_packs: int, ray_checkpoints: 
         running_packs=len(running),
         largest_checkpoint=max((max(s) for s in sizes if s), default=0),
         kept=KEPT_CHECKPOINTS * finished + (KEPT_CHECKPOINTS + RUNNING_EXTRA_CHECKPOINTS) * in_flight,
-        replays_kept=sum(bool(c.get("keep_replay", False)) for p in packs for c in p.configs),
+        replays_kept=sum(as_trial_config(c).keep_replay for p in packs for c in p.configs),
         writing=WRITING_CHECKPOINTS * in_flight,
         ray=(every + in_flight) if ray_checkpoints else 0,
         metrics=sum(metrics_bytes(c) for p in packs for c in p.configs),
@@ -441,21 +372,22 @@ PACKED_SPEEDUPS: dict[tuple[str, int, str, int, str, str], float] = {
 }
 
 
-def device_kind(config: Mapping[str, Any]) -> str:
-    return "cuda" if str(config.get("device", "cpu")).startswith("cuda") else "cpu"
+def device_kind(config: TrialConfig) -> str:
+    return "cuda" if config.device.startswith("cuda") else "cpu"
 
 
-def packed_speedup(config: Mapping[str, Any], size: int) -> tuple[float, str | None]:
+def packed_speedup(config: PlannedConfig, size: int) -> tuple[float, str | None]:
     """(aggregate speed-up of a pack of ``size``, a note when it is assumed rather than measured)."""
     if size <= 1:
         return 1.0, None
+    c = as_trial_config(config)
     key = (
-        str(config.get("obs_type")),
-        int(config.get("hidden_dim", 0)),
-        device_kind(config),
+        c.obs_type,
+        c.hidden_dim,
+        device_kind(c),
         int(size),
-        str(config.get("frame_codec", "none")),
-        "workers" if config.get("member_processes") else "in_process",
+        c.frame_codec,
+        "workers" if c.member_processes else "in_process",
     )
     if key in PACKED_SPEEDUPS:
         return PACKED_SPEEDUPS[key], None

@@ -36,21 +36,25 @@ def pack_size_of(out_dir: Path, status: TrialStatus | None = None) -> int:
     return size if size >= 1 else 1
 
 
-def measured_rates(results_root: Path, configs: Iterable[Mapping[str, Any]]) -> dict[tuple, tuple[float, int]]:
+def measured_rates(
+    results_root: Path, configs: Iterable[Mapping[str, Any]], known: Mapping[Path, TrialStatus | None] | None = None
+) -> dict[tuple, tuple[float, int]]:
     """Median frames/s per member of finished trials in the whole store, for the rate keys the configs need.
 
     Returns {(rate_key, pack_size): (frames_per_s, n_trials)}: a trial that trained in a pack of K
     measured the rate of one member at pack size K (its frames over its wall time).  Only finished
-    trials of at least 2000 frames count: start-up dominates shorter ones.
+    trials of at least 2000 frames count: start-up dominates shorter ones.  ``known``: the statuses the
+    caller already read, by trial directory (under ``results_root``); they are not read again.
     """
     wanted = {rate_key(c) for c in configs}
     found: dict[tuple, list[float]] = {}
     root = Path(results_root)
     if not root.is_dir():
         return {}
+    known = known or {}
     for status_path in root.glob(f"*/*/{STATUS_FILE}"):
         try:
-            status = read_status(status_path.parent)
+            status = known[status_path.parent] if status_path.parent in known else read_status(status_path.parent)
             if status is None or status.state not in FINISHED_STATUSES:
                 continue
             frames, wall = float(status.frame or 0), float(status.wall_time_s or 0)

@@ -240,7 +240,7 @@ def pack_resources(param: Mapping[str, Any]) -> Any:
 
 
 def run(param: dict[str, Any]) -> None:
-    """Tune entry point; ``param["pack"]`` is the payload built by ``orchestrator.sweep.pack_payload``."""
+    """Tune entry point; ``param["pack"]`` is the payload built by ``orchestrator.launch.pack_payload``."""
     # Ray logs every persisted checkpoint at INFO; with hundreds of trials that drowns the console.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     quiet_ray_store_errors()

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contract.modes import STEP_NAMES
 from contract.status import DIVERGED, FAILED, FINISHED_STATUSES
 from contract.store import TrialStatus, atomic_write_text, read_json_object
 
@@ -113,14 +114,18 @@ def run_id(grid: str, trial_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{grid}-{trial_id}")[:64]
 
 
+def bn_mode_columns(mode: str | None) -> dict[str, str | None]:
+    """{'bn_mode.actor_i': 'T', ...} for dashboards that group by one update step's mode."""
+    letters = mode if mode else [None] * len(STEP_NAMES)
+    return {f"bn_mode.{step}": letter for step, letter in zip(STEP_NAMES, letters, strict=True)}
+
+
 def flat_config(meta: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """Everything a dashboard may group or filter by, one flat key each.
 
     The trial config as is, the grid identity, one key per swept axis
     (``axes.<name>``) and one key per update step's BN mode (``bn_mode.critic_i``...).
     """
-    from orchestrator.grid import bn_mode_columns
-
     flat: dict[str, Any] = dict(config)
     flat.update(bn_mode_columns(config.get("bn_mode")))
     for key in ("grid", "profile", "trial_id", "cell_id", "cell_name", "variant"):

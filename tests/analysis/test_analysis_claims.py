@@ -23,7 +23,7 @@ def _trial(root, grid: str, name: str, final: float, **config) -> None:
 
 
 def _by_grid(results, claim_y: str | None = None) -> dict[str, claims.ClaimResult]:
-    return {r.claim.grid: r for r in results if claim_y is None or (r.claim.y or {}).get("method") == claim_y}
+    return {r.grid: r for r in results if claim_y is None or (r.claim.y or {}).get("method") == claim_y}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def store(tmp_path_factory):
 
 
 def _claim(results, grid: str, words: str) -> claims.ClaimResult:
-    (result,) = [r for r in results if r.claim.grid == grid and words in r.claim.statement]
+    (result,) = [r for r in results if r.grid == grid and words in r.claim.statement]
     return result
 
 
@@ -253,9 +253,11 @@ def test_effect_interval_and_seeds_needed_rule():
     assert claims.fewest_decidable_seeds([2], 0.95) == 4  # one task: C(8, 4) = 70 >= 40 relabellings
     assert claims.fewest_decidable_seeds([2, 2, 2], 0.95) == 2  # three tasks: 6^3 = 216
     assert claims.fewest_decidable_seeds([4], 0.95) == 2  # four rho levels: 8! / 2^4 = 2520
-    tiny = claims.ClaimResult(CLAIMS[0], None, "inconclusive", seeds=5, seeds_needed=claims.MANY_SEEDS + 1)
+    tiny = claims.ClaimResult(
+        CLAIMS[0], "critic_i_mode", None, "inconclusive", seeds=5, seeds_needed=claims.MANY_SEEDS + 1
+    )
     assert "more than 1000 seeds per cell" in tiny.verdict_text()
-    counted = claims.ClaimResult(Claim("g", "s", "range", x={}, y={}, axis="lr"), None, "inconclusive", seeds=5)
+    counted = claims.ClaimResult(Claim("g", "s", "range", x={}, y={}, axis="lr"), "g", None, "inconclusive", seeds=5)
     assert "a count effect does not shrink as 1/sqrt(n)" in counted.verdict_text()
 
 
@@ -313,7 +315,7 @@ def test_budget_claims_read_the_run_partway(tmp_path):
     assert explore.effect.point == pytest.approx(430 / 303 - 1) and explore.verdict == "supported"
     stale = tmp_path / "stale"  # a store from before coverage/state_cells: its cells lack the metric
     write_trial(stale, "exploration", "mabn-1", [0.0, 1.0], state_cells=[math.nan, math.nan])
-    (missing,) = [r for r in evaluate_claims(load_store(stale), FAST) if r.claim.grid == "exploration"]
+    (missing,) = [r for r in evaluate_claims(load_store(stale), FAST) if r.grid == "exploration"]
     assert missing.verdict_text() == "no data: no finished trial of MA-BN with coverage/state_cells logged"
 
 

@@ -31,6 +31,16 @@ def test_every_grid_passes_the_json_schema_and_names_it(path: Path) -> None:
     assert not list(VALIDATOR.iter_errors(yaml.safe_load(text)))
 
 
+SHARED_PROFILES = sorted((SCHEMA_FILE.parent / "profiles").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHARED_PROFILES, ids=[p.stem for p in SHARED_PROFILES])
+def test_every_shared_profile_passes_the_json_schema_and_names_it(path: Path) -> None:
+    text = path.read_text()  # a shared profile's keys are a grid's, so the grid schema helps while editing it too
+    assert text.startswith("# yaml-language-server: $schema=../grid.schema.json\n")
+    assert not list(VALIDATOR.iter_errors(yaml.safe_load(text)))
+
+
 # Grids the code rejects for a reason an editor can see: the JSON Schema rejects them too, at the same key.
 REJECTED_BY_BOTH = [
     ("unknown-config-key", lambda g: g["base"].update(learning_rate=1e-3), ["base"], "learning_rate"),
@@ -45,6 +55,8 @@ REJECTED_BY_BOTH = [
     ("wandb-mode", lambda g: g.update(wandb={"mode": "sometimes"}), ["wandb", "mode"], ""),
     ("pack", lambda g: g.update(pack=0), ["pack"], ""),
     ("profile-key", lambda g: g.update(profiles={"local": {"bse": {}}}), ["profiles", "local"], "bse"),
+    ("figure-name", lambda g: g.update(figures=["curves", "curvs"]), ["figures", 1], ""),
+    ("claim-id", lambda g: g.update(claims=["no_such_claim"]), ["claims", 0], ""),
 ]
 
 

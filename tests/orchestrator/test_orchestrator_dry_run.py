@@ -11,11 +11,11 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, write_grid
 
-from contract import store
+from contract import store, tasks
 from contract.store import TrialStatus, write_status
 from orchestrator import packing
 from orchestrator.grid import load_grid
-from orchestrator.sweep import concurrency, plan_packs
+from orchestrator.plan import concurrency, plan_packs
 
 
 def _fake_finished(results: Path, trial, frames_per_s: float) -> Path:
@@ -234,7 +234,7 @@ def test_planned_network_state_is_the_agents(overrides: dict) -> None:
     from contract.config import build_config
 
     config = build_config(overrides)
-    state_dim, action_dim, _ = packing.task_dims(config.task)
+    state_dim, action_dim, _ = tasks.task_dims(config.task)
     shape = (3 * config.frame_stack, 84, 84) if config.obs_type == "pixels" else (state_dim,)
     agent = DrQV2Agent(config, shape, action_dim, torch.device("cpu"))
     state = agent.member_state_dict(0)

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from orch_helpers import grid_dict, run_cli, trial_dirs, write_grid
 
-from contract import store
+from contract import store, tasks
 from contract.store import TrialStatus, read_status, write_status
 from orchestrator import packing
 from orchestrator.grid import load_grid
@@ -200,7 +200,7 @@ def test_replay_bytes_per_transition() -> None:
     states = {**pixels, "obs_type": "states", "frame_stack": 1}
     assert packing.replay_bytes_per_transition(states) == 5 * 4 + 1 * 4 + 24  # 48 B, as bench measures
     unknown = packing.replay_bytes_per_transition({**states, "task": "some_new_task"})
-    assert unknown == packing.STATE_DIM_BOUND * 4 + packing.ACTION_DIM_BOUND * 4 + 24  # a safe upper bound
+    assert unknown == tasks.STATE_DIM_BOUND * 4 + tasks.ACTION_DIM_BOUND * 4 + 24  # a safe upper bound
     assert packing.replay_transitions(pixels) == 1_000_000
     assert packing.replay_transitions({**pixels, "num_frames": 2000}) == 1000 + 2 * 3 + 2  # what the worker allocates
     assert packing.parse_size("128GiB") == 128 * packing.GiB == packing.parse_size("128g")
