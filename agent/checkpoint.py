@@ -17,9 +17,12 @@ can write into cannot run code in our workers.
 
 ``load_latest`` tries the latest checkpoint, then an unrenamed complete one, then the previous one; a
 damaged or untrusted checkpoint is moved aside to ``checkpoint.damaged/`` and named in the returned
-notes, which the worker writes into ``status.json``.  Checkpoints written before this format (pickles
-read with ``weights_only=False``) are never loaded implicitly: ``python -m agent.checkpoint upgrade
-DIR`` converts those of a store you trust.
+notes, which the worker writes into ``status.json``.
+
+What a trial's ``state.pt`` and ``replay.pt`` hold together is a ``TrialCheckpoint``.  Checkpoints of older
+layouts are never loaded as they are: those written before this format (pickles read with ``weights_only=False``)
+are set aside, and those missing a part added since (``OUTDATED``) stop the worker with one line; ``python -m
+agent.checkpoint upgrade DIR`` converts both, for a store you trust, and is the only place that knows them.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ import shutil
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from math import isqrt, nan
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
+from agent.drqv2 import FEATURE_ORDER
+from agent.networks import Encoder, chw_to_hwc_columns
 from contract.checkpoints import (  # noqa: F401 - the layout's names: callers of this module take them from here too
     DAMAGED,
     FORMAT,
@@ -52,13 +58,69 @@ from contract.checkpoints import (  # noqa: F401 - the layout's names: callers o
     frame_of,
     read_manifest,
 )
+from contract.config import build_config
 from contract.files import open_regular
+from contract.store import read_config
 
 _NDARRAY, _NPSCALAR = "__ndarray__", "__npscalar__"
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used: damaged, incomplete, or in a format that is not read implicitly."""
+
+
+class OutdatedCheckpoint(CheckpointError):
+    """A whole checkpoint of an older layout: kept as it is (``upgrade`` converts it), the trial not run."""
+
+
+# --------------------------------------------------------------------------- what a trial's checkpoint holds
+@dataclass(frozen=True)
+class TrialCheckpoint:
+    """One trial's checkpoint (a pack's member writes a single trial's): the trainer's counters and windows, the
+    member's agent, and its world's coverage, random streams and replay (``agent.member_world.WORLD_KEYS``)."""
+
+    frame: int
+    step: int  # agent steps
+    next_log_frame: int
+    next_eval_frame: int
+    next_q_bias_frame: int
+    next_checkpoint_frame: float
+    pending: dict[str, list[float]]  # training metrics since the last log row
+    q_bias_pending: list[tuple[float, float]]  # Q-bias (mean, std) measured since the last evaluation row
+    agent: dict[str, Any]  # DrQV2Agent.member_state_dict
+    coverage: dict[str, Any]
+    rng: dict[str, Any]  # the world's streams: replay sampling, environment, evaluation environment
+    replay: dict[str, Any] | None  # None: not saved (checkpoint_replay=false) or dropped when the trial finished
+
+    def to_state(self) -> dict[str, Any]:
+        """The plain mapping ``save`` writes (the replay goes into a file of its own)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> TrialCheckpoint:
+        """The record of a state ``load`` read; KeyError for a state that lacks a part (not a trial's)."""
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
+
+
+def outdated(state: Mapping[str, Any]) -> list[str]:
+    """What makes ``state`` (a trial's checkpoint) one of an older layout that ``upgrade`` converts; [] if none."""
+    agent = state.get("agent") or {}
+    found = [f"no {key}" for key in ("next_q_bias_frame", "q_bias_pending") if key not in state]
+    if agent.get("encoder") and agent.get("feature_order") != FEATURE_ORDER:
+        found.append("encoder features in (C, H, W) order")
+    if _critic_bn_layers(agent) and "critic_i_stats" not in agent:
+        found.append("no Critic-I statistics")
+    return found
+
+
+def check_layout(state: Mapping[str, Any], out_dir: Path) -> None:
+    """``OutdatedCheckpoint``, in one line naming the trial and the command, when ``state`` is of an older layout."""
+    found = outdated(state)
+    if found:
+        raise OutdatedCheckpoint(
+            f"{out_dir}: its checkpoint is of an older layout ({', '.join(found)}) and is not loaded as it is; "
+            f"convert it with `python -m agent.checkpoint upgrade {out_dir}`, then run again"
+        )
 
 
 # --------------------------------------------------------------------------- plain containers
@@ -373,20 +435,86 @@ def drop_replay(directory: Path) -> None:
 
 # --------------------------------------------------------------------------- conversion of old checkpoints
 def upgrade(root: Path) -> int:
-    """Convert the pre-#11 checkpoints under ``root`` (a store you trust: this unpickles them) in place."""
+    """Convert every trial checkpoint under ``root`` of an older layout, in place (a store you trust: a pickle from
+    before this format is unpickled).  The previous checkpoint, of the old layout too, goes.  Returns how many."""
     converted = 0
     for path in sorted(Path(root).rglob(f"{LATEST}/{STATE_FILE}")):
         directory = path.parent
-        if read_manifest(directory) is not None:
+        manifest = read_manifest(directory)
+        try:
+            state = _legacy_pickle(path) if manifest is None else load(directory)
+        except CheckpointError as err:
+            print(f"not converted: {err}", flush=True)
             continue
-        state = torch.load(path, map_location="cpu", weights_only=False)  # trusted by the caller
-        if state.get("replay") is not None:  # the old format kept the replay's arrays as tensors
-            state["replay"] = {k: v.numpy() if torch.is_tensor(v) else v for k, v in state["replay"].items()}
-        save(directory.parent, state, int(state.get("frame", 0)), int(state.get("step", 0)))
-        shutil.rmtree(directory.parent / PREVIOUS, ignore_errors=True)  # the old-format copy
+        if manifest is not None and not outdated(state):
+            continue
+        state = upgrade_state(state, directory.parent)
+        owner = manifest.get("owner") if manifest is not None else None
+        save(directory.parent, state, int(state.get("frame", 0)), int(state.get("step", 0)), owner=owner)
+        shutil.rmtree(directory.parent / PREVIOUS, ignore_errors=True)  # the old-layout copy
         converted += 1
         print(f"converted {directory}", flush=True)
     return converted
+
+
+def _legacy_pickle(path: Path) -> dict[str, Any]:
+    """A checkpoint from before this format (issue #11): a pickle, trusted by the caller of ``upgrade``."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("replay") is not None:  # the old format kept the replay's arrays as tensors
+        state["replay"] = {k: v.numpy() if torch.is_tensor(v) else v for k, v in state["replay"].items()}
+    return dict(state)
+
+
+def upgrade_state(state: Mapping[str, Any], out_dir: Path) -> dict[str, Any]:
+    """``state`` with every part added since its layout filled in as the worker used to when it resumed such a
+    checkpoint (``out_dir``: its trial directory, whose config.yaml says when Q-bias is measured)."""
+    state = dict(state)
+    if "next_q_bias_frame" not in state:  # from before q_bias_every_frames: its first measurement is still due
+        state["next_q_bias_frame"] = build_config(read_config(out_dir)).q_bias_every_frames
+    state.setdefault("q_bias_pending", [])
+    state["agent"] = upgrade_agent_state(state["agent"])
+    return state
+
+
+def upgrade_agent_state(agent: Mapping[str, Any]) -> dict[str, Any]:
+    """A member's agent state (``DrQV2Agent.member_state_dict``) of an older layout in today's: trunk weights for
+    (H, W, C)-ordered encoder features, and Critic-I statistics (none kept: NaN, as before the first update)."""
+    agent = dict(agent)
+    if agent.get("encoder") and agent.get("feature_order") != FEATURE_ORDER:
+        agent = _from_chw_feature_order(agent)
+    layers = _critic_bn_layers(agent)
+    if layers and "critic_i_stats" not in agent:
+        agent["critic_i_stats"] = [(torch.full_like(mean, nan), torch.full_like(var, nan)) for mean, var in layers]
+    return agent
+
+
+def _critic_bn_layers(agent: Mapping[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (running mean, running variance) of each critic BN layer in ``agent``, in the critic's module order."""
+    critic = agent.get("critic") or {}
+    means = [key for key in critic if key.endswith("running_mean")]
+    return [(critic[key], critic[key.removesuffix("mean") + "var"]) for key in means]
+
+
+def _from_chw_feature_order(agent: dict[str, Any]) -> dict[str, Any]:
+    """Rearrange the trunk weights (and their optimizer moments) of a (C, H, W)-order agent state. The side of the
+    encoder's square output is read off the trunk's inputs, which are all of it."""
+    side = isqrt(agent["actor"]["trunk.0.weight"].shape[1] // Encoder.CHANNELS)
+    chw = (Encoder.CHANNELS, side, side)
+    for net in ("actor", "critic", "critic_target"):
+        weights = dict(agent[net])
+        weights["trunk.0.weight"] = chw_to_hwc_columns(weights["trunk.0.weight"], chw)
+        agent[net] = weights
+    for opt in ("actor_opt", "critic_opt"):  # the trunk weight is each optimizer's first parameter
+        opt_state = {**agent[opt], "state": dict(agent[opt]["state"])}
+        first = opt_state["param_groups"][0]["params"][0]
+        if first in opt_state["state"]:
+            opt_state["state"][first] = {
+                key: chw_to_hwc_columns(value, chw) if torch.is_tensor(value) and value.dim() == 2 else value
+                for key, value in opt_state["state"][first].items()
+            }
+        agent[opt] = opt_state
+    agent["feature_order"] = FEATURE_ORDER
+    return agent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m agent.checkpoint", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser("upgrade", help="convert old (pickled) checkpoints of a store you trust")
+    convert = commands.add_parser("upgrade", help="convert checkpoints of older layouts in a store you trust")
     convert.add_argument("root", type=Path, help="a trial directory, a grid's directory or a results directory")
     verify_cmd = commands.add_parser("verify", help="check every checkpoint under a directory")
     verify_cmd.add_argument("root", type=Path)

@@ -36,7 +36,6 @@ from agent.networks import (
     PackedBatchNorm1d,
     RandomShift,
     build_networks,
-    chw_to_hwc_columns,
     group_pixels,
     init_linears,
 )
@@ -45,8 +44,8 @@ from contract.config import TrialConfig, check_packable
 from contract.schedules import parse_schedule
 
 # How the encoder's output is flattened for the trunks (Encoder.forward). Checkpoints
-# without this key were written before the change from DrQ-v2's (C, H, W) order and
-# are rearranged on load, so an interrupted trial resumes with the same function.
+# without this key were written before the change from DrQ-v2's (C, H, W) order:
+# ``python -m agent.checkpoint upgrade`` rearranges them into the same function.
 FEATURE_ORDER = "hwc"
 NETWORKS = ("actor", "critic", "critic_target", "encoder")
 OPTIMIZERS = ("actor_opt", "critic_opt", "encoder_opt")
@@ -429,8 +428,7 @@ class DrQV2Agent:
 
     @torch.no_grad()
     def load_member_state_dict(self, k: int, state: dict[str, Any]) -> None:
-        if self.pixels and state.get("feature_order") != FEATURE_ORDER:
-            state = self._from_chw_feature_order(state)
+        """Member k from ``state`` (``member_state_dict``'s layout; the parts it has: a test may load some)."""
         for name in NETWORKS:
             if name not in state:
                 continue
@@ -448,35 +446,9 @@ class DrQV2Agent:
             self.generators[k].set_state(state["generator"])
         stats = self.critic_i_statistics()
         if stats is not None:
-            # A checkpoint from before they were kept leaves the member without: NaN, as before an update.
-            saved = state.get("critic_i_stats")
-            for i, (mean, var) in enumerate(stats):
-                if saved:
-                    mean[k].copy_(saved[i][0])
-                    var[k].copy_(saved[i][1])
-                else:
-                    mean[k].fill_(math.nan)
-                    var[k].fill_(math.nan)
-
-    def _from_chw_feature_order(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Rearrange the trunk weights (and their optimizer moments) of a (C, H, W)-order checkpoint."""
-        assert isinstance(self.encoder, Encoder)  # pixels only (load_member_state_dict)
-        chw = self.encoder.out_shape
-        state = dict(state)
-        for net in ("actor", "critic", "critic_target"):
-            weights = dict(state[net])
-            weights["trunk.0.weight"] = chw_to_hwc_columns(weights["trunk.0.weight"], chw)
-            state[net] = weights
-        for opt in ("actor_opt", "critic_opt"):  # the trunk weight is each optimizer's first parameter
-            opt_state = {**state[opt], "state": dict(state[opt]["state"])}
-            first = opt_state["param_groups"][0]["params"][0]
-            if first in opt_state["state"]:
-                opt_state["state"][first] = {
-                    key: chw_to_hwc_columns(value, chw) if torch.is_tensor(value) and value.dim() == 2 else value
-                    for key, value in opt_state["state"][first].items()
-                }
-            state[opt] = opt_state
-        return state
+            for (mean, var), (saved_mean, saved_var) in zip(stats, state["critic_i_stats"]):
+                mean[k].copy_(saved_mean)
+                var[k].copy_(saved_var)
 
 
 def _rows(tensor: torch.Tensor, n: int) -> torch.Tensor:

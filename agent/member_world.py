@@ -167,7 +167,8 @@ class MemberWorld:
         """The trainer's part of a checkpoint (agent, counters, windows) with this world's, written as one."""
         from agent import checkpoint  # torch, on the CPU: a worker process never touches CUDA
 
-        return checkpoint.save(out_dir, {**loop_state, **self.state_dict()}, frame, step, owner=owner)
+        record = checkpoint.TrialCheckpoint(**loop_state, **self.state_dict())
+        return checkpoint.save(out_dir, record.to_state(), frame, step, owner=owner)
 
     def close(self) -> None:
         self.env.close()

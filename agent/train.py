@@ -16,22 +16,23 @@ import traceback
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
-from agent import checkpoint
+from agent import checkpoint, evaluation
 from agent import metrics as m
 from agent.allocator import keep_freed_memory
 from agent.drqv2 import DrQV2Agent, UpdateResult, nonfinite_members
 from agent.interrupts import Interrupted, interrupt_once
+from agent.member import Member
 from agent.member_process import WorkerError, WorkerPack, WorkerWorld
 from agent.member_world import WORLD_KEYS, Done, LocalWorld, StepReport, WorldSpec
 from agent.sinks import DiskSink, MetricSink, sync_before_checkpoint, write_config
+from agent.trial_end import REFUSALS, Ending, finish_trial, now
 from contract.config import ConfigError, TrialConfig, build_config, check_packable, help_text
 from contract.store import (
     COMPLETED,
@@ -40,7 +41,6 @@ from contract.store import (
     FINISHED_STATUSES,
     INTERRUPTED,
     RUNNING,
-    ForeignTrialDir,
     Status,
     StoreWriteError,
     TrialStatus,
@@ -52,26 +52,6 @@ from contract.store import (
 )
 from contract.yamlio import MAX_YAML_BYTES, YamlError, load_yaml
 from envs.render_device import select_render_device
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass
-class Member:
-    """One trial of a pack: everything that is not the shared networks (issue #9, item 2). Its environments,
-    replay and coverage are its ``world``: in this process (``LocalWorld``) or a worker's (``WorkerWorld``)."""
-
-    config: TrialConfig
-    out_dir: Path
-    sinks: Sequence[MetricSink]
-    world: LocalWorld | WorkerWorld
-    next_checkpoint_frame: float
-    pending: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # since the last log row
-    ended_as: TrialStatus | None = None  # set when the member ends early: state, error, frame (and traceback)
-    # (mean, std) of each Q-bias measurement since the last evaluation row (q_bias_every_frames > 0)
-    q_bias_pending: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -175,11 +155,11 @@ class Trainer:
             # Evaluations of this frame before its checkpoints (issue #11): a trial resumed from one then
             # neither repeats nor loses an evaluation row (metrics.csv is truncated to the checkpoint frame).
             if c.eval_every_frames and self.frame >= self.next_eval_frame:
-                self.evaluate()
+                self.off_the_clock(evaluation.evaluate)
                 self.next_eval_frame += c.eval_every_frames
             if c.q_bias_every_frames and self.frame >= self.next_q_bias_frame:
                 if self.frame > c.num_seed_frames:  # as the authors', once updates have begun
-                    self.measure_q_bias()
+                    self.off_the_clock(evaluation.measure_q_bias)
                 self.next_q_bias_frame += c.q_bias_every_frames
             # Checkpoints in turn, here: their sinks (Ray Tune) expect the trial's own thread.
             for member in [mb for mb in ended if self.frame >= mb.next_checkpoint_frame and mb in self.members]:
@@ -222,7 +202,7 @@ class Trainer:
         if any(member.pending for member in self.members):
             self.log_training()
         if c.eval_every_frames and self.members:
-            self.evaluate()  # the final evaluation, at num_frames
+            self.off_the_clock(evaluation.evaluate)  # the final evaluation, at num_frames
 
     @property
     def _whole_pack(self) -> bool:
@@ -344,9 +324,7 @@ class Trainer:
         if not ending:
             return
         for member in ending:
-            member.ended_as = TrialStatus(
-                status, frame=self.frame if frame is None else frame, error=error, traceback=trace or None
-            )
+            member.ended_as = Ending(status, error, trace or None, frame=self.frame if frame is None else frame)
             self.ended.append(member)
         old_members = self.members
         self.members = [member for member in self.members if member not in ending]
@@ -370,130 +348,24 @@ class Trainer:
             row.update(covered)
             if elapsed > 0 and frame > self.interval_start[1]:
                 row[m.FPS] = (frame - self.interval_start[1]) / elapsed  # this member's frames per second
-            self._guarded(member, self.emit, member, frame, row)
+            self.emit(member, frame, row)
             member.pending.clear()
         self.interval_start = (time.perf_counter(), frame)
 
     def emit(self, member: Member, frame: int, row: Mapping[str, float]) -> None:
-        for sink in member.sinks:
-            sink.log(frame, row)
+        """One row to each of the member's sinks; a sink that raises ends that member (failed), not the pack."""
 
-    @torch.no_grad()
-    def evaluate(self) -> None:
-        """Deterministic episodes, all members in lockstep. The Q-bias comes from their first q_bias_max_states
-        states, or (q_bias_every_frames > 0) is the mean of the measurements since the previous evaluation."""
-        c = self.config
+        def log() -> None:
+            for sink in member.sinks:
+                sink.log(frame, row)
+
+        self._guarded(member, log)
+
+    def off_the_clock(self, work: Callable[[Trainer], None]) -> None:
+        """``work(self)`` (an evaluation), its time kept out of the training rows' perf/fps."""
         start = time.perf_counter()
-        members = list(self.members)
-        measure_here = not c.q_bias_every_frames
-        returns, samples = self._rollouts(
-            members, c.num_eval_episodes, c.q_bias_max_states if measure_here else 0, stop_when_sampled=False
-        )
-        members, returns, samples = self._still_in_pack(members, returns, samples)
-        biases = (
-            self._q_biases(members, samples) if measure_here else [_interval_mean(mb.q_bias_pending) for mb in members]
-        )
-        coverage = self.for_members(lambda member: member.world.coverage(), members)
-        for k, member in enumerate(members):
-            if member not in self.members:
-                continue
-            row = {m.EVAL_RETURN: float(np.mean(returns[k]))} if returns[k] else {}
-            bias = biases[k]
-            if bias is not None:
-                row[m.Q_BIAS_MEAN], row[m.Q_BIAS_STD] = bias
-            row.update(coverage[k])
-            member.q_bias_pending.clear()
-            self._guarded(member, self.emit, member, self.frame, row)
-        # Evaluation time is not training time: keep it out of perf/fps.
+        work(self)
         self.interval_start = (self.interval_start[0] + time.perf_counter() - start, self.interval_start[1])
-
-    @torch.no_grad()
-    def measure_q_bias(self) -> None:
-        """One Q-bias measurement of its own (q_bias_every_frames > 0), kept until the next evaluation row:
-        up to q_bias_episodes deterministic episodes, no more than q_bias_max_states states need."""
-        c = self.config
-        start = time.perf_counter()
-        members = list(self.members)
-        returns, samples = self._rollouts(members, c.q_bias_episodes, c.q_bias_max_states, stop_when_sampled=True)
-        members, _, samples = self._still_in_pack(members, returns, samples)
-        for member, bias in zip(members, self._q_biases(members, samples)):
-            if bias is not None:
-                member.q_bias_pending.append(bias)
-        self.interval_start = (self.interval_start[0] + time.perf_counter() - start, self.interval_start[1])
-
-    def _rollouts(
-        self, members: Sequence[Member], episodes: int, q_states: int, stop_when_sampled: bool
-    ) -> tuple[list[list[float]], QSamples]:
-        """Deterministic episodes of every member's evaluation environment in lockstep: each member's episode
-        returns, and its first ``q_states`` (state, action, discounted return-to-go) triples.
-        ``stop_when_sampled``: start no episode once every member has its ``q_states``."""
-        c = self.config
-        returns: list[list[float]] = [[] for _ in members]
-        samples = QSamples([[] for _ in members], [[] for _ in members], [[] for _ in members])
-        for _ in range(episodes):
-            if stop_when_sampled and all(len(o) >= q_states for o in samples.obs):
-                break
-            # (reward, last) of each member's evaluation step; its observation is world.eval_obs. A member whose
-            # world fails leaves the pack (failed) and the rollout goes on without it.
-            steps: dict[int, tuple[float, bool]] = {}
-            alive = self._alive(members)
-            for k, reply in zip(alive, self.for_members(lambda mb: mb.world.eval_reset(), [members[k] for k in alive])):
-                if reply is not None:
-                    steps[k] = reply
-            rewards: dict[int, list[float]] = {k: [] for k in steps}
-            while (alive := self._alive(members)) and not all(steps[k][1] for k in alive):
-                obs = np.stack([members[k].world.eval_obs for k in alive])  # the agent's members, in its order
-                actions = self.agent.act(obs, self.step, eval_mode=True)
-                running = [i for i, k in enumerate(alive) if not steps[k][1]]  # the others wait
-                for i in running:
-                    k = alive[i]
-                    if len(samples.obs[k]) < q_states:
-                        samples.obs[k].append(obs[i])
-                        samples.actions[k].append(actions[i])
-                stepped = self.for_members(
-                    lambda member, action: member.world.eval_step(action),
-                    [members[alive[i]] for i in running],
-                    [actions[i] for i in running],
-                )
-                for i, step in zip(running, stepped):
-                    if step is not None:
-                        steps[alive[i]] = step
-                        rewards[alive[i]].append(step[0])
-            for k in self._alive(members):
-                returns[k].append(float(np.sum(rewards[k])))
-                needed = len(samples.obs[k]) - len(samples.mc_returns[k])
-                if needed:
-                    samples.mc_returns[k].extend(m.discounted_returns(np.asarray(rewards[k]), c.discount)[:needed])
-        return returns, samples
-
-    def _alive(self, members: Sequence[Member]) -> list[int]:
-        """Indices of ``members`` still in the pack (in the agent's order: the pack only ever loses members)."""
-        return [k for k, member in enumerate(members) if member in self.members]
-
-    def _still_in_pack(
-        self, members: Sequence[Member], returns: list[list[float]], samples: QSamples
-    ) -> tuple[list[Member], list[list[float]], QSamples]:
-        alive = self._alive(members)
-        kept = QSamples(
-            [samples.obs[k] for k in alive], [samples.actions[k] for k in alive], [samples.mc_returns[k] for k in alive]
-        )
-        return [members[k] for k in alive], [returns[k] for k in alive], kept
-
-    def _q_biases(self, members: Sequence[Member], samples: QSamples) -> list[tuple[float, float] | None]:
-        """Each member's (mean, std) relative Q-bias over its samples (method.md §7), or None where there is none."""
-        if not all(samples.obs):
-            return [None] * len(members)
-        seeds = None
-        if self.config.q_bias_augment:
-            # Shifts from a stream of their own, fixed by (seed, step): training's streams are untouched and a
-            # resumed trial draws the same shifts.
-            seeds = [
-                int(np.random.SeedSequence([member.config.seed, self.step]).generate_state(1)[0]) for member in members
-            ]
-        q_values = self.agent.q_values(
-            [np.stack(o) for o in samples.obs], [np.stack(a) for a in samples.actions], augment_seeds=seeds
-        )
-        return [m.q_bias(q, np.asarray(g)) if q is not None else None for q, g in zip(q_values, samples.mc_returns)]
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, member: Member) -> None:
@@ -526,23 +398,25 @@ class Trainer:
         for sink in member.sinks:
             sink.checkpoint(self.frame, final)
 
-    def load_checkpoints(self, states: Sequence[dict[str, Any]]) -> None:
+    def load_checkpoints(self, saved: Sequence[checkpoint.TrialCheckpoint]) -> None:
         """Resume every member from its own checkpoint; all of them were written at the same step."""
-        steps = {state["step"] for state in states}
+        steps = {record.step for record in saved}
         if len(steps) != 1:
             raise ValueError(f"pack members resume from different steps {sorted(steps)}: run them as separate packs")
-        first = states[0]
-        self.step = first["step"]
-        self.next_log_frame, self.next_eval_frame = first["next_log_frame"], first["next_eval_frame"]
-        self.next_q_bias_frame = first.get("next_q_bias_frame", self.next_q_bias_frame)  # absent: older checkpoint
-        for k, (member, state) in enumerate(zip(self.members, states)):
-            member.next_checkpoint_frame = state["next_checkpoint_frame"]
-            member.pending = defaultdict(list, state["pending"])
-            member.q_bias_pending = [tuple(bias) for bias in state.get("q_bias_pending", [])]
-            self.agent.load_member_state_dict(k, state["agent"])
+        first = saved[0]
+        self.step = first.step
+        self.next_log_frame, self.next_eval_frame = first.next_log_frame, first.next_eval_frame
+        self.next_q_bias_frame = first.next_q_bias_frame
+        for k, (member, record) in enumerate(zip(self.members, saved)):
+            member.next_checkpoint_frame = record.next_checkpoint_frame
+            member.pending = defaultdict(list, record.pending)
+            member.q_bias_pending = [(mean, std) for mean, std in record.q_bias_pending]
+            self.agent.load_member_state_dict(k, record.agent)
         # each world its own part (with worker processes the replay crosses a pipe here, on resume only)
         self.map_members(
-            lambda member, state: member.world.load({key: state[key] for key in WORLD_KEYS}), self.members, states
+            lambda member, record: member.world.load({key: getattr(record, key) for key in WORLD_KEYS}),
+            self.members,
+            saved,
         )
 
     def close(self) -> None:
@@ -556,23 +430,6 @@ class Trainer:
                     print(f"warning: closing member {member.out_dir}: {type(err).__name__}: {err}", file=sys.stderr)
         for thread in self.threads:
             thread.shutdown()
-
-
-class QSamples(NamedTuple):
-    """Per member, the Q-bias samples of some rollouts: states, actions and discounted returns-to-go."""
-
-    obs: list[list[np.ndarray]]
-    actions: list[list[np.ndarray]]
-    mc_returns: list[list[float]]
-
-
-def _interval_mean(biases: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
-    """The mean of the (mean, std) pairs measured over an evaluation interval, each averaged on its own (the
-    authors' train.py averages est_bias_mean and est_bias_std so); None when nothing was measured."""
-    if not biases:
-        return None
-    means, stds = zip(*biases)
-    return float(np.mean(means)), float(np.mean(stds))
 
 
 @dataclass(frozen=True)
@@ -633,6 +490,9 @@ def run_pack(
     for config, out_dir in zip(configs, dirs):  # before anything is written: never adopt another trial's results
         check_trial_dir_owner(out_dir, config.to_dict())
     loaded = [checkpoint.load_latest(d, checkpoint_owner(c.to_dict())) for c, d in zip(configs, dirs)]
+    for found, out_dir in zip(loaded, dirs):
+        if found.state is not None:  # an older layout is converted on request only: refused here, in one line
+            checkpoint.check_layout(found.state, out_dir)
     for found in loaded:
         for note in found.notes:
             print(f"checkpoint: {note}", file=sys.stderr, flush=True)
@@ -667,7 +527,7 @@ def _run_members(
         previous = read_status(out_dir)
         state = found.state
         frame = state["frame"] if state else 0
-        started_at = _now()
+        started_at = now()
         # every checkpoint fallback of the trial's life, oldest first (the sweep summary prints new ones)
         fallbacks = (previous.checkpoint_fallbacks if previous else ()) + tuple(
             {"at": started_at, "resumed_from_frame": frame, "note": note} for note in found.notes
@@ -686,58 +546,35 @@ def _run_members(
         statuses.append(status)
         all_sinks.append([DiskSink(out_dir, resume_frame=frame if state else None), *member_sinks])
     trainer = None
-    pack_error: dict[str, Any] | None = None  # TrialStatus fields: how the whole pack ended
-    finished = False
+    pack_end: Ending | None = None  # how the whole pack ended (members that left early have their own)
     try:
         trainer = Trainer(configs, out_dirs, all_sinks)
         if all(found.state for found in loaded):
             states = [found.state for found in loaded if found.state is not None]
-            checkpoint.apply_or_set_aside(lambda: trainer.load_checkpoints(states), out_dirs)
+            checkpoint.apply_or_set_aside(
+                lambda: trainer.load_checkpoints([checkpoint.TrialCheckpoint.from_state(s) for s in states]), out_dirs
+            )
         trainer.run()
-        finished = True
-    except (KeyboardInterrupt, SystemExit):
-        # Ctrl-C, or Ray ending the trial (SystemExit out of tune.report): resumable from the checkpoints
-        pack_error = {"state": INTERRUPTED, "error": "stopped from outside"}
+        pack_end = Ending(COMPLETED)
+    except (KeyboardInterrupt, SystemExit) as err:  # resumable from the checkpoints; the caller sees it too
+        pack_end = Ending.of(err)
         raise
-    except StoreWriteError as err:  # a full or read-only store: not the trial's fault, a rerun resumes it
-        pack_error = {"state": INTERRUPTED, "error": str(err), "store_error": True}
-    except Exception as err:  # a crashed pack is a result too; the sweep goes on
-        pack_error = {"state": FAILED, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+    except Exception as err:  # a store that refuses writes, or a crashed pack: a result too, the sweep goes on
+        pack_end = Ending.of(err)
     finally:
         ended = {member.out_dir: member for member in trainer.ended} if trainer else {}
         for k, out_dir in enumerate(out_dirs):
-            member, status = ended.get(out_dir), statuses[k]
-            if member is not None and member.ended_as is not None:
-                end = member.ended_as
-                statuses[k] = replace(
-                    status, state=end.state, frame=end.frame, error=end.error, traceback=end.traceback
-                )
-            elif pack_error is not None:
-                end_frame = trainer.frame if trainer is not None else status.frame
-                statuses[k] = replace(status, **pack_error, frame=end_frame)
-            elif finished:
-                statuses[k] = replace(status, state=COMPLETED, frame=trainer.frame if trainer else status.frame)
+            member = ended.get(out_dir)
+            end = member.ended_as if member is not None and member.ended_as is not None else pack_end
+            if end is not None:
+                statuses[k] = end.applied_to(statuses[k], trainer.frame if trainer is not None else statuses[k].frame)
         if trainer is not None:
             trainer.close()
         elapsed = time.perf_counter() - started
-        for k, (out_dir, member_sinks) in enumerate(zip(out_dirs, all_sinks)):
-            status = statuses[k]
-            if status.state == INTERRUPTED:  # metrics.csv holds rows to "frame"; a rerun resumes from here
-                status = replace(status, checkpoint_frame=checkpoint.frame_of(out_dir) or 0)
-            elif status.state in FINISHED_STATUSES:
-                checkpoint.prune_finished(out_dir, keep_replay=configs[k].keep_replay)
-            status = replace(status, wall_time_s=(status.wall_time_s or 0.0) + elapsed, finished_at=_now())
-            try:
-                write_status(out_dir, status)
-            except StoreWriteError as err:  # the store is full: the caller reports the error of the pack
-                print(f"error: {err}", file=sys.stderr)
-                status = replace(status, store_error=True)
-            statuses[k] = status
-            for sink in member_sinks:
-                try:
-                    sink.close(status)
-                except Exception as err:  # a broken view (W&B) never costs the disk results
-                    print(f"warning: sink {type(sink).__name__} failed to close: {err}", file=sys.stderr)
+        for k, out_dir in enumerate(out_dirs):
+            statuses[k] = finish_trial(
+                out_dir, statuses[k], all_sinks[k], keep_replay=configs[k].keep_replay, run_seconds=elapsed
+            )
     return statuses
 
 
@@ -806,7 +643,7 @@ def _main(argv: list[str], prog: str) -> int:
     out = out or Path("runs") / f"{config.task}-{config.obs_type}-seed{config.seed}"
     try:
         status = run_trial(config, out)
-    except ForeignTrialDir as err:
+    except REFUSALS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Interrupted as stop:

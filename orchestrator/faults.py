@@ -5,16 +5,17 @@
 - ``store_fault`` finds such a refusal behind whatever Ray or our code raised (Ray wraps its own
   failed writes of experiment state in ``TuneError``).
 - ``mark_interrupted`` puts every trial still ``running`` into ``interrupted`` (in place if the disk is
-  too full for a new file), so no status claims a trial is training when nothing runs it.
+  too full for a new file), so no status claims a trial is training when nothing runs it: the worker's
+  ending (``agent.trial_end.Ending``) of a trial whose worker is gone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from agent.trial_end import Ending
 from contract.store import INTERRUPTED, RUNNING, STORE_ERRNOS, StoreWriteError, read_status, write_status
 from orchestrator.packing import free_disk_bytes
 
@@ -121,7 +122,7 @@ def mark_interrupted(out_dirs: Iterable[Path], reason: str) -> tuple[int, list[s
         if status is None or status.state != RUNNING:
             continue
         try:
-            write_status(Path(out_dir), replace(status, state=INTERRUPTED, error=reason))
+            write_status(Path(out_dir), Ending(INTERRUPTED, reason).applied_to(status, status.frame))
             marked += 1
         except StoreWriteError as err:
             unwritable.append(str(err.filename))

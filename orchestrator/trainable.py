@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import sys
-import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -41,11 +40,8 @@ from contract import store
 from contract.config import build_config
 from contract.store import (
     FAILED,
-    INTERRUPTED,
-    NEW,
     RUNNING,
     STORE_ERRNOS,
-    ForeignTrialDir,
     StoreWriteError,
     TrialStatus,
     read_status,
@@ -287,6 +283,7 @@ def run(param: dict[str, Any]) -> None:
 
 def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_dirs: Sequence[Path]) -> None:
     from agent.train import run_pack
+    from agent.trial_end import finish_unstarted
 
     grid_dir = out_dirs[0].parent
     checkpointer = PackCheckpointer(
@@ -326,28 +323,9 @@ def run_members(spec: Mapping[str, Any], todo: Sequence[Mapping[str, Any]], out_
     except Exception as err:  # run_pack raises only before its own bookkeeping starts (e.g. a full disk)
         statuses = []
         for index, out_dir in enumerate(out_dirs):
-            if index in finals:
-                statuses.append(finals[index])
-                continue
-            previous = read_status(out_dir) or TrialStatus(NEW)  # the keys it has are kept
-            if isinstance(err, StoreWriteError):
-                status = replace(previous, state=INTERRUPTED, error=str(err), store_error=True)
-            else:
-                status = replace(
-                    previous, state=FAILED, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
-                )
-            try:
-                if not isinstance(err, ForeignTrialDir):  # that directory's status is another trial's: untouched
-                    write_status(out_dir, status)
-            except StoreWriteError:
-                pass  # the store refuses writes: the driver marks it when it can and reports the path
-            for sink in sinks[index]:
-                try:
-                    sink.close(status)
-                except Exception:  # noqa: BLE001 - closing a view must not hide the real error
-                    pass
-            on_status(index, status)
-            statuses.append(status)
+            if index not in finals:
+                on_status(index, finish_unstarted(out_dir, err, sinks[index]))
+            statuses.append(finals[index])
     finally:
         if spec.get("wandb"):
             _wandb_teardown()

@@ -1,4 +1,4 @@
-"""The encoder flattens its output in (H, W, C) order; (C, H, W)-order checkpoints still resume exactly."""
+"""The encoder flattens its output in (H, W, C) order; (C, H, W)-order checkpoints, once upgraded, resume exactly."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agent import checkpoint
 from agent.drqv2 import FEATURE_ORDER, DrQV2Agent
 from agent.networks import Encoder, group_pixels
 
@@ -56,8 +57,12 @@ def test_chw_order_checkpoint_loads_as_the_same_function(tiny_config):
         moments = {k: _to_chw(v, chw) if k.startswith("exp_avg") else v for k, v in old[opt]["state"][0].items()}
         old[opt] = {**old[opt], "state": {**old[opt]["state"], 0: moments}}
 
+    assert "encoder features in (C, H, W) order" in checkpoint.outdated({"agent": old})
+    upgraded = checkpoint.upgrade_agent_state(old)  # python -m agent.checkpoint upgrade, on the agent's part
+    assert not checkpoint.outdated({"agent": upgraded, "next_q_bias_frame": 0, "q_bias_pending": []})
+
     resumed = DrQV2Agent(tiny_config(obs_type="pixels", seed=7), OBS_SHAPE, 1, torch.device("cpu"))
-    resumed.load_member_state_dict(0, old)
+    resumed.load_member_state_dict(0, upgraded)
     for name in ("actor", "critic", "critic_target", "encoder"):
         for key, value in getattr(agent, name).state_dict().items():
             torch.testing.assert_close(getattr(resumed, name).state_dict()[key], value, msg=f"{name}.{key}")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from agent import metrics
+from agent import checkpoint, metrics
 from agent.bn_modes import bn_layers
 from agent.drqv2 import DrQV2Agent
 from agent.networks import features_first
@@ -194,6 +194,22 @@ def test_no_update_statistics_yet_leaves_only_those_members_unmeasured(state_bat
     assert before[0] is None and before[2] is None and before[1] is not None  # Critic-I = E: running statistics
     agent.update(packed(state_batch, 3), step=1000).read()
     assert all(q is not None and np.isfinite(q).all() for q in agent.q_values([obs] * 3, [action] * 3))
+
+
+def test_a_checkpoint_without_critic_i_statistics_upgrades_to_unmeasured_members(tiny_config):
+    """Checkpoints from before the statistics were kept: outdated; upgraded, each member resumes without them (NaN,
+    as before its first update) and its running statistics as saved."""
+    agent = _agent(tiny_config, ["TTTTT", "EEEEE"], "update")
+    _set_by_hand(agent)
+    old = {key: value for key, value in agent.member_state_dict(1).items() if key != "critic_i_stats"}
+    assert "no Critic-I statistics" in checkpoint.outdated({"agent": old})
+    upgraded = checkpoint.upgrade_agent_state(old)
+    resumed = _agent(tiny_config, ["TTTTT", "EEEEE"], "update")
+    resumed.load_member_state_dict(1, upgraded)
+    stats = resumed.critic_i_statistics()
+    assert stats is not None and all(torch.isnan(mean[1]).all() and torch.isnan(var[1]).all() for mean, var in stats)
+    for layer, saved in zip(bn_layers(resumed.critic), bn_layers(agent.critic)):
+        torch.testing.assert_close(layer.running_mean[1], saved.running_mean[1])
 
 
 def test_augmented_q_bias_pass_uses_its_own_random_stream(tiny_config):

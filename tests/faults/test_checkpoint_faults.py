@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 import torch
 
 from agent import checkpoint
-from agent.train import run_trial
+from agent.train import main, run_trial
 from contract.config import build_config
 from contract.store import TrialStatus
 from tests.agent.test_train import TINY_STATES
@@ -206,3 +207,40 @@ def test_old_format_is_refused_with_a_message_and_converted_on_request(tmp_path:
     )
     assert upgrade.returncode == 0 and "1 checkpoint(s) converted" in upgrade.stdout, upgrade.stderr
     assert checkpoint.load_latest(legacy).state["frame"] == state["frame"] == 1000
+
+
+def _as_older_layout(out: Path) -> None:
+    """The trial's checkpoints as the worker wrote them before Q-bias measurements of their own were kept."""
+    owner = checkpoint.read_manifest(out / checkpoint.LATEST)["owner"]
+    states = [checkpoint.load(out / name) for name in (checkpoint.PREVIOUS, checkpoint.LATEST)]
+    for name in (checkpoint.PREVIOUS, checkpoint.LATEST):
+        shutil.rmtree(out / name)
+    for state in states:  # oldest first: save() keeps the one before as the previous checkpoint
+        old = {key: value for key, value in state.items() if key not in ("next_q_bias_frame", "q_bias_pending")}
+        checkpoint.save(out, old, old["frame"], old["step"], owner=owner)
+
+
+def test_an_older_layout_is_refused_in_one_line_and_resumes_exactly_once_upgraded(
+    tmp_path: Path, reference: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "trial"
+    interrupted_trial(out)
+    _as_older_layout(out)
+    before = status(out)
+    overrides = tmp_path / "tiny.yaml"
+    overrides.write_text(json.dumps(TINY))  # YAML
+    capsys.readouterr()
+    assert main([f"config={overrides}", f"out={out}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(out) in err and f"python -m agent.checkpoint upgrade {out}" in err
+    assert status(out) == before and not (out / checkpoint.DAMAGED).exists()  # the trial and its checkpoint kept
+
+    assert checkpoint.main(["upgrade", str(out)]) == 0
+    assert "1 checkpoint(s) converted" in capsys.readouterr().out
+    assert not checkpoint.outdated(checkpoint.load(out / checkpoint.LATEST))
+    final = run_trial(build_config(TINY), out)
+    assert final.state == "completed" and final.resumed_from_frame == 3000
+    pd.testing.assert_frame_equal(metrics(out), reference)
+    assert checkpoint.main(["upgrade", str(out)]) == 0  # today's layout: nothing to convert
+    assert "0 checkpoint(s) converted" in capsys.readouterr().out
