@@ -3,6 +3,8 @@ between them (``contract.store.write_status`` refuses any other) and the record 
 
     new (no status.json yet) -> running -> completed | diverged | failed | interrupted
     failed | interrupted -> running (a rerun resumes from the latest intact checkpoint)
+    new | failed | interrupted -> failed | interrupted (a run that ends before it starts running: its set-up
+        raised, or it was stopped while starting; the Ray trainable records it so)
 
 ``interrupted``: stopped from outside (Ctrl-C, Ray ending the trial, a killed driver, a store that could not be
 written) with nothing wrong in the trial itself; ``failed``: the trial itself raised; ``diverged``: its losses or
@@ -33,10 +35,10 @@ class Status(enum.StrEnum):
 NEW, RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED = Status
 STATUSES = tuple(Status)
 TRANSITIONS: Mapping[Status, tuple[Status, ...]] = {
-    NEW: (RUNNING,),
+    NEW: (RUNNING, FAILED, INTERRUPTED),
     RUNNING: (RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED),
-    FAILED: (RUNNING,),
-    INTERRUPTED: (RUNNING,),
+    FAILED: (RUNNING, FAILED, INTERRUPTED),
+    INTERRUPTED: (RUNNING, FAILED, INTERRUPTED),
     COMPLETED: (),
     DIVERGED: (),
 }

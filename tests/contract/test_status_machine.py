@@ -53,12 +53,12 @@ def test_write_status_takes_exactly_the_edges_of_the_machine(tmp_path, previous,
 
 
 def test_the_machine_is_the_documented_one():
-    # new -> running -> completed | diverged | failed | interrupted; failed | interrupted -> running
+    # new -> running -> completed | diverged | failed | interrupted; failed | interrupted -> running; a run that
+    # ends before it runs: new | failed | interrupted -> failed | interrupted. Nothing leaves a finished state.
     assert EDGES == {
         (NEW, RUNNING),
         *((RUNNING, s) for s in (RUNNING, COMPLETED, DIVERGED, FAILED, INTERRUPTED)),
-        (FAILED, RUNNING),
-        (INTERRUPTED, RUNNING),
+        *((s, t) for s in (NEW, FAILED, INTERRUPTED) for t in (RUNNING, FAILED, INTERRUPTED)),
     }
 
 

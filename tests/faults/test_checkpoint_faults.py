@@ -221,7 +221,10 @@ def _as_older_layout(out: Path) -> None:
 
 
 def test_an_older_layout_is_refused_in_one_line_and_resumes_exactly_once_upgraded(
-    tmp_path: Path, reference: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    tiny_reference: pd.DataFrame,
+    interrupted_trial: Callable[[Path], None],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "trial"
     interrupted_trial(out)
@@ -241,6 +244,6 @@ def test_an_older_layout_is_refused_in_one_line_and_resumes_exactly_once_upgrade
     assert not checkpoint.outdated(checkpoint.load(out / checkpoint.LATEST))
     final = run_trial(build_config(TINY), out)
     assert final.state == "completed" and final.resumed_from_frame == 3000
-    pd.testing.assert_frame_equal(metrics(out), reference)
+    pd.testing.assert_frame_equal(metrics(out), tiny_reference)
     assert checkpoint.main(["upgrade", str(out)]) == 0  # today's layout: nothing to convert
     assert "0 checkpoint(s) converted" in capsys.readouterr().out
