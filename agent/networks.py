@@ -163,14 +163,19 @@ class PackedBatchNorm(nn.Module):
         return out
 
     def _statistics(
-        self, batch_mean: torch.Tensor, batch_var: torch.Tensor, count: int | torch.Tensor
+        self,
+        batch_mean: torch.Tensor,
+        batch_var: torch.Tensor,
+        count: int | torch.Tensor,
+        moves: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Members in different modes: per member, the (mean, var) to normalize with, (K, width) each (batch
         statistics for train members, running ones for eval members), and Batch Renormalization's (r, d) (None
-        for BatchNorm; 1 and 0 for eval members). Train members' running statistics move as a native BatchNorm's
-        would over ``count`` values per feature (an int, or per member (K, 1)). Differentiable in the batch
-        statistics."""
+        for BatchNorm; 1 and 0 for eval members). The running statistics of the members in ``moves`` (a (K, 1)
+        mask; default: the train members) move as a native BatchNorm's would over ``count`` values per feature
+        (an int, or per member (K, 1)). Differentiable in the batch statistics."""
         train = self._mask(self.member_train, batch_mean.device)
+        moves = train if moves is None else moves
         correction = None
         if self.renorm_bounds is not None:
             with torch.no_grad():  # from the running statistics the batch has not moved yet
@@ -188,10 +193,10 @@ class PackedBatchNorm(nn.Module):
             else:
                 unbiased = batch_var.detach() * (count / max(count - 1, 1))
             self.running_mean.copy_(
-                torch.where(train, torch.lerp(self.running_mean, batch_mean.detach(), m), self.running_mean)
+                torch.where(moves, torch.lerp(self.running_mean, batch_mean.detach(), m), self.running_mean)
             )
-            self.running_var.copy_(torch.where(train, torch.lerp(self.running_var, unbiased, m), self.running_var))
-            self.num_batches_tracked.add_(train.view(-1).long())
+            self.running_var.copy_(torch.where(moves, torch.lerp(self.running_var, unbiased, m), self.running_var))
+            self.num_batches_tracked.add_(moves.view(-1).long())
         return mean, var, correction
 
 
@@ -256,13 +261,18 @@ class PackedBatchNorm1d(PackedBatchNorm):
         n = x.shape[rows]
         split = n if self.reference_from is None else self.reference_from
         own = x.narrow(rows, 0, split)
-        own_mean = own.mean(dim=rows)
-        batch_mean, batch_var = own_mean, (own - own_mean.unsqueeze(rows)).square().mean(dim=rows)
+        batch_mean, batch_var = _batch_mean_var(own, rows)
+        own_mean = batch_mean
         count: int | torch.Tensor = split
+        moves = None
+        if "running_noisy" in self.member_stats:
+            noisy = self._mask(tuple(s == "running_noisy" for s in self.member_stats), x.device)
+            noisy_mean, noisy_var = self._running_with_batch_noise(own, rows)
+            batch_mean = torch.where(noisy, noisy_mean, batch_mean)
+            batch_var = torch.where(noisy, noisy_var, batch_var)
+            moves = self._mask(self.member_train, x.device) & ~noisy
         if self.reference_from is not None:
-            reference = x.narrow(rows, split, n - split)
-            reference_mean = reference.mean(dim=rows)
-            reference_var = (reference - reference_mean.unsqueeze(rows)).square().mean(dim=rows)
+            reference_mean, reference_var = _batch_mean_var(x.narrow(rows, split, n - split), rows)
             replay = self._mask(tuple(s == "replay_batch" for s in self.member_stats), x.device)
             batch_mean = torch.where(replay, reference_mean, batch_mean)
             batch_var = torch.where(replay, reference_var, batch_var)
@@ -275,7 +285,7 @@ class PackedBatchNorm1d(PackedBatchNorm):
             with torch.no_grad():
                 scaled = (own_mean - self.running_mean) * torch.rsqrt(self.running_var + self.eps)
                 distance = scaled.pow(2).mean(dim=1).sqrt()
-        mean, var, correction = self._statistics(batch_mean, batch_var, count)
+        mean, var, correction = self._statistics(batch_mean, batch_var, count, moves)
         inv_std = torch.rsqrt(var + self.eps)
         if correction is None:
             out = (x - mean.unsqueeze(rows)) * inv_std.unsqueeze(rows)
@@ -291,6 +301,19 @@ class PackedBatchNorm1d(PackedBatchNorm):
                     kept_var = (kept_var + self.eps) / r.square() - self.eps
                 self.recorded = {"normalized_mean": kept_mean, "normalized_var": kept_var, "distance": distance}
         return torch.addcmul(self.bias.unsqueeze(rows), out, self.weight.unsqueeze(rows))
+
+    @torch.no_grad()
+    def _running_with_batch_noise(self, own: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``running_noisy``: the running statistics plus the sampling noise of the batch statistics of ``own``
+        (method.md §3). The rows are i.i.d., so its two halves A and B are two independent batches:
+        (mean_A - mean_B) / 2 has the covariance of the full batch's mean about its expectation (Sigma / N) and
+        mean zero whatever that expectation is, and sqrt(var_A / var_B) the relative spread of its variance (to
+        first order in 1/N) with a log of mean zero. Without gradient: the actor cannot move them."""
+        half = own.shape[rows] // 2
+        mean_a, var_a = _batch_mean_var(own.narrow(rows, 0, half), rows)
+        mean_b, var_b = _batch_mean_var(own.narrow(rows, half, half), rows)
+        ratio = torch.sqrt((var_a + self.eps) / (var_b + self.eps))
+        return self.running_mean + (mean_a - mean_b) / 2, self.running_var * ratio
 
     def _one_member(self, x: torch.Tensor) -> torch.Tensor:
         """(1, N, width) rows: nn.BatchNorm1d's own computation; returns (N, width) for an in-place ReLU."""
@@ -368,10 +391,11 @@ def renorm_bounds_at(config: TrialConfig, step: int) -> tuple[float, float]:
     return 1.0 + (config.renorm_r_max - 1.0) * progress, config.renorm_d_max * progress
 
 
-def _batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per member and feature, the mean and biased variance over the rows of (K, D, N). Differentiable."""
-    mean = x.mean(dim=2)
-    return mean, (x - mean.unsqueeze(2)).square().mean(dim=2)
+def _batch_mean_var(x: torch.Tensor, rows: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member and feature, the mean and biased variance over dimension ``rows`` of (K, D, N) (``rows`` = 2) or
+    (1, N, D) (``rows`` = 1). Differentiable."""
+    mean = x.mean(dim=rows)
+    return mean, (x - mean.unsqueeze(rows)).square().mean(dim=rows)
 
 
 def features_first(k: int) -> bool:

@@ -246,8 +246,9 @@ class TrialFields(BaseModel):
         description=(
             "where a Critic-I = T member's critic BN layers take the statistics that normalize (s, pi(s)): mode (the "
             "forward's own batch statistics, gradient through them), batch_stopgrad (the same, gradient stopped "
-            "through mean and variance) or replay_batch (those of the update's replay pairs (s, a), Critic-II's "
-            "batch, at Critic-I's weights); method.md §3"
+            "through mean and variance), replay_batch (those of the update's replay pairs (s, a), Critic-II's "
+            "batch, at Critic-I's weights) or running_noisy (the running statistics plus the batch statistics' "
+            "sampling noise, from the difference of the batch's two halves, no gradient); method.md §3"
         ),
     )
     target_bn_stats: TargetBnStats = Field(
@@ -499,7 +500,8 @@ def cross_key_problem(c: TrialConfig) -> str | None:
 
 def _critic_i_stats_problem(c: TrialConfig) -> str | None:
     """Why ``c.critic_i_stats`` cannot apply to ``c``, or None: it chooses among batch statistics of the critic's
-    BN layers in Critic-I, so it needs them there, and mixing rows join only the forward's own statistics."""
+    BN layers in Critic-I, so it needs them there, and mixing rows join only the forward's own statistics (whose
+    two halves running_noisy needs alike)."""
     if c.critic_i_stats == "mode":
         return None
     given = f"critic_i_stats={c.critic_i_stats!r}"
@@ -513,11 +515,16 @@ def _critic_i_stats_problem(c: TrialConfig) -> str | None:
             f"{given} with bn_mode={c.resolved_bn_mode} (Critic-I = E): Critic-I normalizes with running "
             "statistics, and this key chooses among batch statistics; set Critic-I to T or use critic_i_stats=mode"
         )
-    if c.critic_i_stats == "replay_batch" and c.buffer_mix_ratio > 0:
+    if c.critic_i_stats in ("replay_batch", "running_noisy") and c.buffer_mix_ratio > 0:
         return (
             f"{given} with buffer_mix_ratio={c.buffer_mix_ratio}: mixing rows shape only the forward's own "
-            "batch statistics, which replay_batch does not normalize with; use buffer_mix_ratio=0 or another "
-            "critic_i_stats"
+            f"batch statistics, which {c.critic_i_stats} does not normalize with; use buffer_mix_ratio=0 or "
+            "critic_i_stats=mode or batch_stopgrad"
+        )
+    if c.critic_i_stats == "running_noisy" and c.batch_size < 4:
+        return (
+            f"{given} with batch_size={c.batch_size}: the noise comes from the batch's two halves, each needing "
+            "two rows for a variance; use batch_size >= 4"
         )
     return None
 

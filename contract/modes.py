@@ -24,9 +24,13 @@ BATCH_STAT_NORMS = ("batch_norm", "batch_renorm")
 #   batch_stopgrad: the same statistics with the gradient stopped through mean and variance (the actor's gradient
 #     sees the normalization noise but cannot move the statistics);
 #   replay_batch: the statistics of the update's replay pairs (s, a), Critic-II's batch, computed in the same
-#     forward at Critic-I's weights: batch-noisy, from the buffer's action distribution, not the policy's.
-# Every source moves the running statistics with the statistics it normalized with, as a train-mode forward does.
-CriticIStats = Literal["mode", "batch_stopgrad", "replay_batch"]
+#     forward at Critic-I's weights: batch-noisy, from the buffer's action distribution, not the policy's;
+#   running_noisy: the running statistics plus the forward's own batch statistics' sampling noise, taken as half
+#     the difference of its two halves' statistics (zero mean whatever the mismatch), without gradient: noise
+#     without mismatch.
+# Every source but running_noisy moves the running statistics with the statistics it normalized with, as a
+# train-mode forward does; running_noisy leaves them as Critic-I = E does.
+CriticIStats = Literal["mode", "batch_stopgrad", "replay_batch", "running_noisy"]
 CRITIC_I_STATS: tuple[str, ...] = get_args(CriticIStats)
 
 # The update's two encoder passes (encoder_norm=batch_norm) and, under encoder_bn_passes=by_step, the step whose

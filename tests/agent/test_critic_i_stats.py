@@ -10,13 +10,20 @@ import torch
 
 from agent.bn_modes import bn_critic_i, bn_layers
 from agent.drqv2 import DrQV2Agent
+from agent.networks import PackedBatchNorm1d
 from contract.config import PACK_MEMBER_KEYS, ConfigError, build_config, identity_config
 from tests.agent.test_packing import TOLERANCE, _batches
 
 OBS_DIM, ACTION_DIM, FEATURES, HIDDEN, ROWS = 3, 1, 2, 4, 6
 EPS, MOMENTUM = 1e-5, 0.1
 # (mode string, source): each T source, and a Critic-I = E member beside them.
-MEMBERS = [("TTTTT", "mode"), ("TTTTT", "batch_stopgrad"), ("TTTTT", "replay_batch"), ("TTETT", "mode")]
+MEMBERS = [
+    ("TTTTT", "mode"),
+    ("TTTTT", "batch_stopgrad"),
+    ("TTTTT", "replay_batch"),
+    ("TTTTT", "running_noisy"),
+    ("TTETT", "mode"),
+]
 
 
 def _agent(tiny_config, members) -> DrQV2Agent:
@@ -39,6 +46,7 @@ def _agent(tiny_config, members) -> DrQV2Agent:
         for param in agent.critic.parameters():
             param.copy_(torch.randn(param.shape[1:], generator=g) * 0.8)
         for layer in bn_layers(agent.critic):
+            layer.bias.add_(1.0)  # most units alive after the ReLU in every reading, so the readings differ
             layer.running_mean.copy_(torch.randn(layer.running_mean.shape[1:], generator=g))
             layer.running_var.copy_(0.5 + 2 * torch.rand(layer.running_var.shape[1:], generator=g))
     return agent
@@ -60,6 +68,12 @@ def _hand_critic_i(critic, k, obs, policy_action, replay_action, train: bool, so
             running = (bn.running_mean[k].clone(), bn.running_var[k].clone())
             if not train:
                 mean, var = running
+                after = running
+            elif source == "running_noisy":  # the two halves' statistics, as independent batches
+                half_a, half_b = z_policy[: ROWS // 2].detach(), z_policy[ROWS // 2 :].detach()
+                mean = running[0] + (half_a.mean(0) - half_b.mean(0)) / 2
+                ratio = (half_a.var(0, unbiased=False) + EPS) / (half_b.var(0, unbiased=False) + EPS)
+                var = running[1] * torch.sqrt(ratio)
                 after = running
             else:
                 source_rows = z_replay if source == "replay_batch" else z_policy
@@ -132,11 +146,12 @@ def test_each_statistics_source_computes_its_written_out_critic_i(packing, float
                     torch.testing.assert_close(var[m], hand_var)
             results[member] = (q, grad)
     # The sources really differ, so matching each means something: stopping the gradient keeps the values and
-    # changes the gradient; the replay batch's statistics change the values.
-    mode, stopgrad, replay = (results[member] for member in MEMBERS[:3])
+    # changes the gradient; the replay batch's statistics and the noise change them.
+    mode, stopgrad, replay, noisy, eval_mode = (results[member] for member in MEMBERS)
     torch.testing.assert_close(stopgrad[0], mode[0])
     assert not torch.allclose(stopgrad[1], mode[1], rtol=1e-3, atol=1e-6)
     assert not torch.allclose(replay[0], mode[0], rtol=1e-3, atol=1e-6)
+    assert not torch.allclose(noisy[0], eval_mode[0], rtol=1e-3, atol=1e-6)
 
 
 def test_a_pack_of_every_source_learns_what_each_learns_alone(float64, tiny_config):
@@ -164,8 +179,38 @@ def test_a_pack_of_every_source_learns_what_each_learns_alone(float64, tiny_conf
             torch.testing.assert_close(mean, own_mean, rtol=TOLERANCE, atol=TOLERANCE)
             torch.testing.assert_close(var, own_var, rtol=TOLERANCE, atol=TOLERANCE)
     # The sources train differently: the actors part ways.
-    actors = [agent.member_state_dict(0)["actor"]["policy.0.weight"] for agent in alone[:3]]
-    assert not torch.allclose(actors[0], actors[1]) and not torch.allclose(actors[0], actors[2])
+    actors = [agent.member_state_dict(0)["actor"]["policy.0.weight"] for agent in alone]
+    assert all(not torch.allclose(actors[0], other) for other in actors[1:])
+
+
+def test_running_noisy_has_the_batch_statistics_noise_without_their_mismatch(float64):
+    """Over many batches from a distribution far from the running statistics: the batch mean sits about its
+    expectation (the mismatch) with spread sigma / sqrt(N); running_noisy's mean sits about the running mean with the
+    same spread, and its variance's log-spread is the batch variance's."""
+    width, rows, draws = 3, 16, 4000
+    layer = PackedBatchNorm1d(2, width)
+    layer.member_train, layer.member_stats, layer.record_batch_stats = (True, True), ("mode", "running_noisy"), True
+    g = torch.Generator().manual_seed(3)
+    centre, scale = torch.tensor([3.0, -1.0, 0.5]), torch.tensor([2.0, 0.5, 1.0])
+    kept = []
+    for _ in range(draws):
+        with torch.no_grad():
+            layer.running_mean.zero_()
+            layer.running_var.fill_(1.0)
+            rows_x = centre + scale * torch.randn(rows, width, generator=g)
+            layer(rows_x.t().expand(2, -1, -1).contiguous())
+        kept.append(layer.batch_stats())
+    means = torch.stack([mean for mean, _ in kept])  # (draws, 2, width)
+    log_vars = torch.stack([var for _, var in kept]).log()
+    batch_mean, noisy_mean = means[:, 0], means[:, 1]
+    se = scale / rows**0.5
+    torch.testing.assert_close(batch_mean.mean(0), centre, atol=float(4 * se.max() / draws**0.5), rtol=0)
+    torch.testing.assert_close(noisy_mean.mean(0), torch.zeros(width), atol=float(4 * se.max() / draws**0.5), rtol=0)
+    torch.testing.assert_close(noisy_mean.std(0), se, rtol=0.06, atol=0)
+    torch.testing.assert_close(batch_mean.std(0), se, rtol=0.06, atol=0)
+    batch_log_spread = (log_vars[:, 0] - 2 * scale.log()).std(0)
+    torch.testing.assert_close(log_vars[:, 1].std(0), batch_log_spread, rtol=0.15, atol=0)
+    assert log_vars[:, 1].mean(0).abs().max() < 0.02  # about the running variance (1), in log space
 
 
 @pytest.mark.parametrize(
@@ -175,6 +220,8 @@ def test_a_pack_of_every_source_learns_what_each_learns_alone(float64, tiny_conf
         ({"bn_mode": "TTETT"}, "Critic-I = E"),
         ({"bn_mode": "TTTTT", "critic_i_stats": "replay_batch", "buffer_mix_ratio": 0.5}, "use buffer_mix_ratio=0"),
         ({"critic_i_stats": "running"}, "critic_i_stats='running'"),
+        ({"bn_mode": "TTTTT", "critic_i_stats": "running_noisy", "buffer_mix_ratio": 1}, "use buffer_mix_ratio=0"),
+        ({"bn_mode": "TTTTT", "critic_i_stats": "running_noisy", "batch_size": 3}, "batch_size >= 4"),
     ],
 )
 def test_critic_i_stats_is_refused_where_it_cannot_apply(overrides, words):
@@ -185,7 +232,7 @@ def test_critic_i_stats_is_refused_where_it_cannot_apply(overrides, words):
 def test_critic_i_stats_is_a_member_key_and_enters_ids_only_away_from_its_default():
     assert "critic_i_stats" in PACK_MEMBER_KEYS
     assert "critic_i_stats" not in identity_config(build_config({"bn_mode": "TTTTT"}).to_dict())
-    for source in ("batch_stopgrad", "replay_batch"):
+    for source in ("batch_stopgrad", "replay_batch", "running_noisy"):
         config = build_config({"bn_mode": "TTTTT", "critic_i_stats": source})
         assert identity_config(config.to_dict())["critic_i_stats"] == source
     # Buffer mixing combines with the stop-gradient source (its rows join the forward's own statistics).
