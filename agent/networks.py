@@ -276,7 +276,7 @@ class PackedBatchNorm1d(PackedBatchNorm):
             replay = self._mask(tuple(s == "replay_batch" for s in self.member_stats), x.device)
             batch_mean = torch.where(replay, reference_mean, batch_mean)
             batch_var = torch.where(replay, reference_var, batch_var)
-            count = torch.full_like(batch_mean[:, :1], split).masked_fill(replay, n - split)
+            count = torch.full_like(self.running_var[:, :1], split).masked_fill(replay, n - split)
         if "batch_stopgrad" in self.member_stats:
             stop = self._mask(tuple(s == "batch_stopgrad" for s in self.member_stats), x.device)
             batch_mean = torch.where(stop, batch_mean.detach(), batch_mean)

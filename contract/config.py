@@ -45,6 +45,7 @@ from contract.store import (  # noqa: F401 - the store owns the ids; these names
     config_digest,
     identity_config,
     trial_id,
+    uses_batch_renorm,
 )
 from contract.tasks import check_task_name, is_gym_task
 
@@ -449,7 +450,13 @@ def cross_key_problem(c: TrialConfig) -> str | None:
                 "(Critic-I = E): mixing changes nothing in eval mode; set Critic-I to T, "
                 "buffer_mix_ratio=0, or allow_mix_in_eval_mode=true for a control run"
             )
+    renorm_set = [key for key in RENORM_KEYS if getattr(c, key) != FIELD_DEFAULTS[key]]
     rules = [
+        (
+            bool(renorm_set) and not uses_batch_renorm(c.to_dict()),
+            f"{', '.join(f'{key}={getattr(c, key)!r}' for key in renorm_set)}: Batch Renormalization settings, so "
+            "they need actor_norm, critic_norm or encoder_norm = batch_renorm; leave them at their defaults",
+        ),
         (
             c.frame_codec != "none" and c.obs_type != "pixels",
             f"frame_codec={c.frame_codec!r}: compresses pixel frames only; use none with obs_type={c.obs_type}",
@@ -487,14 +494,6 @@ def cross_key_problem(c: TrialConfig) -> str | None:
             f"frame_stack={c.frame_stack}: Gymnasium state observations are not stacked; use 1",
         ),
     ]
-    renorm_set = [key for key in RENORM_KEYS if getattr(c, key) != FIELD_DEFAULTS[key]]
-    rules.append(
-        (
-            bool(renorm_set) and "batch_renorm" not in (c.actor_norm, c.critic_norm, c.encoder_norm),
-            f"{', '.join(f'{key}={getattr(c, key)!r}' for key in renorm_set)}: Batch Renormalization settings, so "
-            "they need actor_norm, critic_norm or encoder_norm = batch_renorm; leave them at their defaults",
-        )
-    )
     return next((message for broken, message in rules if broken), None)
 
 

@@ -120,9 +120,13 @@ def _q_bias_bn_stats_is_neutral(config: Mapping[str, Any]) -> bool:
     return not step_is_train(config.get("bn_mode") or DEFAULT_BN_MODE, "critic_i")
 
 
+def uses_batch_renorm(config: Mapping[str, Any]) -> bool:
+    """Whether some network of ``config`` has Batch Renormalization, the only place its settings compute anything."""
+    return "batch_renorm" in (config.get("actor_norm"), config.get("critic_norm"), config.get("encoder_norm"))
+
+
 def _renorm_is_unused(config: Mapping[str, Any]) -> bool:
-    """Batch Renormalization's settings compute nothing where no network has batch_renorm."""
-    return "batch_renorm" not in (config.get("actor_norm"), config.get("critic_norm"), config.get("encoder_norm"))
+    return not uses_batch_renorm(config)
 
 
 # Keys added later whose neutrality depends on the rest of the config (ID_NEUTRAL_DEFAULTS: a fixed value).

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from agent.bn_modes import bn_layers
+from agent.bn_modes import ALL_BN_MODES, bn_layers
 from agent.drqv2 import DrQV2Agent
 from agent.networks import PackedBatchRenorm1d, PackedBatchRenorm2d, renorm_bounds_at
 from contract.config import ConfigError, build_config, identity_config
 from tests.agent.conftest import packed
+from tests.agent.test_bn_modes import _check_modes
 from tests.agent.test_packing import TOLERANCE, _batches
 
 EPS = 1e-5
@@ -187,6 +188,17 @@ def test_warm_up_relaxes_the_bounds_linearly_and_the_agent_applies_them(state_ba
     assert len(layers) == 10 and all(isinstance(layer, PackedBatchRenorm1d) for layer in layers)
     agent.update(packed(state_batch), step=500).read()
     assert all(layer.renorm_bounds == pytest.approx((2.0, 2.5)) for layer in layers)
+
+
+def test_every_mode_runs_its_own_steps_with_renorm_layers(state_batch, make_agent, tiny_config):
+    """The 32 strings as the members of one pack of renorm networks: each member's layers follow its own string."""
+    configs = [
+        tiny_config(actor_norm="batch_renorm", critic_norm="batch_renorm", bn_mode=mode, seed=i + 1)
+        for i, mode in enumerate(ALL_BN_MODES)
+    ]
+    agent = make_agent(configs)
+    assert all(isinstance(layer, PackedBatchRenorm1d) for layer in bn_layers(agent.critic))
+    _check_modes(agent, list(ALL_BN_MODES), state_batch)
 
 
 # Renorm everywhere BN can sit, in mixed modes (and, for pixels, the encoder's passes by_step: mixed there too).
