@@ -5,8 +5,9 @@ mode for the step (members of a pack may run different mode strings) for one
 forward pass and restores the previous flags afterwards; the rest of the module
 (LayerNorm, Linear) has no train/eval behaviour, so only BN layers are touched.
 
-Two more places apply what a mode means, both here: the mode the encoder's
-BatchNorm runs in for each pass that runs the encoder (``bn_encoder_pass``), and
+Three more places apply what a mode means, all here: the mode the encoder's
+BatchNorm runs in for each pass that runs the encoder (``bn_encoder_pass``), where
+Critic-I's batch statistics come from (``bn_critic_i``, by ``critic_i_stats``), and
 how Critic-I's normalization is read for a measurement (``bn_critic_i_measurement``,
 the Q-bias of method.md §7).
 """
@@ -15,16 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from contract.modes import (  # noqa: F401 - what a mode means (data); this module applies it to networks
     ALL_BN_MODES,
+    BATCH_STAT_NORMS,
+    CRITIC_I_STATS,
     DEFAULT_BN_MODE,
     ENCODER_BN_PASSES,
     ENCODER_PASS_STEPS,
     Q_BIAS_BN_STATS,
     STEP_NAMES,
     STEP_TITLES,
+    CriticIStats,
     EncoderBnPasses,
     QBiasBnStats,
     encoder_pass_is_train,
@@ -37,7 +41,7 @@ if TYPE_CHECKING:  # the mode strings are data: the store and analysis read them
     import torch
     from torch import nn
 
-    from agent.networks import PackedBatchNorm
+    from agent.networks import PackedBatchNorm, PackedBatchNorm1d
 
 
 def bn_layers(module: nn.Module) -> list[PackedBatchNorm]:
@@ -73,6 +77,30 @@ def bn_step(module: nn.Module, modes: Sequence[str], step: str) -> Iterator[None
     """Each member's BN layers in the mode its mode string names for ``step``."""
     with bn_train_mode(module, [step_is_train(mode, step) for mode in modes]):
         yield
+
+
+@contextmanager
+def bn_critic_i(
+    critic: nn.Module, modes: Sequence[str], stats: Sequence[str], reference_from: int | None
+) -> Iterator[None]:
+    """Critic-I: each member's critic BN layers in its mode, a train member taking its batch statistics from
+    where its ``critic_i_stats`` (one of CRITIC_I_STATS per member) says. ``reference_from``: the row of the
+    forward's batch where the update's replay pairs (s, a) begin, which a ``replay_batch`` member needs (None when
+    the batch holds none)."""
+    for value in stats:
+        if value not in CRITIC_I_STATS:
+            raise ValueError(f"critic_i_stats={value!r}: allowed values are {', '.join(CRITIC_I_STATS)}")
+    if "replay_batch" in stats and reference_from is None:
+        raise ValueError("critic_i_stats=replay_batch needs the update's replay pairs in Critic-I's batch")
+    layers = cast("list[PackedBatchNorm1d]", bn_layers(critic))  # the critic is an MLP: its BN layers are 1d
+    with bn_step(critic, modes, "critic_i"):
+        for layer in layers:
+            layer.member_stats, layer.reference_from = tuple(stats), reference_from
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.member_stats, layer.reference_from = ("mode",) * len(stats), None
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from torch import nn
 
 from agent import metrics as m
 from agent.bn_modes import (
+    bn_critic_i,
     bn_critic_i_measurement,
     bn_encoder_pass,
     bn_layers,
@@ -38,6 +39,7 @@ from agent.networks import (
     build_networks,
     group_pixels,
     init_linears,
+    renorm_bounds_at,
 )
 from agent.optim import PackedOptimizer
 from contract.config import TrialConfig, check_packable
@@ -103,6 +105,7 @@ class DrQV2Agent:
         self.k = k = len(configs)
         self.device = device
         self.modes = [c.resolved_bn_mode for c in configs]
+        self.critic_i_stats = [c.critic_i_stats for c in configs]
         self.pixels = config.obs_type == "pixels"
         self.action_dim = action_dim
         self.stddev = parse_schedule(config.stddev_schedule)
@@ -141,6 +144,10 @@ class DrQV2Agent:
             net.eval()
         # The critic is an MLP: its BN layers are the 1d ones (record_batch_stats, recorded).
         self._critic_bn = cast("list[PackedBatchNorm1d]", bn_layers(self.critic))
+        # Batch Renormalization layers, whose clipping bounds follow the warm-up (renorm_bounds_at).
+        self._renorm_layers = [
+            layer for net in networks.every() for layer in bn_layers(net) if layer.renorm_bounds is not None
+        ]
         # Per critic BN layer, each member's (mean, biased var) from the latest update's Critic-I forward
         # (q_bias_bn_stats=update), computed from the recorded input when first asked for after an update
         # (critic_i_statistics), or loaded from a checkpoint.
@@ -249,7 +256,7 @@ class DrQV2Agent:
         if self._critic_i_stats is None:
             # Plain tensors even when asked inside inference mode: a checkpoint load writes into them.
             with torch.inference_mode(False), torch.no_grad():
-                if "input" in self._critic_bn[0].recorded:
+                if self._critic_bn[0].recorded:
                     self._critic_i_stats = [layer.batch_stats() for layer in self._critic_bn]
                 else:
                     self._critic_i_stats = [
@@ -301,6 +308,9 @@ class DrQV2Agent:
         start = time.perf_counter()
         b = self.config.batch_size
         t = self.batch_to_tensors(batch, pinned)
+        bounds = renorm_bounds_at(self.config, step)
+        for layer in self._renorm_layers:
+            layer.renorm_bounds = bounds
         if self.aug is not None:
             rule = self.config.encoder_bn_passes
             with self.autocast(), bn_encoder_pass(self.encoder, self.modes, rule, "obs"):
@@ -309,12 +319,10 @@ class DrQV2Agent:
                 next_obs = self.encoder(self.aug(_rows(t["next_obs"], b), self.generators))
         else:
             all_obs, next_obs = t["obs"], _rows(t["next_obs"], b)
-        obs = _rows(all_obs, b)
-        metrics = self.update_critic(
-            obs, _rows(t["action"], b), _rows(t["reward"], b), _rows(t["discount"], b), next_obs, step
-        )
+        obs, action = _rows(all_obs, b), _rows(t["action"], b)
+        metrics = self.update_critic(obs, action, _rows(t["reward"], b), _rows(t["discount"], b), next_obs, step)
         mix = self.config.mix_rows
-        metrics.update(self.update_actor(obs.detach(), step, all_obs[:, :mix].detach(), t["action"][:, :mix]))
+        metrics.update(self.update_actor(obs.detach(), action, step, all_obs[:, :mix].detach(), t["action"][:, :mix]))
         self.update_target()
         return UpdateResult(metrics, time.perf_counter() - start)
 
@@ -350,23 +358,38 @@ class DrQV2Agent:
         return {m.CRITIC_LOSS: critic_loss.detach(), m.Q_MEAN: q1.detach().mean(dim=(1, 2))}
 
     def update_actor(
-        self, obs: torch.Tensor, step: int, mix_obs: torch.Tensor, mix_action: torch.Tensor
+        self,
+        obs: torch.Tensor,
+        replay_action: torch.Tensor,
+        step: int,
+        mix_obs: torch.Tensor,
+        mix_action: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
+        """The actor step on ``obs`` (Critic-II's states; ``replay_action``: Critic-II's actions)."""
         std = self.stddev(step)
         with bn_step(self.actor, self.modes, "actor_i"), self.autocast():
             action = self.actor(obs, std).sample(self.generators, clip=self.config.stddev_clip)
         # Critic-I: policy rows, plus floor(rho*B) replay rows that only shape
         # the batch statistics (method.md §4); the loss reads the policy rows alone.
-        mixing = mix_obs.shape[1] > 0
-        critic_obs = torch.cat([obs, mix_obs], dim=1) if mixing else obs
-        critic_action = torch.cat([action, mix_action], dim=1) if mixing else action
+        # Under critic_i_stats=replay_batch Critic-II's pairs (s, a) follow them, for their statistics alone.
+        obs_parts, action_parts = [obs], [action]
+        if mix_obs.shape[1] > 0:
+            obs_parts.append(mix_obs)
+            action_parts.append(mix_action)
+        reference_from = None
+        if "replay_batch" in self.critic_i_stats:
+            reference_from = sum(part.shape[1] for part in obs_parts)
+            obs_parts.append(obs)
+            action_parts.append(replay_action)
+        critic_obs = torch.cat(obs_parts, dim=1) if len(obs_parts) > 1 else obs
+        critic_action = torch.cat(action_parts, dim=1) if len(action_parts) > 1 else action
         # The actor loss needs dQ/da only: critic weight gradients would be
         # discarded by the next critic update (as in DrQ-v2), so skip computing them.
         self.critic.requires_grad_(False)
         for layer in self._critic_bn:
             layer.record_batch_stats = True
         try:
-            with bn_step(self.critic, self.modes, "critic_i"), self.autocast():
+            with bn_critic_i(self.critic, self.modes, self.critic_i_stats, reference_from), self.autocast():
                 q1, q2 = self.critic(critic_obs, critic_action)
         finally:
             self.critic.requires_grad_(True)

@@ -107,6 +107,13 @@ class PackedBatchNorm(nn.Module):
     an eval member normalizes with its running statistics and leaves them alone.
     A member's slice of every parameter and buffer has the shape and name of the
     ``nn.BatchNorm`` it replaces.
+
+    ``renorm_bounds``: None for BatchNorm; for Batch Renormalization (Ioffe 2017; the ``PackedBatchRenorm``
+    layers) the clipping bounds (r_max, d_max) in force, set by the agent each update (``renorm_bounds_at``). A
+    train member then normalizes with its batch statistics corrected towards the running ones,
+    x -> (x - mu_B) / sigma_B * r + d, r = clip(sigma_B / sigma, 1/r_max, r_max), d = clip((mu_B - mu) / sigma,
+    -d_max, d_max), sigma = sqrt(running_var + eps), sigma_B = sqrt(batch var + eps), r and d without gradient,
+    taken before the batch moves the running statistics (method.md §2). Its eval mode is BatchNorm's.
     """
 
     # Buffers (register_buffer): declared so that attribute reads are tensors, not nn.Module.__getattr__'s union.
@@ -123,9 +130,20 @@ class PackedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(k, width))
         self.register_buffer("num_batches_tracked", torch.zeros(k, dtype=torch.long))
         self.member_train: tuple[bool, ...] = (False,) * k
-        # member_train as a (K, 1) mask on the layer's device, made once per distinct value (a pack has a few:
+        self.renorm_bounds: tuple[float, float] | None = None
+        # Per-member flags as (K, 1) masks on the layer's device, made once per distinct value (a pack has a few:
         # one per update step's modes): a fresh one per forward was a host-to-device copy and, on CUDA, a sync.
         self._masks: dict[tuple[tuple[bool, ...], torch.device], torch.Tensor] = {}
+
+    def _mask(self, flags: tuple[bool, ...], device: torch.device) -> torch.Tensor:
+        mask = self._masks.get((flags, device))
+        if mask is None:
+            mask = self._masks[(flags, device)] = torch.tensor(flags, device=device).view(-1, 1)
+        return mask
+
+    def _renormalizes_in_train_mode(self) -> bool:
+        """Some member runs Batch Renormalization's train mode, which no native BatchNorm kernel computes."""
+        return self.renorm_bounds is not None and any(self.member_train)
 
     def _native(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """Every member in one mode: member k's features are channels k*width..(k+1)*width of one native
@@ -144,27 +162,42 @@ class PackedBatchNorm(nn.Module):
             self.num_batches_tracked.add_(1)
         return out
 
-    def _mixed_statistics(
-        self, batch_mean: torch.Tensor, batch_var: torch.Tensor, count: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _statistics(
+        self,
+        batch_mean: torch.Tensor,
+        batch_var: torch.Tensor,
+        count: int | torch.Tensor,
+        moves: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Members in different modes: per member, the (mean, var) to normalize with, (K, width) each (batch
-        statistics for train members, running ones for eval members); train members' running statistics move
-        as a native BatchNorm's would over ``count`` values per feature. Differentiable in the batch statistics."""
-        key = (self.member_train, batch_mean.device)
-        train = self._masks.get(key)
-        if train is None:
-            train = self._masks[key] = torch.tensor(self.member_train, device=batch_mean.device).view(-1, 1)
+        statistics for train members, running ones for eval members), and Batch Renormalization's (r, d) (None
+        for BatchNorm; 1 and 0 for eval members). The running statistics of the members in ``moves`` (a (K, 1)
+        mask; default: the train members) move as a native BatchNorm's would over ``count`` values per feature
+        (an int, or per member (K, 1)). Differentiable in the batch statistics."""
+        train = self._mask(self.member_train, batch_mean.device)
+        moves = train if moves is None else moves
+        correction = None
+        if self.renorm_bounds is not None:
+            with torch.no_grad():  # from the running statistics the batch has not moved yet
+                r_max, d_max = self.renorm_bounds
+                running_std = torch.sqrt(self.running_var + self.eps)
+                r = (torch.sqrt(batch_var + self.eps) / running_std).clamp(1.0 / r_max, r_max)
+                d = ((batch_mean - self.running_mean) / running_std).clamp(-d_max, d_max)
+                correction = (torch.where(train, r, 1.0), torch.where(train, d, 0.0))
         mean = torch.where(train, batch_mean, self.running_mean)
         var = torch.where(train, batch_var, self.running_var)
         with torch.no_grad():
             m = self.momentum
-            unbiased = batch_var.detach() * (count / max(count - 1, 1))
+            if isinstance(count, torch.Tensor):
+                unbiased = batch_var.detach() * (count / (count - 1).clamp(min=1))
+            else:
+                unbiased = batch_var.detach() * (count / max(count - 1, 1))
             self.running_mean.copy_(
-                torch.where(train, torch.lerp(self.running_mean, batch_mean.detach(), m), self.running_mean)
+                torch.where(moves, torch.lerp(self.running_mean, batch_mean.detach(), m), self.running_mean)
             )
-            self.running_var.copy_(torch.where(train, torch.lerp(self.running_var, unbiased, m), self.running_var))
-            self.num_batches_tracked.add_(train.view(-1).long())
-        return mean, var
+            self.running_var.copy_(torch.where(moves, torch.lerp(self.running_var, unbiased, m), self.running_var))
+            self.num_batches_tracked.add_(moves.view(-1).long())
+        return mean, var, correction
 
 
 class PackedBatchNorm1d(PackedBatchNorm):
@@ -173,22 +206,37 @@ class PackedBatchNorm1d(PackedBatchNorm):
     Input (K, width, N) for a pack of several, (1, N, width) for a pack of one (see the module docstring).
 
     ``record_batch_stats``: when set, the forward also keeps, per member, the
-    batch mean and (biased) variance it saw and the distance of that mean from
-    the running mean before the layer ran (``bn/critic_i_batch_vs_running``).
+    batch mean and (biased) variance (a train member's: those it normalized with)
+    and the distance of the forward's own batch mean from the running mean before
+    the layer ran (``bn/critic_i_batch_vs_running``).
+
+    ``member_stats`` (one of ``contract.modes.CRITIC_I_STATS`` per member) and ``reference_from`` are set by
+    ``agent.bn_modes.bn_critic_i`` for Critic-I: where a train member takes its batch statistics. The rows from
+    ``reference_from`` on are the update's replay pairs (s, a): ``replay_batch`` members normalize every row
+    with their statistics, the others with those of the rows before them.
     """
 
     def __init__(self, k: int, width: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__(k, width, momentum, eps)
         self.record_batch_stats = False
         self.recorded: dict[str, torch.Tensor] = {}
+        self.member_stats: tuple[str, ...] = ("mode",) * k
+        self.reference_from: int | None = None
 
     def batch_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per member, the batch mean and biased variance of the last recorded forward (``record_batch_stats``)."""
+        """Per member, the batch mean and biased variance of the last recorded forward (``record_batch_stats``):
+        those a train member normalized with (for Batch Renormalization, the mean and variance that normalize
+        the same way without r and d)."""
+        if "normalized_var" in self.recorded:
+            return self.recorded["normalized_mean"], self.recorded["normalized_var"]
         with torch.no_grad():
             return _batch_mean_var(self.recorded["input"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.weight) == 1:
+        one = len(self.weight) == 1
+        if self._renormalizes_in_train_mode() or self.reference_from is not None or set(self.member_stats) != {"mode"}:
+            return self._general(x, 1 if one else 2, self.record_batch_stats)
+        if one:
             return self._one_member(x)
         k, width, n = x.shape
         if self.record_batch_stats:
@@ -205,10 +253,67 @@ class PackedBatchNorm1d(PackedBatchNorm):
             # it then runs in place (an in-place op on a view makes autograd rebuild the base); the next
             # linear views it (K, width, N).
             return self._native(x.reshape(1, k * width, n), modes.pop())
-        batch_mean, batch_var = _batch_mean_var(x)
-        mean, var = self._mixed_statistics(batch_mean, batch_var, n)
-        out = (x - mean.unsqueeze(2)) * torch.rsqrt(var + self.eps).unsqueeze(2)
-        return torch.addcmul(self.bias.unsqueeze(2), out, self.weight.unsqueeze(2))
+        return self._general(x, 2, record=False)
+
+    def _general(self, x: torch.Tensor, rows: int, record: bool) -> torch.Tensor:
+        """Any mix of modes, statistics sources and Batch Renormalization, written out: ``x`` (K, width, N) with
+        ``rows`` = 2, or a pack of one's (1, N, width) with ``rows`` = 1."""
+        n = x.shape[rows]
+        split = n if self.reference_from is None else self.reference_from
+        own = x.narrow(rows, 0, split)
+        batch_mean, batch_var = _batch_mean_var(own, rows)
+        own_mean = batch_mean
+        count: int | torch.Tensor = split
+        moves = None
+        if "running_noisy" in self.member_stats:
+            noisy = self._mask(tuple(s == "running_noisy" for s in self.member_stats), x.device)
+            noisy_mean, noisy_var = self._running_with_batch_noise(own, rows)
+            batch_mean = torch.where(noisy, noisy_mean, batch_mean)
+            batch_var = torch.where(noisy, noisy_var, batch_var)
+            moves = self._mask(self.member_train, x.device) & ~noisy
+        if self.reference_from is not None:
+            reference_mean, reference_var = _batch_mean_var(x.narrow(rows, split, n - split), rows)
+            replay = self._mask(tuple(s == "replay_batch" for s in self.member_stats), x.device)
+            batch_mean = torch.where(replay, reference_mean, batch_mean)
+            batch_var = torch.where(replay, reference_var, batch_var)
+            count = torch.full_like(self.running_var[:, :1], split).masked_fill(replay, n - split)
+        if "batch_stopgrad" in self.member_stats:
+            stop = self._mask(tuple(s == "batch_stopgrad" for s in self.member_stats), x.device)
+            batch_mean = torch.where(stop, batch_mean.detach(), batch_mean)
+            batch_var = torch.where(stop, batch_var.detach(), batch_var)
+        if record:
+            with torch.no_grad():
+                scaled = (own_mean - self.running_mean) * torch.rsqrt(self.running_var + self.eps)
+                distance = scaled.pow(2).mean(dim=1).sqrt()
+        mean, var, correction = self._statistics(batch_mean, batch_var, count, moves)
+        inv_std = torch.rsqrt(var + self.eps)
+        if correction is None:
+            out = (x - mean.unsqueeze(rows)) * inv_std.unsqueeze(rows)
+        else:
+            r, d = correction
+            out = torch.addcmul(d.unsqueeze(rows), x - mean.unsqueeze(rows), (inv_std * r).unsqueeze(rows))
+        if record:  # a train member's batch statistics are those it normalized with
+            with torch.no_grad():
+                kept_mean, kept_var = batch_mean.detach(), batch_var.detach()
+                if correction is not None:  # (x - mean') / sqrt(var' + eps) is the same normalization
+                    r, d = correction
+                    kept_mean = kept_mean - d * torch.sqrt(kept_var + self.eps) / r
+                    kept_var = (kept_var + self.eps) / r.square() - self.eps
+                self.recorded = {"normalized_mean": kept_mean, "normalized_var": kept_var, "distance": distance}
+        return torch.addcmul(self.bias.unsqueeze(rows), out, self.weight.unsqueeze(rows))
+
+    @torch.no_grad()
+    def _running_with_batch_noise(self, own: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``running_noisy``: the running statistics plus the sampling noise of the batch statistics of ``own``
+        (method.md §3). The rows are i.i.d., so its two halves A and B are two independent batches:
+        (mean_A - mean_B) / 2 has the covariance of the full batch's mean about its expectation (Sigma / N) and
+        mean zero whatever that expectation is, and sqrt(var_A / var_B) the relative spread of its variance (to
+        first order in 1/N) with a log of mean zero. Without gradient: the actor cannot move them."""
+        half = own.shape[rows] // 2
+        mean_a, var_a = _batch_mean_var(own.narrow(rows, 0, half), rows)
+        mean_b, var_b = _batch_mean_var(own.narrow(rows, half, half), rows)
+        ratio = torch.sqrt((var_a + self.eps) / (var_b + self.eps))
+        return self.running_mean + (mean_a - mean_b) / 2, self.running_var * ratio
 
     def _one_member(self, x: torch.Tensor) -> torch.Tensor:
         """(1, N, width) rows: nn.BatchNorm1d's own computation; returns (N, width) for an in-place ReLU."""
@@ -244,21 +349,53 @@ class PackedBatchNorm2d(PackedBatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         modes = set(self.member_train)
-        if len(modes) == 1:
+        if len(modes) == 1 and not self._renormalizes_in_train_mode():
             return self._native(x, modes.pop())
         k, width = self.weight.shape
         batch_mean = x.mean(dim=(0, 2, 3))
         batch_var = (x - batch_mean.view(1, -1, 1, 1)).square().mean(dim=(0, 2, 3))
-        mean, var = self._mixed_statistics(batch_mean.view(k, width), batch_var.view(k, width), x.numel() // x.shape[1])
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        shift = self.bias - mean * scale
+        mean, var, correction = self._statistics(
+            batch_mean.view(k, width), batch_var.view(k, width), x.numel() // x.shape[1]
+        )
+        if correction is None:
+            scale = self.weight * torch.rsqrt(var + self.eps)
+            shift = self.bias - mean * scale
+        else:
+            r, d = correction
+            scale = self.weight * torch.rsqrt(var + self.eps) * r
+            shift = torch.addcmul(self.bias, self.weight, d) - mean * scale
         return torch.addcmul(shift.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1))
 
 
-def _batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per member and feature, the mean and biased variance over the rows of (K, D, N). Differentiable."""
-    mean = x.mean(dim=2)
-    return mean, (x - mean.unsqueeze(2)).square().mean(dim=2)
+class PackedBatchRenorm1d(PackedBatchNorm1d):
+    """K independent Batch Renormalization layers (Ioffe 2017) in the MLP layouts of ``PackedBatchNorm1d``;
+    with r_max = 1 and d_max = 0 (the start of the warm-up) it computes BatchNorm."""
+
+    def __init__(self, k: int, width: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__(k, width, momentum, eps)
+        self.renorm_bounds = (1.0, 0.0)
+
+
+class PackedBatchRenorm2d(PackedBatchNorm2d):
+    """K independent Batch Renormalization layers over the encoder's grouped layout of ``PackedBatchNorm2d``."""
+
+    def __init__(self, k: int, width: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__(k, width, momentum, eps)
+        self.renorm_bounds = (1.0, 0.0)
+
+
+def renorm_bounds_at(config: TrialConfig, step: int) -> tuple[float, float]:
+    """Batch Renormalization's (r_max, d_max) at agent step ``step``: r_max rises linearly from 1 and d_max from 0
+    to ``renorm_r_max`` and ``renorm_d_max`` over ``renorm_warmup_steps`` (Ioffe 2017's relaxation; method.md §2)."""
+    progress = 1.0 if config.renorm_warmup_steps == 0 else min(step / config.renorm_warmup_steps, 1.0)
+    return 1.0 + (config.renorm_r_max - 1.0) * progress, config.renorm_d_max * progress
+
+
+def _batch_mean_var(x: torch.Tensor, rows: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member and feature, the mean and biased variance over dimension ``rows`` of (K, D, N) (``rows`` = 2) or
+    (1, N, D) (``rows`` = 1). Differentiable."""
+    mean = x.mean(dim=rows)
+    return mean, (x - mean.unsqueeze(rows)).square().mean(dim=rows)
 
 
 def features_first(k: int) -> bool:
@@ -270,6 +407,8 @@ def norm_layer(kind: str, k: int, width: int, bn_momentum: float, bn_eps: float)
     """The normalization of an MLP's hidden layer."""
     if kind == "batch_norm":
         return PackedBatchNorm1d(k, width, momentum=bn_momentum, eps=bn_eps)
+    if kind == "batch_renorm":
+        return PackedBatchRenorm1d(k, width, momentum=bn_momentum, eps=bn_eps)
     if kind == "layer_norm":
         return PackedLayerNorm(k, width, features_first=features_first(k))
     return nn.Identity()
@@ -348,8 +487,9 @@ class Encoder(nn.Module):
     The K members' convolutions run as grouped convolutions over inputs laid out
     by ``group_pixels`` (or by the augmentation, which lays them out the same way).
     ``norm="batch_norm"`` puts a BatchNorm2d after each convolution, before its
-    ReLU, where the MA-BN authors' ``EncoderBN`` has it (drqv2/drqv2.py); without
-    it the module (and its state dict) is DrQ-v2's encoder.
+    ReLU, where the MA-BN authors' ``EncoderBN`` has it (drqv2/drqv2.py), and
+    ``norm="batch_renorm"`` a Batch Renormalization layer there; without either
+    the module (and its state dict) is DrQ-v2's encoder.
     """
 
     CHANNELS = 32
@@ -373,6 +513,8 @@ class Encoder(nn.Module):
             layers.append(PackedConv2d(k, in_c, c, stride))
             if norm == "batch_norm":
                 layers.append(PackedBatchNorm2d(k, c, momentum=bn_momentum, eps=bn_eps))
+            elif norm == "batch_renorm":
+                layers.append(PackedBatchRenorm2d(k, c, momentum=bn_momentum, eps=bn_eps))
             layers.append(nn.ReLU(inplace=True))
         self.convnet = nn.Sequential(*layers)
         self.out_shape = self.conv_shapes(obs_shape)[-1]  # (C, H, W) of a member's last conv

@@ -120,8 +120,11 @@ class Store:
 
 # ------------------------------------------------------------------ labels
 def method_label(config: Mapping[str, Any]) -> str:
-    """The method a config runs: BN (by its mode) wins over LayerNorm, which wins over none."""
+    """The method a config runs: Batch Renormalization (by its mode) wins over BN (by its mode), which wins over
+    LayerNorm, which wins over none."""
     norms = (config.get("actor_norm"), config.get("critic_norm"))
+    if "batch_renorm" in norms:
+        return f"BRN {config.get('bn_mode') or MA_BN_MODE}"
     if "batch_norm" in norms:
         mode = config.get("bn_mode") or MA_BN_MODE  # the worker resolves an absent mode to MA-BN
         if mode == MA_BN_MODE:

@@ -16,8 +16,10 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJsonSchema, model_validator
 
 from contract.modes import (
+    BATCH_STAT_NORMS,
     DEFAULT_BN_MODE,
     STEP_NAMES,
+    CriticIStats,
     EncoderBnPasses,
     QBiasBnStats,
     step_is_train,
@@ -43,11 +45,12 @@ from contract.store import (  # noqa: F401 - the store owns the ids; these names
     config_digest,
     identity_config,
     trial_id,
+    uses_batch_renorm,
 )
 from contract.tasks import check_task_name, is_gym_task
 
-Norm = Literal["none", "layer_norm", "batch_norm"]
-EncoderNorm = Literal["none", "batch_norm"]
+Norm = Literal["none", "layer_norm", "batch_norm", "batch_renorm"]
+EncoderNorm = Literal["none", "batch_norm", "batch_renorm"]
 ObsType = Literal["pixels", "states"]
 Precision = Literal["fp32", "tf32", "bf16"]
 Optimizer = Literal["adam", "sgd"]
@@ -65,7 +68,16 @@ TASK_PRESETS: tuple[str, ...] = get_args(TaskPresets)
 FRAME_CODECS: tuple[str, ...] = get_args(FrameCodec)
 # What members of one pack may differ in (issue #9): everything else fixes tensor shapes or the
 # loop's schedule, so members must share it.
-PACK_MEMBER_KEYS = ("seed", "bn_mode", "lr", "actor_lr", "critic_lr", "target_bn_stats", "sgd_momentum")
+PACK_MEMBER_KEYS = (
+    "seed",
+    "bn_mode",
+    "critic_i_stats",
+    "lr",
+    "actor_lr",
+    "critic_lr",
+    "target_bn_stats",
+    "sgd_momentum",
+)
 # (frames, exploration std schedule) per DMC task group. drqv2: DrQ-v2's cfgs/task/{easy,medium,hard}.yaml.
 # ma_bn: the MA-BN authors' cfgs/task/easy.yaml and medhard.yaml (monster476/ma-bn, drqv2/cfgs/task); their
 # per-task files (fish_swim, quadruped_fetch, ...) only pick medhard and set task_name, nothing else.
@@ -167,12 +179,19 @@ class TrialFields(BaseModel):
         ),
     )
     # --- normalization (method.md §2-5) ---
-    actor_norm: Norm = Field("batch_norm", description="normalization after each hidden Linear of the actor MLP")
-    critic_norm: Norm = Field("batch_norm", description="normalization after each hidden Linear of each Q head")
+    actor_norm: Norm = Field(
+        "batch_norm",
+        description="normalization after each hidden Linear of the actor MLP (batch_renorm: Batch Renormalization)",
+    )
+    critic_norm: Norm = Field(
+        "batch_norm",
+        description="normalization after each hidden Linear of each Q head (batch_renorm: Batch Renormalization)",
+    )
     encoder_norm: EncoderNorm = Field(
         "none",
         description=(
-            "normalization after each convolution of the pixel encoder, before its ReLU (the authors' EncoderBN)"
+            "normalization after each convolution of the pixel encoder, before its ReLU (batch_norm: the authors' "
+            "EncoderBN; batch_renorm: Batch Renormalization)"
         ),
     )
     encoder_bn_passes: EncoderBnPasses = Field(
@@ -193,6 +212,26 @@ class TrialFields(BaseModel):
     )
     bn_momentum: Float = Field(0.1, ge=0.0, le=1.0, description="BatchNorm momentum (PyTorch convention)")
     bn_eps: Float = Field(1e-05, gt=0, description="BatchNorm epsilon")
+    renorm_r_max: Float = Field(
+        3.0,
+        ge=1.0,
+        description="Batch Renormalization: the bound r_max on r = sigma_batch / sigma_running after the warm-up",
+    )
+    renorm_d_max: Float = Field(
+        5.0,
+        ge=0.0,
+        description=(
+            "Batch Renormalization: the bound d_max on d = (mu_batch - mu_running) / sigma_running after the warm-up"
+        ),
+    )
+    renorm_warmup_steps: Int = Field(
+        100_000,
+        ge=0,
+        description=(
+            "Batch Renormalization: agent steps over which r_max rises linearly from 1 and d_max from 0 to "
+            "renorm_r_max and renorm_d_max (at step 0 the layer is BatchNorm; 0: the bounds from the start)"
+        ),
+    )
     buffer_mix_ratio: Float = Field(
         0.0,
         ge=0,
@@ -202,6 +241,16 @@ class TrialFields(BaseModel):
     allow_mix_in_eval_mode: bool = Field(
         False,
         description="permit buffer_mix_ratio > 0 with Critic-I in eval mode (a control; mixing then changes nothing)",
+    )
+    critic_i_stats: CriticIStats = Field(
+        "mode",
+        description=(
+            "where a Critic-I = T member's critic BN layers take the statistics that normalize (s, pi(s)): mode (the "
+            "forward's own batch statistics, gradient through them), batch_stopgrad (the same, gradient stopped "
+            "through mean and variance), replay_batch (those of the update's replay pairs (s, a), Critic-II's "
+            "batch, at Critic-I's weights) or running_noisy (the running statistics plus the batch statistics' "
+            "sampling noise, from the difference of the batch's two halves, no gradient); method.md §3"
+        ),
     )
     target_bn_stats: TargetBnStats = Field(
         "independent", description="how the target critic's BN running statistics follow the online ones (method.md §5)"
@@ -364,6 +413,8 @@ class TrialConfig(TrialFields):
 
 
 FIELDS = TrialFields.model_fields
+# Batch Renormalization's settings (method.md §2): used only where some network has batch_renorm.
+RENORM_KEYS = ("renorm_r_max", "renorm_d_max", "renorm_warmup_steps")
 FIELD_DEFAULTS: dict[str, Any] = {name: info.default for name, info in FIELDS.items()}
 DESCRIPTIONS: dict[str, str] = {name: info.description or "" for name, info in FIELDS.items()}
 
@@ -376,18 +427,22 @@ def field_allowed(name: str) -> tuple[str, ...] | None:
 
 def cross_key_problem(c: TrialConfig) -> str | None:
     """The first rule tying keys together that ``c`` breaks, as a message; None when it breaks none."""
+    bn_kinds = " or ".join(BATCH_STAT_NORMS)
     if c.bn_mode is not None and not c.uses_batch_norm:
         return (
-            f"bn_mode={c.bn_mode!r}: a BN mode needs actor_norm or critic_norm = batch_norm, or "
-            f"encoder_norm=batch_norm with encoder_bn_passes=by_step (got actor_norm={c.actor_norm}, "
+            f"bn_mode={c.bn_mode!r}: a BN mode needs actor_norm or critic_norm = {bn_kinds}, or "
+            f"encoder_norm={bn_kinds} with encoder_bn_passes=by_step (got actor_norm={c.actor_norm}, "
             f"critic_norm={c.critic_norm}, encoder_norm={c.encoder_norm}, encoder_bn_passes="
             f"{c.encoder_bn_passes}); leave bn_mode absent"
         )
+    critic_i_problem = _critic_i_stats_problem(c)
+    if critic_i_problem:
+        return critic_i_problem
     if c.buffer_mix_ratio > 0:
-        if c.critic_norm != "batch_norm":
+        if c.critic_norm not in BATCH_STAT_NORMS:
             return (
                 f"buffer_mix_ratio={c.buffer_mix_ratio}: mixing only acts on batch statistics, "
-                f"so it needs critic_norm=batch_norm (got {c.critic_norm})"
+                f"so it needs critic_norm={bn_kinds} (got {c.critic_norm})"
             )
         if not step_is_train(c.resolved_bn_mode, "critic_i") and not c.allow_mix_in_eval_mode:
             return (
@@ -395,7 +450,13 @@ def cross_key_problem(c: TrialConfig) -> str | None:
                 "(Critic-I = E): mixing changes nothing in eval mode; set Critic-I to T, "
                 "buffer_mix_ratio=0, or allow_mix_in_eval_mode=true for a control run"
             )
+    renorm_set = [key for key in RENORM_KEYS if getattr(c, key) != FIELD_DEFAULTS[key]]
     rules = [
+        (
+            bool(renorm_set) and not uses_batch_renorm(c.to_dict()),
+            f"{', '.join(f'{key}={getattr(c, key)!r}' for key in renorm_set)}: Batch Renormalization settings, so "
+            "they need actor_norm, critic_norm or encoder_norm = batch_renorm; leave them at their defaults",
+        ),
         (
             c.frame_codec != "none" and c.obs_type != "pixels",
             f"frame_codec={c.frame_codec!r}: compresses pixel frames only; use none with obs_type={c.obs_type}",
@@ -406,9 +467,9 @@ def cross_key_problem(c: TrialConfig) -> str | None:
             f"with obs_type={c.obs_type}",
         ),
         (
-            c.encoder_bn_passes != "train" and c.encoder_norm != "batch_norm",
+            c.encoder_bn_passes != "train" and c.encoder_norm not in BATCH_STAT_NORMS,
             f"encoder_bn_passes={c.encoder_bn_passes!r}: sets the mode of the encoder's BatchNorm, so "
-            f"it needs encoder_norm=batch_norm (got {c.encoder_norm}); leave it at train",
+            f"it needs encoder_norm={bn_kinds} (got {c.encoder_norm}); leave it at train",
         ),
         (
             bool(c.q_bias_every_frames) and not c.eval_every_frames,
@@ -434,6 +495,37 @@ def cross_key_problem(c: TrialConfig) -> str | None:
         ),
     ]
     return next((message for broken, message in rules if broken), None)
+
+
+def _critic_i_stats_problem(c: TrialConfig) -> str | None:
+    """Why ``c.critic_i_stats`` cannot apply to ``c``, or None: it chooses among batch statistics of the critic's
+    BN layers in Critic-I, so it needs them there, and mixing rows join only the forward's own statistics (whose
+    two halves running_noisy needs alike)."""
+    if c.critic_i_stats == "mode":
+        return None
+    given = f"critic_i_stats={c.critic_i_stats!r}"
+    if c.critic_norm not in BATCH_STAT_NORMS:
+        return (
+            f"{given}: chooses the statistics of the critic's BN layers, so it needs critic_norm="
+            f"{' or '.join(BATCH_STAT_NORMS)} (got {c.critic_norm}); use critic_i_stats=mode"
+        )
+    if not step_is_train(c.resolved_bn_mode, "critic_i"):
+        return (
+            f"{given} with bn_mode={c.resolved_bn_mode} (Critic-I = E): Critic-I normalizes with running "
+            "statistics, and this key chooses among batch statistics; set Critic-I to T or use critic_i_stats=mode"
+        )
+    if c.critic_i_stats in ("replay_batch", "running_noisy") and c.buffer_mix_ratio > 0:
+        return (
+            f"{given} with buffer_mix_ratio={c.buffer_mix_ratio}: mixing rows shape only the forward's own "
+            f"batch statistics, which {c.critic_i_stats} does not normalize with; use buffer_mix_ratio=0 or "
+            "critic_i_stats=mode or batch_stopgrad"
+        )
+    if c.critic_i_stats == "running_noisy" and c.batch_size < 4:
+        return (
+            f"{given} with batch_size={c.batch_size}: the noise comes from the batch's two halves, each needing "
+            "two rows for a variance; use batch_size >= 4"
+        )
+    return None
 
 
 # ---------------------------------------------------------------- task presets
@@ -551,8 +643,8 @@ def build_config(overrides: Mapping[str, Any] | None = None) -> TrialConfig:
 def mode_string_applies(config: Mapping[str, Any]) -> bool:
     """Whether some BN layer of a (resolved or stored) config follows its mode string: the actor's or critic's,
     or the encoder's under encoder_bn_passes=by_step (under train it ignores the string, as the authors' does)."""
-    return "batch_norm" in (config.get("actor_norm"), config.get("critic_norm")) or (
-        config.get("encoder_norm") == "batch_norm" and config.get("encoder_bn_passes") == "by_step"
+    return any(config.get(key) in BATCH_STAT_NORMS for key in ("actor_norm", "critic_norm")) or (
+        config.get("encoder_norm") in BATCH_STAT_NORMS and config.get("encoder_bn_passes") == "by_step"
     )
 
 

@@ -39,7 +39,7 @@ from contract.files import (  # noqa: F401 - the store's file primitives: caller
     read_regular_bytes,
     read_regular_text,
 )
-from contract.modes import DEFAULT_BN_MODE, step_is_train
+from contract.modes import BATCH_STAT_NORMS, DEFAULT_BN_MODE, step_is_train
 from contract.status import (  # noqa: F401 - the status machine: callers take it from here too
     COMPLETED,
     DIVERGED,
@@ -108,19 +108,34 @@ ID_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "q_bias_every_frames": 0,
     "q_bias_episodes": 20,
     "q_bias_augment": False,
+    "critic_i_stats": "mode",
 }
 
 
 def _q_bias_bn_stats_is_neutral(config: Mapping[str, Any]) -> bool:
     """q_bias_bn_stats changes a measurement only where a critic BN layer runs Critic-I in train mode: there only
     ``eval_batch`` measures what trials stored before the key measured; ``update`` measures something new."""
-    if config.get("q_bias_bn_stats") == "eval_batch" or config.get("critic_norm") != "batch_norm":
+    if config.get("q_bias_bn_stats") == "eval_batch" or config.get("critic_norm") not in BATCH_STAT_NORMS:
         return True
     return not step_is_train(config.get("bn_mode") or DEFAULT_BN_MODE, "critic_i")
 
 
+def uses_batch_renorm(config: Mapping[str, Any]) -> bool:
+    """Whether some network of ``config`` has Batch Renormalization, the only place its settings compute anything."""
+    return "batch_renorm" in (config.get("actor_norm"), config.get("critic_norm"), config.get("encoder_norm"))
+
+
+def _renorm_is_unused(config: Mapping[str, Any]) -> bool:
+    return not uses_batch_renorm(config)
+
+
 # Keys added later whose neutrality depends on the rest of the config (ID_NEUTRAL_DEFAULTS: a fixed value).
-ID_NEUTRAL_WHEN: dict[str, Callable[[Mapping[str, Any]], bool]] = {"q_bias_bn_stats": _q_bias_bn_stats_is_neutral}
+ID_NEUTRAL_WHEN: dict[str, Callable[[Mapping[str, Any]], bool]] = {
+    "q_bias_bn_stats": _q_bias_bn_stats_is_neutral,
+    "renorm_r_max": _renorm_is_unused,
+    "renorm_d_max": _renorm_is_unused,
+    "renorm_warmup_steps": _renorm_is_unused,
+}
 
 
 def identity_config(config: Mapping[str, Any]) -> dict[str, Any]:

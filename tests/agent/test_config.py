@@ -107,6 +107,10 @@ def test_new_keys_leave_ids_alone_only_where_they_reproduce_the_old_trial():
         "q_bias_every_frames",
         "q_bias_episodes",
         "q_bias_augment",
+        "critic_i_stats",
+        "renorm_r_max",
+        "renorm_d_max",
+        "renorm_warmup_steps",
     }
     assert not keys() & new_keys  # the default (MA-BN: Critic-I = E reads running statistics either way)
     assert not keys(critic_norm="none", actor_norm="none") & new_keys  # Origin

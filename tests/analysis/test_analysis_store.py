@@ -28,6 +28,8 @@ FAST = Settings(reps=500)
         ({"bn_mode": None}, "MA-BN"),  # the worker resolves an absent mode with batch_norm to MA-BN
         ({"bn_mode": "TTTTT"}, "BN (TTTTT)"),
         ({"bn_mode": "TEETT", "actor_norm": "none"}, "BN TEETT"),
+        ({"critic_norm": "batch_renorm", "bn_mode": "TTTTT"}, "BRN TTTTT"),
+        ({"actor_norm": "batch_renorm", "bn_mode": None}, "BRN TTETT"),
     ],
 )
 def test_method_label(overrides, label):
