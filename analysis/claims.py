@@ -199,6 +199,7 @@ def selector_text(selector: Mapping[str, Any]) -> str:
 MA_BN = {"method": "MA-BN"}
 ORIGIN = {"method": "Origin"}
 CRITIC_I_T = {"method": "BN (TTTTT)"}
+CRITIC_I_T_ALONE = {**CRITIC_I_T, "critic_i_stats": "mode", "buffer_mix_ratio": 0.0}  # its own statistics, no mixing
 SGD_TUNE_SEEDS = (1,)  # the optimizer grid's seed that picks each method's SGD learning rate (not judged)
 
 # The table of claims (issues #10, #18; docs/analysis.md "Claims"). Cells are chosen by the store's method label
@@ -307,6 +308,33 @@ CLAIMS: tuple[Claim, ...] = (
         x=MA_BN,
         y={"method": "LayerNorm"},
         threshold=-CLOSE_TOLERANCE,
+    ),
+    # The paper's open question (issue #21): why Critic-I = T fails. Each row asks whether one change to where
+    # Critic-I's batch statistics come from (method.md §3, "Statistics sources at Critic-I") recovers return
+    # against TTTTT itself, without mixing; a source that does points at the cause it removes.
+    Claim(
+        "stopgrad_beats_train_mode",
+        "open question: is it the actor's gradient through Critic-I's batch statistics? Critic-I = T with that "
+        "gradient stopped beats TTTTT, final return",
+        "difference",
+        x={**CRITIC_I_T, "critic_i_stats": "batch_stopgrad", "buffer_mix_ratio": 0.0},
+        y=CRITIC_I_T_ALONE,
+    ),
+    Claim(
+        "replay_stats_beat_train_mode",
+        "open question: is it statistics of the policy's actions? Critic-I = T normalized with the statistics of "
+        "the replay pairs (s, a) beats TTTTT, final return",
+        "difference",
+        x={**CRITIC_I_T, "critic_i_stats": "replay_batch", "buffer_mix_ratio": 0.0},
+        y=CRITIC_I_T_ALONE,
+    ),
+    Claim(
+        "noise_alone_beats_train_mode",
+        "open question: is it the mismatch rather than the noise? Critic-I on running statistics plus batch-sized "
+        "noise beats TTTTT, final return",
+        "difference",
+        x={**CRITIC_I_T, "critic_i_stats": "running_noisy", "buffer_mix_ratio": 0.0},
+        y=CRITIC_I_T_ALONE,
     ),
 )
 

@@ -75,6 +75,9 @@ def test_claims_are_data_with_a_row_per_finding():
         "exploration",
         "normalization",
         "normalization",
+        "critic_i_cause",
+        "critic_i_cause",
+        "critic_i_cause",
     ]
     paper_optimizer = _claim_of("optimizer", "Adam-trained baseline")
     assert paper_optimizer.x == {"method": "MA-BN", "optimizer": "sgd"} and paper_optimizer.y == {
@@ -342,3 +345,27 @@ def test_inconclusive_gives_its_p_and_the_seeds_for_power(tmp_path):
     assert result.seeds_needed is not None and result.seeds_needed > 5
     assert result.verdict_text().startswith("inconclusive at 5 seeds (one-sided permutation p = ")
     assert result.verdict_text().endswith("seeds per cell needed at this spread)")
+
+
+def test_critic_i_cause_rows_compare_each_source_with_train_mode_alone(tmp_path):
+    """The open question's rows (issue #21): each statistics source at rho = 0 against TTTTT on its own
+    statistics at rho = 0; the mixed cells of the grid are neither side, and a source not run says so."""
+    root = tmp_path / "results"
+    for seed in range(1, 6):
+        cells = {
+            "mode": (300, {}),
+            "stopgrad": (700, {"critic_i_stats": "batch_stopgrad"}),
+            "replay": (300, {"critic_i_stats": "replay_batch"}),
+            "mode-mixed": (900, {"buffer_mix_ratio": 0.5}),  # would flatter or spoil T alone if it were read
+            "stopgrad-mixed": (100, {"critic_i_stats": "batch_stopgrad", "buffer_mix_ratio": 0.5}),
+        }
+        for name, (final, config) in cells.items():
+            cell = {"critic_i_stats": "mode", **config}
+            _trial(root, "critic_i_cause", f"{name}-{seed}", final + seed, seed=seed, bn_mode="TTTTT", **cell)
+    results = evaluate_claims(load_store(root), FAST)
+    stopgrad = _claim(results, "critic_i_cause", "gradient stopped")
+    assert stopgrad.verdict == "supported" and stopgrad.effect.point == pytest.approx(0.4, abs=1e-9)
+    replay = _claim(results, "critic_i_cause", "replay pairs")
+    assert replay.verdict != "supported" and replay.effect.point == pytest.approx(0.0, abs=1e-9)
+    noise = _claim(results, "critic_i_cause", "batch-sized noise")
+    assert noise.verdict == "no data"
