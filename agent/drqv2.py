@@ -156,8 +156,14 @@ class DrQV2Agent:
             how: torch.tensor(
                 [i for i, c in enumerate(configs) if c.target_bn_stats == how], dtype=torch.long, device=device
             )
-            for how in ("copy", "soft")
+            for how in ("copy", "soft", "recalibrate")
         }
+        # critic_target=none (CrossQ) is shared by a pack (it shapes the critic update's forward). The target
+        # critic is still built and saved, left at its initial weights and never read: the checkpoint layout
+        # stays one for every trial.
+        self.uses_target_network = config.critic_target == "soft"
+        # The latest update's Critic-III inputs (s', a'), which target_bn_stats=recalibrate re-estimates from.
+        self._critic_iii_inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self._staging: dict[str, torch.Tensor] = {}  # pinned host buffers (CUDA only)
 
     # ------------------------------------------------------------ acting
@@ -335,16 +341,22 @@ class DrQV2Agent:
         next_obs: torch.Tensor,
         step: int,
     ) -> dict[str, torch.Tensor]:
-        with torch.no_grad(), self.autocast():
-            with bn_step(self.actor, self.modes, "actor_ii"):
-                next_action = self.actor(next_obs, self.stddev(step)).sample(
-                    self.generators, clip=self.config.stddev_clip
-                )
-            with bn_step(self.critic_target, self.modes, "critic_iii"):
+        with torch.no_grad(), self.autocast(), bn_step(self.actor, self.modes, "actor_ii"):
+            next_action = self.actor(next_obs, self.stddev(step)).sample(self.generators, clip=self.config.stddev_clip)
+        if self.uses_target_network:
+            with torch.no_grad(), self.autocast(), bn_step(self.critic_target, self.modes, "critic_iii"):
                 target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            target_q = reward + discount * torch.min(target_q1, target_q2).to(reward.dtype)
-        with bn_step(self.critic, self.modes, "critic_ii"), self.autocast():
-            q1, q2 = self.critic(obs, action)
+            self._critic_iii_inputs = (next_obs, next_action)
+            with bn_step(self.critic, self.modes, "critic_ii"), self.autocast():
+                q1, q2 = self.critic(obs, action)
+        else:
+            # CrossQ: one forward over (s, a) then (s', a'), so both halves share its batch statistics.
+            b = obs.shape[1]
+            with bn_step(self.critic, self.modes, "critic_ii"), self.autocast():
+                joint_q1, joint_q2 = self.critic(torch.cat([obs, next_obs], dim=1), torch.cat([action, next_action], 1))
+            q1, q2 = joint_q1[:, :b], joint_q2[:, :b]
+            target_q1, target_q2 = joint_q1[:, b:].detach(), joint_q2[:, b:].detach()
+        target_q = reward + discount * torch.min(target_q1, target_q2).to(reward.dtype)
         q1, q2 = q1.to(reward.dtype), q2.to(reward.dtype)
         # Per member: mean squared TD error of each head, as F.mse_loss of one trial.
         critic_loss = (q1 - target_q).square().mean(dim=(1, 2)) + (q2 - target_q).square().mean(dim=(1, 2))
@@ -413,20 +425,53 @@ class DrQV2Agent:
 
     @torch.no_grad()
     def update_target(self) -> None:
+        if not self.uses_target_network:
+            return
         tau = self.config.critic_target_tau
         online_params: list[torch.Tensor] = list(self.critic.parameters())
         target_params: list[torch.Tensor] = list(self.critic_target.parameters())
         torch._foreach_lerp_(target_params, online_params, tau)
         copy, soft = self._target_stats_members["copy"], self._target_stats_members["soft"]
-        if not len(copy) and not len(soft):
-            return  # all "independent": as released, the target's running stats follow only its own T forwards
-        for online, target in zip(self._critic_bn, bn_layers(self.critic_target)):
-            for name in ("running_mean", "running_var"):
-                source, dest = getattr(online, name), getattr(target, name)
-                if len(copy):
-                    dest.index_copy_(0, copy, source.index_select(0, copy))
-                if len(soft):
-                    dest.index_copy_(0, soft, torch.lerp(dest.index_select(0, soft), source.index_select(0, soft), tau))
+        # All "independent" members: as released, the target's running stats follow only its own T forwards.
+        if len(copy) or len(soft):
+            for online, target in zip(self._critic_bn, bn_layers(self.critic_target)):
+                for name in ("running_mean", "running_var"):
+                    source, dest = getattr(online, name), getattr(target, name)
+                    if len(copy):
+                        dest.index_copy_(0, copy, source.index_select(0, copy))
+                    if len(soft):
+                        mixed = torch.lerp(dest.index_select(0, soft), source.index_select(0, soft), tau)
+                        dest.index_copy_(0, soft, mixed)
+        if len(self._target_stats_members["recalibrate"]):
+            self.recalibrate_target_statistics()
+
+    @torch.no_grad()
+    def recalibrate_target_statistics(self) -> None:
+        """``target_bn_stats=recalibrate``: each such member's target critic BN layers get, as running statistics,
+        the batch statistics of the target critic's own forward on the latest update's (s', a') at its current
+        weights (mean, and the unbiased variance a train-mode forward moves the running one with), each layer's
+        from its input as that forward computes it: every layer normalizes with its own batch statistics, Batch
+        Renormalization's r and d left out (they pull towards the running statistics being replaced). The other
+        members' statistics are left exactly as they were."""
+        if self._critic_iii_inputs is None:
+            raise RuntimeError("target_bn_stats=recalibrate needs an update's Critic-III inputs (update_critic)")
+        members = self._target_stats_members["recalibrate"]
+        layers = cast("list[PackedBatchNorm1d]", bn_layers(self.critic_target))
+        renorm_bounds = [layer.renorm_bounds for layer in layers]
+        for layer in layers:
+            layer.record_batch_stats, layer.renorm_bounds = True, None
+        try:
+            with frozen_bn_statistics(self.critic_target), bn_train_mode(self.critic_target, True), self.autocast():
+                self.critic_target(*self._critic_iii_inputs)
+            statistics = [layer.batch_stats() for layer in layers]
+        finally:
+            for layer, bounds in zip(layers, renorm_bounds):
+                layer.record_batch_stats, layer.renorm_bounds, layer.recorded = False, bounds, {}
+        n = self._critic_iii_inputs[0].shape[1]
+        for layer, (mean, var) in zip(layers, statistics):
+            layer.running_mean.index_copy_(0, members, mean.index_select(0, members).to(layer.running_mean))
+            unbiased = var.index_select(0, members) * (n / max(n - 1, 1))
+            layer.running_var.index_copy_(0, members, unbiased.to(layer.running_var))
 
     # ------------------------------------------------------------ one member's checkpoint
     def member_state_dict(self, k: int) -> dict[str, Any]:

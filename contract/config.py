@@ -54,7 +54,9 @@ EncoderNorm = Literal["none", "batch_norm", "batch_renorm"]
 ObsType = Literal["pixels", "states"]
 Precision = Literal["fp32", "tf32", "bf16"]
 Optimizer = Literal["adam", "sgd"]
-TargetBnStats = Literal["independent", "copy", "soft"]
+TargetBnStats = Literal["independent", "copy", "soft", "recalibrate"]
+# soft: DrQ-v2's Polyak-averaged target critic; none: CrossQ's (Bhatt et al., ICLR 2024) critic without one.
+CriticTarget = Literal["soft", "none"]
 TaskPresets = Literal["drqv2", "ma_bn"]
 # How the replay stores pixel frames (agent/replay.py): raw, or lz4-compressed (issue #9).
 FrameCodec = Literal["none", "lz4"]
@@ -64,6 +66,7 @@ OBS_TYPES: tuple[str, ...] = get_args(ObsType)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 TARGET_BN_STATS: tuple[str, ...] = get_args(TargetBnStats)
+CRITIC_TARGETS: tuple[str, ...] = get_args(CriticTarget)
 TASK_PRESETS: tuple[str, ...] = get_args(TaskPresets)
 FRAME_CODECS: tuple[str, ...] = get_args(FrameCodec)
 # What members of one pack may differ in (issue #9): everything else fixes tensor shapes or the
@@ -253,7 +256,20 @@ class TrialFields(BaseModel):
         ),
     )
     target_bn_stats: TargetBnStats = Field(
-        "independent", description="how the target critic's BN running statistics follow the online ones (method.md §5)"
+        "independent",
+        description=(
+            "how the target critic's BN running statistics follow the online ones: independent (its own T forwards"
+            " only), copy, soft (at rate critic_target_tau) or recalibrate (after each target update, the batch "
+            "statistics of the target critic's own forward on the update's (s', a') at its new weights); method.md §5"
+        ),
+    )
+    critic_target: CriticTarget = Field(
+        "soft",
+        description=(
+            "soft (a target critic Polyak-averaged at rate critic_target_tau gives the TD target) or none (CrossQ: "
+            "no target network; (s, a) and (s', a') through the online critic in one joint forward in Critic-II's "
+            "mode, the TD target from its second half, detached); method.md §5"
+        ),
     )
     # --- optimization (method.md §6) ---
     optimizer: Optimizer = Field("adam", description="optimizer for all networks")
@@ -435,9 +451,9 @@ def cross_key_problem(c: TrialConfig) -> str | None:
             f"critic_norm={c.critic_norm}, encoder_norm={c.encoder_norm}, encoder_bn_passes="
             f"{c.encoder_bn_passes}); leave bn_mode absent"
         )
-    critic_i_problem = _critic_i_stats_problem(c)
-    if critic_i_problem:
-        return critic_i_problem
+    key_problem = _critic_i_stats_problem(c) or _critic_target_problem(c)
+    if key_problem:
+        return key_problem
     if c.buffer_mix_ratio > 0:
         if c.critic_norm not in BATCH_STAT_NORMS:
             return (
@@ -524,6 +540,32 @@ def _critic_i_stats_problem(c: TrialConfig) -> str | None:
         return (
             f"{given} with batch_size={c.batch_size}: the noise comes from the batch's two halves, each needing "
             "two rows for a variance; use batch_size >= 4"
+        )
+    return None
+
+
+def _critic_target_problem(c: TrialConfig) -> str | None:
+    """Why ``c`` sets what ``critic_target=none`` leaves without meaning, or None: without a target network there
+    is no target update (critic_target_tau) and no target statistics (target_bn_stats), and (s', a') runs in the
+    joint forward of Critic-II, so the Critic-III letter must say the same as Critic-II's."""
+    if c.critic_target != "none":
+        return None
+    given = "critic_target='none'"
+    if c.target_bn_stats != FIELD_DEFAULTS["target_bn_stats"]:
+        return (
+            f"{given} with target_bn_stats={c.target_bn_stats!r}: there is no target critic whose statistics could "
+            f"follow the online ones; leave target_bn_stats={FIELD_DEFAULTS['target_bn_stats']}"
+        )
+    if c.critic_target_tau != FIELD_DEFAULTS["critic_target_tau"]:
+        return (
+            f"{given} with critic_target_tau={c.critic_target_tau}: there is no target network to update; leave "
+            f"critic_target_tau={FIELD_DEFAULTS['critic_target_tau']}"
+        )
+    mode = c.resolved_bn_mode
+    if c.critic_norm in BATCH_STAT_NORMS and step_is_train(mode, "critic_iii") != step_is_train(mode, "critic_ii"):
+        return (
+            f"{given} with bn_mode={mode}: (s', a') goes through the critic in Critic-II's joint forward, so "
+            "the Critic-III letter must equal the Critic-II letter (e.g. TTETT or TTTEE)"
         )
     return None
 

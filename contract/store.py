@@ -109,6 +109,7 @@ ID_NEUTRAL_DEFAULTS: dict[str, Any] = {
     "q_bias_episodes": 20,
     "q_bias_augment": False,
     "critic_i_stats": "mode",
+    "critic_target": "soft",
 }
 
 
