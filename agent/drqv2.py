@@ -442,7 +442,7 @@ class DrQV2Agent:
                     if len(soft):
                         mixed = torch.lerp(dest.index_select(0, soft), source.index_select(0, soft), tau)
                         dest.index_copy_(0, soft, mixed)
-        if len(self._target_stats_members["recalibrate"]):
+        if len(self._target_stats_members["recalibrate"]) and self._critic_bn:
             self.recalibrate_target_statistics()
 
     @torch.no_grad()

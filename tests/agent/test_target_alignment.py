@@ -51,9 +51,13 @@ def _first_forward_inputs(module):
     return seen, module.register_forward_hook(keep)
 
 
-def test_recalibrate_gives_the_target_the_statistics_of_its_own_forward_at_its_new_weights(float64, tiny_config):
+# Batch Renormalization at its full bounds from the start: recalibration must still read plain batch statistics.
+@pytest.mark.parametrize(
+    "norm", [{"critic_norm": "batch_norm"}, {"critic_norm": "batch_renorm", "renorm_warmup_steps": 0}]
+)
+def test_recalibrate_gives_the_target_the_statistics_of_its_own_forward_at_its_new_weights(norm, float64, tiny_config):
     # Critic-III = E: the target critic never runs on batch statistics, so only recalibration sets its statistics.
-    config = tiny_config(bn_mode="TTTTE", target_bn_stats="recalibrate", critic_target_tau=0.25)
+    config = tiny_config(bn_mode="TTTTE", target_bn_stats="recalibrate", critic_target_tau=0.25, **norm)
     agent = DrQV2Agent(config, (5,), 1, CPU)
     batches = _batches("states", 1, ROWS, 3)
     for i, batch in enumerate(batches[:-1]):
