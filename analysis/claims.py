@@ -336,6 +336,33 @@ CLAIMS: tuple[Claim, ...] = (
         x={**CRITIC_I_T, "critic_i_stats": "running_noisy", "buffer_mix_ratio": 0.0},
         y=CRITIC_I_T_ALONE,
     ),
+    # The paper's second open question (issue #21): can the target critic's statistics be aligned with its weights?
+    Claim(
+        "recalibrate_beats_independent",
+        "open question: with Critic-III = E (where the target's running statistics enter the TD target), running "
+        "statistics re-estimated at the target weights beat the released independent ones, final return",
+        "difference",
+        x={"method": "BN TTETE", "target_bn_stats": "recalibrate"},
+        y={"method": "BN TTETE", "target_bn_stats": "independent"},
+    ),
+    Claim(
+        "crossq_near_ma_bn",
+        "open question: a CrossQ-style critic without target network (statistics shared by construction) comes "
+        "within 0.1 of MA-BN with its target network, final return",
+        "difference",
+        x={**MA_BN, "critic_target": "none"},
+        y={**MA_BN, "critic_target": "soft", "target_bn_stats": "independent"},
+        threshold=-CLOSE_TOLERANCE,
+    ),
+    Claim(
+        "batch_renorm_near_batch_norm",
+        "open question: Batch Renormalization (TTETT, target network) comes within 0.1 of BatchNorm (MA-BN), "
+        "final return",
+        "difference",
+        x={"method": "BRN TTETT", "critic_target": "soft"},
+        y={**MA_BN, "critic_target": "soft", "target_bn_stats": "independent"},
+        threshold=-CLOSE_TOLERANCE,
+    ),
 )
 
 

@@ -146,6 +146,7 @@ def method_sort_key(method: str) -> tuple[int, str]:
 AXIS_NAMES = {
     "buffer_mix_ratio": "ρ",
     "critic_i_stats": "Critic-I stats",
+    "critic_target": "target network",
     "target_bn_stats": "target stats",
     "sgd_momentum": "momentum",
     "actor_norm": "actor",

@@ -78,6 +78,9 @@ def test_claims_are_data_with_a_row_per_finding():
         "critic_i_cause",
         "critic_i_cause",
         "critic_i_cause",
+        "target_alignment",
+        "target_alignment",
+        "target_alignment",
     ]
     paper_optimizer = _claim_of("optimizer", "Adam-trained baseline")
     assert paper_optimizer.x == {"method": "MA-BN", "optimizer": "sgd"} and paper_optimizer.y == {
@@ -369,3 +372,33 @@ def test_critic_i_cause_rows_compare_each_source_with_train_mode_alone(tmp_path)
     assert replay.verdict != "supported" and replay.effect.point == pytest.approx(0.0, abs=1e-9)
     noise = _claim(results, "critic_i_cause", "batch-sized noise")
     assert noise.verdict == "no data"
+
+
+def test_target_alignment_rows_find_their_one_cell_each(tmp_path):
+    """The second open question's rows (issue #21): recalibrate against independent at Critic-III = E, the
+    CrossQ-style critic and Batch Renormalization against MA-BN with its target network, each side one cell of
+    the grid's eleven (the other alignments and modes are neither side)."""
+    root = tmp_path / "results"
+    cells = {
+        **{
+            f"{how}-{mode}": (500, {"bn_mode": mode, "target_bn_stats": how})
+            for how in ("independent", "copy", "soft")
+            for mode in ("TTETT", "TTETE")
+        },
+        "recalibrate-TTETT": (500, {"target_bn_stats": "recalibrate"}),
+        "recalibrate-TTETE": (800, {"bn_mode": "TTETE", "target_bn_stats": "recalibrate"}),
+        "crossq": (450, {"critic_target": "none"}),
+        "brn": (100, {"actor_norm": "batch_renorm", "critic_norm": "batch_renorm"}),
+        "crossq-brn": (900, {"critic_target": "none", "actor_norm": "batch_renorm", "critic_norm": "batch_renorm"}),
+    }
+    for seed in range(1, 6):
+        for name, (final, config) in cells.items():
+            full = {"bn_mode": "TTETT", "target_bn_stats": "independent", "critic_target": "soft", **config}
+            _trial(root, "target_alignment", f"{name}-{seed}", final + seed, seed=seed, **full)
+    results = evaluate_claims(load_store(root), FAST)
+    recalibrate = _claim(results, "target_alignment", "re-estimated")
+    assert recalibrate.verdict == "supported" and recalibrate.effect.point == pytest.approx(0.3, abs=1e-9)
+    crossq = _claim(results, "target_alignment", "CrossQ-style")
+    assert crossq.verdict == "supported" and crossq.effect.point == pytest.approx(-0.05, abs=1e-9)  # within 0.1
+    renorm = _claim(results, "target_alignment", "Batch Renormalization")
+    assert renorm.verdict == "contradicted" and renorm.effect.point == pytest.approx(-0.4, abs=1e-9)
