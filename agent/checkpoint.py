@@ -102,8 +102,19 @@ class TrialCheckpoint:
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
+# What every layout of a trial's checkpoint holds, the oldest included (the parts later layouts added are what
+# ``outdated`` looks for).
+ALWAYS_SAVED = ("frame", "step", "agent")
+
+
 def outdated(state: Mapping[str, Any]) -> list[str]:
-    """What makes ``state`` (a trial's checkpoint) one of an older layout that ``upgrade`` converts; [] if none."""
+    """What makes ``state`` (a trial's checkpoint) one of an older layout that ``upgrade`` converts; [] if none.
+
+    Only a state with the parts every layout had is judged: one without them is no trial's checkpoint of any
+    layout, nothing ``upgrade`` could convert, and loading it fails the trial as such (``TrialCheckpoint.from_state``).
+    """
+    if any(part not in state for part in ALWAYS_SAVED):
+        return []
     agent = state.get("agent") or {}
     found = [f"no {key}" for key in ("next_q_bias_frame", "q_bias_pending") if key not in state]
     if agent.get("encoder") and agent.get("feature_order") != FEATURE_ORDER:

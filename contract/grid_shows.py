@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.files import read_json_object, read_regular_text
-from contract.store import SWEEP_DIR, grid_dir
+from contract.store import SWEEP_DIR, grid_dir, is_plain_name
 from contract.yamlio import MAX_YAML_BYTES, load_yaml
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"  # the shipped grids: sweeps/*.yaml
@@ -77,6 +77,8 @@ def recorded_shows(results: Path, grid: str) -> GridShows | None:
     None when no run recorded a grid text that reads as a grid: a store is untrusted input, and a view of it (the
     figures, the claims table) falls back to what a grid that declares nothing shows rather than fail.
     """
+    if not is_plain_name(grid):  # a name a store's own files gave (trial.json): no grid directory of the store
+        return None
     records = []
     for path in (grid_dir(results, grid) / SWEEP_DIR).glob("*.json"):
         record = read_json_object(path)
