@@ -102,9 +102,9 @@ class TrialCheckpoint:
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
 
-# What every layout of a trial's checkpoint holds, the oldest included (the parts later layouts added are what
-# ``outdated`` looks for).
-ALWAYS_SAVED = ("frame", "step", "agent")
+# What every layout of a trial's checkpoint holds, the oldest included: the member's agent, whose parts and those
+# beside it that later layouts added are what ``outdated`` looks for.
+ALWAYS_SAVED = ("agent",)
 
 
 def outdated(state: Mapping[str, Any]) -> list[str]:
