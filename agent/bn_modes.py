@@ -87,11 +87,12 @@ def bn_critic_i(
     where its ``critic_i_stats`` (one of CRITIC_I_STATS per member) says. ``reference_from``: the row of the
     forward's batch where the update's replay pairs (s, a) begin, which a ``replay_batch`` member needs (None when
     the batch holds none)."""
-    for value in stats:
-        if value not in CRITIC_I_STATS:
-            raise ValueError(f"critic_i_stats={value!r}: allowed values are {', '.join(CRITIC_I_STATS)}")
     if "replay_batch" in stats and reference_from is None:
         raise ValueError("critic_i_stats=replay_batch needs the update's replay pairs in Critic-I's batch")
+    if reference_from is None and all(value == "mode" for value in stats):  # the default: nothing to set per layer
+        with bn_step(critic, modes, "critic_i"):
+            yield
+        return
     layers = cast("list[PackedBatchNorm1d]", bn_layers(critic))  # the critic is an MLP: its BN layers are 1d
     with bn_step(critic, modes, "critic_i"):
         for layer in layers:

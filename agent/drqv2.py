@@ -346,7 +346,8 @@ class DrQV2Agent:
         if self.uses_target_network:
             with torch.no_grad(), self.autocast(), bn_step(self.critic_target, self.modes, "critic_iii"):
                 target_q1, target_q2 = self.critic_target(next_obs, next_action)
-            self._critic_iii_inputs = (next_obs, next_action)
+            if len(self._target_stats_members["recalibrate"]):  # kept only for the members that re-estimate from it
+                self._critic_iii_inputs = (next_obs, next_action)
             with bn_step(self.critic, self.modes, "critic_ii"), self.autocast():
                 q1, q2 = self.critic(obs, action)
         else:

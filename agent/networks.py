@@ -220,8 +220,18 @@ class PackedBatchNorm1d(PackedBatchNorm):
         super().__init__(k, width, momentum, eps)
         self.record_batch_stats = False
         self.recorded: dict[str, torch.Tensor] = {}
-        self.member_stats: tuple[str, ...] = ("mode",) * k
+        self.member_stats = ("mode",) * k
         self.reference_from: int | None = None
+
+    @property
+    def member_stats(self) -> tuple[str, ...]:
+        return self._member_stats
+
+    @member_stats.setter
+    def member_stats(self, stats: tuple[str, ...]) -> None:
+        # Decided once per assignment, not per forward: the default update (every member on its own batch
+        # statistics) keeps the native kernels' path.
+        self._member_stats, self._own_statistics = stats, all(s == "mode" for s in stats)
 
     def batch_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per member, the batch mean and biased variance of the last recorded forward (``record_batch_stats``):
@@ -234,7 +244,7 @@ class PackedBatchNorm1d(PackedBatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         one = len(self.weight) == 1
-        if self._renormalizes_in_train_mode() or self.reference_from is not None or set(self.member_stats) != {"mode"}:
+        if self._renormalizes_in_train_mode() or self.reference_from is not None or not self._own_statistics:
             return self._general(x, 1 if one else 2, self.record_batch_stats)
         if one:
             return self._one_member(x)
