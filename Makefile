@@ -73,8 +73,11 @@ constraints: ## refresh constraints.txt: pin every package .venv holds (pip free
 	  cat $(CONSTRAINTS).pins; } > $(CONSTRAINTS); rm -f $(CONSTRAINTS).pins; \
 	echo "$(CONSTRAINTS): $$(grep -vc '^#' $(CONSTRAINTS)) pins written"
 
+# Two pytest-xdist workers: most tests are one single-threaded process, so a 2-core machine runs two at once.
+# Each module (its whole directory where a session fixture is shared) stays on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: install ## run the test suite (what CI runs; the slow fault-injection tests are in test-faults)
-	$(PY) -m pytest -q -m "not faults_slow"
+	$(PY) -m pytest -q -m "not faults_slow" -n $(TEST_WORKERS)
 
 test-faults: install ## the slow fault-injection tests (killed driver, full disk, SIGTERM/double Ctrl-C to a pack; ~6 min, root with mount rights)
 	$(PY) -m pytest -q -m faults_slow
