@@ -97,8 +97,10 @@ sweep: install ## run GRID (sweeps/<GRID>.yaml or a path) on PROFILE, then draw 
 figures: install ## redraw every figure and figures/report.md from the result store
 	$(BNSWEEP) figures --results $(RESULTS) --out $(FIGURES) $(ARGS)
 
-bench: install ## benchmark suite -> bench/latest.json (ARGS=--quick: smoke version; ARGS="--device cuda": GPU learners)
+# bench.report then rewrites docs/performance.md's measured tables from the bench JSON files (latest.json among them).
+bench: install ## benchmark suite -> bench/latest.json and docs/performance.md's tables (ARGS=--quick: smoke version; ARGS="--device cuda": GPU learners)
 	$(BNSWEEP) bench $(ARGS)
+	$(PY) -m bench.report
 
 verify-learning: install ## learning check: cartpole_swingup states, 100k frames, 3 seeds x Origin/MA-BN/TTTTT (~40 min)
 	$(BNSWEEP) sweep --grid verify_learning --profile $(PROFILE) --results $(RESULTS) --figures $(FIGURES) $(ARGS)

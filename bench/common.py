@@ -130,4 +130,5 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average_1min": os.getloadavg()[0],
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),  # UTC; docs/performance.md quotes it (bench.report)
     }
