@@ -176,9 +176,9 @@ def workers_table() -> str:
     if "tensor_ops_per_update_k16" in r:
         lines += [
             "",
-            f"Tensor operations per packed update (ATen calls, pixels): K = 1: {r['tensor_ops_per_update_k1']:,}; "
-            f"K = 16: **{r['tensor_ops_per_update_k16']:,}** when the members share their learning rates, against "
-            f"{r['tensor_ops_per_update_k16_per_member_slices']:,} with one optimizer slice per member.",
+            f"Tensor operations per packed update (ATen calls, pixels): K = 1: {r['tensor_ops_per_update_k1']:,.0f}; "
+            f"K = 16: **{r['tensor_ops_per_update_k16']:,.0f}** when the members share their learning rates, against "
+            f"{r['tensor_ops_per_update_k16_per_member_slices']:,.0f} with one optimizer slice per member.",
         ]
     return "\n".join(lines)
 
