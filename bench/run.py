@@ -29,31 +29,12 @@ from agent.drqv2 import DrQV2Agent
 from agent.replay import ReplayBuffer
 from bench import packed, replay_codec
 from bench.common import PIXEL_OBS_SHAPE, TASK, loop_fps, machine, random_batch
+from bench.goals import verdicts
 from contract.config import build_config
 from envs import make_env
 from envs.dmc import DMCEnv
 
 REPO = Path(__file__).resolve().parents[1]
-GOALS = {  # metric: (comparison, threshold) from the performance issue
-    # 1.5x the reference DrQ-v2 side by side, on whatever machine runs the bench ...
-    "pixel_update_speedup_vs_reference": (">=", 1.5),
-    "pixel_fps_speedup_vs_reference": (">=", 1.5),
-    # ... and the absolute figures the issue derived from the reference on its 2-core machine.
-    "pixel_update_ms": ("<=", 1200.0),
-    "pixel_fps": (">=", 3.2),
-    "loop_overhead_pct": ("<=", 10.0),
-    "replay_bytes_per_transition_pixels": ("<=", 21_200.0),
-    "concurrency_speedup": (">=", 1.7),
-    # Packed trials (issue #9): the lz4 frame store at <= 40% of 21,196 B on the worst of five tasks, its
-    # sampling <= 10% of a pixel update; 8 state members in one process >= 1.25x the frames/s of 8
-    # processes with <= 40% of their memory; a pack of one within 5% of the worker before packing.
-    "replay_lz4_worst_ratio": ("<=", 0.40),
-    "replay_lz4_sample_pct_of_pixel_update": ("<=", 10.0),
-    "states_h256_k8_pack_speedup": (">=", 1.25),
-    "states_h256_k8_pack_memory_ratio": ("<=", 0.40),
-    "k1_states_fps_vs_baseline": (">=", 0.95),
-    "k1_pixels_fps_vs_baseline": (">=", 0.95),
-}
 
 
 def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -276,17 +257,6 @@ def worker_sections(quick: bool) -> dict[str, Any]:
     return out
 
 
-def goals(results: dict[str, float]) -> dict[str, dict[str, Any]]:
-    verdicts = {}
-    for name, (op, threshold) in GOALS.items():
-        value = results.get(name)
-        if value is None:
-            continue  # a section this run left out (e.g. no --baseline)
-        met = value is not None and (value <= threshold if op == "<=" else value >= threshold)
-        verdicts[name] = {"value": value, "goal": f"{op} {threshold:g}", "met": bool(met)}
-    return verdicts
-
-
 def main(argv: list[str] | None = None, *, prog: str = "python -m bench.run") -> int:
     """``prog``: the program name in usage and error lines (``bnsweep bench`` through the bnsweep command)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
@@ -358,7 +328,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench.run") ->
         "device": args.device,
         "machine": machine(),
         "results": results,
-        "goals": goals(results),
+        "goals": verdicts(results),
         "seconds": time.perf_counter() - started,
         "command": "make bench" + (f' ARGS="{flags}"' if flags else ""),
     }
